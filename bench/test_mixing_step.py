@@ -22,8 +22,9 @@ from dflbench.topology import column_stochastic, exponential, row_stochastic
 FULL = os.environ.get("DFLBENCH_BENCH_FULL") == "1"
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 Q = {4: 1 << 20, 64: 1 << 20 if FULL else 1 << 12, 1024: 1 << 20 if FULL else 1 << 10}
-# CPU floors, well below the ratios measured on the busy 2-core machine (~2.8x, ~25-36x, ~31x)
-FLOOR = {4: 1.2, 64: 5.0, 1024: 8.0}
+# CPU floors; ratio over 16 CI-mode runs (8 idle, 8 beside a CPU-bound process), 2-core CPU, 1 thread: 
+# n=4: min 3.74, median 4.4, max 4.97; n=64: min 7.38, median 8.8, max 9.88; n=1024: min 21.0, median 23, max 34
+FLOOR = {4: 2.8, 64: 5.5, 1024: 15.0}
 
 
 def neighbour_loop(m: MixingMatrix):
@@ -62,7 +63,8 @@ def test_mixing_sparse_vs_dense_1024(assert_ratio, synced):
     sparse, dense = LocalCommunicator(sparse=True), LocalCommunicator(sparse=False)
     fast, ref = synced(lambda: sparse.mix(m, x)), synced(lambda: dense.mix(m, x))
     assert torch.allclose(fast(), ref(), atol=1e-5)
-    assert_ratio(fast, ref, at_least=3.0 if DEVICE.type == "cpu" else 1.0, rounds=3, n=n, q=Q[n], device=str(DEVICE))
+    # ratio over 16 CI-mode runs (8 idle, 8 beside a CPU-bound process), 2-core CPU, 1 thread: min 5.36, median 6.8, max 7.28
+    assert_ratio(fast, ref, at_least=4.0 if DEVICE.type == "cpu" else 1.0, rounds=3, n=n, q=Q[n], device=str(DEVICE))
 
 
 def test_mixing_pushpull_step_vs_node_loop(assert_ratio, synced):
@@ -90,4 +92,5 @@ def test_mixing_pushpull_step_vs_node_loop(assert_ratio, synced):
     new_state, (theta_ref, tau_ref) = fast(), ref()
     assert torch.allclose(new_state.params, theta_ref, atol=1e-5)
     assert torch.allclose(new_state.tracker, tau_ref, atol=1e-5)
+    # ratio over 16 CI-mode runs (8 idle, 8 beside a CPU-bound process), 2-core CPU, 1 thread: min 2.51, median 2.7, max 2.92
     assert_ratio(fast, ref, at_least=2.0 if DEVICE.type == "cpu" else 1.0, n=n, q=q, device=str(DEVICE))
