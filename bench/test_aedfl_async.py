@@ -8,7 +8,7 @@ from dflbench.engines.async_sim import AsyncConfig, AsyncSimulator
 from dflbench.engines.async_stacked import DeviceData
 from dflbench.engines.devices import DeviceProfiles
 from dflbench.models import make_model
-from dflbench.pipelines.aedfl_registry import make_method
+from dflbench.methods.registry import make_method
 from dflbench.topology import exponential
 
 D = 100

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from dflbench.distributed.backend import DistEnv, destroy_process_group, init_process_group
-from dflbench.distributed.comm import DistributedCommunicator
-from dflbench.distributed.launch import spawn_local
+from dflbench.runtime.backend import DistEnv, destroy_process_group, init_process_group
+from dflbench.runtime.comm import DistributedCommunicator
+from dflbench.runtime.launch import spawn_local
 from dflbench.mixing import LocalCommunicator, from_topology
 from dflbench.topology import exponential
 

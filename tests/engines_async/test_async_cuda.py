@@ -4,7 +4,7 @@ import torch
 from dflbench.engines.async_sim import AsyncConfig, AsyncSimulator
 from dflbench.engines.devices import sample_profiles
 from dflbench.models import make_model
-from dflbench.pipelines.aedfl_registry import make_method
+from dflbench.methods.registry import make_method
 from dflbench.topology import exponential
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]

@@ -6,8 +6,8 @@ from dflbench.engines.async_sim import AsyncConfig, AsyncSimulator
 from dflbench.engines.coordinator import FaultConfig
 from dflbench.engines.devices import DeviceProfiles, sample_profiles
 from dflbench.models import make_model
-from dflbench.pipelines.aedfl_method import AEDFL, AEDFLConfig
-from dflbench.pipelines.aedfl_registry import make_method
+from dflbench.methods.aedfl.method import AEDFL, AEDFLConfig
+from dflbench.methods.registry import make_method
 from dflbench.topology import complete, exponential
 
 

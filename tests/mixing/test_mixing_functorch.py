@@ -1,4 +1,4 @@
-"""How pipelines call it: stacked module state + vmapped gradients, checked against per-node autograd."""
+"""How the engines call it: stacked module state + vmapped gradients, checked against per-node autograd."""
 
 from __future__ import annotations
 

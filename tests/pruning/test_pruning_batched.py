@@ -184,13 +184,16 @@ def test_engine_pruner_is_the_package_composition():
     from dflbench.engines.async_stacked import DeviceData
     from dflbench.engines.devices import sample_profiles
     from dflbench.models import make_model
-    from dflbench.pipelines import aedfl_pruning as ap
-    from dflbench.pipelines.aedfl_registry import make_method
+    from dflbench.methods.aedfl import pruning as ap
+    from dflbench.methods.registry import make_method
     from dflbench.topology import exponential
 
-    for name in ("device_curvature", "eigengap_rates", "neighbor_weighted_rates", "entry_scores", "prune_lowest",
-                 "masked_mfp", "count_flops"):
+    from dflbench.engines import async_stacked
+
+    for name in ("device_curvature", "eigengap_rates", "neighbor_weighted_rates", "entry_scores", "prune_lowest"):
         assert getattr(ap, name) is getattr(pruning, name)
+    for name in ("masked_mfp", "count_flops"):                     # the engine's MFP is the package's counter
+        assert getattr(async_stacked, name) is getattr(pruning, name)
     assert not hasattr(ap, "layer_macs")
 
     g = torch.Generator().manual_seed(0)

@@ -10,10 +10,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from dflbench.pipelines.aedfl import AEDFLRunConfig, run_aedfl, write_results
-from dflbench.pipelines.aedfl_registry import list_methods
-from dflbench.distributed.aedfl_pipeline import run_aedfl_distributed
-from dflbench.distributed.p2pft import check_runtime
+from dflbench.recipes.aedfl import AEDFLRunConfig, run_aedfl, write_results
+from dflbench.methods.registry import list_methods
+from dflbench.recipes.aedfl_distributed import run_aedfl_distributed
+from dflbench.runtime.backend import check_runtime
 
 from .errors import user_errors
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from dflbench.pipelines.demo import check_claim, demo_config
-from dflbench.pipelines.p2pft import run_p2pft
+from dflbench.recipes.demo import check_claim, demo_config
+from dflbench.recipes.p2pft import run_p2pft
 
 from .errors import user_errors
 from .p2pft import print_partition, results_table, set_threads

@@ -11,8 +11,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from dflbench.pipelines.p2pft import P2PFTConfig, list_p2pft_algorithms, parse_algorithms, parse_model_kwargs, run_p2pft
-from dflbench.distributed.p2pft import check_runtime, run_p2pft_distributed
+from dflbench.recipes.p2pft import P2PFTConfig, list_p2pft_algorithms, parse_algorithms, parse_model_kwargs, run_p2pft
+from dflbench.recipes.p2pft_distributed import run_p2pft_distributed
+from dflbench.runtime.backend import check_runtime
 
 from .errors import user_errors
 
@@ -46,7 +47,7 @@ def print_partition(console: Console, results: dict) -> None:
 
 
 def set_threads(threads: int) -> None:
-    """torch CPU threads (0 keeps the default); also silences torch's vmap SDPA fallback notice (see DESIGN.md)."""
+    """torch CPU threads (0 keeps the default); also silences torch's vmap SDPA fallback notice (see docs/ARCHITECTURE.md)."""
     warnings.filterwarnings("ignore", message="There is a performance drop because we have not yet implemented "
                                               "the batching rule")
     if threads < 0:

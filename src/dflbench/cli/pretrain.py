@@ -8,8 +8,8 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from dflbench.pipelines.p2pft import parse_model_kwargs
-from dflbench.pipelines.pretrain import PretrainConfig, pretrain as run_pretrain
+from dflbench.recipes.p2pft import parse_model_kwargs
+from dflbench.recipes.pretrain import PretrainConfig, pretrain as run_pretrain
 
 from .errors import user_errors
 from .p2pft import set_threads

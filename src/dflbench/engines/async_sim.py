@@ -248,6 +248,11 @@ class AsyncSimulator:
         self.messages += 1
         self.schedule(arrive, ARRIVE, Message(src, dst, payload, int(nbytes), at))
 
+    def model_mflops(self, masks: torch.Tensor | None = None) -> float | torch.Tensor:
+        """MFP per sample of the device models (`StackedModel.mfp` on a test input): dense (a float) or under
+        `masks [D, P]` (a tensor [D])."""
+        return self.net.mfp(self._x_eval[:1], masks)
+
     def model_bytes(self, mask: torch.Tensor | None = None) -> int:
         """Bytes of a model on the wire: 4 per float, or 4 per kept entry plus a P-bit mask when sparse."""
         if mask is None:

@@ -1,4 +1,4 @@
-"""Stacked functional models and per-device data for the asynchronous simulator (DESIGN.md, stacked node state).
+"""Stacked functional models and per-device data for the asynchronous simulator (docs/ARCHITECTURE.md, stacked node state).
 
 All devices' parameters live in one flat `[D, P]` tensor (`dflbench.aggregation.flat` layout). Gradients and
 predictions of any subset of devices come from one `torch.func.vmap` over `functional_call`, never a loop.
@@ -17,6 +17,7 @@ from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
 from dflbench.aggregation.flat import FlatSpec, flatten_state, unflatten
+from dflbench.pruning import count_flops, masked_mfp
 
 from .async_rng import STREAM_BATCH, counter_randint
 
@@ -51,6 +52,15 @@ class StackedModel:
     @property
     def numel(self) -> int:
         return self.spec.numel
+
+    def mfp(self, example: torch.Tensor, masks: torch.Tensor | None = None) -> float | torch.Tensor:
+        """MFP of AEDFL Table 1 (`dflbench.pruning`'s counter: million MACs per sample of the conv / linear layers)
+        on inputs shaped like `example` (one sample), each layer scaled by its weight density under `masks [D, P]`
+        (a tensor [D]); dense when `masks` is None (a float)."""
+        example = example[:1].cpu()
+        if masks is None:
+            return count_flops(self.template, example).mfp
+        return masked_mfp(self.template, example, masks.cpu())
 
     def loss_and_grad(self, flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-device mean cross-entropy `[B]` and its gradient `[B, P]` at `flat [B, P]` on batches `x [B, b, ...]`."""

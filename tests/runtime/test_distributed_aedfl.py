@@ -12,8 +12,8 @@ import torch
 import torch.distributed.rpc as rpc
 from torch import nn
 
-from dflbench.distributed import aedfl as runtime
-from dflbench.distributed.aedfl import AsyncNode, AsyncRuntimeConfig, write_async_results
+from dflbench.runtime import async_node as runtime
+from dflbench.runtime.async_node import AsyncNode, AsyncRuntimeConfig, write_async_results
 from dflbench.topology import exponential
 
 N = 4

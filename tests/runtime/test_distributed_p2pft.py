@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from dflbench.distributed.p2pft import check_runtime, run_p2pft_distributed
-from dflbench.pipelines.p2pft import P2PFTConfig, run_p2pft
+from dflbench.recipes.p2pft_distributed import run_p2pft_distributed
+from dflbench.runtime.backend import check_runtime
+from dflbench.recipes.p2pft import P2PFTConfig, run_p2pft
 
 TINY_VIT = ("vit_tiny_patch16_224", (("img_size", 8), ("patch_size", 4), ("embed_dim", 16), ("depth", 2),
                                       ("num_heads", 2)))

@@ -8,7 +8,7 @@ import torch
 from typer.testing import CliRunner
 
 from dflbench.cli.main import app
-from dflbench.distributed.backend import DistEnv, choose_backend, node_placement
+from dflbench.runtime.backend import DistEnv, choose_backend, node_placement
 
 
 def test_unknown_runtime_is_one_line_error():

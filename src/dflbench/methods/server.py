@@ -41,7 +41,6 @@ from dflbench.aggregation.staleness_discounts import inverse_sqrt
 from dflbench.engines.async_rng import STREAM_SAMPLE, counter_uniform
 from dflbench.engines.async_sim import ROUND, SERVER, AsyncSimulator, Message
 
-from .aedfl_pruning import mflops_per_forward
 
 
 class _ServerBase:
@@ -53,8 +52,7 @@ class _ServerBase:
         self.xg = sim.net.init.to(sim.dev).clone()
         self.version = 0
         self.sizes = sim.data.sizes.double().cpu()
-        self.dense_mflops = mflops_per_forward(sim.net, sim.net.init, tuple(sim._x_eval.shape[1:]),
-                                               input_dtype=sim._x_eval.dtype)
+        self.dense_mflops = sim.model_mflops()
 
     def eval_models(self, sim: AsyncSimulator) -> torch.Tensor:
         return self.xg.unsqueeze(0)

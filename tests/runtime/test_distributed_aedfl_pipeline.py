@@ -9,8 +9,8 @@ import json
 import numpy as np
 import pytest
 
-from dflbench.distributed.aedfl_pipeline import run_aedfl_distributed, runtime_config
-from dflbench.pipelines.aedfl import AEDFLRunConfig, run_aedfl, write_results
+from dflbench.recipes.aedfl_distributed import run_aedfl_distributed, runtime_config
+from dflbench.recipes.aedfl import AEDFLRunConfig, run_aedfl, write_results
 
 
 def _config(dataset: str, **kw) -> AEDFLRunConfig:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dflbench.distributed.launch import spawn_local
+from dflbench.runtime.launch import spawn_local
 
 
 @pytest.fixture

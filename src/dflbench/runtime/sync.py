@@ -25,7 +25,7 @@ from torch import nn
 from dflbench.engines.sync import SyncConfig, SyncResult, SyncSimulator, TailInputs
 from dflbench.mixing import Algorithm
 
-from .comm import DistributedCommunicator
+from dflbench.runtime.comm import DistributedCommunicator
 
 
 class LocalRows:

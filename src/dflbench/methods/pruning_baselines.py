@@ -22,8 +22,8 @@ from torch.nn.utils import vector_to_parameters
 from dflbench.pruning import PruningConfig as PackagePruningConfig
 from dflbench.pruning import prune_model
 
-from .aedfl_method import AEDFL, AEDFLConfig
-from .aedfl_pruning import ScheduledPruner
+from dflbench.methods.aedfl.method import AEDFL, AEDFLConfig
+from dflbench.methods.aedfl.pruning import ScheduledPruner
 
 RULES = ("hrank", "fedap", "hap")
 

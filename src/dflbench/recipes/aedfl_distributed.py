@@ -1,4 +1,4 @@
-"""`run_aedfl_distributed`: the AEDFL experiment (`dflbench.pipelines.aedfl`) with one device per torchrun rank.
+"""`run_aedfl_distributed`: the AEDFL experiment (`dflbench.recipes.aedfl`) with one device per torchrun rank.
 
     torchrun --nproc-per-node 8 -m dflbench aedfl --runtime distributed --devices 8 --methods aedfl-dwu ...
 
@@ -7,7 +7,7 @@ same initial model from the run seed and runs `AsyncNode` (asynchronous pushes o
 Rank 0 turns the gathered per-device metrics into the simulator's run record (Table 1 fields; `time` and
 `time_to_target` are wall-clock seconds here, there is no virtual clock, and the consensus distance, which needs
 every model in one place, is None) and returns the same `{"config", "data", "runs"}` dict that
-`dflbench.pipelines.aedfl.write_results` stores; the other ranks return None.
+`dflbench.recipes.aedfl.write_results` stores; the other ranks return None.
 
 Methods: `aedfl-dwu` (dynamic weights, eq. 4.6-4.8) and `aedfl-0` (uniform weights), one per launch. Devices
 fail for real here (a dead process), so the simulator's fault injection (`fault_prob`) is refused.
@@ -20,12 +20,11 @@ from dataclasses import asdict, replace
 import numpy as np
 import torch
 
-from dflbench.pipelines.aedfl import AEDFLRunConfig, build_model, load_device_data
-from dflbench.pipelines.aedfl_pruning import mflops_per_forward
+from dflbench.recipes.aedfl import AEDFLRunConfig, build_model, load_device_data
 from dflbench.topology import exponential
 
-from .aedfl import AsyncNode, AsyncRuntimeConfig
-from .backend import DistEnv
+from dflbench.runtime.async_node import AsyncNode, AsyncRuntimeConfig
+from dflbench.runtime.backend import DistEnv
 
 DISTRIBUTED_METHODS = {"aedfl-dwu": True, "aedfl-0": False}
 
@@ -64,8 +63,7 @@ def run_aedfl_distributed(cfg: AEDFLRunConfig, heartbeat_timeout_s: float = 10.0
     gathered = node.run()
     if rank != 0:
         return None
-    shape = (info["in_channels"], info["image_size"], info["image_size"]) if "in_channels" in info else None
-    mflops = mflops_per_forward(node.net, node.x, shape) if shape is not None else float("nan")
+    mflops = node.net.mfp(data.prepare(data.x_test[:1]))
     return {"config": asdict(cfg), "data": info, "runs": [to_run_record(cfg, gathered, mflops)]}
 
 

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from dflbench.aggregation import rules
 from dflbench.models import make_model
-from dflbench.pipelines.aedfl_registry import list_methods, make_method
+from dflbench.methods.registry import list_methods, make_method
 
 OPTS = {"prune_every": 2, "fraction": 0.5, "buffer": 2}
 

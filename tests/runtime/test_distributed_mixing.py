@@ -11,8 +11,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from dflbench.distributed.backend import DistEnv, destroy_process_group, init_process_group
-from dflbench.distributed.comm import DistributedCommunicator
+from dflbench.runtime.backend import DistEnv, destroy_process_group, init_process_group
+from dflbench.runtime.comm import DistributedCommunicator
 from dflbench.mixing import LocalCommunicator, from_topology, run, tree_leaves
 from dflbench.topology import exponential
 
@@ -91,7 +91,7 @@ def _worker(rank: int, out_dir: str) -> None:
 
 @pytest.fixture(scope="module")
 def distributed_runs(tmp_path_factory):
-    from dflbench.distributed.launch import spawn_local
+    from dflbench.runtime.launch import spawn_local
 
     out = tmp_path_factory.mktemp("dist")
     spawn_local(_worker, 4, str(out), start_method="fork", timeout_s=60)

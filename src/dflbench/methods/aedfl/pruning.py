@@ -31,11 +31,9 @@ from torch.func import functional_call
 
 from dflbench.aggregation.flat import unflatten
 from dflbench.pruning import (
-    count_flops,
     device_curvature,
     eigengap_rates,
     entry_scores,
-    masked_mfp,
     neighbor_weighted_rates,
     prune_lowest,
 )
@@ -60,16 +58,6 @@ class PruningConfig:
                              "damping > 0")
 
 
-def mflops_per_forward(net, flat: torch.Tensor, input_shape: tuple[int, ...], masks: torch.Tensor | None = None,
-                       input_dtype=torch.float32) -> float | torch.Tensor:
-    """MFP of AEDFL Table 1 (`dflbench.pruning`'s counter: million MACs per sample of the conv / linear layers) of
-    `net.template`, each layer scaled by its weight density under `masks [D, P]` (dense when None; then a float)."""
-    example = torch.zeros((1, *input_shape), dtype=input_dtype)
-    if masks is None:
-        return count_flops(net.template, example).mfp
-    return masked_mfp(net.template, example, masks.cpu())
-
-
 class ScheduledPruner:
     """What every pruner of the AEDFL loop shares: the schedule (`cfg.every`, `cfg.until`), per-device rates
     `[D]`, the neighbors' last announced rates `[D, K]` and the MFLOPs of masked models."""
@@ -78,9 +66,7 @@ class ScheduledPruner:
         self.cfg = cfg
         self.rate = torch.zeros(sim.D, dtype=torch.float64)
         self.neighbor_rate = torch.zeros(sim.D, max(1, int(sim.out_adj.sum(0).max())), dtype=torch.float64)
-        self.input_shape = tuple(sim._x_eval.shape[1:])
-        self.input_dtype = sim._x_eval.dtype
-        self.dense = mflops_per_forward(sim.net, sim.net.init, self.input_shape, input_dtype=self.input_dtype)
+        self.dense = sim.model_mflops()
 
     def due(self, t: torch.Tensor) -> torch.Tensor:
         return (t % self.cfg.every == 0) & (t <= self.cfg.until)
@@ -89,7 +75,7 @@ class ScheduledPruner:
         return self.neighbor_rate[devs]
 
     def mflops(self, sim, masks: torch.Tensor) -> torch.Tensor:
-        return mflops_per_forward(sim.net, sim.net.init, self.input_shape, masks, self.input_dtype)
+        return sim.model_mflops(masks)
 
 
 class AdaptivePruner(ScheduledPruner):

@@ -42,7 +42,7 @@ from dflbench.engines.async_stacked import StackedModel
 from dflbench.engines.coordinator import Coordinator
 from dflbench.io import atomic_write_json
 
-from .backend import resolve_device
+from dflbench.runtime.backend import resolve_device
 
 COORDINATOR = 0
 

@@ -23,8 +23,8 @@ import torch
 from dflbench.aggregation import DynamicWeights, DynamicWeightsConfig, masked_average, staleness
 from dflbench.engines.async_sim import AsyncSimulator, Message
 
-from .aedfl_policy import PolicySelector, SelectorConfig
-from .aedfl_pruning import AdaptivePruner, PruningConfig, mflops_per_forward
+from dflbench.methods.aedfl.selection import PolicySelector, SelectorConfig
+from dflbench.methods.aedfl.pruning import AdaptivePruner, PruningConfig
 
 
 @dataclass(frozen=True)
@@ -67,8 +67,7 @@ class AEDFL:
                                   dtype=torch.float64) if self.cfg.dwu else None
         self.policy = PolicySelector(D, self.K, self.cfg.policy, seed=sim.cfg.seed) if self.cfg.rl else None
         self.pruner = AdaptivePruner(sim, self.cfg.pruning) if self.cfg.prune else None
-        self.dense_mflops = mflops_per_forward(sim.net, sim.net.init, tuple(sim._x_eval.shape[1:]),
-                                               input_dtype=sim._x_eval.dtype)
+        self.dense_mflops = sim.model_mflops()
         sim.schedule_completions(torch.arange(D), torch.zeros(D, dtype=torch.float64))
 
     # ---- one local update for a batch of devices ------------------------------------------------------

@@ -145,7 +145,7 @@ class P2PFTRun:
 @dataclass(frozen=True)
 class P2PFTRuntime:
     """Where `run_p2pft` runs the nodes. The default: all of them in this process (`SyncSimulator`).
-    `dflbench.distributed.p2pft` passes `DistributedSyncSimulator` with its rank's device and role."""
+    `dflbench.recipes.p2pft_distributed` passes `DistributedSyncSimulator` with its rank's device and role."""
 
     simulator: Callable[..., SyncSimulator] = SyncSimulator  # (tail, inputs, nodes, algorithm, config, name=)
     device: str | None = None  # None: resolve_device(cfg.device)

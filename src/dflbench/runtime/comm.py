@@ -23,7 +23,7 @@ import torch.distributed as dist
 
 from dflbench.mixing import Communicator, MixingMatrix, Tree, tree_leaves
 
-from .backend import node_placement
+from dflbench.runtime.backend import node_placement
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class DistributedCommunicator(Communicator):
         if rank is None or world_size is None:
             if not dist.is_initialized():
                 raise ValueError("DistributedCommunicator needs an initialised process group "
-                                 "(dflbench.distributed.init_process_group) or explicit rank and world_size")
+                                 "(dflbench.runtime.init_process_group) or explicit rank and world_size")
             rank, world_size = dist.get_rank(group), dist.get_world_size(group)
         self.n, self.rank, self.world_size, self.group = n_nodes, rank, world_size, group
         self.placement = node_placement(n_nodes, world_size)

@@ -31,15 +31,12 @@ from dflbench.engines.async_rng import STREAM_MASK, counter_uniform
 from dflbench.engines.async_sim import ROUND, AsyncSimulator
 from dflbench.topology import uniform
 
-from .aedfl_pruning import mflops_per_forward
 
 
 class _Decentralized:
     def _init_common(self, sim: AsyncSimulator) -> None:
         self.sizes = sim.data.sizes.double().cpu()
-        self.input_shape = tuple(sim._x_eval.shape[1:])
-        self.dense_mflops = mflops_per_forward(sim.net, sim.net.init, self.input_shape,
-                                               input_dtype=sim._x_eval.dtype)
+        self.dense_mflops = sim.model_mflops()
 
     def eval_models(self, sim: AsyncSimulator) -> torch.Tensor:
         return sim.x
@@ -212,5 +209,4 @@ class DisPFL(_Rounds):
         return new
 
     def mflops(self, sim: AsyncSimulator) -> float:
-        return float(mflops_per_forward(sim.net, sim.net.init, self.input_shape, self.masks,
-                                        sim._x_eval.dtype).mean())
+        return float(sim.model_mflops(self.masks).mean())

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .aedfl_decentralized import ADPSGD, DPSGD, DisPFL, DisPFLConfig
-from .aedfl_method import AEDFL, AEDFLConfig
-from .aedfl_pruning import PruningConfig
-from .aedfl_pruning_baselines import BaselinePruningConfig, PruningBaseline
-from .aedfl_server import AsyncServer, AsyncServerConfig, SyncServer, SyncServerConfig
+from dflbench.methods.decentralized import ADPSGD, DPSGD, DisPFL, DisPFLConfig
+from dflbench.methods.aedfl.method import AEDFL, AEDFLConfig
+from dflbench.methods.aedfl.pruning import PruningConfig
+from dflbench.methods.pruning_baselines import BaselinePruningConfig, PruningBaseline
+from dflbench.methods.server import AsyncServer, AsyncServerConfig, SyncServer, SyncServerConfig
 
 ABLATIONS = {  # name: (rl, dwu, prune)
     "aedfl": (True, True, True), "aedfl-0": (False, False, False), "aedfl-rl": (True, False, False),

@@ -26,7 +26,7 @@ from dflbench.io import atomic_write_bytes, atomic_write_csv, atomic_write_json
 from dflbench.models import make_model
 from dflbench.topology import exponential
 
-from .aedfl_registry import list_methods, make_method
+from dflbench.methods.registry import list_methods, make_method
 
 TEXT_DATASETS = ("imdb",)
 

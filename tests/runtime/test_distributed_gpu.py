@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from dflbench.distributed.backend import DistEnv, choose_backend, destroy_process_group, init_process_group
-from dflbench.distributed.comm import DistributedCommunicator
+from dflbench.runtime.backend import DistEnv, choose_backend, destroy_process_group, init_process_group
+from dflbench.runtime.comm import DistributedCommunicator
 from dflbench.mixing import LocalCommunicator, from_topology, run
 from dflbench.topology import exponential
 
@@ -50,7 +50,7 @@ def _worker(rank: int, out: str) -> None:
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 GPUs for 2 NCCL ranks")
 def test_two_nccl_ranks_match_simulator(tmp_path):
-    from dflbench.distributed.launch import spawn_local
+    from dflbench.runtime.launch import spawn_local
 
     spawn_local(_worker, 2, str(tmp_path), start_method="spawn", timeout_s=120)
     ref = _run(LocalCommunicator(), torch.arange(4), "cuda").cpu()

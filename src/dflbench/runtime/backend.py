@@ -22,6 +22,13 @@ RUNTIMES = ("simulator", "distributed")
 _ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
+def check_runtime(runtime: str) -> str:
+    """ValueError unless `runtime` is a known runtime name."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; valid runtimes: {', '.join(RUNTIMES)}")
+    return runtime
+
+
 def resolve_device(device: str, local_rank: int) -> torch.device:
     """"auto" -> cuda:<local_rank> when CUDA is available, else cpu; "cuda" -> cuda:<local_rank>; else as given."""
     if device == "auto":

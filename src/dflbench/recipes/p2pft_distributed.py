@@ -1,4 +1,4 @@
-"""`run_p2pft_distributed`: the P2P-FT pipeline (`dflbench.pipelines.p2pft`) with every rank hosting its nodes.
+"""`run_p2pft_distributed`: the P2P-FT pipeline (`dflbench.recipes.p2pft`) with every rank hosting its nodes.
 
     torchrun --nproc-per-node 4 -m dflbench p2pft --runtime distributed --nodes 4 ...
 
@@ -15,17 +15,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dflbench.pipelines.p2pft import ALGORITHMS, P2PFTConfig, P2PFTRun, P2PFTRuntime, run_p2pft
+from dflbench.recipes.p2pft import ALGORITHMS, P2PFTConfig, P2PFTRun, P2PFTRuntime, run_p2pft
 
-from .backend import RUNTIMES, DistEnv, destroy_process_group, init_process_group
-from .sync import DistributedSyncSimulator
-
-
-def check_runtime(runtime: str) -> str:
-    """ValueError unless `runtime` is a known runtime name."""
-    if runtime not in RUNTIMES:
-        raise ValueError(f"unknown runtime {runtime!r}; valid runtimes: {', '.join(RUNTIMES)}")
-    return runtime
+from dflbench.runtime.backend import DistEnv, destroy_process_group, init_process_group
+from dflbench.runtime.sync import DistributedSyncSimulator
 
 
 def run_p2pft_distributed(cfg: P2PFTConfig, out_dir: str | Path, resume: bool = False, progress: bool | None = None,
