@@ -131,3 +131,28 @@ def test_from_adjacency_self_loops_policy():
     adj = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
     assert from_adjacency(adj).has_self_loops()
     assert not from_adjacency(adj, self_loops=False).has_self_loops()
+
+
+@pytest.mark.parametrize("n", [3, 4, 5, 8, 16])
+def test_hub_ring_is_directed_strongly_connected_and_not_weight_balanced(n):
+    from dflbench.topology import column_stochastic, hub_ring, row_stochastic
+
+    topo = hub_ring(n).check_strongly_connected()
+    expected = torch.eye(n, dtype=torch.float64)
+    for j in range(n):
+        expected[(j + 1) % n, j] = 1.0                 # the directed ring
+        expected[j, 0] = 1.0                            # the hub sends to everyone
+    assert torch.equal(topo.weights, expected)
+    assert not torch.equal(topo.weights, topo.weights.T)
+    a, b = row_stochastic(topo.weights), column_stochastic(topo.weights)
+    assert (a - b).abs().max() > 0.1                    # push-pull's A and B differ: it is not gradient tracking
+    # a regular graph makes them equal, which is why exponential(4) is not the P2P-FT default
+    e = exponential(4).weights
+    assert torch.allclose(row_stochastic(e), column_stochastic(e))
+
+
+def test_hub_ring_refuses_two_nodes():
+    from dflbench.topology import hub_ring
+
+    with pytest.raises(ValueError, match="hub_ring needs an integer node count >= 3"):
+        hub_ring(2)

@@ -65,6 +65,18 @@ def exponential(n: int) -> Topology:
 
 
 @register_topology
+def hub_ring(n: int) -> Topology:
+    """Directed ring j -> j+1 plus hub 0 sending to every node: strongly connected (the ring) and, for n >= 3, not
+    weight-balanced (node 0 sends to n-1 nodes and hears 1; nodes 2..n-1 hear 2 and send to 1), so the row- and
+    column-normalised matrices of P2P-FT differ (A != B). The default P2P-FT graph: it exercises push-pull, where a
+    regular graph (ring, exponential on a power of two) reduces it to plain gradient tracking. With n <= 2 every
+    strongly connected digraph is regular, so it is refused."""
+    _check_n(n, "hub_ring", at_least=3)
+    edges = {(j, (j + 1) % n) for j in range(n)} | {(0, i) for i in range(1, n)}
+    return _from_edges(n, sorted(edges), "hub_ring")
+
+
+@register_topology
 def one_peer_exponential(n: int, t: int = 0) -> Topology:
     """Time-varying one-peer exponential graph: at step t node j sends only to j + 2**(t mod ceil(log2 n))."""
     _check_n(n, "one_peer_exponential")
