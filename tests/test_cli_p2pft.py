@@ -17,10 +17,21 @@ def _one_line_error(args, *needles):
     result = runner.invoke(app, args)
     assert result.exit_code == 2, result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1, result.output
+    warnings = [line for line in lines if line.startswith("warning:")]     # e.g. the random-backbone note
+    assert len(warnings) <= 1 and len(lines) - len(warnings) == 1, result.output
+    lines = [line for line in lines if not line.startswith("warning:")]
     for needle in needles:
         assert needle in lines[0], lines[0]
     return lines[0]
+
+
+def test_random_backbone_warning_is_one_stderr_line(tmp_path):
+    result = runner.invoke(app, ["p2pft", *TINY, "--epochs", "0", "--algorithms", "local", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert [line for line in result.output.splitlines() if "randomly initialised" in line] == [
+        "warning: the backbone is randomly initialised (no --pretrained or --checkpoint): fine-tuning its last block "
+        "says little about P2P-FT; see `dflbench pretrain`"]
+    assert json.loads((tmp_path / "results.json").read_text())["backbone"]["kind"] == "random"
 
 
 def test_user_errors_are_one_line_exit_2(tmp_path):

@@ -17,7 +17,7 @@ from .p2pft import print_partition, results_table, set_threads
 @user_errors
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Output folder (results.json, results.csv)."),
-    epochs: int = typer.Option(15, "--epochs"),
+    epochs: int = typer.Option(30, "--epochs"),
     threads: int = typer.Option(1, "--threads", help="torch CPU threads: 1 is fastest for this tiny model."),
 ):
     """P2P-FT in miniature: 4 nodes, class-disjoint digits, tiny ViT; exits 1 if the paper's claim fails."""

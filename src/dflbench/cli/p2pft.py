@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from dflbench.recipes.p2pft import P2PFTConfig, list_p2pft_algorithms, parse_algorithms, parse_model_kwargs, run_p2pft
+from dflbench.recipes.p2pft import RANDOM_BACKBONE, P2PFTConfig, list_p2pft_algorithms, parse_algorithms, parse_model_kwargs, run_p2pft
 from dflbench.recipes.p2pft_distributed import run_p2pft_distributed
 from dflbench.runtime.backend import check_runtime
 
@@ -24,8 +24,13 @@ def results_table(results: dict) -> Table:
     table = Table(title=f"{cfg['model']} on {results['data']['name']}: test accuracy (%) after "
                         f"{cfg['epochs']} epochs, split {cfg['split']}")
     table.add_column("algorithm")
-    if any(r["single_model"] for r in results["runs"]):
-        table.caption = "* one model trained on the union of all nodes' data"
+    central = [r for r in results["runs"] if r["single_model"]]
+    if central:
+        steps = ("the same steps per epoch as the nodes" if cfg["central_steps"] == "match"
+                 else "one pass over the union per epoch")
+        table.caption = (f"* one model trained on the union of all nodes' data, batch nodes x {cfg['batch_size']}, "
+                         f"{steps} ({central[0]['steps_per_epoch']} steps; nodes: "
+                         f"{max(r['steps_per_epoch'] for r in results['runs'])})")
     n = len(results["runs"][0]["node_accuracy"]) if results["runs"] else 0
     for i in range(n):
         table.add_column(f"node {i + 1}", justify="right")
@@ -61,7 +66,8 @@ def p2pft(
     model: str = typer.Option("vit_small_patch16_224", "--model", help="timm model name."),
     dataset: str = typer.Option("digits", "--dataset", help="Dataset name, npz:PATH or folder:PATH."),
     nodes: int = typer.Option(4, "--nodes", "-n", help="Number of nodes."),
-    topology: str = typer.Option("exponential", "--topology", help="Topology name or adjacency:PATH."),
+    topology: str = typer.Option("hub_ring", "--topology",
+                                 help="Topology name or adjacency:PATH (default hub_ring: directed, A != B)."),
     split: str = typer.Option("classes", "--split", help="classes[:ROW] | dirichlet:ALPHA | iid | shards:K."),
     algorithms: str = typer.Option("local,p2pft,central", "--algorithms",
                                    help=f"Comma list of: {', '.join(list_p2pft_algorithms())}."),
@@ -82,6 +88,13 @@ def p2pft(
     no_cache: bool = typer.Option(False, "--no-cache", help="Recompute the frozen prefix every batch."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoints/*.pt."),
     attention: int = typer.Option(0, "--attention", help="Write Fig. 2 attention maps for N test images."),
+    attention_method: str = typer.Option("auto", "--attention-method",
+                                         help="auto (cls for ViT/DeiT, gradcam for Swin) | cls | rollout | gradcam "
+                                              "| integrated_gradients."),
+    attention_node: int = typer.Option(1, "--attention-node", help="Node (from 1) whose unseen classes Fig. 2 shows."),
+    central_steps: str = typer.Option("match", "--central-steps",
+                                      help="match (central takes the nodes' steps per epoch) | epoch (one pass over "
+                                           "the union per epoch)."),
     threads: int = typer.Option(0, "--threads", help="torch CPU threads (0: torch default)."),
     runtime: str = typer.Option("simulator", "--runtime",
                                 help="simulator (one process) | distributed (one rank per node group, torchrun)."),
@@ -95,7 +108,10 @@ def p2pft(
                       checkpoint=None if checkpoint is None else str(checkpoint), pretrained=pretrained,
                       model_kwargs=parse_model_kwargs(model_kwargs),
                       data_dir=None if data_dir is None else str(data_dir), download=download,
-                      image_size=image_size, cache=not no_cache, attention=attention)
+                      image_size=image_size, cache=not no_cache, attention=attention,
+                      attention_method=attention_method, attention_node=attention_node, central_steps=central_steps)
+    if cfg.backbone == "random":
+        Console(stderr=True).print(f"[yellow]warning:[/] {RANDOM_BACKBONE}", highlight=False, soft_wrap=True)
     if check_runtime(runtime) == "distributed":
         run = run_p2pft_distributed(cfg, out, resume=resume, backend=backend)
         if run is None:  # ranks other than 0 print nothing
@@ -105,6 +121,7 @@ def p2pft(
     console = Console()
     print_partition(console, run.results)
     console.print(results_table(run.results))
-    if "attention" in run.results:
-        console.print(f"wrote {run.results['attention']['path']} (node 1, classes it never saw)")
+    att = run.results.get("attention", {})
+    if "path" in att:
+        console.print(f"wrote {att['path']} (node {att['node']}, classes it never saw, {att['method']} maps)")
     console.print(f"wrote {out / 'results.json'} and {out / 'results.csv'}")

@@ -38,7 +38,8 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 @dataclass(frozen=True)
 class SyncConfig:
-    """epochs: passes over the largest node's data; steps_per_epoch = ceil(max_i |D_i| / batch_size).
+    """epochs: passes over the largest node's data; steps_per_epoch = ceil(max_i |D_i| / batch_size) unless given
+    (smaller nodes wrap around their own data to fill an epoch).
     cache: train on cached prefix features (needs a deterministic prefix); False recomputes the prefix per batch.
     amp: bf16 autocast on CUDA (ignored on CPU). dtype: parameter/feature dtype ("float64" for reference tests).
     method: NodeStack evaluation method ("vmap", "fold"); None uses dflbench.vision's default."""
@@ -52,8 +53,11 @@ class SyncConfig:
     dtype: str = "float32"
     amp: bool = True
     method: str | None = None
+    steps_per_epoch: int | None = None
 
     def __post_init__(self):
+        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
+            raise ValueError(f"steps_per_epoch must be >= 1 (or None), got {self.steps_per_epoch}")
         if self.epochs < 0 or self.batch_size < 1 or self.eval_batch_size < 1:
             raise ValueError(f"need epochs >= 0 and batch sizes >= 1, got epochs={self.epochs}, "
                              f"batch_size={self.batch_size}, eval_batch_size={self.eval_batch_size}")
@@ -154,7 +158,8 @@ class SyncSimulator:
         self.tail = tail.to(device=self.config.device, dtype=self.config.torch_dtype).eval()
         method = {} if self.config.method is None else {"method": self.config.method}
         self.stack = NodeStack(self.tail, **method)
-        self.sampler = NodeSampler(node_indices, self.config.batch_size, self.config.seed)
+        self.sampler = NodeSampler(node_indices, self.config.batch_size, self.config.seed,
+                                   self.config.steps_per_epoch)
         self.n = self.sampler.n
         self._calls = 0
 
@@ -189,7 +194,7 @@ class SyncSimulator:
                 "batch_size": self.config.batch_size, "seed": self.config.seed, "lr": lr,
                 "momentum": self.algorithm.momentum, "weight_decay": self.algorithm.weight_decay,
                 "dtype": self.config.dtype,
-                "node_sizes": self.sampler.sizes.tolist(),
+                "node_sizes": self.sampler.sizes.tolist(), "steps_per_epoch": self.sampler.steps_per_epoch,
                 "shapes": {k: list(v.shape) for k, v in x0.items()}}
 
     def _load(self, path: Path, fingerprint: dict):
@@ -203,11 +208,13 @@ class SyncSimulator:
     # --- the run --------------------------------------------------------------------------------------
 
     def run(self, checkpoint: str | Path | None = None, resume: bool = False,
-            progress: bool | None = None) -> SyncResult:
-        """Train `config.epochs` epochs; checkpoint after each to `checkpoint`; with `resume`, continue from it."""
+            progress: bool | None = None, context: dict | None = None) -> SyncResult:
+        """Train `config.epochs` epochs; checkpoint after each to `checkpoint`; with `resume`, continue from it.
+        `context`: what else determines the trajectory (model, data, graph, ...), stored in the checkpoint's
+        fingerprint beside the simulator's own fields; a resume whose fingerprint differs is refused, naming them."""
         cfg = self.config
         x0 = self.stack.init_params(self.n)
-        fp = self.fingerprint(x0)
+        fp = {**(context or {}), **self.fingerprint(x0)}
         path = Path(checkpoint) if checkpoint is not None else None
         if resume and path is not None and path.is_file():
             state, epoch, history, elapsed = self._load(path, fp)

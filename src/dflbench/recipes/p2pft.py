@@ -4,13 +4,24 @@ Local-FT / P2P-FT (push-pull, Algorithm 1) / DGD / GT-DGD / centralized -> Table
     results = run_p2pft(P2PFTConfig(dataset="digits", epochs=20), out_dir="runs/x")
 
 Every algorithm starts from the same model (same seed, same frozen prefix, same initial tail), trains on the
-same cached features, and is evaluated per node on the full test set. `central` is ONE model trained on the
-union of all nodes' data (batch = nodes x batch_size), so every node column shows that single model.
+same cached features, and is evaluated per node on the full test set. An epoch is ceil(largest node / batch)
+steps for every node (smaller nodes wrap around their own data). `central` is ONE model trained on the union of
+all nodes' data with batch nodes x batch_size, so every node column shows that single model; by default
+(`central_steps="match"`) it takes the decentralized runs' steps per epoch, so both make the same number of
+gradient steps on the same number of samples; `"epoch"` makes one pass over the union instead (fewer steps when
+nodes are unequal).
+
+Results (results.json, results.csv) are written as soon as training ends; pictures come after (an accuracy-vs-
+epoch PNG, and with `attention` Fig. 2's maps) and a failing picture is reported in results.json, never losing
+the results.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import sys
+import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -22,8 +33,9 @@ from dflbench.data import BatchTransform, load_dataset, partition
 from dflbench.engines import SyncConfig, SyncResult, SyncSimulator, TailInputs
 from dflbench.io import atomic_write_csv, atomic_write_json
 from dflbench.mixing import from_topology, make_algorithm
+from dflbench.plots import line_plot
 from dflbench.topology import from_adjacency, list_topologies, make_topology
-from dflbench.vision import create_model, split_for_cache
+from dflbench.vision import architecture_of, create_model, split_for_cache
 
 # CLI name -> dflbench.mixing algorithm (None: centralized single model on the union of the data).
 ALGORITHMS: dict[str, str | None] = {"local": "local", "p2pft": "pushpull", "dgd": "dgd", "gt-dgd": "gtdgd",
@@ -94,6 +106,13 @@ def resolve_device(device: str) -> str:
     return device
 
 
+# "auto": last-layer CLS attention for ViT / DeiT (the layer fine-tuning changes), Grad-CAM for Swin (no CLS token)
+ATTENTION_METHODS = ("auto", "cls", "rollout", "gradcam", "integrated_gradients")
+CENTRAL_STEPS = ("match", "epoch")
+RANDOM_BACKBONE = ("the backbone is randomly initialised (no --pretrained or --checkpoint): fine-tuning its last "
+                   "block says little about P2P-FT; see `dflbench pretrain`")
+
+
 @dataclass(frozen=True)
 class P2PFTConfig:
     """One P2P-FT experiment. Paper defaults (Sec. IV): 4 nodes, directed strongly connected graph, lr 1e-3,
@@ -102,7 +121,7 @@ class P2PFTConfig:
     model: str = "vit_small_patch16_224"
     dataset: str = "digits"
     nodes: int = 4
-    topology: str = "exponential"
+    topology: str = "hub_ring"
     split: str = "classes"
     algorithms: tuple[str, ...] = ("local", "p2pft", "central")
     epochs: int = 100
@@ -120,6 +139,9 @@ class P2PFTConfig:
     image_size: int = 224
     cache: bool = True
     attention: int = 0
+    attention_method: str = "auto"
+    attention_node: int = 1
+    central_steps: str = "match"
 
     def __post_init__(self):
         parse_algorithms(self.algorithms)
@@ -132,6 +154,19 @@ class P2PFTConfig:
             raise ValueError("give either --checkpoint or --pretrained, not both")
         if self.attention < 0:
             raise ValueError(f"--attention must be >= 0, got {self.attention}")
+        if self.attention_method not in ATTENTION_METHODS:
+            raise ValueError(f"unknown attention method {self.attention_method!r}; valid: "
+                             f"{', '.join(ATTENTION_METHODS)}")
+        if not 1 <= self.attention_node <= self.nodes:
+            raise ValueError(f"--attention-node must be in 1..{self.nodes} (nodes are numbered from 1), got "
+                             f"{self.attention_node}")
+        if self.central_steps not in CENTRAL_STEPS:
+            raise ValueError(f"--central-steps must be one of {', '.join(CENTRAL_STEPS)}, got {self.central_steps!r}")
+
+    @property
+    def backbone(self) -> str:
+        """'pretrained' (timm weights), 'checkpoint' (a local file) or 'random' (nothing loaded)."""
+        return "pretrained" if self.pretrained else "checkpoint" if self.checkpoint else "random"
 
 
 @dataclass
@@ -167,10 +202,29 @@ def _algorithm(cfg: P2PFTConfig, name: str, topology):
     return from_topology(mixing, topology, cfg.lr, momentum=cfg.momentum)
 
 
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def run_context(cfg: P2PFTConfig, topology) -> dict:
+    """What in `cfg` shapes a trajectory beyond the simulator's own fingerprint (algorithm, nodes, batch, seed,
+    lr, momentum, node sizes, shapes): stored in every checkpoint, so `--resume` refuses another run's files."""
+    return {"model": cfg.model, "model_kwargs": [list(kv) for kv in cfg.model_kwargs], "backbone": cfg.backbone,
+            "checkpoint_sha256": _sha256(cfg.checkpoint) if cfg.checkpoint else None, "dataset": cfg.dataset,
+            "image_size": cfg.image_size, "split": cfg.split, "topology": cfg.topology,
+            "topology_sha256": None if topology is None else
+            hashlib.sha256(topology.weights.numpy().tobytes()).hexdigest(),
+            "policy": cfg.policy, "cache": cfg.cache, "central_steps": cfg.central_steps}
+
+
 def run_p2pft(cfg: P2PFTConfig, out_dir: str | Path, resume: bool = False, progress: bool | None = None,
               runtime: P2PFTRuntime = P2PFTRuntime()) -> P2PFTRun | None:
-    """Run every algorithm of `cfg`, write `out_dir/results.json` and `results.csv`, return the results
-    (None in a process that is not `runtime.lead`)."""
+    """Run every algorithm of `cfg`, write `out_dir/results.json` and `results.csv`, then the pictures, and return
+    the results (None in a process that is not `runtime.lead`)."""
     out = Path(out_dir)
     device = resolve_device(cfg.device) if runtime.device is None else runtime.device
     needs_graph = any(ALGORITHMS[a] not in (None, "local") for a in cfg.algorithms)
@@ -184,16 +238,20 @@ def run_p2pft(cfg: P2PFTConfig, out_dir: str | Path, resume: bool = False, progr
     sync = SyncConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed, cache=cfg.cache, device=device)
     inputs = TailInputs(prefix, transform, data, sync, progress=progress if runtime.lead else False)
     init = copy.deepcopy(tail.state_dict())
+    context = run_context(cfg, topology)
+    node_steps = -(-max(part.sizes()) // cfg.batch_size)                      # ceil(largest node / batch)
     runs, sims = [], {}
     for name in cfg.algorithms:
         tail.load_state_dict(init)
         if ALGORITHMS[name] is None:
-            nodes, run_cfg = [np.concatenate(part.indices)], SyncConfig(**{**asdict(sync),
-                                                                             "batch_size": cfg.batch_size * cfg.nodes})
+            central = {"batch_size": cfg.batch_size * cfg.nodes,
+                       "steps_per_epoch": node_steps if cfg.central_steps == "match" else None}
+            nodes, run_cfg = [np.concatenate(part.indices)], SyncConfig(**{**asdict(sync), **central})
         else:
             nodes, run_cfg = list(part.indices), sync
         sim = runtime.simulator(tail, inputs, nodes, _algorithm(cfg, name, topology), run_cfg, name=name)
-        res = sim.run(checkpoint=out / "checkpoints" / f"{name}.pt", resume=resume, progress=progress)
+        res = sim.run(checkpoint=out / "checkpoints" / f"{name}.pt", resume=resume, progress=progress,
+                      context=context)
         sims[name] = res
         accs = res.node_accuracy * cfg.nodes if len(res.node_accuracy) == 1 else res.node_accuracy
         runs.append({"algorithm": name, "mixing": sim.algorithm.name, "node_accuracy": accs,
@@ -206,6 +264,7 @@ def run_p2pft(cfg: P2PFTConfig, out_dir: str | Path, resume: bool = False, progr
     results = {
         "config": {**asdict(cfg), "model_kwargs": dict(cfg.model_kwargs), "device": device,
                    "cache": inputs.cached},
+        "backbone": {"kind": cfg.backbone, **({"warning": RANDOM_BACKBONE} if cfg.backbone == "random" else {})},
         **({} if runtime.info is None else {"runtime": runtime.info}),
         "data": {"name": data.name, "classes": list(data.classes), "train": len(data.y_train),
                  "test": len(data.y_test), "image_size": list(data.image_size)},
@@ -214,42 +273,73 @@ def run_p2pft(cfg: P2PFTConfig, out_dir: str | Path, resume: bool = False, progr
         "topology": None if topology is None else {"name": topology.name, "weights": topology.weights.tolist()},
         "runs": runs,
     }
+    write_results(out, results)                                   # results first: a picture can never lose them
+    curves = {LABELS[r["algorithm"]]: ([h["epoch"] for h in r["history"]], [h["mean_accuracy"] for h in r["history"]])
+              for r in runs}
+    results["figures"] = {"accuracy": _picture(out, "accuracy", lambda: {"path": str(line_plot(
+        out / "accuracy.png", curves, "epoch", "mean test accuracy over nodes", f"{cfg.model} on {cfg.dataset}"))})}
     if cfg.attention:
-        results["attention"] = write_attention(out / "attention.png", model, tail, transform, data, part, sims,
-                                               cfg.attention, device)
+        results["attention"] = _picture(out, "attention", lambda: write_attention(
+            out / "attention.png", model, tail, transform, data, part, sims, cfg, device))
     write_results(out, results)
     return P2PFTRun(results, sims)
+
+
+def _picture(out: Path, what: str, draw: Callable[[], dict]) -> dict:
+    """Draw a figure after the results are on disk; a failure is printed (with its traceback) and recorded as
+    {"error": ...} in results.json instead of ending the run."""
+    try:
+        return draw()
+    except Exception as exc:  # noqa: BLE001 - any failure of a picture must leave the results
+        traceback.print_exc(file=sys.stderr)
+        print(f"warning: the {what} figure failed ({type(exc).__name__}: {exc}); the results in {out} are complete",
+              file=sys.stderr)
+        return {"error": f"{type(exc).__name__}: {exc}"}
 
 
 LABELS = {"local": "Local-FT", "p2pft": "P2P-FT", "dgd": "DGD", "gt-dgd": "GT-DGD", "central": "Centralized"}
 
 
-def unseen_test_images(data, part, count: int) -> torch.Tensor:
-    """Indices of the first `count` test images whose class node 1 never trains on (Fig. 2's setting)."""
-    seen = np.flatnonzero(part.histograms(data.y_train.numpy(), data.num_classes)[0])
-    pick = np.flatnonzero(~np.isin(data.y_test.numpy(), seen))[:count]
-    if len(pick) == 0:
-        raise ValueError("--attention needs test images of classes node 1 does not hold, but node 1 holds every "
-                         "class under this split; use --split classes")
-    return torch.as_tensor(pick)
+def unseen_test_images(data, part, node: int, count: int) -> torch.Tensor:
+    """Indices of the first `count` test images of classes node `node` (numbered from 1) never trains on (Fig. 2's
+    setting); empty when that node holds every class."""
+    seen = np.flatnonzero(part.histograms(data.y_train.numpy(), data.num_classes)[node - 1])
+    return torch.as_tensor(np.flatnonzero(~np.isin(data.y_test.numpy(), seen))[:count])
 
 
-def write_attention(path: Path, model, tail, transform, data, part, sims: dict[str, SyncResult], count: int,
+def attention_method(cfg: P2PFTConfig, model) -> str:
+    """The map `cfg.attention_method` names; "auto": last-layer CLS attention for ViT / DeiT, Grad-CAM (captum)
+    on the last stage for Swin, whose windowed attention has no CLS token."""
+    if cfg.attention_method != "auto":
+        return cfg.attention_method
+    return "gradcam" if architecture_of(model) == "swin" else "cls"
+
+
+def write_attention(path: Path, model, tail, transform, data, part, sims: dict[str, SyncResult], cfg: P2PFTConfig,
                     device: str) -> dict:
-    """Fig. 2: node 1's model under each algorithm (central: the single model) on images of classes node 1
-    never saw, attention maps side by side (`dflbench.vision.plots.compare_attention`, rollout)."""
+    """Fig. 2: node `cfg.attention_node`'s model under each algorithm (central: the single model) on test images
+    of classes that node never saw, maps side by side (`dflbench.vision.plots.compare_attention`). A node that
+    holds every class has no unseen classes: the figure is skipped and the reason recorded."""
     from dflbench.vision.plots import compare_attention
 
-    idx = unseen_test_images(data, part, count)
+    node, method = cfg.attention_node, attention_method(cfg, model)
+    idx = unseen_test_images(data, part, node, cfg.attention)
+    if len(idx) == 0:
+        reason = (f"node {node} holds every class under split {cfg.split!r}, so it has no unseen classes to show; "
+                  "use --split classes or another --attention-node")
+        print(f"note: attention maps skipped: {reason}", file=sys.stderr)
+        return {"skipped": reason, "node": node, "method": method}
     models = {}
     for name, res in sims.items():
+        row = 0 if ALGORITHMS[name] is None else node - 1
         with torch.no_grad():
             for key, prm in tail.named_parameters():
-                prm.copy_(res.params[key][0])
+                prm.copy_(res.params[key][row])
         models[LABELS[name]] = copy.deepcopy(model).float().eval()
     images = transform(data.x_test[idx]).to(device)
-    compare_attention(models, images, path)
-    return {"path": str(path), "test_indices": idx.tolist(), "labels": data.y_test[idx].tolist(), "node": 1}
+    compare_attention(models, images, path, method=method)
+    return {"path": str(path), "test_indices": idx.tolist(), "labels": data.y_test[idx].tolist(), "node": node,
+            "method": method}
 
 
 def write_results(out: Path, results: dict) -> None:

@@ -56,13 +56,13 @@ class DistributedSyncSimulator(SyncSimulator):
         self.n = len(self.comm.local)
 
     def run(self, checkpoint: str | Path | None = None, resume: bool = False,
-            progress: bool | None = None) -> SyncResult:
+            progress: bool | None = None, context: dict | None = None) -> SyncResult:
         """Train on this rank's nodes; rank 0 returns the merged result of all nodes, the others their own."""
         path = None
         if checkpoint is not None:
             p = Path(checkpoint)
             path = p.with_name(f"{p.stem}.rank{self.comm.rank}{p.suffix}")
-        local = super().run(path, resume, progress if self.comm.rank == 0 else False)
+        local = super().run(path, resume, progress if self.comm.rank == 0 else False, context)
         return self.gather(local)
 
     def gather(self, local: SyncResult) -> SyncResult:
