@@ -10,6 +10,7 @@ distribution is written beside it. A fast path that slows by a third or more fai
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -33,25 +34,36 @@ def _runqueue_wait() -> float:
         return 0.0
 
 
-def _timed(fn: Callable[[], object]) -> float:
-    """Seconds `fn` took on this thread's clock: wall time minus the time the thread waited for a CPU that another
-    process held. Everything the benchmark itself does counts (computing, sleeping, waiting for a GPU or a socket);
-    being preempted by a neighbour does not. With one intra-op thread (the `one_thread` fixture) all of a CPU
-    benchmark's work runs on the calling thread, so this is the time it would take on an idle machine."""
-    wait, start = _runqueue_wait(), time.perf_counter()
-    fn()
-    return (time.perf_counter() - start) - (_runqueue_wait() - wait)
+def _timed(fn: Callable[[], object], reps: int = 1) -> float:
+    """Seconds per call of `fn` (`reps` calls in a row) on this thread's clock: wall time minus the time the thread
+    waited for a CPU that another process held, and never less than the thread's own CPU time (the run-queue
+    accounting is updated lazily, so on sub-millisecond spans it can overshoot). Everything the benchmark itself does
+    counts (computing, sleeping, waiting for a GPU or a socket); being preempted by a neighbour does not. With one
+    intra-op thread (the `one_thread` fixture) all of a CPU benchmark's work runs on the calling thread, so this is
+    the time it would take on an idle machine."""
+    wait, cpu, start = _runqueue_wait(), time.thread_time(), time.perf_counter()
+    for _ in range(reps):
+        fn()
+    wall, cpu = time.perf_counter() - start, time.thread_time() - cpu
+    return max(wall - (_runqueue_wait() - wait), cpu) / reps
+
+
+def _calls_per_sample(fn: Callable[[], object], target_s: float = 0.02) -> int:
+    """How many back-to-back calls make one timed sample of at least `target_s` (sub-millisecond calls are
+    dominated by timer and scheduler granularity when timed one by one)."""
+    return max(1, math.ceil(target_s / max(_timed(fn), 1e-7)))
 
 
 def _interleaved_minima(fast: Callable[[], object], reference: Callable[[], object], rounds: int,
                         warmup: int) -> tuple[float, float]:
-    """Minimum seconds of `fast` and of `reference` over `rounds` repetitions timed alternately (fast, reference,
-    fast, ...): both see the same background load, and the minimum is the repetition least disturbed by it
-    (interference only ever adds time)."""
+    """Minimum seconds per call of `fast` and of `reference` over `rounds` samples timed alternately (fast,
+    reference, fast, ...): both see the same background load, and the minimum is the sample least disturbed by it
+    (interference only ever adds time). A sample is as many calls as take about 20 ms."""
     for _ in range(warmup):
         fast()
         reference()
-    pairs = [(_timed(fast), _timed(reference)) for _ in range(rounds)]
+    reps = _calls_per_sample(fast), _calls_per_sample(reference)
+    pairs = [(_timed(fast, reps[0]), _timed(reference, reps[1])) for _ in range(rounds)]
     return min(p[0] for p in pairs), min(p[1] for p in pairs)
 
 

@@ -56,3 +56,71 @@ def test_refuses_central_and_unknown_runtime(tmp_path):
         run_p2pft_distributed(P2PFTConfig(algorithms=("p2pft", "central")), tmp_path)
     with pytest.raises(ValueError, match="valid runtimes: simulator, distributed"):
         check_runtime("mpi")
+
+
+def _worker_dies(rank: int, cfg: P2PFTConfig, out: str, die_at: int, timeout_s: float, hang: bool = False) -> None:
+    """Rank 2 exits hard (or, with `hang`, stops answering) on its `die_at`-th gradient evaluation; the others
+    record the error they stop with."""
+    import os
+    import time
+
+    from dflbench.runtime.sync import DistributedSyncSimulator
+
+    if rank == 2:
+        real = DistributedSyncSimulator.grad_fn
+
+        def dying(self, params):
+            if self._calls == die_at:
+                time.sleep(120) if hang else os._exit(9)
+            return real(self, params)
+
+        DistributedSyncSimulator.grad_fn = dying
+    try:
+        run_p2pft_distributed(cfg, out, progress=False, backend="gloo", timeout_s=timeout_s)
+    except Exception as exc:
+        with open(f"{out}/error.rank{rank}.txt", "w") as fh:
+            fh.write(f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def test_a_dead_rank_stops_the_run_with_its_name_and_resume_finishes_it(launch, band_npz, tmp_path):
+    import time
+
+    cfg = _config(band_npz(side=8, train=20, test=5, noise=40, bright=200))
+    out = tmp_path / "dist"
+    out.mkdir()
+    start = time.monotonic()
+    with pytest.raises(Exception):                                       # rank 2 dies in epoch 3 (5 steps / epoch)
+        launch(_worker_dies, 4, cfg, str(out), 12, 20.0)
+    assert time.monotonic() - start < 60
+    for rank in (0, 1, 3):
+        message = (out / f"error.rank{rank}.txt").read_text()
+        assert message.startswith("PeerFailure: ") and "rank 2" in message and "--resume" in message, message
+    for rank in range(4):                                                # two whole epochs are checkpointed
+        assert torch.load(out / "checkpoints" / f"p2pft.rank{rank}.pt", weights_only=True)["epoch"] == 2
+    assert not (out / "results.json").exists()
+    launch(_worker_resume, 4, cfg, str(out))                             # every rank again, with --resume
+    sim = run_p2pft(cfg, tmp_path / "sim", progress=False).results
+    dist = json.loads((out / "results.json").read_text())
+    assert dist["runs"][0]["node_accuracy"] == sim["runs"][0]["node_accuracy"]
+    ref = torch.load(tmp_path / "sim" / "checkpoints" / "p2pft.pt", weights_only=True)["state"]["params"]
+    for rank in range(4):
+        mine = torch.load(out / "checkpoints" / f"p2pft.rank{rank}.pt", weights_only=True)["state"]["params"]
+        for k, v in ref.items():
+            torch.testing.assert_close(mine[k], v[rank:rank + 1], atol=1e-5, rtol=0)
+
+
+def _worker_resume(rank: int, cfg: P2PFTConfig, out: str) -> None:
+    run_p2pft_distributed(cfg, out, resume=True, progress=False, backend="gloo")
+
+
+def test_a_hung_rank_is_declared_dead_after_the_peer_timeout(launch, band_npz, tmp_path):
+    import time
+
+    cfg = _config(band_npz(side=8, train=20, test=5, noise=40, bright=200))
+    start = time.monotonic()
+    with pytest.raises(Exception):
+        launch(_worker_dies, 4, cfg, str(tmp_path), 12, 4.0, True)
+    assert time.monotonic() - start < 40                                  # not the 120 s the rank sleeps
+    messages = [(tmp_path / f"error.rank{r}.txt").read_text() for r in (0, 1, 3)]
+    assert all(m.startswith("PeerFailure: ") and "rank 2" in m for m in messages), messages

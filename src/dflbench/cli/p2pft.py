@@ -99,6 +99,8 @@ def p2pft(
     runtime: str = typer.Option("simulator", "--runtime",
                                 help="simulator (one process) | distributed (one rank per node group, torchrun)."),
     backend: str = typer.Option("auto", "--backend", help="torch.distributed backend: auto | gloo | nccl."),
+    peer_timeout: float = typer.Option(300.0, "--peer-timeout",
+                                       help="distributed: seconds without an answer before a rank is declared dead."),
 ):
     """Fine-tune the last block + head over n peer-to-peer nodes and compare algorithms (P2P-FT Table I)."""
     set_threads(threads)
@@ -113,7 +115,7 @@ def p2pft(
     if cfg.backbone == "random":
         Console(stderr=True).print(f"[yellow]warning:[/] {RANDOM_BACKBONE}", highlight=False, soft_wrap=True)
     if check_runtime(runtime) == "distributed":
-        run = run_p2pft_distributed(cfg, out, resume=resume, backend=backend)
+        run = run_p2pft_distributed(cfg, out, resume=resume, backend=backend, timeout_s=peer_timeout)
         if run is None:  # ranks other than 0 print nothing
             return
     else:

@@ -18,12 +18,15 @@ from pathlib import Path
 from dflbench.recipes.p2pft import ALGORITHMS, P2PFTConfig, P2PFTRun, P2PFTRuntime, run_p2pft
 
 from dflbench.runtime.backend import DistEnv, destroy_process_group, init_process_group
+from dflbench.runtime.comm import PeerFailure
 from dflbench.runtime.sync import DistributedSyncSimulator
 
 
 def run_p2pft_distributed(cfg: P2PFTConfig, out_dir: str | Path, resume: bool = False, progress: bool | None = None,
-                          backend: str = "auto", timeout_s: float = 600.0) -> P2PFTRun | None:
-    """Run every algorithm of `cfg` across the torchrun ranks (see the module docstring)."""
+                          backend: str = "auto", timeout_s: float = 300.0) -> P2PFTRun | None:
+    """Run every algorithm of `cfg` across the torchrun ranks (see the module docstring). A rank that dies, or
+    answers no exchange for `timeout_s` seconds, stops every rank with `PeerFailure` naming it; the epochs finished
+    before are checkpointed, and the same launch with `resume=True` continues from them."""
     central = [a for a in cfg.algorithms if ALGORITHMS[a] is None]
     if central:
         raise ValueError(f"algorithm(s) {', '.join(central)} train one model on the union of all nodes' data and "
@@ -38,5 +41,8 @@ def run_p2pft_distributed(cfg: P2PFTConfig, out_dir: str | Path, resume: bool = 
         runtime = P2PFTRuntime(DistributedSyncSimulator, str(env.device), lead=env.rank == 0,
                                info={"kind": "distributed", "world_size": env.world_size, "backend": env.backend})
         return run_p2pft(cfg, out_dir, resume, progress, runtime)
+    except PeerFailure as exc:
+        raise exc.with_hint(f"completed epochs are checkpointed in {Path(out_dir) / 'checkpoints'}: start every rank "
+                            "again with --resume to continue") from exc.cause
     finally:
         destroy_process_group()

@@ -11,6 +11,10 @@ so a row-stochastic A and a column-stochastic B are used exactly as the simulato
 All leaves of the mixed tree are packed into one buffer per dtype, so a message is the flattened parameter
 (or tracker) rows, nothing else. No all-reduce and no gather: only `mean` (Centralized) all-reduces, as its
 contract says. With one node per rank the bytes put on the wire equal `mix_bytes`, the analytic count.
+
+A peer that dies closes its sockets and the exchange fails at once; one that hangs fails it when the process
+group's timeout (`init_process_group(timeout_s=...)`) runs out. Either way the exchange raises `PeerFailure`
+naming the peer rank whose message failed, so the run stops instead of stalling and says which rank to look at.
 """
 
 from __future__ import annotations
@@ -24,6 +28,21 @@ import torch.distributed as dist
 from dflbench.mixing import Communicator, MixingMatrix, Tree, tree_leaves
 
 from dflbench.runtime.backend import node_placement
+
+
+class PeerFailure(RuntimeError):
+    """A point-to-point exchange with a peer rank failed: the peer died, or stopped answering within the process
+    group's timeout. `rank` is this process, `peer` the rank whose message failed."""
+
+    def __init__(self, rank: int, peer: int, cause: BaseException, hint: str = ""):
+        self.rank, self.peer, self.cause = rank, peer, cause
+        first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        super().__init__(f"rank {rank}: the exchange with rank {peer} failed ({first[:200]}); rank {peer} died or "
+                         "stopped answering within the peer timeout" + (f"; {hint}" if hint else ""))
+
+    def with_hint(self, hint: str) -> "PeerFailure":
+        """The same failure with what the caller can do about it appended to the message."""
+        return PeerFailure(self.rank, self.peer, self.cause, hint)
 
 
 @dataclass(frozen=True)
@@ -139,8 +158,15 @@ class DistributedCommunicator(Communicator):
             ops.append(dist.P2POp(dist.irecv, buf, p, self.group))
             bufs.append(buf)
         if ops:
-            for req in dist.batch_isend_irecv(ops):
-                req.wait()
+            try:
+                reqs = dist.batch_isend_irecv(ops)
+            except RuntimeError as exc:
+                raise PeerFailure(self.rank, ops[0].peer, exc) from exc
+            for op, req in zip(ops, reqs):
+                try:
+                    req.wait()
+                except RuntimeError as exc:     # gloo: connection closed / reset, or the group timeout
+                    raise PeerFailure(self.rank, op.peer, exc) from exc
         gathered = torch.cat([flat] + bufs) if bufs else flat
         w = plan.weights_on(flat.device, flat.dtype)
         with torch.autocast(flat.device.type, enabled=False):
