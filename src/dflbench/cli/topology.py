@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from dflbench.errors import user_input
 from dflbench.topology import (
     column_stochastic,
     is_column_stochastic,
@@ -55,7 +56,8 @@ def show(
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG drawing of the graph here."),
 ):
     """Print a graph's size, connectivity, stochasticity of A/B/MH and spectral gaps."""
-    topo = make_topology(name, nodes)
+    with user_input(f"topology {name!r} on {nodes} nodes"):
+        topo = make_topology(name, nodes)
     console = Console()
     strong = topo.is_strongly_connected()
     table = Table(title=f"topology {topo.name}")
