@@ -11,14 +11,12 @@ from rich.table import Table
 
 from dflbench.errors import user_input
 from dflbench.topology import (
-    column_stochastic,
     is_column_stochastic,
     is_doubly_stochastic,
     is_row_stochastic,
     list_topologies,
     make_topology,
-    metropolis_hastings,
-    row_stochastic,
+    mixing_matrices,
     spectral_gap,
 )
 
@@ -68,8 +66,9 @@ def show(
     table.add_row("directed", str(topo.directed))
     table.add_row("strongly connected", str(strong))
     if strong:
-        mats = {"A (row)": row_stochastic(topo), "B (column)": column_stochastic(topo), "MH": metropolis_hastings(topo)}
-        for label, m in mats.items():
+        labels = {"A": "A (row)", "B": "B (column)", "MH": "MH"}
+        for key, m in mixing_matrices(topo).items():
+            label = labels[key]
             kinds = [k for k, ok in (("row", is_row_stochastic(m)), ("column", is_column_stochastic(m)),
                                      ("doubly", is_doubly_stochastic(m))) if ok]
             table.add_row(f"{label} stochastic", ", ".join(kinds) or "no")
