@@ -79,7 +79,8 @@ class AsyncConfig:
         if self.eval_interval <= 0:
             raise UserError(f"AsyncConfig: eval_interval must be positive, got {self.eval_interval}")
         if self.eval_samples is not None and self.eval_samples < 1:
-            raise UserError(f"AsyncConfig: eval_samples must be >= 1 (None: the whole test set), got {self.eval_samples}")
+            raise UserError(f"AsyncConfig: eval_samples must be >= 1 (None: the whole test set), got "
+                            f"{self.eval_samples}")
 
 
 @dataclass
