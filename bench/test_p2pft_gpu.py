@@ -21,8 +21,7 @@ from dflbench.mixing import from_topology
 from dflbench.topology import make_topology
 from dflbench.vision import create_model, split_for_cache
 
-pytestmark = [pytest.mark.gpu, pytest.mark.slow,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+pytestmark = [pytest.mark.gpu, pytest.mark.slow]
 
 SMOKE = os.environ.get("DFLBENCH_GPU_SMOKE") == "1"
 TRAIN, TEST, EPOCHS = (2_000, 400, 2) if SMOKE else (50_000, 10_000, 100)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from dflbench.vision import NodeStack, create_model, split_for_cache
 
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+pytestmark = pytest.mark.gpu
 RESULTS = Path(__file__).resolve().parent.parent / ".benchmarks"
 
 

@@ -125,7 +125,6 @@ def test_placement_policy(net_state):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_gpu_cache_falls_back_to_cpu_when_too_big(net_state):
     spec = FlatSpec.from_state_dict(net_state)
     free = torch.cuda.mem_get_info()[0]

@@ -7,7 +7,7 @@ from dflbench.models import make_model
 from dflbench.methods.registry import make_method
 from dflbench.topology import exponential
 
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+pytestmark = pytest.mark.gpu
 
 
 @pytest.mark.parametrize("name", ["aedfl", "fedbuff", "d-psgd"])

@@ -4,6 +4,7 @@ import torch
 
 from dflbench.engines.coordinator import Coordinator, FaultConfig
 from dflbench.engines.devices import DeviceProfiles, load_profiles, sample_profiles
+from dflbench.errors import UserError
 
 
 def test_sample_profiles_seeded_lognormal():
@@ -35,13 +36,17 @@ def test_profile_errors(tmp_path):
         load_profiles(tmp_path / "none.csv")
     bad = tmp_path / "b.csv"
     bad.write_text("time_per_sample,bandwidth\n0.1,5\n")
-    with pytest.raises(ValueError, match="missing columns"):
+    with pytest.raises(UserError, match="missing columns"):
         load_profiles(bad)
-    with pytest.raises(ValueError, match="describes 1 devices"):
+    with pytest.raises(UserError, match="describes 1 devices"):
         load_profiles(bad.with_name("c.csv").write_text("time_per_sample,bandwidth,latency\n1,1,0\n") and
                       bad.with_name("c.csv"), n=4)
-    with pytest.raises(ValueError, match="must be > 0"):
+    with pytest.raises(UserError, match="must be > 0"):
         DeviceProfiles.homogeneous(3, time_per_sample=0.0)
+    toml = tmp_path / "p.toml"
+    toml.write_text("[[device]\ntime_per_sample = 1\n")
+    with pytest.raises(UserError, match="p.toml is not valid TOML"):
+        load_profiles(toml)
 
 
 def test_coordinator_indices_and_heartbeats():
@@ -57,7 +62,7 @@ def test_coordinator_indices_and_heartbeats():
 
 
 def test_fault_config_validation():
-    with pytest.raises(ValueError):
+    with pytest.raises(UserError):
         FaultConfig(prob=1.0)
-    with pytest.raises(ValueError):
+    with pytest.raises(UserError):
         FaultConfig(schedule=((0, 5.0, 2.0),))

@@ -5,6 +5,7 @@ import torch.nn.functional as F
 from dflbench.engines.async_sim import AsyncConfig, AsyncSimulator
 from dflbench.engines.coordinator import FaultConfig
 from dflbench.engines.devices import DeviceProfiles, sample_profiles
+from dflbench.errors import UserError
 from dflbench.models import make_model
 from dflbench.methods.aedfl.method import AEDFL, AEDFLConfig
 from dflbench.methods.registry import make_method
@@ -166,6 +167,16 @@ def test_stop_criteria_and_consensus(tiny_data):
     assert sim.consensus_distance(sim.x) == pytest.approx(ref, rel=1e-3)   # float32 Gram-matrix distances
     with pytest.raises(ValueError, match="stop criterion"):
         AsyncConfig()
+
+
+@pytest.mark.parametrize("bad, needle", [({"batch_size": 0}, "batch_size"), ({"lr": 0.0}, "lr > 0"),
+                                         ({"slot_width": -0.1}, "slot_width"), ({"max_updates": 0}, "max_updates"),
+                                         ({"eval_interval": 0.0}, "eval_interval"),
+                                         ({"eval_samples": 0}, "eval_samples must be >= 1")])
+def test_bad_config_is_a_user_error(bad, needle):
+    with pytest.raises(UserError, match=needle):
+        AsyncConfig(**{"max_updates": 4, **bad})
+    assert AsyncConfig(max_updates=4, eval_samples=None).eval_samples is None
 
 
 def test_model_with_buffers_is_rejected(tiny_data):

@@ -9,7 +9,7 @@ from dflbench.mixing import from_topology
 from dflbench.topology import make_topology
 from dflbench.vision import split_for_cache
 
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+pytestmark = pytest.mark.gpu
 
 
 def _run(tiny_model, tiny_data, device):

@@ -6,6 +6,7 @@ import torch
 
 from dflbench.data import BatchTransform, partition
 from dflbench.engines import SyncConfig, SyncSimulator, TailInputs
+from dflbench.errors import UserError
 from dflbench.mixing import from_topology
 from dflbench.topology import make_topology
 from dflbench.vision import split_for_cache
@@ -46,7 +47,7 @@ def test_resume_equals_uninterrupted(tiny_model, tiny_data, tmp_path, algorithm)
 def test_resume_refuses_a_different_run(tiny_model, tiny_data, tmp_path):
     ckpt = tmp_path / "c.pt"
     _sim(tiny_model, tiny_data, 1).run(checkpoint=ckpt)
-    with pytest.raises(ValueError, match="different run.*seed"):
+    with pytest.raises(UserError, match="different run.*seed"):
         _sim(tiny_model, tiny_data, 2, seed=1).run(checkpoint=ckpt, resume=True)
 
 

@@ -8,7 +8,7 @@ import torch
 from dflbench.mixing import LocalCommunicator, PushPull, PushSum, run
 from dflbench.topology import column_stochastic, exponential, row_stochastic
 
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+pytestmark = pytest.mark.gpu
 
 
 @pytest.mark.parametrize("sparse", [False, True])

@@ -79,7 +79,7 @@ def test_device_curvature_equals_per_model_functions_and_autograd():
         device_curvature(loss_fn, params, init, batch, probes[:, 0])
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
 def test_device_curvature_cuda_matches_cpu():
     cpu = device_curvature(*_mlp_problem())
     gpu = device_curvature(*_mlp_problem(device="cuda"))

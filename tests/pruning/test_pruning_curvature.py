@@ -152,7 +152,6 @@ def test_float32_runs_and_agrees_with_float64(tiny_cnn):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_cuda_matches_cpu(tiny_cnn, dtype):
     model, (x, y) = tiny_cnn(bn=False, dtype=dtype)

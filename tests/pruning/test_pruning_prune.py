@@ -201,7 +201,6 @@ def test_bad_configuration_and_inputs_raise(tiny_cnn):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("rule", ["aedfl", "magnitude", "hrank", "hap"])
 def test_prune_on_cuda_matches_cpu(tiny_cnn, rule):
     model, (x, y) = tiny_cnn(bn=False)

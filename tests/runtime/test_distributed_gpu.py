@@ -12,8 +12,7 @@ from dflbench.runtime.comm import DistributedCommunicator
 from dflbench.mixing import LocalCommunicator, from_topology, run
 from dflbench.topology import exponential
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available() or not dist.is_nccl_available(),
-                                reason="needs CUDA and NCCL")
+pytestmark = pytest.mark.gpu(nccl=True)
 
 
 def _run(comm, nodes, device):
@@ -48,7 +47,7 @@ def _worker(rank: int, out: str) -> None:
     destroy_process_group()
 
 
-@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 GPUs for 2 NCCL ranks")
+@pytest.mark.gpu(devices=2, nccl=True)
 def test_two_nccl_ranks_match_simulator(tmp_path):
     from dflbench.runtime.launch import spawn_local
 

@@ -17,6 +17,7 @@ from dflbench.topology import (
     is_doubly_stochastic,
     is_row_stochastic,
     metropolis_hastings,
+    mixing_matrices,
     perron_vector,
     ring,
     row_stochastic,
@@ -113,3 +114,16 @@ def test_missing_self_loop_is_an_error_unless_allowed():
 def test_perron_vector_needs_stochastic():
     with pytest.raises(ValueError, match="row- or column-stochastic"):
         perron_vector(torch.tensor([[2.0, 1.0], [1.0, 2.0]]))
+
+
+def test_mixing_matrices_of_a_small_digraph_by_hand():
+    """Node 0 hears 1 and 2, node 1 hears 0, node 2 hears 1 (plus self-loops): A, B and MH written out by hand."""
+    topo = from_adjacency(torch.tensor([[0, 1, 1], [1, 0, 0], [0, 1, 0]], dtype=torch.float64))
+    mats = mixing_matrices(topo)
+    assert list(mats) == ["A", "B", "MH"]
+    h, t = 1 / 2, 1 / 3
+    expected = {"A": [[t, t, t], [h, h, 0], [0, h, h]],
+                "B": [[h, t, h], [h, t, 0], [0, t, h]],
+                "MH": [[t, t, t], [t, t, t], [t, t, t]]}  # undirected: a triangle, every degree 2
+    for key, m in expected.items():
+        torch.testing.assert_close(mats[key], torch.tensor(m, dtype=torch.float64), rtol=0, atol=1e-15)

@@ -7,7 +7,7 @@ from torch.utils.data import TensorDataset
 
 from dflbench.vision import FeatureCache, NodeStack, split_for_cache
 
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+pytestmark = pytest.mark.gpu
 
 
 @pytest.mark.parametrize("family", ["vit", "swin"])

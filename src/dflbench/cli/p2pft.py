@@ -11,7 +11,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from dflbench.recipes.p2pft import RANDOM_BACKBONE, P2PFTConfig, list_p2pft_algorithms, parse_algorithms, parse_model_kwargs, run_p2pft
+from dflbench.errors import UserError
+from dflbench.recipes.p2pft import (RANDOM_BACKBONE, P2PFTConfig, list_p2pft_algorithms, parse_algorithms,
+                                    parse_model_kwargs, run_p2pft)
 from dflbench.recipes.p2pft_distributed import run_p2pft_distributed
 from dflbench.runtime.backend import check_runtime
 
@@ -52,11 +54,12 @@ def print_partition(console: Console, results: dict) -> None:
 
 
 def set_threads(threads: int) -> None:
-    """torch CPU threads (0 keeps the default); also silences torch's vmap SDPA fallback notice (see docs/ARCHITECTURE.md)."""
+    """torch CPU threads (0 keeps the default); also silences torch's notice that vmap over SDPA falls back to a
+    slower path (docs/ARCHITECTURE.md, stacked node state)."""
     warnings.filterwarnings("ignore", message="There is a performance drop because we have not yet implemented "
                                               "the batching rule")
     if threads < 0:
-        raise ValueError(f"--threads must be >= 0 (0 keeps torch's default), got {threads}")
+        raise UserError(f"--threads must be >= 0 (0 keeps torch's default), got {threads}")
     if threads:
         torch.set_num_threads(threads)
 

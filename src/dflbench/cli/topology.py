@@ -9,15 +9,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from dflbench.errors import user_input
 from dflbench.topology import (
-    column_stochastic,
     is_column_stochastic,
     is_doubly_stochastic,
     is_row_stochastic,
     list_topologies,
     make_topology,
-    metropolis_hastings,
-    row_stochastic,
+    mixing_matrices,
     spectral_gap,
 )
 
@@ -55,7 +54,8 @@ def show(
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG drawing of the graph here."),
 ):
     """Print a graph's size, connectivity, stochasticity of A/B/MH and spectral gaps."""
-    topo = make_topology(name, nodes)
+    with user_input(f"topology {name!r} on {nodes} nodes"):
+        topo = make_topology(name, nodes)
     console = Console()
     strong = topo.is_strongly_connected()
     table = Table(title=f"topology {topo.name}")
@@ -66,8 +66,9 @@ def show(
     table.add_row("directed", str(topo.directed))
     table.add_row("strongly connected", str(strong))
     if strong:
-        mats = {"A (row)": row_stochastic(topo), "B (column)": column_stochastic(topo), "MH": metropolis_hastings(topo)}
-        for label, m in mats.items():
+        labels = {"A": "A (row)", "B": "B (column)", "MH": "MH"}
+        for key, m in mixing_matrices(topo).items():
+            label = labels[key]
             kinds = [k for k, ok in (("row", is_row_stochastic(m)), ("column", is_column_stochastic(m)),
                                      ("doubly", is_doubly_stochastic(m))) if ok]
             table.add_row(f"{label} stochastic", ", ".join(kinds) or "no")

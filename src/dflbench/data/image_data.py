@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from dflbench.errors import UserError
+
 
 @dataclass(frozen=True)
 class ImageData:
@@ -22,13 +24,13 @@ class ImageData:
     def __post_init__(self):
         for split, x, y in (("train", self.x_train, self.y_train), ("test", self.x_test, self.y_test)):
             if x.dtype != torch.uint8 or x.dim() != 4 or x.shape[1] not in (1, 3):
-                raise ValueError(f"{self.name}: x_{split} must be uint8 [N, C, H, W] with C in (1, 3), "
-                                 f"got {x.dtype} {tuple(x.shape)}")
+                raise UserError(f"{self.name}: x_{split} must be uint8 [N, C, H, W] with C in (1, 3), "
+                                f"got {x.dtype} {tuple(x.shape)}")
             if y.dtype != torch.int64 or y.shape != (x.shape[0],):
-                raise ValueError(f"{self.name}: y_{split} must be int64 [{x.shape[0]}], got {y.dtype} {tuple(y.shape)}")
+                raise UserError(f"{self.name}: y_{split} must be int64 [{x.shape[0]}], got {y.dtype} {tuple(y.shape)}")
             if len(y) and (int(y.min()) < 0 or int(y.max()) >= len(self.classes)):
-                raise ValueError(f"{self.name}: y_{split} has labels outside [0, {len(self.classes)}) "
-                                 f"(found {int(y.min())}..{int(y.max())})")
+                raise UserError(f"{self.name}: y_{split} has labels outside [0, {len(self.classes)}) "
+                                f"(found {int(y.min())}..{int(y.max())})")
 
     @property
     def num_classes(self) -> int:
@@ -47,9 +49,9 @@ def to_nchw_uint8(x) -> torch.Tensor:
     """uint8 NHW (grayscale) or NHWC (channels last, C in 1/3) array -> uint8 `[N, C, H, W]` tensor."""
     x = torch.as_tensor(np.array(x, copy=True))
     if x.dtype != torch.uint8:
-        raise ValueError(f"images must be uint8, got {x.dtype}")
+        raise UserError(f"images must be uint8, got {x.dtype}")
     if x.dim() == 3:
         return x.unsqueeze(1).contiguous()
     if x.dim() == 4 and x.shape[-1] in (1, 3):
         return x.permute(0, 3, 1, 2).contiguous()
-    raise ValueError(f"images must be uint8 NHW or NHWC with 1 or 3 channels, got shape {tuple(x.shape)}")
+    raise UserError(f"images must be uint8 NHW or NHWC with 1 or 3 channels, got shape {tuple(x.shape)}")

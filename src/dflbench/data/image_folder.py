@@ -6,6 +6,8 @@ from pathlib import Path
 
 import torch
 
+from dflbench.errors import UserError
+
 from .file_tree import IMAGE_SUFFIXES, FileTree, decode_images
 from .image_data import ImageData
 
@@ -21,14 +23,14 @@ def load_image_folder(path: Path, image_size: int) -> ImageData:
     names = [n for n in tree.names() if n.lower().endswith(IMAGE_SUFFIXES) and n.count("/") == 2]
     classes = sorted({n.split("/")[1] for n in names if n.startswith("train/")})
     if not classes:
-        raise ValueError(f"folder dataset {str(path)!r}: train/ has no class folders with images")
+        raise UserError(f"folder dataset {str(path)!r}: train/ has no class folders with images")
     index = {c: i for i, c in enumerate(classes)}
 
     def load(split):
         items = [n for n in names if n.startswith(split + "/")]
         bad = sorted({n.split("/")[1] for n in items} - set(index))
         if bad:
-            raise ValueError(f"folder dataset {str(path)!r}: {split}/ has classes {bad} missing from train/")
+            raise UserError(f"folder dataset {str(path)!r}: {split}/ has classes {bad} missing from train/")
         x = decode_images([tree.read(n) for n in items], image_size)
         return x, torch.tensor([index[n.split("/")[1]] for n in items], dtype=torch.int64)
 

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from dflbench.errors import UserError
+
 from .datasets import register_dataset
 
 PAD, UNK = 0, 1
@@ -53,7 +55,7 @@ def tokenize(text: str) -> list[str]:
 def build_vocab(token_lists, vocab_size: int, min_freq: int = 1) -> tuple[str, ...]:
     """`<pad>`, `<unk>`, then the most frequent tokens (count >= min_freq, ties alphabetical), vocab_size in all."""
     if vocab_size < 3:
-        raise ValueError(f"vocab_size must be at least 3 (<pad>, <unk> and one token), got {vocab_size}")
+        raise UserError(f"vocab_size must be at least 3 (<pad>, <unk> and one token), got {vocab_size}")
     counts = Counter(t for tokens in token_lists for t in tokens)
     ranked = sorted((w for w, c in counts.items() if c >= min_freq), key=lambda w: (-counts[w], w))
     return ("<pad>", "<unk>") + tuple(ranked[:vocab_size - 2])
@@ -91,9 +93,9 @@ def load_imdb(root: str | Path, max_len: int = 256, vocab_size: int = 20000, min
               pad: str = "post", truncate: str = "post", download: bool = False) -> TextData:
     """Load and encode IMDB (module docstring); `download=True` fetches aclImdb_v1.tar.gz into `root` first."""
     if max_len < 1:
-        raise ValueError(f"max_len must be positive, got {max_len}")
+        raise UserError(f"max_len must be positive, got {max_len}")
     if pad not in ("pre", "post") or truncate not in ("pre", "post"):
-        raise ValueError(f"pad and truncate must be 'pre' or 'post', got {pad!r}, {truncate!r}")
+        raise UserError(f"pad and truncate must be 'pre' or 'post', got {pad!r}, {truncate!r}")
     root = Path(root)
     if download and not (root / "aclImdb").is_dir():
         from torchvision.datasets.utils import download_and_extract_archive

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from dflbench.errors import UserError
+
 from .datasets import register_dataset
 from .file_tree import IMAGE_SUFFIXES, FileTree, decode_images, find_tree
 from .image_data import ImageData
@@ -55,7 +57,7 @@ def load_tiny_imagenet(root: Path, download: bool, image_size: int) -> ImageData
         val = [(n, n.split("/")[1]) for n in names if n.startswith("val/") and _is_image(n)]
     unknown = sorted({w for _, w in val} - set(index))
     if unknown:
-        raise ValueError(f"tiny-imagenet at {tree}: val classes {unknown[:5]} have no training images")
+        raise UserError(f"tiny-imagenet at {tree}: val classes {unknown[:5]} have no training images")
     words = _words(tree, set(names))
 
     def load(items):

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dflbench.errors import UserError
+
 from .datasets import register_dataset
 from .image_data import ImageData, to_nchw_uint8
 
@@ -59,7 +61,7 @@ def read_idx_gz(path: Path) -> np.ndarray:
     """Parse a gzip-compressed IDX file (MNIST format: magic 0x0000 08 ndim, big-endian dims, uint8 data)."""
     raw = gzip.decompress(path.read_bytes())
     if raw[0:2] != b"\x00\x00" or raw[2] != 0x08:
-        raise ValueError(f"{path} is not a uint8 IDX file")
+        raise UserError(f"{path} is not a uint8 IDX file")
     ndim = raw[3]
     dims = np.frombuffer(raw, dtype=">u4", count=ndim, offset=4).astype(np.int64)
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(tuple(dims))

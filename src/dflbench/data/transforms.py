@@ -13,6 +13,8 @@ import torch
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
+from dflbench.errors import UserError
+
 LUMA = (0.299, 0.587, 0.114)
 
 
@@ -39,10 +41,10 @@ class BatchTransform:
     def __post_init__(self):
         c = self.input_size[0]
         if c not in (1, 3) or len(self.mean) != c or len(self.std) != c:
-            raise ValueError(f"input_size {self.input_size} needs 1 or 3 channels with matching mean/std, "
-                             f"got mean {self.mean}, std {self.std}")
+            raise UserError(f"input_size {self.input_size} needs 1 or 3 channels with matching mean/std, "
+                            f"got mean {self.mean}, std {self.std}")
         if self.interpolation not in ("bilinear", "bicubic", "nearest"):
-            raise ValueError(f"interpolation must be bilinear, bicubic or nearest, got {self.interpolation!r}")
+            raise UserError(f"interpolation must be bilinear, bicubic or nearest, got {self.interpolation!r}")
 
     def __call__(self, x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         if x.dtype != torch.uint8 or x.dim() != 4:

@@ -34,6 +34,8 @@ from typing import Any, Protocol
 
 import torch
 
+from dflbench.errors import UserError
+
 from .async_rng import STREAM_FAULT, STREAM_NEIGHBOR, counter_randint, counter_uniform
 from .async_stacked import DeviceData, StackedModel
 from .coordinator import Coordinator, FaultConfig
@@ -65,17 +67,20 @@ class AsyncConfig:
 
     def __post_init__(self):
         if self.batch_size < 1 or self.local_steps < 1 or self.lr <= 0:
-            raise ValueError("AsyncConfig: batch_size and local_steps must be >= 1 and lr > 0")
+            raise UserError("AsyncConfig: batch_size and local_steps must be >= 1 and lr > 0")
         if self.slot_width is not None and self.slot_width < 0:
-            raise ValueError(f"AsyncConfig: slot_width must be >= 0 or None (exact mode), got {self.slot_width}")
+            raise UserError(f"AsyncConfig: slot_width must be >= 0 or None (exact mode), got {self.slot_width}")
         if self.max_updates is None and self.time_budget is None and self.consensus_threshold is None:
-            raise ValueError("AsyncConfig: set a stop criterion: max_updates, time_budget or consensus_threshold")
+            raise UserError("AsyncConfig: set a stop criterion: max_updates, time_budget or consensus_threshold")
         if (self.max_updates is not None and self.max_updates < 1) or (self.time_budget is not None
                                                                        and self.time_budget <= 0):
-            raise ValueError(f"AsyncConfig: max_updates must be >= 1 and time_budget > 0, got {self.max_updates}, "
-                             f"{self.time_budget}")
+            raise UserError(f"AsyncConfig: max_updates must be >= 1 and time_budget > 0, got {self.max_updates}, "
+                            f"{self.time_budget}")
         if self.eval_interval <= 0:
-            raise ValueError(f"AsyncConfig: eval_interval must be positive, got {self.eval_interval}")
+            raise UserError(f"AsyncConfig: eval_interval must be positive, got {self.eval_interval}")
+        if self.eval_samples is not None and self.eval_samples < 1:
+            raise UserError(f"AsyncConfig: eval_samples must be >= 1 (None: the whole test set), got "
+                            f"{self.eval_samples}")
 
 
 @dataclass
@@ -126,12 +131,12 @@ class AsyncSimulator:
                  record_events: bool = False):
         self.D = topology.n
         if data.n != self.D or profiles.n != self.D:
-            raise ValueError(f"AsyncSimulator: topology has {self.D} devices, data {data.n}, profiles {profiles.n}")
+            raise UserError(f"AsyncSimulator: topology has {self.D} devices, data {data.n}, profiles {profiles.n}")
         self.cfg, self.topology, self.profiles, self.method = config, topology, profiles, method
         self.faults = faults or FaultConfig()
         for dev, _, _ in self.faults.schedule:
             if not 0 <= dev < self.D:
-                raise ValueError(f"fault schedule names device {dev}, valid: 0..{self.D - 1}")
+                raise UserError(f"fault schedule names device {dev}, valid: 0..{self.D - 1}")
         self.dev = torch.device(config.device)
         self.data = data
         self.net = StackedModel(model)

@@ -17,6 +17,7 @@ from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
 from dflbench.aggregation.flat import FlatSpec, flatten_state, unflatten
+from dflbench.errors import UserError
 from dflbench.pruning import count_flops, masked_mfp
 
 from .async_rng import STREAM_BATCH, counter_randint
@@ -31,8 +32,8 @@ class StackedModel:
 
     def __init__(self, model: nn.Module):
         if any(True for _ in model.buffers()):
-            raise ValueError("StackedModel: the model has buffers (e.g. BatchNorm running stats); build it without "
-                             "them (BatchNorm2d(track_running_stats=False)) so devices can be stacked")
+            raise UserError("StackedModel: the model has buffers (e.g. BatchNorm running stats); build it without "
+                            "them (BatchNorm2d(track_running_stats=False)) so devices can be stacked")
         params = {k: v.detach() for k, v in model.named_parameters()}
         self.spec = FlatSpec.from_state_dict(params)
         self.init = flatten_state(params, self.spec).clone()
@@ -111,7 +112,7 @@ class DeviceData:
         indices = [np.asarray(ix, dtype=np.int64) for ix in indices]
         empty = [i for i, ix in enumerate(indices) if len(ix) == 0]
         if empty:
-            raise ValueError(f"devices {empty[:8]} have no training samples; use fewer devices or a larger alpha")
+            raise UserError(f"devices {empty[:8]} have no training samples; use fewer devices or a larger alpha")
         width = max(len(ix) for ix in indices)
         parts = torch.stack([torch.as_tensor(np.resize(ix, width)) for ix in indices]).to(device)
         sizes = torch.tensor([len(ix) for ix in indices], device=device)

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
+from dflbench.errors import UserError
+
 
 @dataclass(frozen=True)
 class FaultConfig:
@@ -26,12 +28,12 @@ class FaultConfig:
 
     def __post_init__(self):
         if not 0.0 <= self.prob < 1.0:
-            raise ValueError(f"fault probability must be in [0, 1), got {self.prob}")
+            raise UserError(f"fault probability must be in [0, 1), got {self.prob}")
         if self.downtime <= 0:
-            raise ValueError(f"fault downtime must be positive, got {self.downtime}")
+            raise UserError(f"fault downtime must be positive, got {self.downtime}")
         for dev, fail_at, rejoin_at in self.schedule:
             if not 0 <= fail_at < rejoin_at:
-                raise ValueError(f"fault schedule entry ({dev}, {fail_at}, {rejoin_at}): need 0 <= fail_at < rejoin_at")
+                raise UserError(f"fault schedule entry ({dev}, {fail_at}, {rejoin_at}): need 0 <= fail_at < rejoin_at")
 
 
 class Coordinator:
@@ -39,8 +41,8 @@ class Coordinator:
 
     def __init__(self, n: int, heartbeat_interval: float = 1.0, timeout: float = 3.0):
         if heartbeat_interval <= 0 or timeout < heartbeat_interval:
-            raise ValueError(f"coordinator: need heartbeat_interval > 0 and timeout >= interval, got "
-                             f"{heartbeat_interval}, {timeout}")
+            raise UserError(f"coordinator: need heartbeat_interval > 0 and timeout >= interval, got "
+                            f"{heartbeat_interval}, {timeout}")
         self.n, self.interval, self.timeout = n, heartbeat_interval, timeout
         self.index: dict[str, int] = {}
         self.failed_at = torch.full((n,), math.inf, dtype=torch.float64)

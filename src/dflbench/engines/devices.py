@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dflbench.errors import UserError
+
 COLUMNS = ("time_per_sample", "bandwidth", "latency")
 
 
@@ -30,9 +32,9 @@ class DeviceProfiles:
         for name in COLUMNS:
             v = getattr(self, name)
             if v.dim() != 1 or v.shape != n:
-                raise ValueError(f"device profiles: {name} must be a 1-D tensor of length {n[0]}, got {tuple(v.shape)}")
+                raise UserError(f"device profiles: {name} must be a 1-D tensor of length {n[0]}, got {tuple(v.shape)}")
         if (self.time_per_sample <= 0).any() or (self.bandwidth <= 0).any() or (self.latency < 0).any():
-            raise ValueError("device profiles: time_per_sample and bandwidth must be > 0 and latency >= 0")
+            raise UserError("device profiles: time_per_sample and bandwidth must be > 0 and latency >= 0")
 
     @property
     def n(self) -> int:
@@ -61,7 +63,7 @@ def sample_profiles(n: int, seed: int, time_per_sample: float = 1e-3, bandwidth:
     """Log-normal heterogeneity: time_per_sample_i = base * exp(sigma z_i), bandwidth_i = base * exp(sigma z'_i),
     latency_i = base * exp(sigma z''_i / 2), z ~ N(0, 1) from `numpy.random.default_rng(seed)`."""
     if n < 1 or sigma < 0:
-        raise ValueError(f"sample_profiles: need n >= 1 and sigma >= 0, got n={n}, sigma={sigma}")
+        raise UserError(f"sample_profiles: need n >= 1 and sigma >= 0, got n={n}, sigma={sigma}")
     z = np.random.default_rng(seed).standard_normal((3, n))
     t = lambda a: torch.as_tensor(a, dtype=torch.float64)  # noqa: E731
     return DeviceProfiles(t(time_per_sample * np.exp(sigma * z[0])), t(bandwidth * np.exp(sigma * z[1])),
@@ -78,18 +80,21 @@ def load_profiles(path: str | Path, n: int | None = None) -> DeviceProfiles:
         with path.open(newline="") as f:
             rows = list(csv.DictReader(f))
     elif path.suffix == ".toml":
-        rows = tomllib.loads(path.read_text()).get("device", [])
+        try:
+            rows = tomllib.loads(path.read_text()).get("device", [])
+        except tomllib.TOMLDecodeError as e:
+            raise UserError(f"device profile file {path} is not valid TOML ({e})") from None
     else:
-        raise ValueError(f"device profile file {path}: use a .csv or .toml file")
+        raise UserError(f"device profile file {path}: use a .csv or .toml file")
     if not rows:
-        raise ValueError(f"device profile file {path} has no devices")
+        raise UserError(f"device profile file {path} has no devices")
     missing = [c for c in COLUMNS if c not in rows[0]]
     if missing:
-        raise ValueError(f"device profile file {path}: missing columns {missing}; need {', '.join(COLUMNS)}")
+        raise UserError(f"device profile file {path}: missing columns {missing}; need {', '.join(COLUMNS)}")
     if n is not None and len(rows) != n:
-        raise ValueError(f"device profile file {path} describes {len(rows)} devices, the run has {n}")
+        raise UserError(f"device profile file {path} describes {len(rows)} devices, the run has {n}")
     try:
         cols = {c: torch.tensor([float(r[c]) for r in rows], dtype=torch.float64) for c in COLUMNS}
     except (TypeError, ValueError) as e:
-        raise ValueError(f"device profile file {path}: non-numeric value ({e})") from None
+        raise UserError(f"device profile file {path}: non-numeric value ({e})") from None
     return DeviceProfiles(**cols)

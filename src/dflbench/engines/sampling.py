@@ -14,6 +14,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from dflbench.errors import UserError
+
 
 class NodeSampler:
     """`batch(c) -> LongTensor [n, B]` of global training indices, row i from `node_indices[i]` only."""
@@ -21,10 +23,10 @@ class NodeSampler:
     def __init__(self, node_indices: Sequence[np.ndarray], batch_size: int, seed: int,
                  steps_per_epoch: int | None = None):
         if batch_size < 1:
-            raise ValueError(f"batch size must be >= 1, got {batch_size}")
+            raise UserError(f"batch size must be >= 1, got {batch_size}")
         sizes = [len(ix) for ix in node_indices]
         if not sizes or min(sizes) == 0:
-            raise ValueError(f"every node needs at least one training sample, got sizes {sizes}")
+            raise UserError(f"every node needs at least one training sample, got sizes {sizes}")
         self.n, self.batch_size, self.seed = len(sizes), batch_size, seed
         self.sizes = torch.tensor(sizes, dtype=torch.int64)
         width = max(sizes)

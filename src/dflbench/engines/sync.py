@@ -27,6 +27,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from dflbench.data import BatchTransform, ImageData
+from dflbench.errors import UserError
 from dflbench.io import atomic_torch_save
 from dflbench.mixing import Algorithm, MixingState
 from dflbench.vision import FeatureCache, NodeStack
@@ -59,10 +60,10 @@ class SyncConfig:
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
             raise ValueError(f"steps_per_epoch must be >= 1 (or None), got {self.steps_per_epoch}")
         if self.epochs < 0 or self.batch_size < 1 or self.eval_batch_size < 1:
-            raise ValueError(f"need epochs >= 0 and batch sizes >= 1, got epochs={self.epochs}, "
-                             f"batch_size={self.batch_size}, eval_batch_size={self.eval_batch_size}")
+            raise UserError(f"need epochs >= 0 and batch sizes >= 1, got epochs={self.epochs}, "
+                            f"batch_size={self.batch_size}, eval_batch_size={self.eval_batch_size}")
         if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+            raise UserError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -201,8 +202,8 @@ class SyncSimulator:
         ckpt = torch.load(path, map_location=self.config.device, weights_only=True)
         if ckpt.get("fingerprint") != fingerprint:
             diff = sorted(k for k in fingerprint if ckpt.get("fingerprint", {}).get(k) != fingerprint[k])
-            raise ValueError(f"checkpoint {path} belongs to a different run (differs in {', '.join(diff)}); "
-                             "use another --out folder or drop --resume")
+            raise UserError(f"checkpoint {path} belongs to a different run (differs in {', '.join(diff)}); "
+                            "use another --out folder or drop --resume")
         return MixingState.from_dict(ckpt["state"]), ckpt["epoch"], ckpt["history"], ckpt["wall_time_s"]
 
     # --- the run --------------------------------------------------------------------------------------

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dflbench.errors import UserError
+
 from .registry import register_model, require_image_shape
 
 NORMS = ("batch", "group", "none")
@@ -25,7 +27,7 @@ def make_norm(norm: str, channels: int) -> nn.Module:
         return nn.GroupNorm(min(8, channels), channels)
     if norm == "none":
         return nn.Identity()
-    raise ValueError(f"unknown norm {norm!r}; choose one of: {', '.join(NORMS)}")
+    raise UserError(f"unknown norm {norm!r}; choose one of: {', '.join(NORMS)}")
 
 
 class BasicBlock(nn.Module):
@@ -66,5 +68,5 @@ def resnet8(num_classes: int, in_channels: int | None, image_size: int | None, n
             width: int = 16) -> ResNet8:
     require_image_shape("resnet8", in_channels, image_size, min_size=4)
     if width < 1:
-        raise ValueError(f"resnet8: width must be positive, got {width}")
+        raise UserError(f"resnet8: width must be positive, got {width}")
     return ResNet8(num_classes, in_channels, norm=norm, width=width)

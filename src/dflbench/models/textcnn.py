@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from dflbench.errors import UserError
+
 from .registry import register_model
 
 
@@ -32,12 +34,12 @@ def textcnn(num_classes: int, in_channels: int | None, image_size: int | None, v
             embed_dim: int = 128, num_filters: int = 100, kernel_sizes: tuple[int, ...] = (3, 4, 5),
             dropout: float = 0.5, padding_idx: int = 0) -> TextCNN:
     if in_channels is not None or image_size is not None:
-        raise ValueError("textcnn is a text model: pass vocab_size, not in_channels/image_size")
+        raise UserError("textcnn is a text model: pass vocab_size, not in_channels/image_size")
     if vocab_size is None or vocab_size < 2:
-        raise ValueError(f"textcnn needs vocab_size >= 2 (the vocabulary built from the training split), "
-                         f"got {vocab_size}")
+        raise UserError(f"textcnn needs vocab_size >= 2 (the vocabulary built from the training split), "
+                        f"got {vocab_size}")
     if not kernel_sizes or min(kernel_sizes) < 1:
-        raise ValueError(f"textcnn: kernel_sizes must be positive widths, got {kernel_sizes}")
+        raise UserError(f"textcnn: kernel_sizes must be positive widths, got {kernel_sizes}")
     if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"textcnn: dropout must be in [0, 1), got {dropout}")
+        raise UserError(f"textcnn: dropout must be in [0, 1), got {dropout}")
     return TextCNN(num_classes, vocab_size, embed_dim, num_filters, tuple(kernel_sizes), dropout, padding_idx)

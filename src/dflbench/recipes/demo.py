@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from dflbench.errors import UserError
+
 from .p2pft import P2PFTConfig
 
 DEMO = P2PFTConfig(
@@ -33,7 +35,7 @@ def check_claim(results: dict, close: float = CLOSE, above: float = ABOVE) -> tu
     acc = {r["algorithm"]: r["mean_accuracy"] for r in results["runs"]}
     missing = {"local", "p2pft", "central"} - set(acc)
     if missing:
-        raise ValueError(f"the claim compares local, p2pft and central; the results lack {sorted(missing)}")
+        raise UserError(f"the claim compares local, p2pft and central; the results lack {sorted(missing)}")
     p, c, l = acc["p2pft"], acc["central"], acc["local"]
     holds = p >= c - close and p >= l + above
     text = (f"P2P-FT {100 * p:.2f}% vs centralized {100 * c:.2f}% (gap {100 * (c - p):+.2f} points, allowed "

@@ -31,11 +31,12 @@ import torch
 
 from dflbench.data import BatchTransform, load_dataset, partition
 from dflbench.engines import SyncConfig, SyncResult, SyncSimulator, TailInputs
+from dflbench.errors import UserError, user_input
 from dflbench.io import atomic_write_csv, atomic_write_json
-from dflbench.mixing import from_topology, make_algorithm
+from dflbench.mixing import NonFiniteError, from_topology, make_algorithm
 from dflbench.plots import line_plot
 from dflbench.topology import from_adjacency, list_topologies, make_topology
-from dflbench.vision import architecture_of, create_model, split_for_cache
+from dflbench.vision import architecture_of, create_model, parse_policy, split_for_cache
 
 # CLI name -> dflbench.mixing algorithm (None: centralized single model on the union of the data).
 ALGORITHMS: dict[str, str | None] = {"local": "local", "p2pft": "pushpull", "dgd": "dgd", "gt-dgd": "gtdgd",
@@ -47,13 +48,13 @@ def list_p2pft_algorithms() -> list[str]:
 
 
 def parse_algorithms(spec: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
-    """'local,p2pft,central' -> ('local', 'p2pft', 'central'); ValueError naming the valid choices."""
+    """'local,p2pft,central' -> ('local', 'p2pft', 'central'); UserError naming the valid choices."""
     names = tuple(a.strip() for a in (spec.split(",") if isinstance(spec, str) else spec) if a.strip())
     bad = [a for a in names if a not in ALGORITHMS]
     if bad or not names:
-        raise ValueError(f"unknown algorithm(s) {', '.join(bad) or '(none given)'}; valid: {', '.join(ALGORITHMS)}")
+        raise UserError(f"unknown algorithm(s) {', '.join(bad) or '(none given)'}; valid: {', '.join(ALGORITHMS)}")
     if len(set(names)) != len(names):
-        raise ValueError(f"algorithm list {','.join(names)} repeats a name")
+        raise UserError(f"algorithm list {','.join(names)} repeats a name")
     return names
 
 
@@ -63,7 +64,7 @@ def parse_model_kwargs(spec: str) -> tuple[tuple[str, Any], ...]:
     for item in (s.strip() for s in spec.split(",") if s.strip()):
         key, eq, value = item.partition("=")
         if not eq or not key.strip():
-            raise ValueError(f"--model-kwargs item {item!r} must be KEY=VALUE (e.g. img_size=32,depth=4)")
+            raise UserError(f"--model-kwargs item {item!r} must be KEY=VALUE (e.g. img_size=32,depth=4)")
         for cast in (int, float):
             try:
                 value = cast(value)
@@ -77,20 +78,23 @@ def parse_model_kwargs(spec: str) -> tuple[tuple[str, Any], ...]:
 def build_topology(spec: str, n: int, seed: int = 0):
     """A registered topology name (erdos_renyi is seeded by `seed`), or `adjacency:PATH` to a text/.npy 0/1
     matrix with adj[i, j] > 0 iff j sends to i. The graph must be strongly connected."""
-    if spec.startswith("adjacency:"):
+    adjacency = spec.startswith("adjacency:")
+    if adjacency:
         path = Path(spec.split(":", 1)[1])
         if not path.is_file():
             raise FileNotFoundError(f"adjacency file {str(path)!r} does not exist; give adjacency:PATH to an n x n "
                                     "0/1 matrix (.npy or whitespace-separated text)")
-        adj = np.load(path) if path.suffix == ".npy" else np.loadtxt(path, ndmin=2)
-        if adj.shape != (n, n):
-            raise ValueError(f"adjacency {path} is {adj.shape[0]}x{adj.shape[1]} but --nodes is {n}")
-        topo = from_adjacency(torch.as_tensor(adj, dtype=torch.float64), name=path.stem)
-    elif spec in list_topologies():
-        topo = make_topology(spec, n, seed=seed) if spec == "erdos_renyi" else make_topology(spec, n)
-    else:
-        raise ValueError(f"unknown topology {spec!r}; valid: {', '.join(list_topologies())}, adjacency:PATH")
-    return topo.check_strongly_connected()
+    elif spec not in list_topologies():
+        raise UserError(f"unknown topology {spec!r}; valid: {', '.join(list_topologies())}, adjacency:PATH")
+    with user_input("--topology"):
+        if adjacency:
+            adj = np.load(path) if path.suffix == ".npy" else np.loadtxt(path, ndmin=2)
+            if adj.shape != (n, n):
+                raise UserError(f"adjacency {path} has shape {adj.shape} but --nodes is {n}; give an n x n matrix")
+            topo = from_adjacency(torch.as_tensor(adj, dtype=torch.float64), name=path.stem)
+        else:
+            topo = make_topology(spec, n, seed=seed) if spec == "erdos_renyi" else make_topology(spec, n)
+        return topo.check_strongly_connected()
 
 
 def resolve_device(device: str) -> str:
@@ -98,11 +102,11 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available; use --device cpu or auto")
+        raise UserError(f"device {device!r} requested but CUDA is not available; use --device cpu or auto")
     try:
         torch.device(device)
     except RuntimeError:
-        raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+        raise UserError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
     return device
 
 
@@ -146,22 +150,26 @@ class P2PFTConfig:
     def __post_init__(self):
         parse_algorithms(self.algorithms)
         if self.nodes < 1:
-            raise ValueError(f"--nodes must be >= 1, got {self.nodes}")
+            raise UserError(f"--nodes must be >= 1, got {self.nodes}")
         if self.epochs < 0 or self.batch_size < 1 or not self.lr > 0:
-            raise ValueError(f"need epochs >= 0, batch size >= 1 and lr > 0 (got {self.epochs}, {self.batch_size}, "
-                             f"{self.lr})")
+            raise UserError(f"need epochs >= 0, batch size >= 1 and lr > 0 (got {self.epochs}, {self.batch_size}, "
+                            f"{self.lr})")
         if self.checkpoint is not None and self.pretrained:
-            raise ValueError("give either --checkpoint or --pretrained, not both")
+            raise UserError("give either --checkpoint or --pretrained, not both")
         if self.attention < 0:
-            raise ValueError(f"--attention must be >= 0, got {self.attention}")
+            raise UserError(f"--attention must be >= 0, got {self.attention}")
         if self.attention_method not in ATTENTION_METHODS:
-            raise ValueError(f"unknown attention method {self.attention_method!r}; valid: "
-                             f"{', '.join(ATTENTION_METHODS)}")
+            raise UserError(f"unknown attention method {self.attention_method!r}; valid: "
+                            f"{', '.join(ATTENTION_METHODS)}")
         if not 1 <= self.attention_node <= self.nodes:
-            raise ValueError(f"--attention-node must be in 1..{self.nodes} (nodes are numbered from 1), got "
-                             f"{self.attention_node}")
+            raise UserError(f"--attention-node must be in 1..{self.nodes} (nodes are numbered from 1), got "
+                            f"{self.attention_node}")
         if self.central_steps not in CENTRAL_STEPS:
-            raise ValueError(f"--central-steps must be one of {', '.join(CENTRAL_STEPS)}, got {self.central_steps!r}")
+            raise UserError(f"--central-steps must be one of {', '.join(CENTRAL_STEPS)}, got {self.central_steps!r}")
+        with user_input("--lr/--momentum"):  # mixing's own check of both, before any data is loaded
+            make_algorithm("local", self.lr, momentum=self.momentum)
+        with user_input("--policy"):
+            parse_policy(self.policy)
 
     @property
     def backbone(self) -> str:
@@ -191,8 +199,9 @@ class P2PFTRuntime:
 def _build_model(cfg: P2PFTConfig, num_classes: int) -> torch.nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        return create_model(cfg.model, num_classes, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint,
-                            **dict(cfg.model_kwargs)).eval()
+        with user_input("--model/--model-kwargs/--checkpoint", ValueError, TypeError):
+            return create_model(cfg.model, num_classes, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint,
+                                **dict(cfg.model_kwargs)).eval()
 
 
 def _algorithm(cfg: P2PFTConfig, name: str, topology):
@@ -234,7 +243,8 @@ def run_p2pft(cfg: P2PFTConfig, out_dir: str | Path, resume: bool = False, progr
                      num_classes=data.num_classes)
     model = _build_model(cfg, data.num_classes)
     transform = BatchTransform.from_model(model)
-    prefix, tail = split_for_cache(model, cfg.policy)
+    with user_input("--policy"):
+        prefix, tail = split_for_cache(model, cfg.policy)
     sync = SyncConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed, cache=cfg.cache, device=device)
     inputs = TailInputs(prefix, transform, data, sync, progress=progress if runtime.lead else False)
     init = copy.deepcopy(tail.state_dict())
@@ -250,8 +260,9 @@ def run_p2pft(cfg: P2PFTConfig, out_dir: str | Path, resume: bool = False, progr
         else:
             nodes, run_cfg = list(part.indices), sync
         sim = runtime.simulator(tail, inputs, nodes, _algorithm(cfg, name, topology), run_cfg, name=name)
-        res = sim.run(checkpoint=out / "checkpoints" / f"{name}.pt", resume=resume, progress=progress,
-                      context=context)
+        with user_input("--lr", NonFiniteError):  # divergence: the message names the nodes and says to lower it
+            res = sim.run(checkpoint=out / "checkpoints" / f"{name}.pt", resume=resume, progress=progress,
+                          context=context)
         sims[name] = res
         accs = res.node_accuracy * cfg.nodes if len(res.node_accuracy) == 1 else res.node_accuracy
         runs.append({"algorithm": name, "mixing": sim.algorithm.name, "node_accuracy": accs,

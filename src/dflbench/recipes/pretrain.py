@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from dflbench.data import BatchTransform, load_dataset
+from dflbench.errors import UserError, user_input
 from dflbench.io import atomic_torch_save, atomic_write_json
 from dflbench.vision import create_model
 
@@ -39,8 +40,8 @@ class PretrainConfig:
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0 or self.weight_decay < 0:
-            raise ValueError(f"need epochs >= 1, batch size >= 1, lr > 0, weight decay >= 0 (got {self.epochs}, "
-                             f"{self.batch_size}, {self.lr}, {self.weight_decay})")
+            raise UserError(f"need epochs >= 1, batch size >= 1, lr > 0, weight decay >= 0 (got {self.epochs}, "
+                            f"{self.batch_size}, {self.lr}, {self.weight_decay})")
 
 
 @torch.no_grad()
@@ -60,7 +61,9 @@ def pretrain(cfg: PretrainConfig, out: str | Path, progress: bool | None = None)
     data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download, cfg.image_size)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        model = create_model(cfg.model, data.num_classes, **dict(cfg.model_kwargs)).to(device)
+        with user_input("--model/--model-kwargs", ValueError, TypeError):
+            model = create_model(cfg.model, data.num_classes, **dict(cfg.model_kwargs))
+    model = model.to(device)
     transform = BatchTransform.from_model(model)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)

@@ -17,15 +17,17 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from dflbench.errors import UserError
+
 BACKENDS = ("auto", "gloo", "nccl")
 RUNTIMES = ("simulator", "distributed")
 _ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
 def check_runtime(runtime: str) -> str:
-    """ValueError unless `runtime` is a known runtime name."""
+    """UserError unless `runtime` is a known runtime name."""
     if runtime not in RUNTIMES:
-        raise ValueError(f"unknown runtime {runtime!r}; valid runtimes: {', '.join(RUNTIMES)}")
+        raise UserError(f"unknown runtime {runtime!r}; valid runtimes: {', '.join(RUNTIMES)}")
     return runtime
 
 
@@ -36,7 +38,7 @@ def resolve_device(device: str, local_rank: int) -> torch.device:
     dev = torch.device(device)
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} asked for CUDA but none is available; use --device cpu")
+            raise UserError(f"device {device!r} asked for CUDA but none is available; use --device cpu")
         if dev.index is None:
             dev = torch.device("cuda", local_rank % torch.cuda.device_count())
     return dev
@@ -45,22 +47,22 @@ def resolve_device(device: str, local_rank: int) -> torch.device:
 def choose_backend(device: torch.device | str, backend: str = "auto") -> str:
     """The process-group backend for tensors on `device`: auto = nccl on CUDA, gloo on CPU; or the override."""
     if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
+        raise UserError(f"unknown backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
     dev = torch.device(device)
     if backend == "auto":
         return "nccl" if dev.type == "cuda" and dist.is_nccl_available() else "gloo"
     if backend == "nccl" and dev.type != "cuda":
-        raise ValueError("backend 'nccl' needs CUDA tensors but the device is cpu; use --backend gloo or a GPU")
+        raise UserError("backend 'nccl' needs CUDA tensors but the device is cpu; use --backend gloo or a GPU")
     if backend == "nccl" and not dist.is_nccl_available():
-        raise ValueError("backend 'nccl' is not available in this PyTorch build; use --backend gloo")
+        raise UserError("backend 'nccl' is not available in this PyTorch build; use --backend gloo")
     return backend
 
 
 def node_placement(n_nodes: int, world_size: int) -> torch.Tensor:
     """LongTensor [n]: the rank hosting each node (contiguous blocks, see the module docstring)."""
     if world_size < 1 or n_nodes < world_size:
-        raise ValueError(f"cannot place {n_nodes} nodes on {world_size} ranks: every rank must host at least one "
-                         f"node; use --nodes >= the number of processes (torchrun --nproc-per-node)")
+        raise UserError(f"cannot place {n_nodes} nodes on {world_size} ranks: every rank must host at least one "
+                        f"node; use --nodes >= the number of processes (torchrun --nproc-per-node)")
     rank_starts = torch.arange(world_size + 1) * n_nodes // world_size
     return torch.bucketize(torch.arange(n_nodes), rank_starts[1:], right=True)
 
@@ -79,8 +81,8 @@ class DistEnv:
     def from_env(cls, device: str = "auto", backend: str = "auto") -> "DistEnv":
         missing = [k for k in _ENV if k not in os.environ]
         if missing:
-            raise ValueError(f"--runtime distributed needs the torchrun environment ({', '.join(missing)} unset); "
-                             "launch with `torchrun --nproc-per-node N -m dflbench ...`")
+            raise UserError(f"--runtime distributed needs the torchrun environment ({', '.join(missing)} unset); "
+                            "launch with `torchrun --nproc-per-node N -m dflbench ...`")
         rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
         local_rank = int(os.environ.get("LOCAL_RANK", rank))
         dev = resolve_device(device, local_rank)

@@ -1,4 +1,5 @@
-"""Frozen-feature cache (docs/ARCHITECTURE.md, P2P-FT Sec. V-A): run the frozen prefix once, train the tail on the cache.
+"""Frozen-feature cache (P2P-FT Sec. V-A; docs/ARCHITECTURE.md, frozen-feature cache): run the frozen prefix once,
+train the tail on the cache.
 
 Valid only without random augmentation: the prefix must give the same features every epoch. A dataset whose
 transform is random (torchvision `Random*`, `ColorJitter`, `RandAugment`, ... or any transform that returns

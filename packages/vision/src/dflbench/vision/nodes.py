@@ -1,6 +1,6 @@
 """n per-node copies of the trainable tail as ONE stacked state, evaluated in one batched call.
 
-Stacked state (docs/ARCHITECTURE.md): a dict name -> tensor [n, *shape], every node starting from the same weights
+Stacked state (docs/ARCHITECTURE.md, stacked node state): a dict name -> tensor [n, *shape], all from the same weights
 (P2P-FT: all nodes fine-tune the same pretrained model). `forward_nodes(params, feats) -> logits [n, B, C]`
 and `loss_and_grads(params, feats, labels) -> (loss [n], grads {name: [n, ...]})` compute all nodes at once:
 
@@ -15,9 +15,9 @@ Measured on the 2-core CPU (1 torch thread, min of 15 interleaved rounds, per-no
 block + head, 65 tokens, ms): dim 64, 32 nodes x 2: fold 35.5, vmap 54.6, per-node loop 86.2; 8 x 4: fold 32.8,
 vmap 41.6, loop 51.3; 16 x 8: fold 134, vmap 164, loop 157; dim 192 (tiny ViT), 8 x 8: fold 210, vmap 243,
 loop 219; 4 x 32: fold 567, vmap 689, loop 548. Fold is the faster batched path everywhere (vmap pays the
-per-node SDPA fallback, docs/ARCHITECTURE.md); both beat the loop where per-node batches are small and tie with it where
-each node's matmuls alone fill the core. `method="auto"` (default) uses fold for ViT/DeiT tails and vmap
-otherwise (Swin: windowed attention with relative-position tables).
+per-node SDPA fallback: docs/ARCHITECTURE.md, stacked node state); both beat the loop where per-node batches are
+small and tie with it where each node's matmuls alone fill the core. `method="auto"` (default) uses fold for
+ViT/DeiT tails and vmap otherwise (Swin: windowed attention with relative-position tables).
 """
 
 from __future__ import annotations
