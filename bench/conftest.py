@@ -55,15 +55,18 @@ def _calls_per_sample(fn: Callable[[], object], target_s: float = 0.02) -> int:
 
 
 def _interleaved_minima(fast: Callable[[], object], reference: Callable[[], object], rounds: int,
-                        warmup: int) -> tuple[float, float]:
-    """Minimum seconds per call of `fast` and of `reference` over `rounds` samples timed alternately (fast,
-    reference, fast, ...): both see the same background load, and the minimum is the sample least disturbed by it
-    (interference only ever adds time). A sample is as many calls as take about 20 ms."""
+                        warmup: int, budget_s: float = 1.5) -> tuple[float, float]:
+    """Minimum seconds per call of `fast` and of `reference` over samples timed alternately (fast, reference,
+    fast, ...): both see the same background load, and the minimum is the sample least disturbed by it
+    (interference only ever adds time). A sample is as many calls as take about 20 ms; at least `rounds` pairs,
+    and more while they fit in `budget_s` (cheap benchmarks get dozens of pairs, so a quiet one is among them)."""
     for _ in range(warmup):
         fast()
         reference()
     reps = _calls_per_sample(fast), _calls_per_sample(reference)
-    pairs = [(_timed(fast, reps[0]), _timed(reference, reps[1])) for _ in range(rounds)]
+    pairs, start = [], time.perf_counter()
+    while len(pairs) < rounds or time.perf_counter() - start < budget_s:
+        pairs.append((_timed(fast, reps[0]), _timed(reference, reps[1])))
     return min(p[0] for p in pairs), min(p[1] for p in pairs)
 
 
@@ -111,8 +114,8 @@ def synced():
 def assert_ratio(request):
     """`assert_ratio(fast, reference, at_least, rounds=5, warmup=1, **info)` -> measured ratio.
 
-    Times both callables in this process, alternately (minimum of `rounds` after `warmup` calls each, on the
-    `_timed` clock that excludes time lost to other processes), saves
+    Times both callables in this process, alternately (minimum over at least `rounds` samples after `warmup` calls
+    each, on the `_timed` clock that excludes time lost to other processes), saves
     reference_s / fast_s with the timings to .benchmarks/ratio-<test>.json and asserts the ratio
     is at least `at_least`.
     """

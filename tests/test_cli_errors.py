@@ -97,3 +97,18 @@ def test_typer_exit_passes_through(monkeypatch, tmp_path):
     assert result.exit_code == 1, result.output
     assert "claim does NOT hold" in result.output
     assert "Traceback" not in result.output and "bug" not in result.output
+
+
+def test_a_run_aborted_by_its_environment_is_one_line_and_exit_3(monkeypatch, tmp_path):
+    from dflbench.runtime.comm import PeerFailure
+
+    def dead_peer(*args, **kwargs):
+        raise PeerFailure(0, 2, RuntimeError("Connection closed by peer [127.0.0.1]:1234"), "rerun with --resume")
+
+    monkeypatch.setattr("dflbench.cli.p2pft.run_p2pft", dead_peer)
+    result = runner.invoke(app, ["p2pft", *TINY, "--out", str(tmp_path)])
+    assert result.exit_code == 3, result.output
+    lines = _lines(result.output)
+    assert lines == ["aborted: rank 0: the exchange with rank 2 failed (Connection closed by peer [127.0.0.1]:1234); "
+                     "rank 2 died or stopped answering within the peer timeout; rerun with --resume"], lines
+    assert "Traceback" not in result.output

@@ -17,6 +17,12 @@ class UserError(ValueError):
     ValueError keep working."""
 
 
+class RunAborted(RuntimeError):
+    """The run stopped for a reason outside dflbench and outside the user's input (a peer process died or hung):
+    neither a user error nor a bug. The message says what happened and how to continue; the CLI prints it as one
+    line and exits 3."""
+
+
 @contextmanager
 def user_input(option: str, *errors: type[Exception]) -> Iterator[None]:
     """Inside the block, an exception of a type in `errors` (default: ValueError) becomes a UserError prefixed with

@@ -1,6 +1,8 @@
 """How a command ends on an exception. A user error (`dflbench.errors.UserError`, or a path the user gave that
-does not exist) prints one line `error: ...` on stderr and exits 2. Any other exception is a bug in dflbench: its
-traceback, then one line saying so (version, where to report it), exit code 1. DFLBENCH_DEBUG=1 re-raises both."""
+does not exist) prints one line `error: ...` on stderr and exits 2; a run aborted by its environment
+(`dflbench.errors.RunAborted`, e.g. a dead peer rank) prints one line and exits 3. Any other exception is a bug in
+dflbench: its traceback, then one line saying so (version, where to report it), exit code 1. DFLBENCH_DEBUG=1
+re-raises them all."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from dflbench.errors import UserError
+from dflbench.errors import RunAborted, UserError
 
 USER_ERRORS = (UserError, FileNotFoundError, NotADirectoryError)
 
@@ -42,6 +44,11 @@ def user_errors(fn):
                 raise
             _stderr.print(Text.assemble(("error:", "bold red"), f" {exc}"), highlight=False, soft_wrap=True)
             raise typer.Exit(code=2) from None
+        except RunAborted as exc:
+            if os.environ.get("DFLBENCH_DEBUG"):
+                raise
+            _stderr.print(Text.assemble(("aborted:", "bold red"), f" {exc}"), highlight=False, soft_wrap=True)
+            raise typer.Exit(code=3) from None
         except Exception as exc:
             if os.environ.get("DFLBENCH_DEBUG"):
                 raise

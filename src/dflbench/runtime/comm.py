@@ -25,12 +25,13 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
+from dflbench.errors import RunAborted
 from dflbench.mixing import Communicator, MixingMatrix, Tree, tree_leaves
 
 from dflbench.runtime.backend import node_placement
 
 
-class PeerFailure(RuntimeError):
+class PeerFailure(RunAborted):
     """A point-to-point exchange with a peer rank failed: the peer died, or stopped answering within the process
     group's timeout. `rank` is this process, `peer` the rank whose message failed."""
 
