@@ -3,8 +3,8 @@
 CI asserts ratios measured in one process, never absolute times: machines differ, ratios travel. Each ratio is
 min(reference) / min(fast) over repetitions timed alternately, on a clock that excludes the time other processes
 took the CPU (`_timed`), so an idle and a loaded machine measure the same thing. Each floor is set from the ratios
-seen in 16 CI-mode runs on the 2-core CPU (8 idle, 8 beside a CPU-bound process), at 3/4 to 5/6 of the lowest; the
-distribution is written beside it. A fast path that slows by a third or more fails.
+seen in CI-mode runs on the 2-core CPU (8 idle, 8 beside a CPU-bound process, 11 beside four busy processes), at
+3/4 to 5/6 of the lowest; the distribution is written beside it. A fast path that slows by a third or more fails.
 """
 
 from __future__ import annotations

@@ -50,8 +50,9 @@ def test_pruning_hvp_cost_relative_to_gradient(assert_ratio, synced):
     start = time.perf_counter()
     synced(lambda: _double_backward_hvp(model, batch, v))()
     double_backward_s = time.perf_counter() - start
-    # ratio over 16 CI-mode runs (8 idle, 8 beside a CPU-bound process), 2-core CPU, 1 thread: min 0.23, median 0.25, max 0.29
-    ratio = assert_ratio(hvp, grad, 0.17, rounds=5, warmup=1, device=str(DEVICE), params=op.dim,
+    # ratio over 16 CI-mode runs (8 idle, 8 beside a CPU-bound process), 2-core CPU, 1 thread: min 0.23, median 0.25, max 0.29;
+    # 11 runs beside four busy processes: min 0.20
+    ratio = assert_ratio(hvp, grad, 0.15, rounds=5, warmup=1, device=str(DEVICE), params=op.dim,
                          double_backward_hvp_s=double_backward_s)
     assert 1 / ratio < 6                                         # an HVP costs less than 6 gradients
 
