@@ -60,8 +60,8 @@ def loop_grads(trainable, params, feats, labels):
         torch.autograd.grad(F.cross_entropy(functional_call(trainable, p, (feats[i],)), labels[i]), list(p.values()))
 
 
-# ratio over 16 CI-mode runs (8 idle, 8 beside a CPU-bound process), 2-core CPU, 1 thread: vmap min 1.67, median 1.9, max 2.03;
-# fold min 2.10, median 2.3, max 2.44
+# ratio over 16 CI-mode runs (8 idle, 8 beside a CPU-bound process), 2-core CPU, 1 thread:
+# vmap min 1.67, median 1.9, max 2.03; fold min 2.10, median 2.3, max 2.44
 @pytest.mark.parametrize("method, at_least", [("vmap", 1.25), ("fold", 1.6)])
 def test_vision_node_grads_vs_loop(assert_ratio, node_setup, method, at_least):
     trainable, params, feats, labels = node_setup
@@ -71,8 +71,8 @@ def test_vision_node_grads_vs_loop(assert_ratio, node_setup, method, at_least):
                  nodes=NODES, per_node_batch=PER_NODE, method=method, what="per-node loss + grads")
 
 
-# ratio over 16 CI-mode runs (8 idle, 8 beside a CPU-bound process), 2-core CPU, 1 thread: vmap min 1.80, median 1.9, max 2.03;
-# fold min 2.11, median 2.3, max 2.56; beside four busy processes (11 runs) vmap min 1.32, fold min 2.15
+# ratio over 16 CI-mode runs (8 idle, 8 beside a CPU-bound process), 2-core CPU, 1 thread:
+# vmap min 1.80, median 1.9, max 2.03; fold min 2.11, median 2.3, max 2.56; beside four busy processes (11 runs) vmap min 1.32, fold min 2.15
 @pytest.mark.parametrize("method, at_least", [("vmap", 1.25), ("fold", 1.6)])
 def test_vision_forward_nodes_vs_loop(assert_ratio, node_setup, method, at_least):
     trainable, params, feats, _ = node_setup
