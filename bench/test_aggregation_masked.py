@@ -43,7 +43,8 @@ def test_aggregation_masked_resnet18_9_models(assert_ratio):
     def reference():
         out["reference"] = loop_eq_4_11(models, w, masks, spec)
 
-    # ratio over 16 CI-mode runs (8 idle, 8 beside a CPU-bound process), 2-core CPU, 1 thread: min 1.49, median 1.7, max 1.94
+    # ratio over 16 CI-mode runs (8 idle, 8 beside a CPU-bound process), 2-core CPU, 1 thread: min 1.49, median 1.7, max
+    # 1.94
     assert_ratio(fast, reference, at_least=1.2, rounds=3, warmup=1, params=spec.numel, models=k,
                  blocks=len(spec.names), machine="2-core CPU, 1 intra-op thread")
     assert torch.allclose(out["fast"], out["reference"], atol=1e-6)

@@ -63,7 +63,8 @@ def test_mixing_sparse_vs_dense_1024(assert_ratio, synced):
     sparse, dense = LocalCommunicator(sparse=True), LocalCommunicator(sparse=False)
     fast, ref = synced(lambda: sparse.mix(m, x)), synced(lambda: dense.mix(m, x))
     assert torch.allclose(fast(), ref(), atol=1e-5)
-    # ratio over 16 CI-mode runs (8 idle, 8 beside a CPU-bound process), 2-core CPU, 1 thread: min 5.36, median 6.8, max 7.28
+    # ratio over 16 CI-mode runs (8 idle, 8 beside a CPU-bound process), 2-core CPU, 1 thread: min 5.36, median 6.8, max
+    # 7.28
     assert_ratio(fast, ref, at_least=4.0 if DEVICE.type == "cpu" else 1.0, rounds=3, n=n, q=Q[n], device=str(DEVICE))
 
 
@@ -92,6 +93,7 @@ def test_mixing_pushpull_step_vs_node_loop(assert_ratio, synced):
     new_state, (theta_ref, tau_ref) = fast(), ref()
     assert torch.allclose(new_state.params, theta_ref, atol=1e-5)
     assert torch.allclose(new_state.tracker, tau_ref, atol=1e-5)
-    # ratio over 16 CI-mode runs (8 idle, 8 beside a CPU-bound process), 2-core CPU, 1 thread: min 2.51, median 2.7, max 2.92;
+    # ratio over 16 CI-mode runs (8 idle, 8 beside a CPU-bound process), 2-core CPU, 1 thread: min 2.51, median 2.7, max
+    # 2.92;
     # 11 runs beside four busy processes: min 2.02, median 2.7
     assert_ratio(fast, ref, at_least=1.7 if DEVICE.type == "cpu" else 1.0, n=n, q=q, device=str(DEVICE))

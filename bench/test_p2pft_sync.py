@@ -85,13 +85,15 @@ def _sim_epoch(setup):
 
 
 def test_p2pft_epoch_vs_uncached_per_node_loop(setup, assert_ratio):
-    # ratio over 16 CI-mode runs (8 idle, 8 beside a CPU-bound process), 2-core CPU, 1 thread: min 4.20, median 4.9, max 6.79
+    # ratio over 16 CI-mode runs (8 idle, 8 beside a CPU-bound process), 2-core CPU, 1 thread: min 4.20, median 4.9, max
+    # 6.79
     assert_ratio(_sim_epoch(setup), _naive_epoch(setup, cached=False), at_least=3.1, rounds=3, warmup=1,
                  nodes=N, batch=BATCH, steps=setup[6].sampler.steps_per_epoch, model="vit tiny d32 x4 blocks, 16px")
 
 
 def test_p2pft_epoch_vs_cached_per_node_loop(setup, assert_ratio):
-    # ratio over 16 CI-mode runs (8 idle, 8 beside a CPU-bound process), 2-core CPU, 1 thread: min 3.17, median 3.4, max 3.56;
+    # ratio over 16 CI-mode runs (8 idle, 8 beside a CPU-bound process), 2-core CPU, 1 thread: min 3.17, median 3.4, max
+    # 3.56;
     # 11 runs beside four busy processes: min 2.45, median 3.2
     assert_ratio(_sim_epoch(setup), _naive_epoch(setup, cached=True), at_least=2.0, rounds=3, warmup=1,
                  nodes=N, batch=BATCH, steps=setup[6].sampler.steps_per_epoch, model="vit tiny d32 x4 blocks, 16px")

@@ -50,7 +50,8 @@ def test_pruning_hvp_cost_relative_to_gradient(assert_ratio, synced):
     start = time.perf_counter()
     synced(lambda: _double_backward_hvp(model, batch, v))()
     double_backward_s = time.perf_counter() - start
-    # ratio over 16 CI-mode runs (8 idle, 8 beside a CPU-bound process), 2-core CPU, 1 thread: min 0.23, median 0.25, max 0.29;
+    # ratio over 16 CI-mode runs (8 idle, 8 beside a CPU-bound process), 2-core CPU, 1 thread: min 0.23, median 0.25,
+    # max 0.29;
     # 11 runs beside four busy processes: min 0.20
     ratio = assert_ratio(hvp, grad, 0.15, rounds=5, warmup=1, device=str(DEVICE), params=op.dim,
                          double_backward_hvp_s=double_backward_s)
@@ -61,7 +62,8 @@ def test_pruning_batched_probes_vs_loop(assert_ratio, synced):
     model, batch = _resnet8(8, 16)
     op = HessianOperator(model_loss_fn(model, F.cross_entropy, batch), model_params(model))
     probes = op.rademacher(8, make_generator(0))
-    # ratio over 16 CI-mode runs (8 idle, 8 beside a CPU-bound process), 2-core CPU, 1 thread: min 2.57, median 2.8, max 2.85
+    # ratio over 16 CI-mode runs (8 idle, 8 beside a CPU-bound process), 2-core CPU, 1 thread: min 2.57, median 2.8, max
+    # 2.85
     assert_ratio(synced(lambda: op.matmat(probes)), synced(lambda: [op.matvec(z) for z in probes]), 1.9,
                  rounds=2, warmup=1, device=str(DEVICE), probes=8)
 
@@ -76,7 +78,8 @@ def test_pruning_lanczos_top10_resnet8(assert_ratio, synced):
     def lanczos():
         result["top"] = top_eigenvalues(loss_fn, params, 10, num_steps=20, seed=0)
 
-    # ratio over 16 CI-mode runs (8 idle, 8 beside a CPU-bound process), 2-core CPU, 1 thread: min 0.74, median 0.77, max 0.85
+    # ratio over 16 CI-mode runs (8 idle, 8 beside a CPU-bound process), 2-core CPU, 1 thread: min 0.74, median 0.77,
+    # max 0.85
     assert_ratio(synced(lanczos), synced(lambda: [op.matvec(v) for v in vectors]), 0.55, rounds=1, warmup=0,
                  device=str(DEVICE), k=10, steps=20)
     top = result["top"].values

@@ -34,7 +34,8 @@ def test_vision_cached_step_vs_uncached(assert_ratio):
             opt.step()
         return run
 
-    # ratio over 16 CI-mode runs (8 idle, 8 beside a CPU-bound process), 2-core CPU, 1 thread: min 1.84, median 2.0, max 2.18
+    # ratio over 16 CI-mode runs (8 idle, 8 beside a CPU-bound process), 2-core CPU, 1 thread: min 1.84, median 2.0, max
+    # 2.18
     assert_ratio(step(lambda: trainable(feats)), step(lambda: model(images)), at_least=1.4,
                  model="vit_tiny_patch16_224 img 32 patch 4 depth 4", batch=16, policy="last_block")
 
@@ -72,7 +73,8 @@ def test_vision_node_grads_vs_loop(assert_ratio, node_setup, method, at_least):
 
 
 # ratio over 16 CI-mode runs (8 idle, 8 beside a CPU-bound process), 2-core CPU, 1 thread:
-# vmap min 1.80, median 1.9, max 2.03; fold min 2.11, median 2.3, max 2.56; beside four busy processes (11 runs) vmap min 1.32, fold min 2.15
+# vmap min 1.80, median 1.9, max 2.03; fold min 2.11, median 2.3, max 2.56; beside four busy processes (11 runs) vmap
+# min 1.32, fold min 2.15
 @pytest.mark.parametrize("method, at_least", [("vmap", 1.25), ("fold", 1.6)])
 def test_vision_forward_nodes_vs_loop(assert_ratio, node_setup, method, at_least):
     trainable, params, feats, _ = node_setup
