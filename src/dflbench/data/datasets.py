@@ -1,4 +1,5 @@
-"""Dataset registry: a name (or `npz:PATH` / `folder:PATH`) maps to a loader returning `ImageData`.
+"""Dataset registry (`dflbench.registry.Registry`): a name (or `npz:PATH` / `folder:PATH`) maps to a loader
+returning `ImageData`.
 
 `load_dataset("digits")` needs no files (scikit-learn's embedded 8x8 digits). The torchvision sets read from
 `data_dir` (default `$DFLBENCH_DATA_DIR` or `~/.cache/dflbench/data`) and download only when asked.
@@ -8,35 +9,28 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
+from dflbench.registry import Registry
+
 from .image_data import ImageData, to_nchw_uint8
 
-Loader = Callable[[Path, bool, int], ImageData]
-_DATASETS: dict[str, Loader] = {}
-PREFIXES = ("npz:", "folder:")
+DATASETS = Registry("dataset", context=("root", "download", "image_size"), sort=True,
+                    forms=("npz:PATH", "folder:PATH"))
 DIGITS_TEST_FRACTION = 0.25
 DIGITS_SPLIT_SEED = 0
 
 
 def register_dataset(name: str):
     """Decorator: register `loader(root, download, image_size) -> ImageData` under `name`."""
-
-    def deco(fn: Loader) -> Loader:
-        if name in _DATASETS:
-            raise ValueError(f"dataset {name!r} is already registered")
-        _DATASETS[name] = fn
-        return fn
-
-    return deco
+    return DATASETS.register(name)
 
 
 def list_datasets() -> list[str]:
     """Registered names plus the path forms `npz:PATH` and `folder:PATH`."""
-    return sorted(_DATASETS) + ["npz:PATH", "folder:PATH"]
+    return DATASETS.list() + list(DATASETS.forms)
 
 
 def default_data_dir() -> Path:
@@ -56,10 +50,8 @@ def load_dataset(spec: str, data_dir: str | Path | None = None, download: bool =
         return load_npz(Path(spec[4:]))
     if spec.startswith("folder:"):
         return load_image_folder(Path(spec[7:]), image_size)
-    if spec not in _DATASETS:
-        raise ValueError(f"unknown dataset {spec!r}; valid: {', '.join(list_datasets())}")
     root = Path(data_dir) if data_dir is not None else default_data_dir()
-    return _DATASETS[spec](root, download, image_size)
+    return DATASETS.make(spec, None, root, download, image_size)
 
 
 @register_dataset("digits")

@@ -22,16 +22,42 @@ from dflbench.data import BatchTransform, load_dataset, partition
 from dflbench.engines import SyncConfig, SyncResult, SyncSimulator, TailInputs
 from dflbench.io import atomic_write_csv, atomic_write_json
 from dflbench.mixing import from_topology, make_algorithm
+from dflbench.registry import Registry
 from dflbench.topology import from_adjacency, list_topologies, make_topology
 from dflbench.vision import create_model, split_for_cache
 
-# CLI name -> dflbench.mixing algorithm (None: centralized single model on the union of the data).
-ALGORITHMS: dict[str, str | None] = {"local": "local", "p2pft": "pushpull", "dgd": "dgd", "gt-dgd": "gtdgd",
-                                     "central": None}
+# CLI name -> a dflbench.mixing algorithm (`mixing`: its name; None: ONE centralized model trained on the union of
+# the nodes' data) and the label of plots.
+ALGORITHMS = Registry("algorithm", metadata=("mixing", "label"), context=("lr", "momentum", "topology"))
+
+
+@ALGORITHMS.register("local", mixing="local", label="Local-FT")
+def _local(lr: float, momentum: float, topology):
+    """Plain SGD per node (`central` uses it too, on one model)."""
+    return make_algorithm("local", lr, momentum=momentum)
+
+
+def _register_mixing(name: str, mixing: str, label: str) -> None:
+    @ALGORITHMS.register(name, mixing=mixing, label=label)
+    def build(lr: float, momentum: float, topology):
+        return from_topology(mixing, topology, lr, momentum=momentum)
+
+
+_register_mixing("p2pft", "pushpull", "P2P-FT")
+_register_mixing("dgd", "dgd", "DGD")
+_register_mixing("gt-dgd", "gtdgd", "GT-DGD")
+
+
+ALGORITHMS.register("central", mixing=None, label="Centralized")(_local)
 
 
 def list_p2pft_algorithms() -> list[str]:
-    return list(ALGORITHMS)
+    return ALGORITHMS.list()
+
+
+def single_model(name: str) -> bool:
+    """True for `central`: one model on the union of the nodes' data, not one per node."""
+    return ALGORITHMS.get(name).metadata["mixing"] is None
 
 
 def parse_algorithms(spec: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
@@ -160,20 +186,13 @@ def _build_model(cfg: P2PFTConfig, num_classes: int) -> torch.nn.Module:
                             **dict(cfg.model_kwargs)).eval()
 
 
-def _algorithm(cfg: P2PFTConfig, name: str, topology):
-    mixing = ALGORITHMS[name]
-    if mixing is None or mixing == "local":
-        return make_algorithm("local", cfg.lr, momentum=cfg.momentum)
-    return from_topology(mixing, topology, cfg.lr, momentum=cfg.momentum)
-
-
 def run_p2pft(cfg: P2PFTConfig, out_dir: str | Path, resume: bool = False, progress: bool | None = None,
               runtime: P2PFTRuntime = P2PFTRuntime()) -> P2PFTRun | None:
     """Run every algorithm of `cfg`, write `out_dir/results.json` and `results.csv`, return the results
     (None in a process that is not `runtime.lead`)."""
     out = Path(out_dir)
     device = resolve_device(cfg.device) if runtime.device is None else runtime.device
-    needs_graph = any(ALGORITHMS[a] not in (None, "local") for a in cfg.algorithms)
+    needs_graph = any(ALGORITHMS.get(a).metadata["mixing"] not in (None, "local") for a in cfg.algorithms)
     topology = build_topology(cfg.topology, cfg.nodes, cfg.seed) if needs_graph else None
     data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download, cfg.image_size)
     part = partition(data.y_train.numpy(), cfg.nodes, cfg.split, cfg.seed, dataset=cfg.dataset,
@@ -187,17 +206,18 @@ def run_p2pft(cfg: P2PFTConfig, out_dir: str | Path, resume: bool = False, progr
     runs, sims = [], {}
     for name in cfg.algorithms:
         tail.load_state_dict(init)
-        if ALGORITHMS[name] is None:
+        if single_model(name):
             nodes, run_cfg = [np.concatenate(part.indices)], SyncConfig(**{**asdict(sync),
                                                                              "batch_size": cfg.batch_size * cfg.nodes})
         else:
             nodes, run_cfg = list(part.indices), sync
-        sim = runtime.simulator(tail, inputs, nodes, _algorithm(cfg, name, topology), run_cfg, name=name)
+        algorithm = ALGORITHMS.make(name, None, lr=cfg.lr, momentum=cfg.momentum, topology=topology)
+        sim = runtime.simulator(tail, inputs, nodes, algorithm, run_cfg, name=name)
         res = sim.run(checkpoint=out / "checkpoints" / f"{name}.pt", resume=resume, progress=progress)
         sims[name] = res
         accs = res.node_accuracy * cfg.nodes if len(res.node_accuracy) == 1 else res.node_accuracy
         runs.append({"algorithm": name, "mixing": sim.algorithm.name, "node_accuracy": accs,
-                     "mean_accuracy": float(np.mean(accs)), "single_model": ALGORITHMS[name] is None,
+                     "mean_accuracy": float(np.mean(accs)), "single_model": single_model(name),
                      "history": res.history, "wall_time_s": res.wall_time_s, "bytes_sent": int(sum(res.bytes_sent)),
                      "bytes_sent_per_node": res.bytes_sent, "steps": res.steps,
                      "steps_per_epoch": sim.sampler.steps_per_epoch})
@@ -219,9 +239,6 @@ def run_p2pft(cfg: P2PFTConfig, out_dir: str | Path, resume: bool = False, progr
                                                cfg.attention, device)
     write_results(out, results)
     return P2PFTRun(results, sims)
-
-
-LABELS = {"local": "Local-FT", "p2pft": "P2P-FT", "dgd": "DGD", "gt-dgd": "GT-DGD", "central": "Centralized"}
 
 
 def unseen_test_images(data, part, count: int) -> torch.Tensor:
@@ -246,7 +263,7 @@ def write_attention(path: Path, model, tail, transform, data, part, sims: dict[s
         with torch.no_grad():
             for key, prm in tail.named_parameters():
                 prm.copy_(res.params[key][0])
-        models[LABELS[name]] = copy.deepcopy(model).float().eval()
+        models[ALGORITHMS.get(name).metadata["label"]] = copy.deepcopy(model).float().eval()
     images = transform(data.x_test[idx]).to(device)
     compare_attention(models, images, path)
     return {"path": str(path), "test_indices": idx.tolist(), "labels": data.y_test[idx].tolist(), "node": 1}

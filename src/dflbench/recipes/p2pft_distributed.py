@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dflbench.recipes.p2pft import ALGORITHMS, P2PFTConfig, P2PFTRun, P2PFTRuntime, run_p2pft
+from dflbench.recipes.p2pft import P2PFTConfig, P2PFTRun, P2PFTRuntime, run_p2pft, single_model
 
 from dflbench.runtime.backend import DistEnv, destroy_process_group, init_process_group
 from dflbench.runtime.sync import DistributedSyncSimulator
@@ -24,7 +24,7 @@ from dflbench.runtime.sync import DistributedSyncSimulator
 def run_p2pft_distributed(cfg: P2PFTConfig, out_dir: str | Path, resume: bool = False, progress: bool | None = None,
                           backend: str = "auto", timeout_s: float = 600.0) -> P2PFTRun | None:
     """Run every algorithm of `cfg` across the torchrun ranks (see the module docstring)."""
-    central = [a for a in cfg.algorithms if ALGORITHMS[a] is None]
+    central = [a for a in cfg.algorithms if single_model(a)]
     if central:
         raise ValueError(f"algorithm(s) {', '.join(central)} train one model on the union of all nodes' data and "
                          "cannot run with --runtime distributed; drop them from --algorithms or use --runtime "
