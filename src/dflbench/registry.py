@@ -38,6 +38,11 @@ _FALSE = ("false", "0", "no", "off")
 
 
 @dataclass(frozen=True)
+class NoOptions:
+    """The options of an entry that takes none."""
+
+
+@dataclass(frozen=True)
 class Entry:
     """A registered name: its constructor, its options dataclass and its metadata."""
 
@@ -53,11 +58,11 @@ class Entry:
     def field_types(self) -> dict[str, Any]:
         return typing.get_type_hints(self.options)
 
-    def describe_options(self) -> str:
+    def describe_options(self, sep: str = ", ") -> str:
         """'buffer: int = 10, server_lr: float = 1.0' (a field without default shows as 'alpha: float')."""
         types_ = self.field_types()
-        return ", ".join(f"{f.name}: {type_name(types_[f.name])}" + ("" if _default(f) is _MISSING else
-                                                                     f" = {_default(f)!r}") for f in self.fields())
+        return sep.join(f"{f.name}: {type_name(types_[f.name])}" + ("" if _default(f) is _MISSING else
+                                                                    f" = {_default(f)!r}") for f in self.fields())
 
     def defaults(self) -> dict[str, Any]:
         """The options that have defaults, with them."""
@@ -149,7 +154,10 @@ class Registry:
                              f"{entry.describe_options()}")
         types_ = entry.field_types()
         values = {k: coerce(v, types_[k], f"{self.kind} {name!r} option {k!r}") for k, v in options.items()}
-        return entry.options(**values)
+        try:
+            return entry.options(**values)
+        except ValueError as exc:                                    # the dataclass's own validation
+            raise ValueError(f"{self.kind} {name!r}: {exc}") from None
 
     def parse_option(self, name: str, field: str, text: str):
         """The value of option `field` of entry `name` parsed from command-line `text` (ValueError when the entry

@@ -91,7 +91,7 @@ def partition(labels, n: int, spec: str = "classes", seed: int = 0, dataset: str
     try:
         options = PARTITIONERS.options(name, {fields[0].name: arg} if arg else {})
     except ValueError as exc:
-        raise ValueError(f"split {spec!r}: {exc}; {_spec_form(name)} takes {option_doc(fields[0])}") from None
+        raise ValueError(f"{exc}; {_spec_form(name)} takes {option_doc(fields[0])}") from None
     c = int(num_classes) if num_classes is not None else int(labels.max()) + 1
     parts = PARTITIONERS.make(name, options, labels, n, c, np.random.default_rng(seed), dataset)
     empty = [i for i, p in enumerate(parts) if len(p) == 0]

@@ -85,6 +85,7 @@ def to_run_record(cfg: AEDFLRunConfig, g: dict, mflops: float) -> dict:
             "bytes_sent": g["bytes_sent"], "virtual_time": g["wall_time"], "wall_time": g["wall_time"],
             "device_steps": g["device_steps"], "steps_per_s": g["device_steps"] / max(g["wall_time"], 1e-9),
             "messages": sum(n["messages"] for n in nodes), "dropped": sum(n["failed_sends"] for n in nodes),
-            "stop_reason": g["stop_reason"], "final_consensus": None, "history": history,
+            "stop_reason": g["stop_reason"], "final_consensus": None,
+            "options": asdict(cfg.options(cfg.methods[0])), "history": history,
             "runtime": "distributed", "failed_nodes": g["failed_nodes"],
             "per_node": [{k: v for k, v in n.items() if k != "history"} for n in nodes]}
