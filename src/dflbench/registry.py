@@ -227,10 +227,6 @@ def coerce(value, tp, where: str):
             except ValueError:
                 continue
         raise ValueError(f"{where} must be {type_name(tp)}, got {value!r}")
-    if origin is typing.Literal:
-        if value in typing.get_args(tp):
-            return value
-        raise ValueError(f"{where} must be one of {', '.join(map(repr, typing.get_args(tp)))}, got {value!r}")
     if tp is bool:
         if isinstance(value, bool):
             return value

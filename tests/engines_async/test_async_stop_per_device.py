@@ -29,8 +29,9 @@ def run(data, name, slot=0.0, faults=None, **cfg):
     cfg = {"max_updates": T, "batch_size": 8, "eval_interval": 0.05, "eval_samples": 16, "time_budget": 20.0,
            **cfg}
     torch.manual_seed(0)
-    sim = AsyncSimulator(make_model("lenet5", 4, 1, 16), data, exponential(D), profiles(), make_method(name, OPTS.get(name)),
-                         AsyncConfig(slot_width=slot, **cfg), faults=faults, record_events=True)
+    sim = AsyncSimulator(make_model("lenet5", 4, 1, 16), data, exponential(D), profiles(),
+                         make_method(name, OPTS.get(name)), AsyncConfig(slot_width=slot, **cfg), faults=faults,
+                         record_events=True)
     sends = []
     send = sim.send
 

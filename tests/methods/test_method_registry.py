@@ -236,3 +236,16 @@ def test_cli_list_methods_table():
     for name in list_methods():
         for line in METHODS.get(name).describe_options("\n").splitlines():
             assert line in res.output
+
+
+def test_run_config_validates_its_method_options():
+    from dflbench.recipes.aedfl import AEDFLRunConfig
+
+    cfg = AEDFLRunConfig(methods=("fedbuff", "aedfl"), method_options={"fedbuff": {"buffer": "4"}})
+    assert cfg.options("fedbuff") == METHODS.get("fedbuff").options(buffer=4) and cfg.options("aedfl").every == 10
+    with pytest.raises(ValueError, match="options are given for method 'fedavg', which is not among the methods"):
+        AEDFLRunConfig(methods=("fedbuff",), method_options={"fedavg": {"fraction": 0.5}})
+    with pytest.raises(ValueError, match="method 'fedbuff' has no option 'fraction'"):
+        AEDFLRunConfig(methods=("fedbuff",), method_options={"fedbuff": {"fraction": 0.5}})
+    with pytest.raises(ValueError, match="need at least 2 devices"):
+        AEDFLRunConfig(devices=1)
