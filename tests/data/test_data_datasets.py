@@ -130,3 +130,15 @@ def test_fashion_mnist_debian_idx(tmp_path, monkeypatch):
 def test_shared_cifar10_subset():
     d = load_dataset(f"npz:{SHARED / 'cifar10-subset.npz'}")
     assert d.x_train.shape == (5438, 3, 32, 32) and d.classes[0] == "airplane"
+
+
+@pytest.mark.parametrize("name", [n for n in list_datasets() if ":" not in n])
+def test_every_registered_dataset_loads_or_says_where(tmp_path, name):
+    """Every registry entry either loads without files (digits) or, with an empty data_dir and no download, raises
+    FileNotFoundError naming that folder; nothing is downloaded."""
+    try:
+        d = load_dataset(name, data_dir=tmp_path)
+    except FileNotFoundError as e:
+        assert str(tmp_path) in str(e)
+        return
+    assert len(d.y_train) > 0 and len(d.y_test) > 0 and not any(tmp_path.iterdir())

@@ -89,3 +89,14 @@ def test_bad_specs(spec, match):
 
 def test_list_partitioners():
     assert list_partitioners() == ["classes:[ROW]", "dirichlet:ALPHA", "iid", "shards:K"]
+
+
+@pytest.mark.parametrize("form", list_partitioners())
+def test_every_registered_partitioner_splits_disjointly(form):
+    """Each registry entry, with an argument where its spec takes one, covers every sample exactly once."""
+    name, _, arg = form.partition(":")
+    spec = {"ALPHA": f"{name}:1.0", "K": f"{name}:2"}.get(arg, name)
+    y = _labels(8, 10)
+    p = partition(y, 4, spec, seed=3)
+    _assert_disjoint_cover(p, len(y))
+    assert p.n == 4 and min(p.sizes()) > 0

@@ -20,7 +20,7 @@ def test_cuda_run_matches_cpu_events(tiny_data, name):
         data.x_test, data.y_test = data.x_test.to(device), data.y_test.to(device)
         torch.manual_seed(0)
         sim = AsyncSimulator(make_model("lenet5", 4, 1, 16), data, exponential(4), sample_profiles(4, 1, latency=1e-3),
-                             make_method(name, {"prune_every": 2, "buffer": 2}),
+                             make_method(name, {"aedfl": {"every": 2}, "fedbuff": {"buffer": 2}}.get(name)),
                              AsyncConfig(max_updates=3, batch_size=8, eval_interval=0.05, eval_samples=32,
                                          device=device), record_events=True)
         out[device] = (sim, sim.run())

@@ -15,7 +15,8 @@ from dflbench.topology import exponential
 T = 3
 D = 4
 SPEED = torch.tensor([1.0, 2.0, 3.0, 5.0], dtype=torch.float64)      # relative seconds per update
-OPTS = {"prune_every": 2, "fraction": 0.5, "buffer": 2}
+OPTS = {"aedfl": {"every": 2}, "fedavg": {"fraction": 0.5}, "fednova": {"fraction": 0.5},   # small-run options of
+        "fedbuff": {"buffer": 2}, "safa": {"buffer": 2}}                                 # the methods that have them
 
 
 def profiles() -> DeviceProfiles:
@@ -28,8 +29,9 @@ def run(data, name, slot=0.0, faults=None, **cfg):
     cfg = {"max_updates": T, "batch_size": 8, "eval_interval": 0.05, "eval_samples": 16, "time_budget": 20.0,
            **cfg}
     torch.manual_seed(0)
-    sim = AsyncSimulator(make_model("lenet5", 4, 1, 16), data, exponential(D), profiles(), make_method(name, OPTS),
-                         AsyncConfig(slot_width=slot, **cfg), faults=faults, record_events=True)
+    sim = AsyncSimulator(make_model("lenet5", 4, 1, 16), data, exponential(D), profiles(),
+                         make_method(name, OPTS.get(name)), AsyncConfig(slot_width=slot, **cfg), faults=faults,
+                         record_events=True)
     sends = []
     send = sim.send
 

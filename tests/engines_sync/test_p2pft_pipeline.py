@@ -8,7 +8,8 @@ import pytest
 
 from dflbench.mixing import MixingMatrix
 from dflbench.recipes.demo import check_claim, demo_config
-from dflbench.recipes.p2pft import P2PFTConfig, parse_algorithms, parse_model_kwargs, run_p2pft
+from dflbench.recipes.p2pft import (P2PFTConfig, list_p2pft_algorithms, parse_algorithms, parse_model_kwargs,
+                                   run_p2pft)
 from dflbench.topology import make_topology, metropolis_hastings
 
 TINY = parse_model_kwargs("img_size=8,patch_size=4,embed_dim=16,depth=2,num_heads=2")
@@ -66,3 +67,15 @@ def test_config_errors():
         parse_model_kwargs("img_size")
     with pytest.raises(ValueError, match="either --checkpoint or --pretrained"):
         P2PFTConfig(checkpoint="x.pt", pretrained=True)
+
+
+@pytest.mark.parametrize("name", list_p2pft_algorithms())
+def test_every_registered_algorithm_builds_its_mixing_rule(name):
+    """Each P2P-FT registry entry builds the dflbench.mixing algorithm its metadata names (central: plain local SGD
+    on one model) with the run's learning rate."""
+    from dflbench.recipes.p2pft import ALGORITHMS, single_model
+
+    meta = ALGORITHMS.get(name).metadata
+    algo = ALGORITHMS.make(name, None, lr=0.05, momentum=0.0, topology=make_topology("exponential", 4))
+    assert algo.name == (meta["mixing"] or "local") and algo.lr == 0.05
+    assert single_model(name) == (name == "central") and isinstance(meta["label"], str)

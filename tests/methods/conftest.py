@@ -43,3 +43,17 @@ def aedfl_sim():
                               sample_profiles(D, 2, latency=0.001), method, AsyncConfig(**cfg), record_events=True)
 
     return make
+
+
+@pytest.fixture
+def small_options():
+    """small_options(name) -> the small-run settings (prune every 2nd update, sample half the devices, buffer 2
+    arrivals) that method `name` has among its options."""
+    from dflbench.methods.registry import METHODS
+
+    small = {"every": 2, "fraction": 0.5, "buffer": 2}
+
+    def pick(name):
+        return {k: v for k, v in small.items() if k in {f.name for f in METHODS.get(name).fields()}}
+
+    return pick

@@ -8,9 +8,6 @@ from dflbench.aggregation import rules
 from dflbench.models import make_model
 from dflbench.methods.registry import list_methods, make_method
 
-OPTS = {"prune_every": 2, "fraction": 0.5, "buffer": 2}
-
-
 def test_registry_names_and_errors():
     names = list_methods()
     assert names[:6] == ["aedfl", "aedfl-0", "aedfl-rl", "aedfl-dwu", "aedfl-p", "aedfl-rl-dwu"]
@@ -21,8 +18,8 @@ def test_registry_names_and_errors():
 
 
 @pytest.mark.parametrize("name", list_methods())
-def test_every_method_trains(aedfl_sim, name):
-    sim = aedfl_sim(make_method(name, OPTS))
+def test_every_method_trains(aedfl_sim, small_options, name):
+    sim = aedfl_sim(make_method(name, small_options(name)))
     res = sim.run()
     assert res.stop_reason == "max updates" and int(sim.t.sum()) >= 3 * 4
     assert res.bytes_sent > 0 and res.device_steps >= 12
@@ -53,7 +50,7 @@ def test_fedavg_round_matches_per_device_loop(aedfl_sim):
 
 
 def test_aedfl_pruning_masks_and_cost(aedfl_sim):
-    sim = aedfl_sim(make_method("aedfl-p", {"prune_every": 1, "min_rate": 0.4}), max_updates=2)
+    sim = aedfl_sim(make_method("aedfl-p", {"every": 1, "min_rate": 0.4}), max_updates=2)
     sim.run()
     m = sim.method
     density = m.masks.double().mean(1)
@@ -91,7 +88,7 @@ def test_adpsgd_pairwise_average_is_atomic(aedfl_sim):
 
 
 @pytest.mark.parametrize("name", ["aedfl", "fedavg"])
-def test_textcnn_on_token_data(name):
+def test_textcnn_on_token_data(small_options, name):
     """IMDB-shaped input: int64 token ids through TextCNN, the embedding counted as no MACs."""
     from dflbench.engines.async_sim import AsyncConfig, AsyncSimulator
     from dflbench.engines.async_stacked import DeviceData
@@ -105,7 +102,7 @@ def test_textcnn_on_token_data(name):
     data = DeviceData.from_indices(x, y, [list(range(i, 96, 4)) for i in range(4)], x[:32], y[:32])
     model = make_model("textcnn", 2, vocab_size=50, embed_dim=8, num_filters=4, dropout=0.0)
     sim = AsyncSimulator(model, data, exponential(4), sample_profiles(4, 0, latency=1e-3),
-                         make_method(name, {"prune_every": 2, "fraction": 0.5}),
+                         make_method(name, small_options(name)),
                          AsyncConfig(max_updates=3, batch_size=8, eval_interval=0.05, eval_samples=32))
     res = sim.run()
     assert data.x.dtype == torch.int64 and 0 <= res.accuracy <= 1

@@ -100,3 +100,18 @@ def test_textcnn_matches_manual_kim2014():
         feats.append(torch.relu(act).amax(dim=1))
     ref = torch.cat(feats, 1) @ m.fc.weight.T + m.fc.bias
     torch.testing.assert_close(m(tokens), ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_registered_model_builds_and_rejects_unknown_options(name):
+    """Every entry of the registry builds with its defaults (text models from a vocabulary size, image models from
+    a shape); an option the constructor does not have is refused with the valid ones listed."""
+    from dflbench.models.registry import MODELS
+
+    text = "vocab_size" in MODELS.get(name).defaults()
+    shape = {"vocab_size": 20} if text else {"in_channels": 3, "image_size": 32}
+    model = make_model(name, 5, **shape)
+    x = torch.randint(0, 20, (2, 12)) if text else torch.randn(2, 3, 32, 32)
+    assert model.eval()(x).shape == (2, 5)
+    with pytest.raises(ValueError, match=f"model '{name}' has no option 'nonsense'; valid: "):
+        make_model(name, 5, nonsense=1, **shape)

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from dflbench.errors import UserError
+from dflbench.methods.registry import METHODS, list_methods, parse_method_option
 from dflbench.recipes.aedfl import AEDFLRunConfig, run_aedfl, write_results
-from dflbench.methods.registry import list_methods
 from dflbench.recipes.aedfl_distributed import run_aedfl_distributed
 from dflbench.runtime.backend import check_runtime
 
@@ -32,11 +33,38 @@ def results_table(results: dict) -> Table:
     return table
 
 
+def methods_table() -> Table:
+    """Every registered method: name, kind, paper, runtimes and its options with their defaults."""
+    table = Table(title="dflbench aedfl --methods (options: --method-opt METHOD.OPTION=VALUE)")
+    for col in ("method", "kind", "paper", "runtimes", "options"):
+        table.add_column(col)
+    for name in list_methods():
+        entry = METHODS.get(name)
+        table.add_row(name, entry.metadata["kind"], entry.metadata["paper"], ", ".join(entry.metadata["runtimes"]),
+                      entry.describe_options("\n") or "-")
+    return table
+
+
 def _methods(text: str) -> tuple[str, ...]:
     names = tuple(m.strip() for m in text.split(",") if m.strip())
     if not names:
-        raise ValueError("--methods is empty; give a comma list, e.g. aedfl,fedavg,ad-psgd")
+        raise UserError("--methods is empty; give a comma list, e.g. aedfl,fedavg,ad-psgd")
     return names
+
+
+def collect_method_options(methods: tuple[str, ...], items: list[str],
+                           prune_every: int | None) -> dict[str, dict[str, Any]]:
+    """{method: {option: value}} from `--method-opt METHOD.OPTION=VALUE` items (later items win); `--prune-every K`
+    sets `every` = K for each of `methods` that prunes on a schedule (an explicit `METHOD.every` wins)."""
+    options: dict[str, dict[str, Any]] = {}
+    if prune_every is not None:
+        for name in methods:
+            if name in METHODS and "every" in METHODS.get(name).defaults():
+                options[name] = {"every": prune_every}
+    for item in items:
+        name, field, value = parse_method_option(item)
+        options.setdefault(name, {})[field] = value
+    return options
 
 
 @user_errors
@@ -65,7 +93,13 @@ def aedfl(
     profiles: Optional[Path] = typer.Option(None, "--profiles", help="Device profiles CSV/TOML (else sampled)."),
     heterogeneity: float = typer.Option(0.5, "--heterogeneity", help="Log-normal sigma of sampled profiles."),
     fault_prob: float = typer.Option(0.0, "--fault-prob", help="Failure probability after a local update."),
-    prune_every: int = typer.Option(10, "--prune-every", help="Prune at every k-th local update."),
+    prune_every: Optional[int] = typer.Option(None, "--prune-every", help="Prune at every k-th local update "
+                                                                         "(the `every` option of the methods that "
+                                                                         "prune on a schedule)."),
+    method_opt: list[str] = typer.Option([], "--method-opt", help="METHOD.OPTION=VALUE, repeatable, e.g. "
+                                                                   "fedbuff.buffer=10 (see --list-methods)."),
+    list_methods_: bool = typer.Option(False, "--list-methods", help="Print the methods, their papers, runtimes "
+                                                                     "and options, and exit."),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     out: Path = typer.Option(Path("runs/aedfl"), "--out", help="Output folder."),
@@ -73,14 +107,19 @@ def aedfl(
                                                               "device per torchrun rank, real time)."),
 ):
     """Run AEDFL / ablations / baselines and print a Table 1-style table; write results.json, .csv and a PNG."""
+    console = Console()
+    if list_methods_:
+        console.print(methods_table())
+        return
+    names = _methods(methods)
     cfg = AEDFLRunConfig(model=model, dataset=dataset, data_dir=None if data_dir is None else str(data_dir),
-                         devices=devices, methods=_methods(methods), alpha=alpha, target_acc=target_acc,
+                         devices=devices, methods=names, alpha=alpha, target_acc=target_acc,
                          time_budget=time_budget, max_updates=max_updates or None, batch_size=batch_size,
                          local_steps=local_steps, lr=lr, slot_width=None if slot_width < 0 else slot_width,
                          eval_interval=eval_interval, eval_samples=eval_samples, train_samples=train_samples,
                          profiles=None if profiles is None else str(profiles), heterogeneity=heterogeneity,
-                         fault_prob=fault_prob, prune_every=prune_every, seed=seed, device=device)
-    console = Console()
+                         fault_prob=fault_prob, method_options=collect_method_options(names, method_opt, prune_every),
+                         seed=seed, device=device)
     if check_runtime(runtime) == "distributed":
         results = run_aedfl_distributed(cfg)
         if results is None:  # ranks other than 0 write nothing

@@ -1,4 +1,5 @@
-"""Dataset registry: a name (or `npz:PATH` / `folder:PATH`) maps to a loader returning `ImageData`.
+"""Dataset registry (`dflbench.registry.Registry`): a name (or `npz:PATH` / `folder:PATH`) maps to a loader
+returning `ImageData`.
 
 `load_dataset("digits")` needs no files (scikit-learn's embedded 8x8 digits). The torchvision sets read from
 `data_dir` (default `$DFLBENCH_DATA_DIR` or `~/.cache/dflbench/data`) and download only when asked.
@@ -8,35 +9,29 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
+from dflbench.errors import UserError
+from dflbench.registry import Registry
+
 from .image_data import ImageData, to_nchw_uint8
 
-Loader = Callable[[Path, bool, int], ImageData]
-_DATASETS: dict[str, Loader] = {}
-PREFIXES = ("npz:", "folder:")
+DATASETS = Registry("dataset", context=("root", "download", "image_size"), sort=True,
+                    forms=("npz:PATH", "folder:PATH"))
 DIGITS_TEST_FRACTION = 0.25
 DIGITS_SPLIT_SEED = 0
 
 
 def register_dataset(name: str):
     """Decorator: register `loader(root, download, image_size) -> ImageData` under `name`."""
-
-    def deco(fn: Loader) -> Loader:
-        if name in _DATASETS:
-            raise ValueError(f"dataset {name!r} is already registered")
-        _DATASETS[name] = fn
-        return fn
-
-    return deco
+    return DATASETS.register(name)
 
 
 def list_datasets() -> list[str]:
     """Registered names plus the path forms `npz:PATH` and `folder:PATH`."""
-    return sorted(_DATASETS) + ["npz:PATH", "folder:PATH"]
+    return DATASETS.list() + list(DATASETS.forms)
 
 
 def default_data_dir() -> Path:
@@ -48,7 +43,7 @@ def load_dataset(spec: str, data_dir: str | Path | None = None, download: bool =
     """Load dataset `spec` into memory.
 
     `image_size` is used only where source images differ in size (Pets, Flowers, some folders): they are resized
-    (shorter side) and center-cropped to it once at load time. Unknown names raise ValueError listing the valid ones.
+    (shorter side) and center-cropped to it once at load time. Unknown names raise UserError (a ValueError) listing the valid ones.
     """
     from .image_folder import load_image_folder
 
@@ -56,10 +51,8 @@ def load_dataset(spec: str, data_dir: str | Path | None = None, download: bool =
         return load_npz(Path(spec[4:]))
     if spec.startswith("folder:"):
         return load_image_folder(Path(spec[7:]), image_size)
-    if spec not in _DATASETS:
-        raise ValueError(f"unknown dataset {spec!r}; valid: {', '.join(list_datasets())}")
     root = Path(data_dir) if data_dir is not None else default_data_dir()
-    return _DATASETS[spec](root, download, image_size)
+    return DATASETS.make(spec, None, root, download, image_size)
 
 
 @register_dataset("digits")
@@ -85,7 +78,7 @@ def load_npz(path: Path) -> ImageData:
     with np.load(path, allow_pickle=False) as z:
         missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in z.files]
         if missing:
-            raise ValueError(f"{path}: missing arrays {missing}; it has {z.files}")
+            raise UserError(f"{path}: missing arrays {missing}; it has {z.files}")
         y_train = torch.as_tensor(z["y_train"].astype(np.int64))
         y_test = torch.as_tensor(z["y_test"].astype(np.int64))
         if "classes" in z.files:

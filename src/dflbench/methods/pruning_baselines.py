@@ -6,7 +6,8 @@ model with `dflbench.pruning.prune_model` and the rule's scores (structured unit
   hrank  (Lin et al. 2020)   average rank of each unit's feature maps
   fedap  (Zhang et al. 2022) layer-adaptive rates from the per-layer eigen-gap rule, HRank scores inside a layer
   hap    (Yu et al. 2022)    Hessian-aware sensitivity tr(H_uu) / |u| ||w_u||^2
-at the fixed rate `rate` (the baselines have no neighbor-aware rate rule).
+at the fixed rate `rate` (the baselines have no neighbor-aware rate rule). One class per baseline; they differ only
+in the rule.
 Simplification: pruning runs model by model (a loop over the due devices, at pruning updates only); local
 training and aggregation stay batched.
 """
@@ -19,35 +20,35 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils import vector_to_parameters
 
+from dflbench.errors import UserError
 from dflbench.pruning import PruningConfig as PackagePruningConfig
 from dflbench.pruning import prune_model
 
 from dflbench.methods.aedfl.method import AEDFL, AEDFLConfig
 from dflbench.methods.aedfl.pruning import ScheduledPruner
-
-RULES = ("hrank", "fedap", "hap")
+from dflbench.methods.registry import register_method
+from dflbench.registry import option
 
 
 @dataclass(frozen=True)
-class BaselinePruningConfig:
-    every: int = 10
-    until: int = 10_000
-    rate: float = 0.4
-    num_probes: int = 4
-    slq_steps: int = 8
-    slq_runs: int = 1
+class PruningBaselineOptions:
+    every: int = option(10, "prune at every `every`-th local update of a device")
+    until: int = option(10_000, "no pruning after this many local updates")
+    rate: float = option(0.4, "fixed pruning rate of the structured units, in [0, 1)")
+    num_probes: int = option(4, "Hutchinson probes of the Hessian diagonal (hap)")
+    slq_steps: int = option(8, "Lanczos steps of the spectrum estimate (fedap's eigen-gap rule)")
+    slq_runs: int = option(1, "stochastic Lanczos quadrature runs (fedap)")
 
     def __post_init__(self):
-        if self.every < 1 or not 0 <= self.rate < 1:
-            raise ValueError("BaselinePruningConfig: every >= 1 and rate in [0, 1)")
+        if self.every < 1 or not 0 <= self.rate < 1 or min(self.num_probes, self.slq_steps, self.slq_runs) < 1:
+            raise UserError(f"pruning baselines need every >= 1, rate in [0, 1) and num_probes, slq_steps, slq_runs "
+                            f">= 1, got {self}")
 
 
 class PackagePruner(ScheduledPruner):
     """Scheduled structured pruning of single models with a `dflbench.pruning` scoring rule."""
 
-    def __init__(self, sim, rule: str, cfg: BaselinePruningConfig):
-        if rule not in RULES:
-            raise ValueError(f"unknown pruning baseline {rule!r}; valid: {', '.join(RULES)}")
+    def __init__(self, sim, rule: str, cfg: PruningBaselineOptions):
         super().__init__(sim, cfg)
         self.rule = rule
         self.pcfg = PackagePruningConfig(rule=rule, approximation="diagonal", num_probes=cfg.num_probes,
@@ -69,14 +70,37 @@ class PackagePruner(ScheduledPruner):
 
 
 class PruningBaseline(AEDFL):
-    """AEDFL-0's loop with a `dflbench.pruning` baseline rule at the scheduled updates."""
+    """AEDFL-0's loop with the `dflbench.pruning` scoring rule `rule` (the subclass's name) at the scheduled
+    updates."""
 
-    def __init__(self, rule: str, config: BaselinePruningConfig = BaselinePruningConfig()):
-        if rule not in RULES:
-            raise ValueError(f"unknown pruning baseline {rule!r}; valid: {', '.join(RULES)}")
-        super().__init__(rule, AEDFLConfig(rl=False, dwu=False, prune=False))
-        self.rule, self.pconfig = rule, config
+    rule: str
+
+    def __init__(self, options: PruningBaselineOptions = PruningBaselineOptions()):
+        super().__init__(self.rule, AEDFLConfig(rl=False, dwu=False, prune=False))
+        self.options = options
 
     def setup(self, sim) -> None:
         super().setup(sim)
-        self.pruner = PackagePruner(sim, self.rule, self.pconfig)
+        self.pruner = PackagePruner(sim, self.rule, self.options)
+
+
+@register_method("hrank", options=PruningBaselineOptions, kind="pruning", paper="Lin et al. 2020 (AEDFL Table 1)")
+class HRank(PruningBaseline):
+    """Units scored by the average rank of their feature maps."""
+
+    rule = "hrank"
+
+
+@register_method("fedap", options=PruningBaselineOptions, kind="pruning",
+                 paper="Zhang et al. 2022 (AEDFL Table 1)")
+class FedAP(PruningBaseline):
+    """Layer-adaptive rates from the per-layer eigen-gap rule, HRank scores inside a layer."""
+
+    rule = "fedap"
+
+
+@register_method("hap", options=PruningBaselineOptions, kind="pruning", paper="Yu et al. 2022 (AEDFL Table 1)")
+class HAP(PruningBaseline):
+    """Hessian-aware sensitivity tr(H_uu) / |u| ||w_u||^2 of each unit."""
+
+    rule = "hap"

@@ -1,64 +1,81 @@
-"""Registry of the AEDFL methods: AEDFL, its ablations (Sec. 6.1) and the 14 baselines of Table 1.
+"""Registry of the AEDFL methods: AEDFL, its ablations (Sec. 6.1), the 14 baselines of Table 1 and D-PSGD.
 
-`make_method(name)` returns a fresh method object for `AsyncSimulator`; unknown names raise a ValueError that
-lists the valid ones. `options` (a dict) reaches the method's config where it has one (e.g. {"fraction": 0.2}).
+Every method is a class with a frozen options dataclass, registered where it is defined with `register_method`
+and its metadata: `kind` (aedfl / server / decentralized / pruning), `paper` (authors, year, where in the AEDFL
+paper it appears), `runtimes` (where it runs: the simulator, and for some the torch.distributed runtime) and
+`options`. `make_method(name, options)` builds a fresh method object for `AsyncSimulator`: `options` is a dict
+(validated and coerced by `dflbench.registry.Registry`: an unknown option raises a ValueError listing the valid
+ones with their defaults) or the method's options instance. Adding a method is one file: a class with
+`setup / on_complete / on_arrive / on_round / on_rejoin / eval_models / mflops` and its `register_method` line.
+
+AEDFL itself is registered here: one class (`methods/aedfl/method.py`) with module switches, six names.
 """
 
 from __future__ import annotations
 
-from typing import Callable
-
-from dflbench.methods.decentralized import ADPSGD, DPSGD, DisPFL, DisPFLConfig
+from dflbench.errors import UserError
 from dflbench.methods.aedfl.method import AEDFL, AEDFLConfig
 from dflbench.methods.aedfl.pruning import PruningConfig
-from dflbench.methods.pruning_baselines import BaselinePruningConfig, PruningBaseline
-from dflbench.methods.server import AsyncServer, AsyncServerConfig, SyncServer, SyncServerConfig
+from dflbench.registry import NoOptions, Registry
 
-ABLATIONS = {  # name: (rl, dwu, prune)
-    "aedfl": (True, True, True), "aedfl-0": (False, False, False), "aedfl-rl": (True, False, False),
-    "aedfl-dwu": (False, True, False), "aedfl-p": (False, False, True), "aedfl-rl-dwu": (True, True, False),
-}
+KINDS = ("aedfl", "server", "decentralized", "pruning")
+RUNTIMES = ("simulator", "distributed")
+METHODS = Registry("method", metadata=("kind", "paper", "runtimes"))
 
 
-def _aedfl(name):
-    def make(prune_every: int = 10, min_rate: float = 0.4, **_):
-        rl, dwu, prune = ABLATIONS[name]
-        return AEDFL(name, AEDFLConfig(rl=rl, dwu=dwu, prune=prune,
-                                       pruning=PruningConfig(every=prune_every, min_rate=min_rate,
-                                                             max_rate=max(min_rate, PruningConfig.max_rate))))
-    return make
-
-
-def _sync(rule):
-    return lambda fraction=0.1, mu=0.01, **_: SyncServer(rule, SyncServerConfig(fraction, mu))
-
-
-def _async(rule):
-    return lambda buffer=10, **_: AsyncServer(rule, AsyncServerConfig(buffer=buffer))
-
-
-def _pruning(rule):
-    return lambda prune_every=10, min_rate=0.4, **_: PruningBaseline(rule, BaselinePruningConfig(prune_every,
-                                                                                                  rate=min_rate))
-
-
-_METHODS: dict[str, Callable] = {
-    **{n: _aedfl(n) for n in ABLATIONS},
-    **{r: _sync(r) for r in SyncServer.RULES},
-    **{r: _async(r) for r in AsyncServer.RULES},
-    "ad-psgd": lambda **_: ADPSGD(), "d-psgd": lambda **_: DPSGD(),
-    "dispfl": lambda density=0.5, **_: DisPFL(DisPFLConfig(density=density)),
-    **{r: _pruning(r) for r in ("hrank", "fedap", "hap")},
-}
+def register_method(name: str, *, options: type, kind: str, paper: str, runtimes: tuple[str, ...] = ("simulator",)):
+    """Decorator: register the method class (or factory) taking one `options` instance under `name`."""
+    if kind not in KINDS:
+        raise ValueError(f"method {name!r}: kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    if not runtimes or any(r not in RUNTIMES for r in runtimes):
+        raise ValueError(f"method {name!r}: runtimes must be a non-empty subset of {RUNTIMES}, got {runtimes!r}")
+    return METHODS.register(name, options=options, kind=kind, paper=paper, runtimes=tuple(runtimes))
 
 
 def list_methods() -> list[str]:
-    return list(_METHODS)
+    return METHODS.list()
 
 
-def make_method(name: str, options: dict | None = None):
-    """A fresh method object. `options`: prune_every, min_rate (AEDFL, pruning baselines), fraction, mu (fedavg,
-    fedprox, fednova), buffer (async server rules), density (dispfl)."""
-    if name not in _METHODS:
-        raise ValueError(f"unknown method {name!r}; valid: {', '.join(_METHODS)}")
-    return _METHODS[name](**(options or {}))
+def method_options(name: str, options=None):
+    """The options instance of method `name` from a dict (validated, defaults filled) or an instance."""
+    return METHODS.options(name, options)
+
+
+def make_method(name: str, options=None):
+    """A fresh method object; `options`: a dict of the method's options or its options instance."""
+    return METHODS.make(name, options)
+
+
+def parse_method_option(text: str) -> tuple[str, str, object]:
+    """'fedbuff.buffer=10' -> ('fedbuff', 'buffer', 10), the value parsed to the option's type (ValueError naming
+    the valid methods or options when either is unknown, or the expected type when the value is not one)."""
+    key, eq, value = text.partition("=")
+    name, dot, field = key.partition(".")
+    if not (eq and dot and name and field):
+        raise UserError(f"method option {text!r} must be METHOD.OPTION=VALUE, e.g. fedbuff.buffer=10")
+    return name, field, METHODS.parse_option(name, field, value)
+
+
+# ---- AEDFL and its ablations (Sec. 6.1): name -> (RL selection, dynamic weights, pruning) ----------------------
+ABLATIONS = {
+    "aedfl": (True, True, True), "aedfl-0": (False, False, False), "aedfl-rl": (True, False, False),
+    "aedfl-dwu": (False, True, False), "aedfl-p": (False, False, True), "aedfl-rl-dwu": (True, True, False),
+}
+DISTRIBUTED = ("aedfl-0", "aedfl-dwu")      # the variants `dflbench.runtime.async_node` runs across processes
+
+
+def _register_aedfl(name: str, rl: bool, dwu: bool, prune: bool) -> None:
+    paper = "Liu et al. 2024 (AEDFL Table 1)" if name == "aedfl" else "Liu et al. 2024 (AEDFL Sec. 6.1 ablation)"
+    runtimes = ("simulator", "distributed") if name in DISTRIBUTED else ("simulator",)
+
+    @register_method(name, options=PruningConfig if prune else NoOptions, kind="aedfl", paper=paper,
+                     runtimes=runtimes)
+    def build(options) -> AEDFL:
+        """The pruning variants take the adaptive-pruning options (Sec. 5); the others take none."""
+        if not prune:
+            return AEDFL(name, AEDFLConfig(rl=rl, dwu=dwu, prune=False))
+        return AEDFL(name, AEDFLConfig(rl=rl, dwu=dwu, prune=True, pruning=options))
+
+
+for _name, (_rl, _dwu, _prune) in ABLATIONS.items():
+    _register_aedfl(_name, _rl, _dwu, _prune)

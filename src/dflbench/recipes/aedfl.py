@@ -4,18 +4,21 @@ exponential graph, run each method on the AsyncSimulator, and report Table 1's m
 Metrics per method: final accuracy (mean over devices on the global test set; the global model for server
 methods), virtual time to the target accuracy, MFP (million multiply-accumulates per sample of the Conv/Linear
 layers, scaled by weight density), bytes sent, consensus distance over time (in `history`), device steps per
-wall-clock second. `write_results` stores results.json, results.csv and accuracy-vs-virtual-time PNG atomically.
+wall-clock second; each run also records its method's resolved options (`options`). `write_results` stores
+results.json, results.csv and accuracy-vs-virtual-time PNG atomically.
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import torch
 
+from dflbench.errors import UserError
 from dflbench.data import load_dataset, partition
 from dflbench.data.text import load_imdb
 from dflbench.engines.async_sim import AsyncConfig, AsyncSimulator
@@ -26,13 +29,16 @@ from dflbench.io import atomic_write_bytes, atomic_write_csv, atomic_write_json
 from dflbench.models import make_model
 from dflbench.topology import exponential
 
-from dflbench.methods.registry import list_methods, make_method
+from dflbench.methods.registry import list_methods, make_method, method_options
 
 TEXT_DATASETS = ("imdb",)
 
 
 @dataclass(frozen=True)
 class AEDFLRunConfig:
+    """One AEDFL experiment (Sec. 6.1). `method_options`: per-method options, {method: {option: value}} (see
+    `dflbench aedfl --list-methods`), for methods among `methods`; options left out keep their defaults."""
+
     model: str = "lenet5"
     dataset: str = "fashion-mnist"
     data_dir: str | None = None
@@ -56,27 +62,33 @@ class AEDFLRunConfig:
     latency: float = 0.01
     fault_prob: float = 0.0
     downtime: float = 1.0
-    prune_every: int = 10
-    fraction: float = 0.1
-    buffer: int = 10
     max_len: int = 256
     vocab_size: int = 20000
     seed: int = 0
     device: str = "cpu"
-    method_options: dict = field(default_factory=dict)
+    method_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self):
         unknown = [m for m in self.methods if m not in list_methods()]
         if unknown:
-            raise ValueError(f"unknown methods {unknown}; valid: {', '.join(list_methods())}")
+            raise UserError(f"unknown methods {unknown}; valid: {', '.join(list_methods())}")
         if not self.methods:
-            raise ValueError("give at least one method")
+            raise UserError("give at least one method")
         if self.devices < 2:
-            raise ValueError(f"need at least 2 devices, got {self.devices}")
+            raise UserError(f"need at least 2 devices, got {self.devices}")
         if not self.alpha > 0:
-            raise ValueError(f"the Dirichlet alpha must be positive, got {self.alpha}")
+            raise UserError(f"the Dirichlet alpha must be positive, got {self.alpha}")
         if not 0 < self.target_acc <= 1:
-            raise ValueError(f"target accuracy must be in (0, 1], got {self.target_acc}")
+            raise UserError(f"target accuracy must be in (0, 1], got {self.target_acc}")
+        for name in self.method_options:
+            if name not in self.methods:
+                raise UserError(f"options are given for method {name!r}, which is not among the methods to run "
+                                f"({', '.join(self.methods)}); add it to the methods or drop its options")
+            self.options(name)                                       # unknown options, bad values: ValueError
+
+    def options(self, name: str):
+        """The options instance of method `name` in this run (`method_options` over the defaults)."""
+        return method_options(name, self.method_options.get(name))
 
 
 def load_device_data(cfg: AEDFLRunConfig) -> tuple[DeviceData, dict]:
@@ -117,12 +129,11 @@ def run_aedfl(cfg: AEDFLRunConfig, on_method_done: Callable[[dict], None] | None
                           eval_interval=cfg.eval_interval, eval_samples=cfg.eval_samples, seed=cfg.seed,
                           device=cfg.device)
     faults = FaultConfig(prob=cfg.fault_prob, downtime=cfg.downtime)
-    options = {"prune_every": cfg.prune_every, "fraction": cfg.fraction, "buffer": cfg.buffer,
-               **cfg.method_options}
     runs = []
     for name in cfg.methods:
         torch.manual_seed(cfg.seed)
         model = build_model(cfg, info)
+        options = cfg.options(name)
         sim = AsyncSimulator(model, data, topo, profiles, make_method(name, options), sim_cfg, faults=faults)
         res = sim.run()
         run = {"method": name, "accuracy": res.accuracy, "time_to_target": res.time_to(cfg.target_acc),
@@ -130,7 +141,7 @@ def run_aedfl(cfg: AEDFLRunConfig, on_method_done: Callable[[dict], None] | None
                "wall_time": res.wall_time, "device_steps": res.device_steps,
                "steps_per_s": res.device_steps / max(res.wall_time, 1e-9), "messages": sim.messages,
                "dropped": sim.dropped, "stop_reason": res.stop_reason,
-               "final_consensus": res.history[-1]["consensus"], "history": res.history}
+               "final_consensus": res.history[-1]["consensus"], "options": asdict(options), "history": res.history}
         runs.append(run)
         if on_method_done is not None:
             on_method_done(run)
@@ -138,7 +149,8 @@ def run_aedfl(cfg: AEDFLRunConfig, on_method_done: Callable[[dict], None] | None
 
 
 def write_results(results: dict, out: str | Path) -> dict[str, Path]:
-    """results.json, results.csv (one row per method) and accuracy_vs_time.png under `out`."""
+    """results.json, results.csv (one row per method, without its history and options) and accuracy_vs_time.png
+    under `out`."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -146,7 +158,7 @@ def write_results(results: dict, out: str | Path) -> dict[str, Path]:
 
     out = Path(out)
     paths = {"json": atomic_write_json(out / "results.json", results)}
-    rows = [{k: v for k, v in r.items() if k != "history"} for r in results["runs"]]
+    rows = [{k: v for k, v in r.items() if k not in ("history", "options")} for r in results["runs"]]
     paths["csv"] = atomic_write_csv(out / "results.csv", rows)
     fig, ax = plt.subplots(figsize=(6, 4))
     for r in results["runs"]:

@@ -20,6 +20,7 @@ from dataclasses import asdict, replace
 import numpy as np
 import torch
 
+from dflbench.errors import UserError
 from dflbench.recipes.aedfl import AEDFLRunConfig, build_model, load_device_data
 from dflbench.topology import exponential
 
@@ -32,13 +33,13 @@ DISTRIBUTED_METHODS = {"aedfl-dwu": True, "aedfl-0": False}
 def runtime_config(cfg: AEDFLRunConfig, heartbeat_timeout_s: float = 10.0, eval_every: int = 10) -> AsyncRuntimeConfig:
     """The per-rank settings of `cfg` (ValueError for what the distributed runtime cannot do)."""
     if len(cfg.methods) != 1 or cfg.methods[0] not in DISTRIBUTED_METHODS:
-        raise ValueError(f"--runtime distributed runs exactly one of {', '.join(DISTRIBUTED_METHODS)} per launch, "
-                         f"got --methods {','.join(cfg.methods)}")
+        raise UserError(f"--runtime distributed runs exactly one of {', '.join(DISTRIBUTED_METHODS)} per launch, "
+                        f"got --methods {','.join(cfg.methods)}")
     if cfg.fault_prob > 0:
-        raise ValueError("--fault-prob injects simulated failures; with --runtime distributed devices fail for real "
-                         "(kill a process), so leave --fault-prob at 0")
+        raise UserError("--fault-prob injects simulated failures; with --runtime distributed devices fail for real "
+                        "(kill a process), so leave --fault-prob at 0")
     if cfg.max_updates is None and cfg.time_budget is None:
-        raise ValueError("give --max-updates or --time-budget (wall-clock seconds with --runtime distributed)")
+        raise UserError("give --max-updates or --time-budget (wall-clock seconds with --runtime distributed)")
     return AsyncRuntimeConfig(max_updates=cfg.max_updates or 10**9, time_budget_s=cfg.time_budget,
                               batch_size=cfg.batch_size, local_steps=cfg.local_steps, lr=cfg.lr,
                               dwu=DISTRIBUTED_METHODS[cfg.methods[0]], heartbeat_timeout_s=heartbeat_timeout_s,
@@ -51,8 +52,8 @@ def run_aedfl_distributed(cfg: AEDFLRunConfig, heartbeat_timeout_s: float = 10.0
     env = DistEnv.from_env(cfg.device)
     rt = replace(rt, device=str(env.device))
     if cfg.devices != env.world_size:
-        raise ValueError(f"--devices {cfg.devices} must equal the number of processes ({env.world_size}) with "
-                         "--runtime distributed: one device per rank")
+        raise UserError(f"--devices {cfg.devices} must equal the number of processes ({env.world_size}) with "
+                        "--runtime distributed: one device per rank")
     data, info = load_device_data(cfg)
     rank = env.rank
     idx = data.parts[rank, : int(data.sizes[rank])]
@@ -85,6 +86,7 @@ def to_run_record(cfg: AEDFLRunConfig, g: dict, mflops: float) -> dict:
             "bytes_sent": g["bytes_sent"], "virtual_time": g["wall_time"], "wall_time": g["wall_time"],
             "device_steps": g["device_steps"], "steps_per_s": g["device_steps"] / max(g["wall_time"], 1e-9),
             "messages": sum(n["messages"] for n in nodes), "dropped": sum(n["failed_sends"] for n in nodes),
-            "stop_reason": g["stop_reason"], "final_consensus": None, "history": history,
+            "stop_reason": g["stop_reason"], "final_consensus": None,
+            "options": asdict(cfg.options(cfg.methods[0])), "history": history,
             "runtime": "distributed", "failed_nodes": g["failed_nodes"],
             "per_node": [{k: v for k, v in n.items() if k != "history"} for n in nodes]}

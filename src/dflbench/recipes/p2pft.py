@@ -35,16 +35,47 @@ from dflbench.errors import UserError, user_input
 from dflbench.io import atomic_write_csv, atomic_write_json
 from dflbench.mixing import NonFiniteError, from_topology, make_algorithm
 from dflbench.plots import line_plot
+from dflbench.registry import Registry
 from dflbench.topology import from_adjacency, list_topologies, make_topology
 from dflbench.vision import architecture_of, create_model, parse_policy, split_for_cache
 
-# CLI name -> dflbench.mixing algorithm (None: centralized single model on the union of the data).
-ALGORITHMS: dict[str, str | None] = {"local": "local", "p2pft": "pushpull", "dgd": "dgd", "gt-dgd": "gtdgd",
-                                     "central": None}
+# CLI name -> a dflbench.mixing algorithm (`mixing`: its name; None: ONE centralized model trained on the union of
+# the nodes' data) and the label of plots.
+ALGORITHMS = Registry("algorithm", metadata=("mixing", "label"), context=("lr", "momentum", "topology"))
+
+
+@ALGORITHMS.register("local", mixing="local", label="Local-FT")
+def _local(lr: float, momentum: float, topology):
+    """Plain SGD per node (`central` uses it too, on one model)."""
+    return make_algorithm("local", lr, momentum=momentum)
+
+
+def _register_mixing(name: str, mixing: str, label: str) -> None:
+    @ALGORITHMS.register(name, mixing=mixing, label=label)
+    def build(lr: float, momentum: float, topology):
+        return from_topology(mixing, topology, lr, momentum=momentum)
+
+
+_register_mixing("p2pft", "pushpull", "P2P-FT")
+_register_mixing("dgd", "dgd", "DGD")
+_register_mixing("gt-dgd", "gtdgd", "GT-DGD")
+
+
+ALGORITHMS.register("central", mixing=None, label="Centralized")(_local)
 
 
 def list_p2pft_algorithms() -> list[str]:
-    return list(ALGORITHMS)
+    return ALGORITHMS.list()
+
+
+def label(name: str) -> str:
+    """The algorithm's name in tables and plots (Local-FT, P2P-FT, ...)."""
+    return ALGORITHMS.get(name).metadata["label"]
+
+
+def single_model(name: str) -> bool:
+    """True for `central`: one model on the union of the nodes' data, not one per node."""
+    return ALGORITHMS.get(name).metadata["mixing"] is None
 
 
 def parse_algorithms(spec: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
@@ -204,13 +235,6 @@ def _build_model(cfg: P2PFTConfig, num_classes: int) -> torch.nn.Module:
                                 **dict(cfg.model_kwargs)).eval()
 
 
-def _algorithm(cfg: P2PFTConfig, name: str, topology):
-    mixing = ALGORITHMS[name]
-    if mixing is None or mixing == "local":
-        return make_algorithm("local", cfg.lr, momentum=cfg.momentum)
-    return from_topology(mixing, topology, cfg.lr, momentum=cfg.momentum)
-
-
 def _sha256(path: str) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -236,7 +260,7 @@ def run_p2pft(cfg: P2PFTConfig, out_dir: str | Path, resume: bool = False, progr
     the results (None in a process that is not `runtime.lead`)."""
     out = Path(out_dir)
     device = resolve_device(cfg.device) if runtime.device is None else runtime.device
-    needs_graph = any(ALGORITHMS[a] not in (None, "local") for a in cfg.algorithms)
+    needs_graph = any(ALGORITHMS.get(a).metadata["mixing"] not in (None, "local") for a in cfg.algorithms)
     topology = build_topology(cfg.topology, cfg.nodes, cfg.seed) if needs_graph else None
     data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download, cfg.image_size)
     part = partition(data.y_train.numpy(), cfg.nodes, cfg.split, cfg.seed, dataset=cfg.dataset,
@@ -253,20 +277,21 @@ def run_p2pft(cfg: P2PFTConfig, out_dir: str | Path, resume: bool = False, progr
     runs, sims = [], {}
     for name in cfg.algorithms:
         tail.load_state_dict(init)
-        if ALGORITHMS[name] is None:
+        if single_model(name):
             central = {"batch_size": cfg.batch_size * cfg.nodes,
                        "steps_per_epoch": node_steps if cfg.central_steps == "match" else None}
             nodes, run_cfg = [np.concatenate(part.indices)], SyncConfig(**{**asdict(sync), **central})
         else:
             nodes, run_cfg = list(part.indices), sync
-        sim = runtime.simulator(tail, inputs, nodes, _algorithm(cfg, name, topology), run_cfg, name=name)
+        algorithm = ALGORITHMS.make(name, None, lr=cfg.lr, momentum=cfg.momentum, topology=topology)
+        sim = runtime.simulator(tail, inputs, nodes, algorithm, run_cfg, name=name)
         with user_input("--lr", NonFiniteError):  # divergence: the message names the nodes and says to lower it
             res = sim.run(checkpoint=out / "checkpoints" / f"{name}.pt", resume=resume, progress=progress,
                           context=context)
         sims[name] = res
         accs = res.node_accuracy * cfg.nodes if len(res.node_accuracy) == 1 else res.node_accuracy
         runs.append({"algorithm": name, "mixing": sim.algorithm.name, "node_accuracy": accs,
-                     "mean_accuracy": float(np.mean(accs)), "single_model": ALGORITHMS[name] is None,
+                     "mean_accuracy": float(np.mean(accs)), "single_model": single_model(name),
                      "history": res.history, "wall_time_s": res.wall_time_s, "bytes_sent": int(sum(res.bytes_sent)),
                      "bytes_sent_per_node": res.bytes_sent, "steps": res.steps,
                      "steps_per_epoch": sim.sampler.steps_per_epoch})
@@ -285,7 +310,7 @@ def run_p2pft(cfg: P2PFTConfig, out_dir: str | Path, resume: bool = False, progr
         "runs": runs,
     }
     write_results(out, results)                                   # results first: a picture can never lose them
-    curves = {LABELS[r["algorithm"]]: ([h["epoch"] for h in r["history"]], [h["mean_accuracy"] for h in r["history"]])
+    curves = {label(r["algorithm"]): ([h["epoch"] for h in r["history"]], [h["mean_accuracy"] for h in r["history"]])
               for r in runs}
     results["figures"] = {"accuracy": _picture(out, "accuracy", lambda: {"path": str(line_plot(
         out / "accuracy.png", curves, "epoch", "mean test accuracy over nodes", f"{cfg.model} on {cfg.dataset}"))})}
@@ -306,9 +331,6 @@ def _picture(out: Path, what: str, draw: Callable[[], dict]) -> dict:
         print(f"warning: the {what} figure failed ({type(exc).__name__}: {exc}); the results in {out} are complete",
               file=sys.stderr)
         return {"error": f"{type(exc).__name__}: {exc}"}
-
-
-LABELS = {"local": "Local-FT", "p2pft": "P2P-FT", "dgd": "DGD", "gt-dgd": "GT-DGD", "central": "Centralized"}
 
 
 def unseen_test_images(data, part, node: int, count: int) -> torch.Tensor:
@@ -342,11 +364,11 @@ def write_attention(path: Path, model, tail, transform, data, part, sims: dict[s
         return {"skipped": reason, "node": node, "method": method}
     models = {}
     for name, res in sims.items():
-        row = 0 if ALGORITHMS[name] is None else node - 1
+        row = 0 if single_model(name) else node - 1
         with torch.no_grad():
             for key, prm in tail.named_parameters():
                 prm.copy_(res.params[key][row])
-        models[LABELS[name]] = copy.deepcopy(model).float().eval()
+        models[label(name)] = copy.deepcopy(model).float().eval()
     images = transform(data.x_test[idx]).to(device)
     compare_attention(models, images, path, method=method)
     return {"path": str(path), "test_indices": idx.tolist(), "labels": data.y_test[idx].tolist(), "node": node,

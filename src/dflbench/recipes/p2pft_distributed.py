@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dflbench.recipes.p2pft import ALGORITHMS, P2PFTConfig, P2PFTRun, P2PFTRuntime, run_p2pft
+from dflbench.errors import UserError
+from dflbench.recipes.p2pft import P2PFTConfig, P2PFTRun, P2PFTRuntime, run_p2pft, single_model
 
 from dflbench.runtime.backend import DistEnv, destroy_process_group, init_process_group
 from dflbench.runtime.comm import PeerFailure
@@ -27,15 +28,15 @@ def run_p2pft_distributed(cfg: P2PFTConfig, out_dir: str | Path, resume: bool = 
     """Run every algorithm of `cfg` across the torchrun ranks (see the module docstring). A rank that dies, or
     answers no exchange for `timeout_s` seconds, stops every rank with `PeerFailure` naming it; the epochs finished
     before are checkpointed, and the same launch with `resume=True` continues from them."""
-    central = [a for a in cfg.algorithms if ALGORITHMS[a] is None]
+    central = [a for a in cfg.algorithms if single_model(a)]
     if central:
-        raise ValueError(f"algorithm(s) {', '.join(central)} train one model on the union of all nodes' data and "
-                         "cannot run with --runtime distributed; drop them from --algorithms or use --runtime "
-                         "simulator")
+        raise UserError(f"algorithm(s) {', '.join(central)} train one model on the union of all nodes' data and "
+                        "cannot run with --runtime distributed; drop them from --algorithms or use --runtime "
+                        "simulator")
     env = DistEnv.from_env(cfg.device, backend)
     if cfg.nodes < env.world_size:
-        raise ValueError(f"--nodes {cfg.nodes} is smaller than the {env.world_size} processes; every rank hosts at "
-                         "least one node")
+        raise UserError(f"--nodes {cfg.nodes} is smaller than the {env.world_size} processes; every rank hosts at "
+                        "least one node")
     init_process_group(env, timeout_s)
     try:
         runtime = P2PFTRuntime(DistributedSyncSimulator, str(env.device), lead=env.rank == 0,

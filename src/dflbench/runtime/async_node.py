@@ -36,6 +36,7 @@ import torch
 import torch.distributed.rpc as rpc
 from torch import nn
 
+from dflbench.errors import UserError
 from dflbench.aggregation import DynamicWeights, DynamicWeightsConfig, FlatSpec, NeighborCache, masked_average
 from dflbench.engines.async_rng import STREAM_BATCH, STREAM_NEIGHBOR, counter_randint
 from dflbench.engines.async_stacked import StackedModel
@@ -72,14 +73,14 @@ class AsyncRuntimeConfig:
 
     def __post_init__(self):
         if self.max_updates < 1 or self.batch_size < 1 or self.local_steps < 1 or not self.lr > 0:
-            raise ValueError("AsyncRuntimeConfig: max_updates, batch_size and local_steps must be >= 1 and lr > 0")
+            raise UserError("AsyncRuntimeConfig: max_updates, batch_size and local_steps must be >= 1 and lr > 0")
         if not 0 < self.heartbeat_interval_s < self.heartbeat_timeout_s:
-            raise ValueError(f"AsyncRuntimeConfig: need 0 < heartbeat_interval_s < heartbeat_timeout_s, got "
-                             f"{self.heartbeat_interval_s}, {self.heartbeat_timeout_s}")
+            raise UserError(f"AsyncRuntimeConfig: need 0 < heartbeat_interval_s < heartbeat_timeout_s, got "
+                            f"{self.heartbeat_interval_s}, {self.heartbeat_timeout_s}")
         if self.eval_every < 0 or (self.eval_samples is not None and self.eval_samples < 1):
-            raise ValueError("AsyncRuntimeConfig: eval_every must be >= 0 and eval_samples >= 1 (or None)")
+            raise UserError("AsyncRuntimeConfig: eval_every must be >= 0 and eval_samples >= 1 (or None)")
         if self.time_budget_s is not None and not self.time_budget_s > 0:
-            raise ValueError(f"AsyncRuntimeConfig: time_budget_s must be > 0, got {self.time_budget_s}")
+            raise UserError(f"AsyncRuntimeConfig: time_budget_s must be > 0, got {self.time_budget_s}")
 
 
 # ---- rank 0: the coordinator -----------------------------------------------------------------------------
@@ -170,11 +171,11 @@ class AsyncNode:
     def __init__(self, model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor,
                  y_test: torch.Tensor, topology, config: AsyncRuntimeConfig, rank: int, world_size: int):
         if topology.n != world_size:
-            raise ValueError(f"the async runtime hosts one device per rank: the topology has {topology.n} devices "
-                             f"but {world_size} processes run; use --nodes {world_size} or --nproc-per-node "
-                             f"{topology.n}")
+            raise UserError(f"the async runtime hosts one device per rank: the topology has {topology.n} devices "
+                            f"but {world_size} processes run; use --nodes {world_size} or --nproc-per-node "
+                            f"{topology.n}")
         if len(y_train) == 0:
-            raise ValueError(f"device {rank} has no training samples")
+            raise UserError(f"device {rank} has no training samples")
         self.cfg, self.rank, self.n = config, rank, world_size
         self.device = resolve_device(config.device, rank)
         self.net = StackedModel(model)

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from dflbench.errors import UserError
 from dflbench.aggregation.flat import unflatten
 from dflbench.pruning import (
     device_curvature,
@@ -39,23 +40,26 @@ from dflbench.pruning import (
 )
 
 from dflbench.engines.async_rng import STREAM_MASK, counter_uniform
+from dflbench.registry import option
 
 
 @dataclass(frozen=True)
 class PruningConfig:
-    every: int = 10
-    until: int = 10_000
-    min_rate: float = 0.4
-    max_rate: float = 0.6
-    C: float = 2.0
-    hutchinson: int = 1
-    damping: float = 1e-3
+    """AEDFL's adaptive-pruning options (the `aedfl` and `aedfl-p` method options)."""
+
+    every: int = option(10, "prune at every `every`-th local update of a device")
+    until: int = option(10_000, "no pruning after this many local updates")
+    min_rate: float = option(0.4, "floor of the lossless rate p* (module docstring: the stated deviation)")
+    max_rate: float = option(0.6, "cap of p* and of the neighbour-weighted rate p_i, eq. 5.16")
+    C: float = option(2.0, "C >= 1 of lambda_g = ||g|| / (C ||g||_max), eq. 5.15")
+    hutchinson: int = option(1, "Rademacher probes of the Hutchinson Hessian diagonal")
+    damping: float = option(1e-3, "(H^{r,r})^{-1} ~ 1 / (|h| + damping mean|h|), relative to mean|h|")
 
     def __post_init__(self):
         if (self.every < 1 or not 0 <= self.min_rate <= self.max_rate < 1 or self.C < 1 or self.hutchinson < 1
                 or self.damping <= 0):
-            raise ValueError("PruningConfig: every >= 1, 0 <= min_rate <= max_rate < 1, C >= 1, hutchinson >= 1, "
-                             "damping > 0")
+            raise UserError("PruningConfig: every >= 1, 0 <= min_rate <= max_rate < 1, C >= 1, hutchinson >= 1, "
+                            "damping > 0")
 
 
 class ScheduledPruner:

@@ -1,0 +1,42 @@
+"""D-PSGD (Lian et al. 2017), the synchronous counterpart of AD-PSGD (not in AEDFL Table 1): in each round every
+alive device takes its local steps, then x <- W x with W the uniform row-stochastic weights over in-neighbors and
+self (`dflbench.topology.uniform`), restricted to the alive devices still below T updates and renormalised; a round
+lasts as long as the slowest device."""
+
+from __future__ import annotations
+
+import torch
+
+from dflbench.engines.async_sim import ROUND, AsyncSimulator
+from dflbench.methods.gossip.base import RoundMethod
+from dflbench.methods.registry import register_method
+from dflbench.registry import NoOptions
+from dflbench.topology import uniform
+
+
+@register_method("d-psgd", options=NoOptions, kind="decentralized",
+                 paper="Lian et al. 2017 (synchronous AD-PSGD; not in AEDFL Table 1)")
+class DPSGD(RoundMethod):
+    name = "d-psgd"
+
+    def __init__(self, options: NoOptions = NoOptions()):
+        super().__init__(options)
+
+    def setup(self, sim: AsyncSimulator) -> None:
+        self._init_common(sim)
+        self.W = uniform(sim.topology).to(sim.x.dtype).to(sim.dev)
+        self.out_deg = sim.out_adj.sum(1)
+        sim.schedule(0.0, ROUND)
+
+    def round_step(self, sim: AsyncSimulator, alive: torch.Tensor, devs: torch.Tensor) -> torch.Tensor:
+        x, loss, _ = sim.local_sgd(devs, sim.x[devs])
+        sim.x[devs] = x
+        sim.t[devs] += 1
+        sim.loss[devs] = loss
+        W = self.W * alive.to(self.W.dtype).to(sim.dev).unsqueeze(0)
+        W = W / W.sum(1, keepdim=True)
+        sim.x[devs] = (W @ sim.x)[devs]
+        nbytes = sim.model_bytes()
+        sim.bytes_sent += int(self.out_deg[devs].sum()) * nbytes
+        sim.messages += int(self.out_deg[devs].sum())
+        return sim.profiles.latency[devs] * 2 + nbytes * self.out_deg[devs].double() / sim.profiles.bandwidth[devs]
