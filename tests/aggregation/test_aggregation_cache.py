@@ -100,6 +100,7 @@ def test_rejected_inputs_leave_the_cache_unchanged(net_state):
     nan_state["0.bias"][0] = float("nan")
     bad = [
         (dict(model=nan_state), "NaN"),
+        (dict(model=torch.cat([torch.tensor([float("inf"), -float("inf")]), torch.zeros(spec.numel - 2)])), "infinite"),
         (dict(model={k: v for k, v in net_state.items() if k != "2.bias"}), "missing"),
         (dict(model={**net_state, "2.weight": torch.zeros(3, 9)}), "shape"),
         (dict(model={**net_state, "2.bias": torch.zeros(3, dtype=torch.float64)}), "dtype"),
@@ -119,6 +120,9 @@ def test_rejected_inputs_leave_the_cache_unchanged(net_state):
         with pytest.raises(ValueError, match=match):
             cache.put(2, 1, model, **kwargs)
         assert all(torch.equal(a, b) for a, b in zip(state(), before))
+    huge = torch.full((spec.numel,), 3e38)                                 # finite, though its sum overflows
+    cache.put(2, 0, huge, stamp=2, loss=0.5, samples=5)
+    assert torch.equal(cache.models[2, 0], huge)
     with pytest.raises(ValueError, match=r"device 4 is not an in-neighbour of device 2 \(its in-neighbours: \[0, 1\]"):
         cache.put(2, 4, net_state, stamp=2, loss=0.5, samples=5)
     with pytest.raises(ValueError, match="not an in-neighbour"):
