@@ -1,5 +1,6 @@
-"""Algorithm 1 (lines 3-7) for a batch of devices, and the pieces composed as the async engine uses them:
-NeighborCache -> selection features -> PolicyBank -> dynamic weights -> masked aggregation."""
+"""Algorithm 1 (lines 3-7) for a batch of devices with DynamicWeights and masked_average, and the pieces composed as
+the AEDFL step uses them: NeighborCache -> selection features -> PolicyBank -> dynamic weights -> masked
+aggregation (the step itself: tests/methods/test_aedfl_step.py)."""
 
 import torch
 
@@ -9,6 +10,7 @@ from dflbench.aggregation import (
     FlatSpec,
     NeighborCache,
     PolicyBank,
+    in_neighbor_slots,
     PolicyConfig,
     PretrainConfig,
     SelectionPolicy,
@@ -17,11 +19,11 @@ from dflbench.aggregation import (
     masked_average,
     pretrain_policy,
     selection_features,
+    staleness,
 )
-from dflbench.aggregation.algorithm import dynamic_aggregation
 
 
-def test_dynamic_aggregation_is_algorithm_1_lines_3_to_7():
+def test_dynamic_weights_step_is_algorithm_1_lines_3_to_7():
     g = torch.Generator().manual_seed(0)
     d, k, p = 3, 4, 20
     models = torch.randn(d, k, p, generator=g, dtype=torch.float64)
@@ -38,15 +40,20 @@ def test_dynamic_aggregation_is_algorithm_1_lines_3_to_7():
     def grad_fn(mu):                      # gradient of F_i(m) = 0.5 ||m - target_i||^2 at each device's aggregate
         return mu - target
 
-    new_models, w_new = dynamic_aggregation(dw, models, grad_fn, samples, dt, loss, masks, None, devices)
+    mu = masked_average(models, dw.weights(samples, dt, loss, None, devices), masks)      # 4.11, current weights
+    w_new = dw.step(models, grad_fn(mu), samples, dt, loss, masks, None, devices)          # 4.8, then 4.6-4.7
+    new_models = masked_average(models, w_new, masks)                                      # line 7
     # the same steps written out
     w_old = dynamic_weights(lam0, samples, dt, loss, None, cfg)
-    mu = masked_average(models, w_old, masks)
+    torch.testing.assert_close(mu, masked_average(models, w_old, masks))
     lam = (lam0 - 0.2 * lambda_grad(lam0, samples, dt, loss, models, mu - target, masks, None, cfg)).clamp_min(
         cfg.lambda_min)
     lam[:, 0] = lam0[:, 0]
     assert torch.allclose(w_new, dynamic_weights(lam, samples, dt, loss, None, cfg))
-    assert torch.allclose(new_models, masked_average(models, w_new, masks))
+    o = masks.double()                                                  # eq. 4.11 entry by entry, local mask o_0
+    den = (w_new.unsqueeze(-1) * o).sum(1)
+    ref = torch.where(den > 0, (w_new.unsqueeze(-1) * o * models).sum(1) / den.clamp_min(1e-300), models[:, 0])
+    assert torch.allclose(new_models, ref * o[:, 0])
     f_old = 0.5 * ((mu - target) * masks[:, 0]).square().sum()
     f_new = 0.5 * ((new_models - target) * masks[:, 0]).square().sum()
     assert f_new < f_old
@@ -55,30 +62,33 @@ def test_dynamic_aggregation_is_algorithm_1_lines_3_to_7():
 def test_cache_policy_weights_aggregation_pipeline():
     g = torch.Generator().manual_seed(5)
     spec = FlatSpec(("w",), ((30,),), (torch.float32,))
-    neighbors = {0: [1, 2, 3], 1: [2, 3, 0]}
-    caches = {i: NeighborCache(nb, spec) for i, nb in neighbors.items()}
-    for i, cache in caches.items():
-        for j in neighbors[i]:
-            cache.put(j, torch.randn(30, generator=g), version=3 + j, arrival_time=1.0, loss=0.5 + j / 10,
-                      samples=10, mask=torch.rand(30, generator=g) < 0.8)
-    caches[0].mark_aggregated([2])
-    stacks = [caches[i].stack(t_local=5, local_model=torch.randn(30, generator=g), local_loss=0.6,
-                              local_samples=12) for i in (0, 1)]
-    models = torch.stack([s.models for s in stacks])
-    masks = torch.stack([s.masks for s in stacks])
-    agg = torch.stack([s.aggregated for s in stacks])
-    dt = torch.stack([s.staleness for s in stacks])
-    loss = torch.stack([s.loss for s in stacks])
-    samples = torch.stack([s.samples for s in stacks])
-    valid = torch.stack([s.valid for s in stacks])
+    adj = torch.zeros(4, 4, dtype=torch.bool)
+    adj[0, [1, 2, 3]] = True
+    adj[1, [0, 2, 3]] = True
+    cache = NeighborCache(in_neighbor_slots(adj, rows=[0, 1]), spec)
+    for row in (0, 1):
+        for j in cache.slots.neighbors[row].tolist():
+            cache.put(row, j, torch.randn(30, generator=g), stamp=j + 1, loss=0.5 + j / 10, samples=10,
+                      mask=torch.rand(30, generator=g) < 0.8)
+    rows = torch.tensor([0, 1])
+    cache.mark_aggregated(rows, torch.tensor([[False, True, False], [False, False, False]]), cache.read(rows).seq)
+    view = cache.read(rows)
+    local = torch.randn(2, 30, generator=g)
+    t = torch.tensor([5, 5])
+    models = torch.cat([local.unsqueeze(1), view.models], 1)
+    masks = torch.cat([torch.ones(2, 1, 30, dtype=torch.bool), view.masks], 1)
+    dt = staleness(t, torch.cat([t.unsqueeze(1), view.stamp], 1))
+    loss = torch.cat([torch.full((2, 1), 0.6, dtype=torch.float64), view.loss], 1)
+    samples = torch.cat([torch.full((2, 1), 12.0, dtype=torch.float64), view.samples], 1)
+    valid = view.valid
 
     policy = SelectionPolicy(hidden=16, generator=g)
     pretrain_policy(policy, g, PretrainConfig(steps=80, num_slots=3))
     bank = PolicyBank(2, PolicyConfig(hidden=16), init=policy)
-    feats = selection_features(agg[:, 1:], dt[:, 1:], loss[:, 1:])
-    chosen, probs = bank.sample(feats, valid[:, 1:], g)
+    feats = selection_features(view.aggregated, dt[:, 1:], loss[:, 1:])
+    chosen, probs = bank.sample(feats, valid, torch.rand(2, 3, generator=g))
     assert probs[0, 1] < 0.2, "the already aggregated model of node 2 is unlikely to be chosen"
-    active = torch.cat([torch.ones(2, 1, dtype=torch.bool), chosen & valid[:, 1:]], dim=1)
+    active = torch.cat([torch.ones(2, 1, dtype=torch.bool), chosen & valid], dim=1)
     dw = DynamicWeights(2, 4)
     w = dw.weights(samples, dt, loss, active)
     out = masked_average(models, w, masks)

@@ -1,5 +1,5 @@
-"""Selection policy (Sec. 4.1): batched bank vs torch.nn.LSTM per device, seeded sampling, REINFORCE (eq. 4.4)
-on a toy bandit, baseline, and heuristic pretraining."""
+"""Selection policy (Sec. 4.1): batched bank vs torch.nn.LSTM per device, sampling from given uniforms,
+REINFORCE (eq. 4.4) on a toy bandit, baseline, and heuristic pretraining."""
 
 import pytest
 import torch
@@ -34,19 +34,31 @@ def test_bank_matches_each_devices_nn_lstm():
     assert isinstance(bank.policy(0).lstm, torch.nn.LSTM)
 
 
-def test_sampling_is_seeded_and_respects_validity():
+def test_sampling_follows_the_uniforms_and_respects_validity():
     g = torch.Generator().manual_seed(1)
     bank = PolicyBank(4, PolicyConfig(hidden=8), generator=g)
     f = _features(g, 4, 7)
     valid = torch.rand(4, 7, generator=g) < 0.6
-    a, pa = bank.sample(f, valid, torch.Generator().manual_seed(7))
-    b, pb = bank.sample(f, valid, torch.Generator().manual_seed(7))
+    u = torch.rand(4, 7, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    a, pa = bank.sample(f, valid, u)
+    b, pb = bank.sample(f, valid, u.clone())
     assert torch.equal(a, b) and torch.equal(pa, pb)
     assert not a[~valid].any() and (pa[~valid] == 0).all()
     # the probabilities returned by sampling are the teacher-forced ones for the sampled decisions
     assert torch.allclose(pa, bank.probabilities(f, a, valid), atol=1e-6)
+    # c_m = [u_m < P(c_m = 1 | c_{m-1..1})] on the valid slots, against per-device nn.LSTM modules
+    for i in range(4):
+        ref = bank.policy(i)(f[i:i + 1], a[i:i + 1])[0].double()
+        assert torch.equal(a[i], (u[i] < ref) & valid[i])
+    every, p_every = bank.sample(f, valid, torch.zeros(4, 7))
+    assert torch.equal(every, valid & (p_every > 0))
+    assert not bank.sample(f, valid, torch.full((4, 7), 1 - 1e-9, dtype=torch.float64))[0].any()
     with pytest.raises(ValueError, match="distinct"):
-        bank.sample(f, valid, g, devices=[0, 0, 1, 2])
+        bank.sample(f, valid, u, devices=[0, 0, 1, 2])
+    with pytest.raises(ValueError, match=r"uniforms must be float \[D, M\]"):
+        bank.sample(f, valid, u[:, :3])
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        bank.sample(f, valid, u + 1)
     with pytest.raises(ValueError, match="Generator"):
         PolicyBank(2)
 
@@ -59,7 +71,7 @@ def test_reinforce_matches_eq_4_4_with_window_baseline():
     valid = torch.ones(2, 4, dtype=torch.bool)
     valid[1, 3] = False
     devices = torch.tensor([2, 0])
-    choices, _ = bank.sample(f, valid, g, devices)
+    choices, _ = bank.sample(f, valid, torch.rand(2, 4, generator=g), devices)
     adv = bank.reinforce(f, choices, valid, [1.0, 2.0], devices)
     assert torch.equal(adv, torch.zeros(2)), "no history yet: advantage 0"
     bank.reinforce(f, choices, valid, [3.0, 4.0], devices)
@@ -95,11 +107,12 @@ def test_reinforce_toy_bandit_learns_the_helpful_neighbor():
     valid = torch.ones(d, m, dtype=torch.bool)
     max_steps, reached = 150, None
     for step in range(max_steps):
-        c, _ = bank.sample(f, valid, g)
+        c, _ = bank.sample(f, valid, torch.rand(d, m, generator=g))
         loss = 1.0 - 0.5 * c[rows, good].float() + 0.05 * torch.randn(d, generator=g)
         bank.reinforce(f, c, valid, loss)
         if step % 10 == 9:
-            picks = torch.stack([bank.sample(f, valid, g)[0][rows, good] for _ in range(40)]).float()
+            picks = torch.stack([bank.sample(f, valid, torch.rand(d, m, generator=g))[0][rows, good]
+                                 for _ in range(40)]).float()
             if (picks.mean(0) > 0.9).all():
                 reached = step
                 break

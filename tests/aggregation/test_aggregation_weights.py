@@ -136,10 +136,10 @@ def test_dynamic_weights_step_is_eq_4_8_and_lowers_the_loss():
 
 def test_staleness_and_features():
     t = torch.tensor([5, 9])
-    versions = torch.tensor([[5, 3, 7], [9, 9, 0]])
-    dt = staleness(t, versions)
+    stamps = torch.tensor([[5, 3, 7], [9, 9, 0]])
+    dt = staleness(t, stamps)
     assert torch.equal(dt, torch.tensor([[0.0, 2.0, -2.0], [0.0, 0.0, 9.0]]))
     f = selection_features(torch.tensor([[False, True, False], [False, False, True]]), dt, torch.ones(2, 3))
     assert f.shape == (2, 3, 3) and torch.equal(f[..., 1], dt) and f[0, 1, 0] == 1.0
-    with pytest.raises(ValueError, match="versions shape"):
+    with pytest.raises(ValueError, match="stamps shape"):
         staleness(t, torch.zeros(3, 3))

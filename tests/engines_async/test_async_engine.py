@@ -79,7 +79,7 @@ def test_aedfl0_update_matches_paper_loop(tiny_data):
     m = sim.method
     d = 1
     x0, t0 = sim.x[d].clone(), int(sim.t[d])
-    cache = [m.cache_x[d, k].clone() for k in range(m.K) if m.cache_valid[d, k]]
+    cache = [m.cache.models[d, k].clone() for k in range(m.cache.K) if m.cache.valid[d, k]]
     xb, yb = data.batch(torch.tensor([d]), torch.tensor([t0]), 0, 8, 0)
     model = make_model("lenet5", 4, 1, 16)
     torch.nn.utils.vector_to_parameters(x0, model.parameters())
@@ -99,7 +99,7 @@ class Recording(AEDFL):
         send = sim.send
 
         def rec(src, dst, payload, nbytes, at=None):
-            self.sent.append((src, dst, payload["x"].clone(), at))
+            self.sent.append((src, dst, payload.model.clone(), at))
             send(src, dst, payload, nbytes, at)
 
         sim.send = rec
@@ -124,18 +124,18 @@ def test_scripted_three_devices_cache_and_staleness(tiny_data):
         for j in range(3):
             if i == j:
                 continue
-            k = int(method.slot_of[i, j])
+            k = int(method.cache.slots.slot_of[i, j])
             arrived = [s for s in method.sent if s[0] == j and s[1] == i and s[3] + 0.001 <= 8.5]
             if not arrived:
-                assert not method.cache_valid[i, k]
+                assert not method.cache.valid[i, k]
                 continue
             last = arrived[-1]
-            assert method.cache_valid[i, k]
-            assert torch.equal(method.cache_x[i, k], last[2])
+            assert method.cache.valid[i, k]
+            assert torch.equal(method.cache.models[i, k], last[2])
             stamp = sum(1 for at, dev in completes if dev == i and at <= last[3] + 0.001)
-            assert int(method.cache_stamp[i, k]) == stamp
-    stale = sim.t.unsqueeze(1) - method.cache_stamp
-    assert (stale[method.cache_valid] >= 0).all()
+            assert int(method.cache.stamp[i, k]) == stamp
+    stale = sim.t.unsqueeze(1) - method.cache.stamp
+    assert (stale[method.cache.valid] >= 0).all()
 
 
 def test_fault_injection_keeps_training(tiny_data):

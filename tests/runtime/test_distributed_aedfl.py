@@ -13,7 +13,8 @@ import torch.distributed.rpc as rpc
 from torch import nn
 
 from dflbench.runtime import async_node as runtime
-from dflbench.runtime.async_node import AsyncNode, AsyncRuntimeConfig, write_async_results
+from dflbench.io import atomic_write_json
+from dflbench.runtime.async_node import AsyncNode, AsyncRuntimeConfig
 from dflbench.topology import exponential
 
 N = 4
@@ -57,7 +58,7 @@ def _worker(rank: int, out_dir: str, kill_rank: int, cfg: AsyncRuntimeConfig) ->
     torch.save({"calls": calls, "initial": initial, "P": node.x.numel(), "metrics": result},
                f"{out_dir}/rank{rank}.pt")
     if rank == 0:
-        write_async_results(out_dir, result)
+        atomic_write_json(f"{out_dir}/results.json", result)
 
 
 def test_async_run_converges_and_sends_only_models(launch, tmp_path):

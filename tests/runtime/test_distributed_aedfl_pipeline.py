@@ -1,6 +1,7 @@
 """The AEDFL experiment with --runtime distributed: 4 ranks (one device each) produce the simulator's run
-record (same keys, Table 1 fields) that `write_results` stores, with per-device metrics gathered on rank 0;
-options the distributed runtime cannot honour are refused with a message."""
+record (same keys, Table 1 fields) that `write_results` stores, with per-device metrics gathered on rank 0; full
+AEDFL (RL selection, dynamic weights, pruning) runs across processes; options the distributed runtime cannot
+honour are refused with a message."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import json
 import numpy as np
 import pytest
 
-from dflbench.recipes.aedfl_distributed import run_aedfl_distributed, runtime_config
+from dflbench.recipes.aedfl_distributed import distributed_method, run_aedfl_distributed, runtime_config
+from dflbench.models import make_model
 from dflbench.recipes.aedfl import AEDFLRunConfig, run_aedfl, write_results
 
 
@@ -41,9 +43,34 @@ def test_distributed_record_has_the_simulator_fields(launch, band_npz, tmp_path)
     assert run["mflops"] == pytest.approx(ref["mflops"])
 
 
+def test_full_aedfl_runs_across_ranks(launch, band_npz, tmp_path):
+    """--methods aedfl: RL selection, dynamic weights and pruning (every 2 updates) on 4 gloo-free RPC ranks."""
+    cfg = _config(band_npz(side=16, train=40, test=10, noise=60, bright=180), methods=("aedfl",), prune_every=2,
+                  max_updates=6)
+    launch(_worker, 4, cfg, str(tmp_path / "dist"))
+    dist = json.loads((tmp_path / "dist" / "results.json").read_text())
+    run = dist["runs"][0]
+    assert run["method"] == "aedfl" and run["failed_nodes"] == [] and run["stop_reason"] == "max updates"
+    assert [n["updates"] for n in run["per_node"]] == [6] * 4 and run["messages"] == 4 * 6
+    assert all(n["rejected"] == 0 and n["failed_sends"] == 0 for n in run["per_node"])
+    assert sum(n["received"] for n in run["per_node"]) > 0          # counted until each device reports
+    dense = run_aedfl(_config(cfg.dataset, methods=("aedfl-0",), max_updates=1))["runs"][0]["mflops"]
+    assert all(n["mflops"] < dense for n in run["per_node"]), "every device pruned its model"
+    assert run["mflops"] == pytest.approx(np.mean([n["mflops"] for n in run["per_node"]]))
+    P = sum(p.numel() for p in make_model("lenet5", 4, 1, 16).parameters())
+    assert all(n["bytes_sent"] == 6 * 5 * P for n in run["per_node"]), "each push: float model [P] + bool mask [P]"
+    assert 0 <= run["accuracy"] <= 1 and run["history"][-1]["accuracy"] == run["accuracy"]
+
+
 def test_refuses_what_it_cannot_run(tmp_path):
-    with pytest.raises(ValueError, match="exactly one of aedfl-dwu, aedfl-0"):
+    variants = "aedfl, aedfl-0, aedfl-rl, aedfl-dwu, aedfl-p, aedfl-rl-dwu"
+    with pytest.raises(ValueError, match=f"exactly one of {variants} per launch"):
         runtime_config(_config("digits", methods=("aedfl", "fedavg")))
+    for baseline in ("fedavg", "hrank", "ad-psgd"):
+        with pytest.raises(ValueError, match="baselines run on the simulator"):
+            runtime_config(_config("digits", methods=(baseline,)))
     with pytest.raises(ValueError, match="devices fail for real"):
         runtime_config(_config("digits", fault_prob=0.1))
-    assert runtime_config(_config("digits", methods=("aedfl-0",))).dwu is False
+    assert distributed_method(_config("digits", methods=("aedfl-0",))).cfg.dwu is False
+    full = distributed_method(_config("digits", methods=("aedfl",), prune_every=3))
+    assert full.name == "aedfl" and full.cfg.rl and full.cfg.dwu and full.cfg.prune and full.cfg.pruning.every == 3

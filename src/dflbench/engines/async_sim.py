@@ -37,7 +37,7 @@ import torch
 from dflbench.errors import UserError
 
 from .async_rng import STREAM_FAULT, STREAM_NEIGHBOR, counter_randint, counter_uniform
-from .async_stacked import DeviceData, StackedModel
+from .async_stacked import DeviceData, StackedModel, local_sgd
 from .coordinator import Coordinator, FaultConfig
 from .devices import DeviceProfiles
 
@@ -87,7 +87,7 @@ class AsyncConfig:
 class Message:
     src: int
     dst: int
-    payload: dict
+    payload: Any
     nbytes: int
     sent_at: float
 
@@ -205,32 +205,13 @@ class AsyncSimulator:
     # ---- primitives for methods -------------------------------------------------------------------------
     def local_sgd(self, devs: torch.Tensor, x0: torch.Tensor, steps: int | torch.Tensor | None = None,
                   masks: torch.Tensor | None = None, grad_fn=None, lr: float | torch.Tensor | None = None):
-        """`steps` SGD steps (eq. 4.5) for devices `devs` from `x0 [B, P]` (vmapped), keyed by `self.t[devs]`.
-
-        `masks [B, P]` keeps pruned entries at zero; `grad_fn(x, g) -> g` adds terms (e.g. FedProx's proximal
-        gradient); a `[B]` tensor `steps` gives per-device step counts (FedNova). Returns the new models, the mean
-        minibatch loss per device and the last gradient.
-        """
+        """`async_stacked.local_sgd` for devices `devs` from `x0 [B, P]`, keyed by `self.t[devs]`, with this run's
+        settings (`steps`, `lr` default to the config's); counts the device steps."""
         steps = self.cfg.local_steps if steps is None else steps
-        per_dev = torch.as_tensor(steps, device=self.dev).expand(devs.shape[0])
-        lr = self.cfg.lr if lr is None else lr
-        lr = torch.as_tensor(lr, dtype=x0.dtype, device=self.dev).reshape(-1, 1) if torch.is_tensor(lr) else lr
-        x = x0 if masks is None else x0 * masks
-        t = self.t[devs].to(self.dev)
-        loss_sum = torch.zeros(devs.shape[0], dtype=torch.float64, device=self.dev)
-        g = torch.zeros_like(x)
-        for s in range(int(per_dev.max())):
-            xb, yb = self.data.batch(devs.to(self.dev), t, s, self.cfg.batch_size, self.cfg.seed)
-            loss, g = self.net.loss_and_grad(x, xb, yb)
-            if grad_fn is not None:
-                g = grad_fn(x, g)
-            if masks is not None:
-                g = g * masks
-            active = (per_dev > s).to(x.dtype).unsqueeze(1)
-            x = x - lr * g * active
-            loss_sum += loss.double() * active.squeeze(1)
-        self.device_steps += int(per_dev.sum())
-        return x, (loss_sum / per_dev.clamp(min=1)).cpu(), g
+        self.device_steps += int(torch.as_tensor(steps).expand(devs.shape[0]).sum())
+        return local_sgd(self.net, self.data, devs, self.t[devs], x0, steps=steps,
+                         lr=self.cfg.lr if lr is None else lr, batch_size=self.cfg.batch_size, seed=self.cfg.seed,
+                         masks=masks, grad_fn=grad_fn)
 
     def random_out_neighbor(self, devs: torch.Tensor) -> torch.Tensor:
         """One out-neighbor per device, uniform among those the coordinator deems alive; -1 when none is."""

@@ -94,9 +94,11 @@ def normalize_uint8(x: torch.Tensor) -> torch.Tensor:
 class DeviceData:
     """The training set held once, plus per-device index lists padded into `parts [D, max_s]` with `sizes [D]`.
 
-    A device samples its minibatch uniformly (with replacement) from its own indices with the counter-based RNG
-    keyed by (device, local update, step), so every device draws the same batches in exact and batched mode.
-    `prepare` maps a gathered raw batch to model input (uint8 images -> normalized float; tokens unchanged).
+    Row d holds device `ids[d]` (default: row d is device d; a torch.distributed rank holds one row, its own
+    device). A device samples its minibatch uniformly (with replacement) from its own indices with the counter-based
+    RNG keyed by (device id, local update, step), so every device draws the same batches in exact and batched mode
+    and on any host. `prepare` maps a gathered raw batch to model input (uint8 images -> normalized float; tokens
+    unchanged).
     """
 
     x: torch.Tensor
@@ -106,9 +108,10 @@ class DeviceData:
     x_test: torch.Tensor
     y_test: torch.Tensor
     prepare: Callable[[torch.Tensor], torch.Tensor]
+    ids: torch.Tensor
 
     @classmethod
-    def from_indices(cls, x, y, indices, x_test, y_test, prepare=None, device="cpu") -> "DeviceData":
+    def from_indices(cls, x, y, indices, x_test, y_test, prepare=None, device="cpu", ids=None) -> "DeviceData":
         indices = [np.asarray(ix, dtype=np.int64) for ix in indices]
         empty = [i for i, ix in enumerate(indices) if len(ix) == 0]
         if empty:
@@ -116,9 +119,14 @@ class DeviceData:
         width = max(len(ix) for ix in indices)
         parts = torch.stack([torch.as_tensor(np.resize(ix, width)) for ix in indices]).to(device)
         sizes = torch.tensor([len(ix) for ix in indices], device=device)
+        ids = torch.arange(len(indices)) if ids is None else torch.as_tensor(ids, dtype=torch.long).reshape(-1)
+        if len(ids) != len(indices) or (ids < 0).any() or ids.unique().numel() != len(ids):
+            raise ValueError(f"DeviceData: ids must be {len(indices)} distinct device indices >= 0 (one per index "
+                             f"list), got {ids.tolist()}")
         if prepare is None:
             prepare = normalize_uint8 if x.dtype == torch.uint8 else (lambda t: t)
-        return cls(x.to(device), y.to(device), parts, sizes, x_test.to(device), y_test.to(device), prepare)
+        return cls(x.to(device), y.to(device), parts, sizes, x_test.to(device), y_test.to(device), prepare,
+                   ids.to(device))
 
     @property
     def n(self) -> int:
@@ -126,9 +134,39 @@ class DeviceData:
 
     def batch(self, devs: torch.Tensor, t: torch.Tensor, step: int, batch_size: int,
               seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Minibatches `[B, b, ...]` for devices `devs [B]` at local update `t [B]`, SGD step `step`."""
+        """Minibatches `[B, b, ...]` for rows `devs [B]` at local update `t [B]`, SGD step `step`."""
         j = torch.arange(batch_size, device=devs.device)
-        pos = counter_randint(self.sizes[devs].unsqueeze(1), seed, STREAM_BATCH, devs.unsqueeze(1),
+        pos = counter_randint(self.sizes[devs].unsqueeze(1), seed, STREAM_BATCH, self.ids[devs].unsqueeze(1),
                               t.unsqueeze(1), step, j, device=devs.device)
         idx = self.parts[devs.unsqueeze(1), pos]                         # [B, b]
         return self.prepare(self.x[idx]), self.y[idx]
+
+
+def local_sgd(net: StackedModel, data: DeviceData, devs: torch.Tensor, t: torch.Tensor, x0: torch.Tensor, *,
+              steps: int | torch.Tensor, lr: float | torch.Tensor, batch_size: int, seed: int,
+              masks: torch.Tensor | None = None, grad_fn=None):
+    """`steps` SGD steps (AEDFL eq. 4.5) for rows `devs [B]` of `data` from `x0 [B, P]` (vmapped), on the minibatches
+    keyed by (device, `t [B]`, step).
+
+    `masks [B, P]` keeps pruned entries at zero; `grad_fn(x, g) -> g` adds terms (e.g. FedProx's proximal
+    gradient); a `[B]` tensor `steps` gives per-device step counts (FedNova), a `[B]` tensor `lr` per-device
+    learning rates. Returns the new models, the mean minibatch loss per device (float64, CPU) and the last gradient.
+    """
+    dev = x0.device
+    per_dev = torch.as_tensor(steps, device=dev).expand(devs.shape[0])
+    lr = torch.as_tensor(lr, dtype=x0.dtype, device=dev).reshape(-1, 1) if torch.is_tensor(lr) else lr
+    x = x0 if masks is None else x0 * masks
+    devs, t = devs.to(dev), t.to(dev)
+    loss_sum = torch.zeros(devs.shape[0], dtype=torch.float64, device=dev)
+    g = torch.zeros_like(x)
+    for s in range(int(per_dev.max())):
+        xb, yb = data.batch(devs, t, s, batch_size, seed)
+        loss, g = net.loss_and_grad(x, xb, yb)
+        if grad_fn is not None:
+            g = grad_fn(x, g)
+        if masks is not None:
+            g = g * masks
+        active = (per_dev > s).to(x.dtype).unsqueeze(1)
+        x = x - lr * g * active
+        loss_sum += loss.double() * active.squeeze(1)
+    return x, (loss_sum / per_dev.clamp(min=1)).cpu(), g

@@ -1,16 +1,19 @@
 """`run_aedfl_distributed`: the AEDFL experiment (`dflbench.recipes.aedfl`) with one device per torchrun rank.
 
-    torchrun --nproc-per-node 8 -m dflbench aedfl --runtime distributed --devices 8 --methods aedfl-dwu ...
+    torchrun --nproc-per-node 8 -m dflbench aedfl --runtime distributed --devices 8 --methods aedfl ...
 
 Every rank loads the dataset and computes the same Dirichlet partition, keeps ITS device's samples, builds the
-same initial model from the run seed and runs `AsyncNode` (asynchronous pushes over RPC, rank 0 coordinator).
+same initial model from the run seed and runs `AsyncNode` (asynchronous pushes over RPC, rank 0 coordinator) with
+the method object the simulator would run (`make_method`, the same options), so its device update is the
+simulator's AEDFL step.
 Rank 0 turns the gathered per-device metrics into the simulator's run record (Table 1 fields; `time` and
 `time_to_target` are wall-clock seconds here, there is no virtual clock, and the consensus distance, which needs
 every model in one place, is None) and returns the same `{"config", "data", "runs"}` dict that
 `dflbench.recipes.aedfl.write_results` stores; the other ranks return None.
 
-Methods: `aedfl-dwu` (dynamic weights, eq. 4.6-4.8) and `aedfl-0` (uniform weights), one per launch. Devices
-fail for real here (a dead process), so the simulator's fault injection (`fault_prob`) is refused.
+Methods: AEDFL and every ablation (aedfl, aedfl-0, aedfl-rl, aedfl-dwu, aedfl-p, aedfl-rl-dwu), one per launch;
+the baselines run on the simulator only. Devices fail for real here (a dead process), so the simulator's fault
+injection (`fault_prob`) is refused.
 """
 
 from __future__ import annotations
@@ -21,20 +24,29 @@ import numpy as np
 import torch
 
 from dflbench.errors import UserError
+from dflbench.methods.aedfl.method import AEDFL
+from dflbench.methods.registry import list_methods, make_method
 from dflbench.recipes.aedfl import AEDFLRunConfig, build_model, load_device_data
 from dflbench.topology import exponential
 
 from dflbench.runtime.async_node import AsyncNode, AsyncRuntimeConfig
 from dflbench.runtime.backend import DistEnv
 
-DISTRIBUTED_METHODS = {"aedfl-dwu": True, "aedfl-0": False}
+
+def distributed_method(cfg: AEDFLRunConfig) -> AEDFL:
+    """The AEDFL method object of `cfg`'s single method, built as the simulator builds it (ValueError for a
+    baseline, or for more than one method)."""
+    variants = [n for n in list_methods() if type(make_method(n)) is AEDFL]
+    if len(cfg.methods) != 1 or cfg.methods[0] not in variants:
+        raise ValueError(f"--runtime distributed runs exactly one of {', '.join(variants)} per launch (the "
+                         f"baselines run on the simulator: leave --runtime at simulator), got --methods "
+                         f"{','.join(cfg.methods)}")
+    return make_method(cfg.methods[0], {"prune_every": cfg.prune_every, **cfg.method_options})
 
 
 def runtime_config(cfg: AEDFLRunConfig, heartbeat_timeout_s: float = 10.0, eval_every: int = 10) -> AsyncRuntimeConfig:
     """The per-rank settings of `cfg` (ValueError for what the distributed runtime cannot do)."""
-    if len(cfg.methods) != 1 or cfg.methods[0] not in DISTRIBUTED_METHODS:
-        raise UserError(f"--runtime distributed runs exactly one of {', '.join(DISTRIBUTED_METHODS)} per launch, "
-                        f"got --methods {','.join(cfg.methods)}")
+    distributed_method(cfg)
     if cfg.fault_prob > 0:
         raise UserError("--fault-prob injects simulated failures; with --runtime distributed devices fail for real "
                         "(kill a process), so leave --fault-prob at 0")
@@ -42,7 +54,7 @@ def runtime_config(cfg: AEDFLRunConfig, heartbeat_timeout_s: float = 10.0, eval_
         raise UserError("give --max-updates or --time-budget (wall-clock seconds with --runtime distributed)")
     return AsyncRuntimeConfig(max_updates=cfg.max_updates or 10**9, time_budget_s=cfg.time_budget,
                               batch_size=cfg.batch_size, local_steps=cfg.local_steps, lr=cfg.lr,
-                              dwu=DISTRIBUTED_METHODS[cfg.methods[0]], heartbeat_timeout_s=heartbeat_timeout_s,
+                              heartbeat_timeout_s=heartbeat_timeout_s,
                               eval_every=eval_every, eval_samples=cfg.eval_samples, seed=cfg.seed, device=cfg.device)
 
 
@@ -60,16 +72,16 @@ def run_aedfl_distributed(cfg: AEDFLRunConfig, heartbeat_timeout_s: float = 10.0
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, info)
     node = AsyncNode(model, data.prepare(data.x[idx]), data.y[idx], data.prepare(data.x_test), data.y_test,
-                     exponential(cfg.devices), rt, rank, env.world_size)
+                     exponential(cfg.devices), rt, rank, env.world_size, distributed_method(cfg))
     gathered = node.run()
     if rank != 0:
         return None
-    mflops = node.net.mfp(data.prepare(data.x_test[:1]))
-    return {"config": asdict(cfg), "data": info, "runs": [to_run_record(cfg, gathered, mflops)]}
+    return {"config": asdict(cfg), "data": info, "runs": [to_run_record(cfg, gathered)]}
 
 
-def to_run_record(cfg: AEDFLRunConfig, g: dict, mflops: float) -> dict:
-    """The simulator's per-method record from the gathered per-device metrics (wall-clock times)."""
+def to_run_record(cfg: AEDFLRunConfig, g: dict) -> dict:
+    """The simulator's per-method record from the gathered per-device metrics (wall-clock times; MFP: the mean
+    over the devices' final models, as the simulator reports it)."""
     nodes = g["nodes"]
     evals = [[h for h in n["history"] if "accuracy" in h] for n in nodes]
     history = []
@@ -82,6 +94,7 @@ def to_run_record(cfg: AEDFLRunConfig, g: dict, mflops: float) -> dict:
                     "test_loss": float(np.mean([n["test_loss"] for n in nodes])), "consensus": None,
                     "updates": sum(n["updates"] for n in nodes), "alive": len(nodes)})
     reached = next((h["time"] for h in history if h["accuracy"] >= cfg.target_acc), None)
+    mflops = float(np.mean([n["mflops"] for n in nodes]))
     return {"method": cfg.methods[0], "accuracy": g["accuracy"], "time_to_target": reached, "mflops": mflops,
             "bytes_sent": g["bytes_sent"], "virtual_time": g["wall_time"], "wall_time": g["wall_time"],
             "device_steps": g["device_steps"], "steps_per_s": g["device_steps"] / max(g["wall_time"], 1e-9),

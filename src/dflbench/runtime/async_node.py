@@ -1,25 +1,30 @@
 """Asynchronous AEDFL across processes (AEDFL Sec. 3, Algorithm 1): one device per rank, no lock-step.
 
+Every local update is THE AEDFL step the simulator runs (`dflbench.methods.aedfl.step.AEDFLStep`, B = 1: this
+rank's device), with whichever modules the method object enables: RL model selection (Sec. 4.1), dynamic weights
+(eq. 4.6-4.8), pruning (Sec. 5); minibatches, policy samples and pruning probes are keyed by (device, update count)
+as in the simulator, so the rank computes what the simulator computes for that device from the same cache.
+
 Mechanism: `torch.distributed.rpc` (TensorPipe). A device pushes its model with `rpc_async` to ONE random
 out-neighbour and never waits for it; the call lands in the receiver's RPC thread pool, which is the receiver
-thread: it validates the model and swaps it into the `NeighborCache` slot of the sender under the cache's lock
-(atomic: the training loop sees the whole old or the whole new entry). Rank 0 additionally hosts the
-coordinator, a plain object reached by RPC: it hands out device indices (`dflbench.engines.Coordinator`'s index
-table), receives heartbeats and answers each with the alive view, deems a device failed when no beat came for
-`heartbeat_timeout_s` (measured on rank 0's clock, so host clocks need not agree), and collects the final
-per-device metrics. Why RPC rather than gloo point-to-point with receive-from-any-source: an RPC is one-sided
-(no matching pre-posted receive of a known size, so any sender may deliver at any time, and the model travels as
-a tensor, metadata pickled beside it), and a dead peer fails only the futures addressed to it, whereas a gloo
-pair broken by a dead rank poisons the process group and blocks any later collective; the TCPStore would route
-every model through one server. Only the flat model tensor [P] and small metadata (sender, version = its local
-update count, loss, sample count) cross processes; training data never does.
-
-Per local update t of device i: local SGD (eq. 4.5) on its own mini-batch; aggregation of the local model with
-the cached neighbour models (eq. 4.9, or 4.11 with masks) under dynamic staleness/loss-aware weights
-(eq. 4.6-4.8, `DynamicWeights`) or uniform weights over the filled slots (AEDFL-0); then the push. Sending
-overlaps the next update. Neighbours the coordinator deems failed are not chosen; a send that fails is counted.
-The run ends after `max_updates` local updates (or `time_budget_s`); each device reports its metrics to rank 0,
-which waits for every device that is not failed and writes results.json with the failed devices listed.
+thread: it validates the model and replaces the sender's slot of the step's `NeighborCache` under the cache's lock
+(atomic: the training loop sees the whole old or the whole new entry), stamped with the receiver's update count (the
+staleness of `dflbench.aggregation.cache`). Deliveries of one sender are applied in its send order: the RPC thread
+pool may run two of them out of order, and one older (by the sender's version) than the last applied is dropped.
+Rank 0 additionally hosts the coordinator, a plain object reached by RPC: it hands out device indices
+(`dflbench.engines.Coordinator`'s index table), receives heartbeats and answers each with the alive view, deems a
+device failed when no beat came for `heartbeat_timeout_s` (measured on rank 0's clock, so host clocks need not
+agree), and collects the final per-device metrics. Why RPC rather than gloo point-to-point with
+receive-from-any-source: an RPC is one-sided (no matching pre-posted receive of a known size, so any sender may
+deliver at any time, and the model travels as a tensor, metadata pickled beside it), and a dead peer fails only the
+futures addressed to it, whereas a gloo pair broken by a dead rank poisons the process group and blocks any later
+collective; the TCPStore would route every model through one server. Only the flat model tensor [P] and small
+metadata (sender, version = its local update count, loss, sample count; with pruning the bool mask [P] and the
+pruning rate) cross processes; training data never does. Sending overlaps the next update. Neighbours the
+coordinator deems failed are not chosen; a send that fails is counted. The run ends after `max_updates` local
+updates (or `time_budget_s`); each device reports its metrics to rank 0, which waits for every device that is not
+failed and returns the gathered results with the failed devices listed (`dflbench.recipes.aedfl_distributed` turns
+them into the experiment's results).
 """
 
 from __future__ import annotations
@@ -29,7 +34,6 @@ import socket
 import threading
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Callable
 
 import torch
@@ -37,11 +41,12 @@ import torch.distributed.rpc as rpc
 from torch import nn
 
 from dflbench.errors import UserError
-from dflbench.aggregation import DynamicWeights, DynamicWeightsConfig, FlatSpec, NeighborCache, masked_average
-from dflbench.engines.async_rng import STREAM_BATCH, STREAM_NEIGHBOR, counter_randint
-from dflbench.engines.async_stacked import StackedModel
+from dflbench.aggregation import in_neighbor_slots
+from dflbench.engines.async_rng import STREAM_NEIGHBOR, counter_randint
+from dflbench.engines.async_stacked import DeviceData, StackedModel
 from dflbench.engines.coordinator import Coordinator
-from dflbench.io import atomic_write_json
+from dflbench.methods.aedfl.method import AEDFL
+from dflbench.methods.aedfl.step import AEDFLConfig, AEDFLStep, ModelMessage
 
 from dflbench.runtime.backend import resolve_device
 
@@ -50,18 +55,17 @@ COORDINATOR = 0
 
 @dataclass(frozen=True)
 class AsyncRuntimeConfig:
-    """max_updates: local updates per device (T); time_budget_s: optional wall-clock stop; dwu: dynamic weights
-    (eq. 4.6-4.8) or uniform (AEDFL-0); heartbeat interval/timeout in seconds; finish_timeout_s bounds the final
-    wait for reports; rpc_timeout_s bounds every RPC; eval_every: test accuracy every k local updates (0: only at
-    the end); eval_samples: how many test samples each evaluation uses (None: all)."""
+    """max_updates: local updates per device (T); time_budget_s: optional wall-clock stop; batch_size, local_steps,
+    lr, seed: as the simulator's AsyncConfig (the AEDFL step reads them); heartbeat interval/timeout in seconds;
+    finish_timeout_s bounds the final wait for reports; rpc_timeout_s bounds every RPC; eval_every: test accuracy
+    every k local updates (0: only at the end); eval_samples: how many test samples each evaluation uses (None:
+    all). The method (AEDFL or an ablation) is the AsyncNode's `method` argument."""
 
     max_updates: int = 100
     time_budget_s: float | None = None
     batch_size: int = 32
     local_steps: int = 1
     lr: float = 0.05
-    dwu: bool = True
-    weights: DynamicWeightsConfig = DynamicWeightsConfig()
     heartbeat_interval_s: float = 0.2
     heartbeat_timeout_s: float = 3.0
     finish_timeout_s: float = 120.0
@@ -157,93 +161,99 @@ def _settled(i: int) -> bool:
     return _SERVICE.settled(i)
 
 
-def _deliver(src: int, model: torch.Tensor, version: int, loss: float, samples: int) -> bool:
+def _deliver(src: int, model: torch.Tensor, version: int, loss: float, samples: int,
+             mask: torch.Tensor | None = None, rate: float | None = None) -> bool:
     """Runs on the receiver's RPC thread: atomic replacement of the sender's cache slot."""
-    return _NODE.receive(src, model, version, loss, samples)
+    return _NODE.receive(src, ModelMessage(model, mask, loss, samples, version, rate))
 
 
 # ---- every rank: one device ------------------------------------------------------------------------------
 
+DEFAULT_METHOD = AEDFL("aedfl-dwu", AEDFLConfig(rl=False, dwu=True, prune=False))
+
+
 class AsyncNode:
-    """Device `rank` of `topology` (w_ij > 0 iff j sends to i) training `model` on its own data
-    (`x_train`, `y_train`: this device's samples only) and evaluated on (`x_test`, `y_test`)."""
+    """Device `rank` of `topology` (w_ij > 0 iff j sends to i) running `method` (AEDFL or an ablation, as the
+    simulator runs it) on `model` with its own data (`x_train`, `y_train`: this device's samples only), evaluated on
+    (`x_test`, `y_test`). It is the step's host (`dflbench.methods.aedfl.step.StepHost`) for one device."""
 
     def __init__(self, model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor,
-                 y_test: torch.Tensor, topology, config: AsyncRuntimeConfig, rank: int, world_size: int):
+                 y_test: torch.Tensor, topology, config: AsyncRuntimeConfig, rank: int, world_size: int,
+                 method: AEDFL = DEFAULT_METHOD):
         if topology.n != world_size:
             raise UserError(f"the async runtime hosts one device per rank: the topology has {topology.n} devices "
                             f"but {world_size} processes run; use --nodes {world_size} or --nproc-per-node "
                             f"{topology.n}")
         if len(y_train) == 0:
             raise UserError(f"device {rank} has no training samples")
-        self.cfg, self.rank, self.n = config, rank, world_size
-        self.device = resolve_device(config.device, rank)
+        if type(method) is not AEDFL:
+            raise ValueError(f"the async runtime runs AEDFL and its ablations (an AEDFL method object), got "
+                             f"{getattr(method, 'name', type(method).__name__)!r}; baselines run on the simulator")
+        self.cfg, self.rank, self.n, self.method = config, rank, world_size, method
+        self.dev = resolve_device(config.device, rank)
         self.net = StackedModel(model)
-        self.spec: FlatSpec = self.net.spec
-        self.x = self.net.init.to(self.device)
-        self.x_train, self.y_train = x_train.to(self.device), y_train.to(self.device)
         keep = len(y_test) if config.eval_samples is None else config.eval_samples
-        self.x_test, self.y_test = x_test[:keep].to(self.device), y_test[:keep].to(self.device)
-        w = topology.weights
-        self.in_nbrs = [j for j in range(self.n) if j != rank and w[rank, j] > 0]
-        self.out_nbrs = torch.tensor([i for i in range(self.n) if i != rank and w[i, rank] > 0])
-        self.cache = NeighborCache(self.in_nbrs, self.spec, self.device, self.x.dtype)
-        self.dwu = DynamicWeights(1, len(self.in_nbrs) + 1, config.weights, dtype=torch.float64) if config.dwu \
-            else None
+        self.data = DeviceData.from_indices(x_train, y_train, [range(len(y_train))], x_test[:keep], y_test[:keep],
+                                            device=self.dev, ids=[rank])
+        self._x_eval = self.data.prepare(self.data.x_test)
+        self.x = self.net.init.to(self.dev).unsqueeze(0)                      # [1, P]: this device's model
+        self.t = torch.zeros(1, dtype=torch.long)                             # its local updates done
+        self.rows = torch.zeros(1, dtype=torch.long)
+        adj = topology.adjacency
+        self.out_nbrs = [i for i in range(self.n) if i != rank and bool(adj[i, rank])]
+        self.step = AEDFLStep(method.cfg, self, in_neighbor_slots(adj, rows=[rank]), concurrent=True)
         self.alive = [True] * self.n
         self.received = 0
         self.rejected = 0
+        self.out_of_order = 0
+        self._last_version: dict[int, int] = {}
         self._recv_lock = threading.Lock()
         self._stop = threading.Event()
 
+    def model_mflops(self, masks: torch.Tensor | None = None) -> float | torch.Tensor:
+        """MFP per sample (`StackedModel.mfp` on a test input), dense or under `masks [1, P]`."""
+        return self.net.mfp(self._x_eval[:1], masks)
+
     # -- receiver thread -------------------------------------------------------------------------------
-    def receive(self, src: int, model: torch.Tensor, version: int, loss: float, samples: int) -> bool:
-        try:
-            stored = self.cache.put(src, model.to(self.device), version=version,
-                                    arrival_time=time.monotonic() - self._t0, loss=loss, samples=samples)
-        except ValueError:
-            with self._recv_lock:
-                self.rejected += 1
-            raise
+    def receive(self, src: int, message: ModelMessage) -> bool:
+        """Apply `message` from device `src` to its cache slot, stamped with this device's update count now;
+        False (nothing changed) when it is older than the last one applied from `src`. A bad model raises
+        ValueError (the sender's future fails) and leaves the cache unchanged."""
         with self._recv_lock:
+            try:
+                version = message.version
+                if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+                    raise ValueError(f"rejected model from device {src}: version must be an integer >= 0, got "
+                                     f"{version!r}")
+                newer = version > self._last_version.get(src, -1)
+                if newer:
+                    self.step.receive(0, src, message, stamp=int(self.t[0]))
+                    self._last_version[src] = version
+            except ValueError:
+                self.rejected += 1
+                raise
             self.received += 1
-        return stored
+            self.out_of_order += not newer
+        return newer
 
     # -- one local update ------------------------------------------------------------------------------
-    def local_sgd(self, t: int) -> tuple[torch.Tensor, float, torch.Tensor]:
-        """`local_steps` SGD steps (eq. 4.5) on batches keyed by (seed, device, t, step): as the simulator draws."""
-        x, losses, g = self.x, [], None
-        j = torch.arange(self.cfg.batch_size, device=self.device)
-        for s in range(self.cfg.local_steps):
-            pos = counter_randint(len(self.y_train), self.cfg.seed, STREAM_BATCH, self.rank, t, s, j,
-                                  device=self.device)
-            loss, g = self.net.loss_and_grad(x[None], self.x_train[pos][None], self.y_train[pos][None])
-            x = x - self.cfg.lr * g[0]
-            losses.append(float(loss[0]))
-        return x, sum(losses) / len(losses), g[0]
-
-    def aggregate(self, t: int, x_half: torch.Tensor, loss: float, grad: torch.Tensor) -> torch.Tensor:
-        """Eq. 4.9/4.11 over slot 0 (local) and the filled cache slots, weights eq. 4.6-4.8 or uniform."""
-        st = self.cache.stack(t, x_half, loss, len(self.y_train))
-        if self.dwu is not None:
-            w = self.dwu.step(st.models[None].double(), grad[None].double(), st.samples[None], st.staleness[None],
-                              st.loss[None], masks=st.masks[None], active=st.valid[None],
-                              devices=torch.tensor([0]))[0]
-        else:
-            w = st.valid.double() / st.valid.sum()
-        self.cache.mark_aggregated([j for j, v in zip(st.neighbors, st.valid[1:].tolist()) if v])
-        return masked_average(st.models, w.to(st.models.dtype), st.masks)
+    def local_update(self) -> tuple[int, ModelMessage]:
+        """The AEDFL step for this device, then the out-neighbour to push its message to (-1: none alive)."""
+        out = self.step.update(self, self.rows, self.x)
+        self.x = out.x
+        return self.pick_neighbor(int(out.t[0])), out.messages[0]
 
     def pick_neighbor(self, t: int) -> int:
-        """One out-neighbour uniformly among those the coordinator deems alive (-1 when none is)."""
-        cand = [int(i) for i in self.out_nbrs if self.alive[int(i)]]
+        """One out-neighbour uniformly among those the coordinator deems alive (-1 when none is), keyed by
+        (device, t) as the simulator's `random_out_neighbor`."""
+        cand = [i for i in self.out_nbrs if self.alive[i]]
         if not cand:
             return -1
         return cand[int(counter_randint(len(cand), self.cfg.seed, STREAM_NEIGHBOR, self.rank, t))]
 
     @torch.no_grad()
     def evaluate(self) -> tuple[float, float]:
-        acc, loss = self.net.accuracy_and_loss(self.x[None], self.x_test, self.y_test)
+        acc, loss = self.net.accuracy_and_loss(self.x, self._x_eval, self.data.y_test)
         return float(acc[0]), float(loss[0])
 
     # -- the run ---------------------------------------------------------------------------------------
@@ -295,22 +305,23 @@ class AsyncNode:
         cfg = self.cfg
         start = time.monotonic()
         pending: list = []
-        sent = failed_sends = 0
+        sent = failed_sends = nbytes = 0
         history = []
         t = 0
         while t < cfg.max_updates and (cfg.time_budget_s is None or time.monotonic() - start < cfg.time_budget_s):
-            t += 1
-            x_half, loss, g = self.local_sgd(t)
-            self.x = self.aggregate(t, x_half, loss, g)
-            dst = self.pick_neighbor(t)
+            dst, msg = self.local_update()
+            t = msg.version
             if dst >= 0:
-                pending.append(rpc.rpc_async(f"node{dst}", _deliver,
-                                             args=(self.rank, self.x.cpu(), t, loss, len(self.y_train))))
+                args = (self.rank, msg.model.cpu(), msg.version, msg.loss, msg.samples)
+                if msg.mask is not None:
+                    args += (msg.mask.cpu(), msg.rate)
+                pending.append(rpc.rpc_async(f"node{dst}", _deliver, args=args))
                 sent += 1
+                nbytes += sum(a.numel() * a.element_size() for a in args if torch.is_tensor(a))
             done = [f for f in pending if f.done()]
             failed_sends += sum(1 for f in done if _failed(f))
             pending = [f for f in pending if not f.done()]
-            record = {"update": t, "train_loss": loss, "wall": time.monotonic() - start}
+            record = {"update": t, "train_loss": msg.loss, "wall": time.monotonic() - start}
             if cfg.eval_every and t % cfg.eval_every == 0:
                 record["accuracy"], record["test_loss"] = self.evaluate()
             history.append(record)
@@ -320,9 +331,10 @@ class AsyncNode:
             failed_sends += _failed(f, wait=True)
         acc, test_loss = self.evaluate()
         return {"node": self.rank, "updates": t, "accuracy": acc, "test_loss": test_loss,
+                "mflops": self.step.mflops(self),
                 "train_loss": history[-1]["train_loss"] if history else None,
-                "bytes_sent": sent * self.x.numel() * self.x.element_size(), "messages": sent,
-                "failed_sends": failed_sends, "received": self.received, "rejected": self.rejected,
+                "bytes_sent": nbytes, "messages": sent, "failed_sends": failed_sends, "received": self.received,
+                "rejected": self.rejected, "out_of_order": self.out_of_order,
                 "wall_time_s": time.monotonic() - start, "history": history}
 
     def _gathered(self) -> dict:
@@ -331,8 +343,8 @@ class AsyncNode:
             reports, failed = dict(svc.reports), dict(svc.failed)
         nodes = [reports[i] for i in sorted(reports)]
         accs = [r["accuracy"] for r in nodes]
-        return {"method": "aedfl" if self.cfg.dwu else "aedfl-0", "runtime": "distributed",
-                "config": {**asdict(self.cfg), "weights": asdict(self.cfg.weights), "devices": self.n},
+        return {"method": self.method.name, "runtime": "distributed",
+                "config": {**asdict(self.cfg), "aedfl": asdict(self.method.cfg), "devices": self.n},
                 "accuracy": sum(accs) / len(accs) if accs else 0.0,
                 "bytes_sent": sum(r["bytes_sent"] for r in nodes),
                 "device_steps": sum(r["updates"] * self.cfg.local_steps for r in nodes),
@@ -352,10 +364,3 @@ def _failed(fut, wait: bool = False) -> int:
         return 0
     except RuntimeError:
         return 1
-
-
-def write_async_results(out_dir: str | Path, results: dict) -> Path:
-    """results.json of an async run (rank 0)."""
-    path = Path(out_dir) / "results.json"
-    atomic_write_json(path, results)
-    return path

@@ -1,6 +1,8 @@
-"""AEDFL's adaptive sparse training (Sec. 5) on the simulator's stacked devices, and the MFLOPs of masked models.
+"""AEDFL's adaptive sparse training (Sec. 5) on a host's stacked devices, and the MFLOPs of masked models.
 
-A thin composition of `dflbench.pruning`'s device-batched functions (`dflbench/pruning/batched.py`; the math and
+The host (`AsyncSimulator`, or the runtime's `AsyncNode` for its one device) provides what `AEDFLStep` documents:
+`net`, `data`, `cfg` (batch_size, seed), the update counters `t` and `model_mflops`. A thin composition of
+`dflbench.pruning`'s device-batched functions (`dflbench/pruning/batched.py`; the math and
 its equations are documented there). At scheduled local updates a device re-selects its mask from the FULL model
 (pruned entries may come back, Sec. 5):
 
@@ -10,7 +12,8 @@ its equations are documented there). At scheduled local updates a device re-sele
 * lossless rate (`eigengap_rates`): p* = p / d from the first gap > 4 L of the ascending nonzero curvatures h,
   floored at `min_rate` and capped at `max_rate`;
 * eq. 5.16 (`neighbor_weighted_rates`): p_i = sum_j w_ij p_j + w_ii p*_i over the neighbors' last announced rates
-  (slots not aggregated this update have weight 0), capped at `max_rate`;
+  (they arrive with the models and sit in the neighbour cache; slots not aggregated this update have weight 0),
+  capped at `max_rate`;
 * eq. 5.14-5.15 per entry (`entry_scores`): H ~ diag(h), (H^{r,r})^{-1} ~ 1 / (|h| + damping mean|h|),
   lambda_g = ||g|| / (C ||g||_max);
 * the floor(p_i P) lowest-scoring entries are pruned (`prune_lowest`); cost = MFP / dense MFP (`masked_mfp`).
@@ -63,50 +66,49 @@ class PruningConfig:
 
 
 class ScheduledPruner:
-    """What every pruner of the AEDFL loop shares: the schedule (`cfg.every`, `cfg.until`), per-device rates
-    `[D]`, the neighbors' last announced rates `[D, K]` and the MFLOPs of masked models."""
+    """What every pruner of the AEDFL loop shares: the schedule (`cfg.every`, `cfg.until`), per-device rates `[R]`
+    for the R devices of `host` and the MFLOPs of masked models."""
 
-    def __init__(self, sim, cfg):
+    def __init__(self, host, cfg):
         self.cfg = cfg
-        self.rate = torch.zeros(sim.D, dtype=torch.float64)
-        self.neighbor_rate = torch.zeros(sim.D, max(1, int(sim.out_adj.sum(0).max())), dtype=torch.float64)
-        self.dense = sim.model_mflops()
+        self.rate = torch.zeros(len(host.t), dtype=torch.float64)
+        self.dense = host.model_mflops()
 
     def due(self, t: torch.Tensor) -> torch.Tensor:
         return (t % self.cfg.every == 0) & (t <= self.cfg.until)
 
-    def neighbor_rates(self, devs) -> torch.Tensor:
-        return self.neighbor_rate[devs]
-
-    def mflops(self, sim, masks: torch.Tensor) -> torch.Tensor:
-        return sim.model_mflops(masks)
+    def mflops(self, host, masks: torch.Tensor) -> torch.Tensor:
+        return host.model_mflops(masks)
 
 
 class AdaptivePruner(ScheduledPruner):
     """Per-device pruning rates, masks and the scheduled re-pruning of AEDFL Sec. 5 (module docstring)."""
 
-    def __init__(self, sim, cfg: PruningConfig):
-        super().__init__(sim, cfg)
-        self.gmax = torch.zeros(sim.D, dtype=torch.float64)
-        self.net = net = sim.net
+    def __init__(self, host, cfg: PruningConfig):
+        super().__init__(host, cfg)
+        self.gmax = torch.zeros(len(host.t), dtype=torch.float64)
+        self.ids = host.data.ids.cpu()
+        self.net = net = host.net
 
         def loss(flat, batch):
             return F.cross_entropy(functional_call(net.module, unflatten(flat, net.spec), (batch[0],)), batch[1])
 
         self._loss = loss
 
-    def probes(self, sim, devs, P: int) -> torch.Tensor:
+    def probes(self, host, devs, P: int) -> torch.Tensor:
         """Rademacher probes `[B, hutchinson, P]` from the engine's counter stream (device, update, probe, entry)."""
-        u = counter_uniform(sim.cfg.seed, STREAM_MASK, devs.view(-1, 1, 1), sim.t[devs].view(-1, 1, 1),
+        u = counter_uniform(host.cfg.seed, STREAM_MASK, self.ids[devs].view(-1, 1, 1), host.t[devs].view(-1, 1, 1),
                             torch.arange(self.cfg.hutchinson).view(1, -1, 1), torch.arange(P).view(1, 1, -1))
         return torch.where(u < 0.5, -1.0, 1.0)
 
-    def prune(self, sim, devs, x, masks, w, active, neighbor_rates):
-        """New masks `[B, P]` and compute-cost fractions `[B]` for devices `devs` at their models `x`."""
-        xb, yb = sim.data.batch(devs.to(sim.dev), sim.t[devs].to(sim.dev), -1, sim.cfg.batch_size, sim.cfg.seed)
+    def prune(self, host, devs, x, masks, w, active, neighbor_rates):
+        """New masks `[B, P]` and compute-cost fractions `[B]` for rows `devs` at their models `x`, given the
+        aggregation weights `w [B, K+1]`, active slots and the neighbours' announced rates `[B, K]`."""
+        dev = x.device
+        xb, yb = host.data.batch(devs.to(dev), host.t[devs].to(dev), -1, host.cfg.batch_size, host.cfg.seed)
         self.net.module.train()
         curv = device_curvature(self._loss, x, self.net.init, (xb, yb),
-                                self.probes(sim, devs, x.shape[1]).to(device=x.device, dtype=x.dtype))
+                                self.probes(host, devs, x.shape[1]).to(device=dev, dtype=x.dtype))
         gnorm = curv.gradient.norm(dim=1).double().cpu()
         self.gmax[devs] = torch.maximum(self.gmax[devs], gnorm)
         p_star = eigengap_rates(curv.diagonal, curv.lipschitz).cpu().clamp(self.cfg.min_rate, self.cfg.max_rate)
@@ -116,4 +118,4 @@ class AdaptivePruner(ScheduledPruner):
         self.rate[devs] = rate
         score = entry_scores(x, curv, self.gmax[devs], self.cfg.C, self.cfg.damping)
         new = prune_lowest(score, rate)
-        return new, self.mflops(sim, new) / self.dense
+        return new, self.mflops(host, new) / self.dense

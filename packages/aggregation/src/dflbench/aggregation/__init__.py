@@ -4,10 +4,9 @@ Conventions: a model is a flat vector `[P]` (see `flat`); slot 0 of a `[..., K, 
 slots 1..K-1 the cached neighbor models; leading dimensions batch many devices.
 """
 
-from .cache import CachedModel, CacheStack, NeighborCache
+from .cache import CacheView, NeighborCache, NeighborSlots, in_neighbor_slots
 from .flat import FlatSpec, flatten_state, unflatten
 from .masked import masked_average
-from .placement import PlacementPolicy, cache_nbytes, choose_placement, placement_decision
 from .policy import PolicyBank, PolicyConfig, SelectionPolicy
 from .pretrain import PretrainConfig, heuristic_selection, pretrain_policy, synthetic_candidates
 from .rules import (
@@ -31,8 +30,8 @@ from .staleness_discounts import list_staleness, make_staleness, register_stalen
 from .weights import DynamicWeights, DynamicWeightsConfig, dynamic_weights, importance_scale, lambda_grad
 
 __all__ = [
-    "CachedModel", "CacheStack", "NeighborCache", "FlatSpec", "flatten_state", "unflatten", "masked_average",
-    "PlacementPolicy", "cache_nbytes", "choose_placement", "placement_decision", "PolicyBank", "PolicyConfig",
+    "CacheView", "NeighborCache", "NeighborSlots", "in_neighbor_slots", "FlatSpec", "flatten_state", "unflatten",
+    "masked_average", "PolicyBank", "PolicyConfig",
     "SelectionPolicy", "PretrainConfig", "heuristic_selection", "pretrain_policy", "synthetic_candidates",
     "adpsgd_pairwise", "asofed_step_scale", "asofed_update", "dispfl_aggregate", "fedasync", "fedavg", "fedbuff",
     "fednova", "fedprox_term", "fedsa_aggregate", "fedsa_learning_rates", "port_weights", "safa_aggregate",

@@ -1,14 +1,36 @@
-"""Per-device cache of the latest model received from each in-neighbor (AEDFL Sec. 3, Fig. 2).
+"""Neighbour caches of AEDFL (Sec. 3, Fig. 2): the latest model each device received from each in-neighbour.
 
-Each slot holds an immutable `CachedModel` (flat model on the cache's device, version = sender's local update
-count, arrival time, sender's loss and sample count, pruning mask, aggregated flag). Replacement is atomic by
-swapping the reference under a lock: the new model is validated and copied first, so a reader sees either the
-whole old entry or the whole new one. A rejected model raises ValueError and leaves the slot untouched.
+One structure serves every host: R rows (the devices hosted here: all D in a simulator, one on a torch.distributed
+rank) by K slots, stacked into tensors
+
+    models [R, K, P], masks [R, K, P] bool, stamp [R, K] long, loss [R, K], samples [R, K], rate [R, K] (float64),
+    valid [R, K] bool, aggregated [R, K] bool.
+
+Slot k of row r holds the k-th in-neighbour of its device (ascending device index, `in_neighbor_slots`); K is the
+largest in-degree of the whole graph, so a device with fewer in-neighbours has trailing padding slots that are never
+valid, and every host of the same graph lays caches out alike. An empty slot holds the zero model, an all-True mask,
+stamp 0, loss 1 and 0 samples (its weight is 0 wherever it is used).
+
+Staleness (AEDFL Sec. 4.1-4.2): a model of device j cached on device i carries the stamp t_j = the number of local
+updates device i had executed when the model arrived ("t_j ... representing the number of local updates executed on
+Device i when receiving m_j^{t_j}", Sec. 4.1), and its staleness at device i's t_i-th update is
+
+    delta_t_{i,j} = t_i - t_j                                                     (eq. 4.6, `staleness`)
+
+This is the RECEIVER's counter, as the paper defines it; it needs no agreement between devices' clocks or counters
+(it is read where the model is used), and it is >= 0. The sender's own update count travels with a message as its
+version but is not the staleness.
+
+`put` replaces one slot atomically: the model is validated first (shape, dtype, finite values, 0/1 mask, finite
+non-negative loss, integer sample count >= 1; a rejected model raises ValueError and leaves the slot untouched), then
+every field of the slot is written under the cache's lock, so `read`, which takes the same lock, sees either the
+whole old entry or the whole new one. Where a receiver thread writes while the training loop reads (the runtime,
+`concurrent=True`), `read` always copies under the lock; a single-threaded host (the simulator) reading every row at
+once gets views of the cache, no copy.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import threading
 from dataclasses import dataclass
@@ -17,118 +39,142 @@ from typing import Mapping, Sequence
 import torch
 
 from .flat import FlatSpec, flatten_state
-from .placement import PlacementPolicy, cache_nbytes, choose_placement
-from .staleness import staleness
 
 
 @dataclass(frozen=True)
-class CachedModel:
-    model: torch.Tensor              # [P], owned by the cache
-    version: int
-    arrival_time: float
-    loss: float
-    samples: int
-    mask: torch.Tensor               # [P] bool (all True for an unpruned model)
-    aggregated: bool = False
+class NeighborSlots:
+    """In-neighbour slot table of the devices `rows` [R] on a graph of n devices: `neighbors[r, k]` is the device
+    cached in slot k of row r (-1: padding), `slot_of[r, j]` the slot of device j in row r (-1: j does not send to
+    row r's device)."""
+
+    rows: torch.Tensor               # [R] long
+    neighbors: torch.Tensor          # [R, K] long
+    slot_of: torch.Tensor            # [R, n] long
+
+    @property
+    def K(self) -> int:
+        return int(self.neighbors.shape[1])
+
+
+def in_neighbor_slots(adjacency: torch.Tensor, rows: Sequence[int] | torch.Tensor | None = None) -> NeighborSlots:
+    """The slot table of devices `rows` (default: all) for `adjacency [n, n]` (adjacency[i, j] iff j sends to i;
+    self-loops ignored). Slot k of device i holds its k-th in-neighbour in ascending order; K = the largest
+    in-degree over all n devices."""
+    adj = torch.as_tensor(adjacency)
+    if adj.dim() != 2 or adj.shape[0] != adj.shape[1] or adj.dtype != torch.bool:
+        raise ValueError(f"in_neighbor_slots: adjacency must be a square bool matrix, got {tuple(adj.shape)} "
+                         f"{adj.dtype}; pass topology.adjacency")
+    n = adj.shape[0]
+    adj = adj.cpu().clone()
+    adj.fill_diagonal_(False)
+    rows = torch.arange(n) if rows is None else torch.as_tensor(rows, dtype=torch.long).reshape(-1)
+    if rows.numel() and (rows.min() < 0 or rows.max() >= n):
+        raise ValueError(f"in_neighbor_slots: rows must be devices 0..{n - 1}, got {rows.tolist()}")
+    K = int(adj.sum(1).max())
+    sub = adj[rows]                                                   # [R, n]
+    rank = sub.long().cumsum(1) - 1
+    slot_of = torch.where(sub, rank, torch.full_like(rank, -1))
+    neighbors = torch.full((len(rows), K), -1, dtype=torch.long)
+    r, j = sub.nonzero(as_tuple=True)
+    neighbors[r, slot_of[r, j]] = j
+    return NeighborSlots(rows, neighbors, slot_of)
 
 
 @dataclass(frozen=True)
-class CacheStack:
-    """Slot 0 = local model, slots 1..K-1 = `neighbors` in order; ready for dynamic_weights / masked_average."""
+class CacheView:
+    """A consistent read of some rows (`NeighborCache.read`): per-slot tensors `[B, K]`, models `[B, K, P]`,
+    masks `[B, K, P]` (None unless asked for), and the slots' write counts `seq` for `mark_aggregated`."""
 
-    neighbors: tuple[int, ...]
-    models: torch.Tensor             # [K, P]
-    masks: torch.Tensor              # [K, P] bool
-    versions: torch.Tensor           # [K] long
-    staleness: torch.Tensor          # [K] float, t_i - t_j
-    loss: torch.Tensor               # [K]
-    samples: torch.Tensor            # [K]
-    aggregated: torch.Tensor         # [K] bool (slot 0 False)
-    valid: torch.Tensor              # [K] bool, False for slots never filled (their model is the local one)
+    models: torch.Tensor
+    masks: torch.Tensor | None
+    stamp: torch.Tensor
+    loss: torch.Tensor
+    samples: torch.Tensor
+    rate: torch.Tensor
+    valid: torch.Tensor
+    aggregated: torch.Tensor
+    seq: torch.Tensor
 
 
 class NeighborCache:
-    """Slots for the in-neighbors `neighbors` of one device, holding flat models laid out by `spec`."""
+    """The stacked caches of the devices in `slots` for flat models laid out by `spec` (module docstring)."""
 
-    def __init__(self, neighbors: Sequence[int], spec: FlatSpec, device=None, dtype: torch.dtype = torch.float32):
-        neighbors = tuple(int(j) for j in neighbors)
-        if len(set(neighbors)) != len(neighbors):
-            raise ValueError(f"NeighborCache: duplicate neighbors in {neighbors}")
-        self.neighbors = neighbors
-        self.spec = spec
+    def __init__(self, slots: NeighborSlots, spec: FlatSpec, device=None, dtype: torch.dtype = torch.float32,
+                 concurrent: bool = False):
+        self.slots, self.spec, self.dtype, self.concurrent = slots, spec, dtype, concurrent
         self.device = torch.device(device) if device is not None else torch.device("cpu")
-        self.dtype = dtype
-        self._slots: dict[int, CachedModel | None] = {j: None for j in neighbors}
+        R, K, P = len(slots.rows), slots.K, spec.numel
+        self.models = torch.zeros(R, K, P, dtype=dtype, device=self.device)
+        self.masks = torch.ones(R, K, P, dtype=torch.bool, device=self.device)
+        self.stamp = torch.zeros(R, K, dtype=torch.long)
+        self.loss = torch.ones(R, K, dtype=torch.float64)
+        self.samples = torch.zeros(R, K, dtype=torch.float64)
+        self.rate = torch.zeros(R, K, dtype=torch.float64)
+        self.valid = torch.zeros(R, K, dtype=torch.bool)
+        self.aggregated = torch.zeros(R, K, dtype=torch.bool)
+        self.seq = torch.zeros(R, K, dtype=torch.long)
         self._lock = threading.Lock()
 
-    @classmethod
-    def placed(cls, neighbors: Sequence[int], spec: FlatSpec, policy: PlacementPolicy = PlacementPolicy(),
-               caches_sharing: int = 1, dtype: torch.dtype = torch.float32) -> "NeighborCache":
-        """A cache on the device chosen by `policy` for `caches_sharing` such caches (e.g. all simulated devices)."""
-        need = caches_sharing * cache_nbytes(spec, len(tuple(neighbors)), dtype)
-        return cls(neighbors, spec, choose_placement(need, policy), dtype)
+    @property
+    def K(self) -> int:
+        return self.slots.K
 
     @property
     def nbytes(self) -> int:
-        """Memory estimate of the full cache (all slots filled)."""
-        return cache_nbytes(self.spec, len(self.neighbors), self.dtype)
+        """Memory of the cached models and masks: R * K * (P * element size + P bytes of bool mask)."""
+        return self.models.shape[0] * self.K * (self.spec.nbytes(self.dtype) + self.spec.numel)
 
-    def put(self, neighbor: int, model, *, version: int, arrival_time: float, loss: float, samples: int,
-            mask=None) -> bool:
-        """Validate and store the model `neighbor` sent; returns False (slot unchanged) when the slot already holds
-        a newer version (out-of-order delivery). Raises ValueError for a bad model; the slot keeps its old one."""
-        if neighbor not in self._slots:
-            raise ValueError(f"node {neighbor} is not an in-neighbor of this cache (neighbors: {self.neighbors})")
-        entry = CachedModel(model=self._validated_model(neighbor, model), version=_int(version, "version"),
-                            arrival_time=_finite(arrival_time, "arrival_time"),
-                            loss=_finite(loss, "loss", nonneg=True), samples=_int(samples, "samples", low=1),
-                            mask=self._validated_mask(neighbor, mask))
+    def put(self, row: int, src: int, model, *, stamp: int, loss: float, samples: int, mask=None,
+            rate: float | None = None) -> None:
+        """Validate the model device `src` sent to row `row`'s device and replace its slot atomically. `stamp` is
+        the receiver's update count now (module docstring), `rate` the sender's pruning rate (None: 0). `model`
+        and `mask` are flat `[P]` tensors or state dicts of `spec`. Raises ValueError (slot unchanged) for a bad
+        model or a sender that is not an in-neighbour."""
+        k = int(self.slots.slot_of[row, src]) if 0 <= src < self.slots.slot_of.shape[1] else -1
+        if k < 0:
+            raise ValueError(f"device {src} is not an in-neighbour of device {int(self.slots.rows[row])} (its "
+                             f"in-neighbours: {[j for j in self.slots.neighbors[row].tolist() if j >= 0]})")
+        flat = self._validated_model(src, model)
+        flat_mask = self._validated_mask(src, mask)
+        stamp = _int(stamp, "stamp")
+        loss = _finite(loss, "loss", nonneg=True)
+        samples = _int(samples, "samples", low=1)
+        rate = 0.0 if rate is None else _finite(rate, "rate", nonneg=True)
+        if rate > 1:
+            raise ValueError(f"rejected model from device {src}: rate must be in [0, 1], got {rate}")
         with self._lock:
-            old = self._slots[neighbor]
-            if old is not None and old.version > entry.version:
-                return False
-            self._slots[neighbor] = entry
-        return True
+            self.models[row, k] = flat
+            self.masks[row, k] = flat_mask
+            self.stamp[row, k] = stamp
+            self.loss[row, k] = loss
+            self.samples[row, k] = samples
+            self.rate[row, k] = rate
+            self.valid[row, k] = True
+            self.aggregated[row, k] = False
+            self.seq[row, k] += 1
 
-    def get(self, neighbor: int) -> CachedModel | None:
+    def read(self, rows: torch.Tensor, masks: bool = True) -> CacheView:
+        """The slots of `rows` [B] (distinct row indices) as one consistent view (module docstring)."""
+        rows = torch.as_tensor(rows, dtype=torch.long).reshape(-1)
+        everyone = len(rows) == self.models.shape[0] and bool((rows == torch.arange(len(rows))).all())
         with self._lock:
-            return self._slots[neighbor]
+            if everyone and not self.concurrent:                       # no gather when all rows
+                models, mask = self.models, self.masks if masks else None
+            else:                                                      # indexing copies
+                dev_rows = rows.to(self.device)
+                models, mask = self.models[dev_rows], self.masks[dev_rows] if masks else None
+            return CacheView(models, mask, self.stamp[rows], self.loss[rows], self.samples[rows], self.rate[rows],
+                             self.valid[rows], self.aggregated[rows], self.seq[rows])
 
-    def snapshot(self) -> dict[int, CachedModel | None]:
-        """A consistent view of all slots (entries are immutable, so later puts do not change it)."""
+    def mark_aggregated(self, rows: torch.Tensor, chosen: torch.Tensor, seq: torch.Tensor) -> None:
+        """Flag the slots `chosen [B, K]` of `rows` as aggregated, unless a new model replaced them after the read
+        that returned `seq` (a later `put` clears the flag)."""
+        rows = torch.as_tensor(rows, dtype=torch.long).reshape(-1)
         with self._lock:
-            return dict(self._slots)
+            self.aggregated[rows] |= chosen & (self.seq[rows] == seq)
 
-    def mark_aggregated(self, neighbors: Sequence[int]) -> None:
-        """Flag the current entries of `neighbors` as aggregated (a later put clears the flag)."""
-        with self._lock:
-            for j in neighbors:
-                if self._slots.get(j) is not None:
-                    self._slots[j] = dataclasses.replace(self._slots[j], aggregated=True)
-
-    def stack(self, t_local: int, local_model: torch.Tensor, local_loss: float, local_samples: int,
-              local_mask: torch.Tensor | None = None) -> CacheStack:
-        """Stack the local model (slot 0) and a snapshot of the slots into tensors on the cache's device."""
-        local = self._validated_model(-1, local_model)
-        lmask = self._validated_mask(-1, local_mask)
-        snap = self.snapshot()
-        entries = [snap[j] for j in self.neighbors]
-        models = torch.stack([local] + [e.model if e is not None else local for e in entries])
-        masks = torch.stack([lmask] + [e.mask if e is not None else lmask for e in entries])
-        versions = torch.tensor([int(t_local)] + [e.version if e is not None else int(t_local) for e in entries],
-                                device=self.device)
-        return CacheStack(
-            neighbors=self.neighbors, models=models, masks=masks, versions=versions,
-            staleness=staleness(torch.tensor(int(t_local), device=self.device), versions),
-            loss=torch.tensor([float(local_loss)] + [e.loss if e is not None else float(local_loss)
-                                                     for e in entries], device=self.device),
-            samples=torch.tensor([float(local_samples)] + [float(e.samples) if e is not None else 0.0
-                                                           for e in entries], device=self.device),
-            aggregated=torch.tensor([False] + [e is not None and e.aggregated for e in entries], device=self.device),
-            valid=torch.tensor([True] + [e is not None for e in entries], device=self.device))
-
-    def _validated_model(self, neighbor: int, model) -> torch.Tensor:
-        who = "local model" if neighbor < 0 else f"model from node {neighbor}"
+    def _validated_model(self, src: int, model) -> torch.Tensor:
+        who = f"model from device {src}"
         if isinstance(model, Mapping):
             try:
                 self.spec.check_state(model)
@@ -142,14 +188,14 @@ class NeighborCache:
             flat = model
         else:
             raise ValueError(f"rejected {who}: expected a state dict or a flat tensor, got {type(model).__name__}")
-        if not torch.isfinite(flat).all():
+        if not (torch.isfinite(flat.sum()) or torch.isfinite(flat).all()):    # a finite sum: every entry finite
             raise ValueError(f"rejected {who}: it contains NaN or infinite values")
-        return flat.detach().to(self.device, copy=True)
+        return flat.detach()
 
-    def _validated_mask(self, neighbor: int, mask) -> torch.Tensor:
-        who = "local mask" if neighbor < 0 else f"mask from node {neighbor}"
+    def _validated_mask(self, src: int, mask) -> torch.Tensor | bool:
+        who = f"mask from device {src}"
         if mask is None:
-            return torch.ones(self.spec.numel, dtype=torch.bool, device=self.device)
+            return True
         if isinstance(mask, Mapping):
             float_spec = FlatSpec(self.spec.names, self.spec.shapes, tuple(torch.float32 for _ in self.spec.names))
             try:
@@ -160,7 +206,7 @@ class NeighborCache:
             raise ValueError(f"rejected {who}: expected [{self.spec.numel}] values or a state dict of masks")
         if mask.dtype != torch.bool and not ((mask == 0) | (mask == 1)).all():
             raise ValueError(f"rejected {who}: mask values must be 0 or 1")
-        return mask.detach().to(self.device, dtype=torch.bool, copy=True)
+        return mask.detach().to(torch.bool)
 
 
 def _int(x, what: str, low: int = 0) -> int:

@@ -16,7 +16,8 @@ Slots with `valid = False` (padding, empty cache slots) are never selected and a
 
 `SelectionPolicy` is one device's network (torch.nn.LSTM and Linear layers); `PolicyBank` holds the parameters of
 many devices stacked `[N, ...]` under the same names and evaluates any subset of devices in one batched pass
-(the LSTM gates as batched matrix products: vmap has no batching rule for aten::lstm).
+(the LSTM gates as batched matrix products: vmap has no batching rule for aten::lstm). Sampling takes its uniforms
+from the caller, so a device's choices depend only on its own random stream (AEDFL keys them by device and update).
 """
 
 from __future__ import annotations
@@ -140,7 +141,8 @@ class PolicyBank:
         return prob, h, c
 
     def _run(self, p: dict, features: torch.Tensor, choices: torch.Tensor | None, valid: torch.Tensor,
-             generator: torch.Generator | None):
+             uniforms: torch.Tensor | None):
+        """One pass over the slots: teacher-forced on `choices`, or sampling c_m = [u_m < P(c_m = 1 | ...)]."""
         d, m = valid.shape
         hdim = self.config.hidden
         h = features.new_zeros(d, hdim)
@@ -152,8 +154,7 @@ class PolicyBank:
             prob, h, c = self._step(p, torch.cat([f[:, slot], prev.unsqueeze(-1)], dim=-1), h, c)
             prob = torch.where(valid[:, slot], prob, torch.zeros_like(prob))
             if choices is None:
-                u = torch.rand(d, generator=generator, device=prob.device, dtype=prob.dtype)
-                pick = (u < prob.detach()) & valid[:, slot]
+                pick = (uniforms[:, slot] < prob.detach()) & valid[:, slot]
             else:
                 pick = choices[:, slot]
             probs.append(prob)
@@ -170,13 +171,20 @@ class PolicyBank:
             raise ValueError(f"PolicyBank: {features.shape[0]} candidate sets for {idx.numel()} devices")
 
     @torch.no_grad()
-    def sample(self, features: torch.Tensor, valid: torch.Tensor, generator: torch.Generator | None = None,
-               devices=None):
-        """Sample selections: `[D, M, 3]` features, `[D, M]` valid -> (choices `[D, M]` bool, probabilities)."""
+    def sample(self, features: torch.Tensor, valid: torch.Tensor, uniforms: torch.Tensor, devices=None):
+        """Sample selections slot by slot, c_m = [u_m < P(c_m = 1 | c_{m-1..1})] with the given uniforms
+        `[D, M]` in [0, 1) (the caller owns the randomness, e.g. counter-based per device and update):
+        `[D, M, 3]` features, `[D, M]` valid -> (choices `[D, M]` bool, probabilities `[D, M]`)."""
         idx = self._index(devices)
         self._check(features, valid, idx)
+        uniforms = torch.as_tensor(uniforms)
+        if tuple(uniforms.shape) != tuple(valid.shape) or not uniforms.is_floating_point():
+            raise ValueError(f"PolicyBank.sample: uniforms must be float [D, M] = {tuple(valid.shape)}, got "
+                             f"{tuple(uniforms.shape)} {uniforms.dtype}")
+        if ((uniforms < 0) | (uniforms >= 1)).any():
+            raise ValueError("PolicyBank.sample: uniforms must lie in [0, 1)")
         p = {k: v[idx] for k, v in self.params.items()}
-        probs, picks = self._run(p, features.to(p["fc2.bias"].dtype), None, valid, generator)
+        probs, picks = self._run(p, features.to(p["fc2.bias"].dtype), None, valid, uniforms.to(valid.device))
         return picks, probs
 
     def probabilities(self, features: torch.Tensor, choices: torch.Tensor, valid: torch.Tensor,

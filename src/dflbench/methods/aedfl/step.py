@@ -1,0 +1,195 @@
+"""THE AEDFL device update (Liu et al. 2024, Algorithm 1 with Sec. 4.1 and Sec. 5), for a batch of devices.
+
+One implementation, two hosts: `AsyncSimulator` (via `AEDFL.on_complete`: the B devices completing in one time
+slot) and the torch.distributed runtime (`AsyncNode`: B = 1, the rank's own device). `AEDFLStep.update` advances the
+devices in rows `rows [B]` of the host by one local update each, t_i -> t_i + 1:
+
+  1. local SGD, eq. 4.5: `local_steps` steps from x_i on minibatches keyed by (device, t_i, step) (the counter
+     before the update; pruned entries held at zero), then the host's counter t_i += 1;
+  2. staleness of every cache slot, delta_t = t_i - stamp (the receiver's update count at arrival:
+     `dflbench.aggregation.cache`); slot 0 is the local model (delta_t = 0, the device's sample count and loss);
+  3. model selection, Sec. 4.1 (`rl`): REINFORCE (eq. 4.4) for the previous selection, rewarded with this update's
+     loss, then a sampled selection (`PolicySelector`); otherwise every valid slot;
+  4. weights (`dwu`): eq. 4.8 then 4.6-4.7 (`DynamicWeights.step`), otherwise uniform over the selected slots
+     (AEDFL-0's static weights);
+  5. aggregation: eq. 4.11 (`masked_average`) with pruning, eq. 4.9 without; the selected slots are flagged
+     aggregated;
+  6. scheduled pruning, Sec. 5 (`prune`, `AdaptivePruner`): at due updates the mask is re-selected from the full
+     aggregate (eq. 5.14-5.16, with the neighbours' announced rates from the cache) and x_i <- x_i * mask;
+  7. the message each device pushes to one out-neighbour (eq. 3.2): its new model, mask, loss, sample count,
+     version (its update count) and pruning rate. The host picks the out-neighbour and delivers; on arrival the
+     receiver's host calls `receive`, which replaces the sender's slot atomically.
+
+What the code does where it departs from the paper (kept as the simulator had it; fixes are tracked separately):
+eq. 4.8 takes as g the gradient of the last SGD step (at the model before it), not the gradient at the aggregate.
+
+The host interface (`StepHost`) is small and explicit: the stacked model, the device data (minibatches keyed by
+(device id, update count, step) with the engine's counter-based RNG, `async_rng`, and the sample counts), the
+settings lr / batch_size / local_steps / seed, the update counters `t [R]`, the device `dev` and `model_mflops`.
+Every random draw is keyed by device id and update count, so a device's update does not depend on the batch it is
+in, nor on the host.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from dflbench.aggregation import (
+    DynamicWeights,
+    DynamicWeightsConfig,
+    NeighborCache,
+    NeighborSlots,
+    masked_average,
+    staleness,
+)
+from dflbench.engines.async_stacked import DeviceData, StackedModel, local_sgd
+
+from dflbench.methods.aedfl.pruning import AdaptivePruner, PruningConfig
+from dflbench.methods.aedfl.selection import PolicySelector, SelectorConfig
+
+
+@dataclass(frozen=True)
+class AEDFLConfig:
+    """The three modules of AEDFL (Sec. 6.1 ablations switch them off) and their settings."""
+
+    rl: bool = True
+    dwu: bool = True
+    prune: bool = True
+    weights: DynamicWeightsConfig = DynamicWeightsConfig()
+    policy: SelectorConfig = SelectorConfig()
+    pruning: PruningConfig = PruningConfig()
+
+
+class StepSettings(Protocol):
+    lr: float
+    batch_size: int
+    local_steps: int
+    seed: int
+
+
+class StepHost(Protocol):
+    """What the step needs from the process hosting its R devices."""
+
+    net: StackedModel               # the architecture at stacked flat parameters
+    data: DeviceData                # row r is device data.ids[r]: minibatches and sample counts
+    cfg: StepSettings
+    t: torch.Tensor                 # [R] long, CPU: local updates done; the step advances it
+    dev: torch.device
+
+    def model_mflops(self, masks: torch.Tensor | None = None) -> float | torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class ModelMessage:
+    """What a device pushes after an update; `mask` and `rate` are None without pruning."""
+
+    model: torch.Tensor             # [P]
+    mask: torch.Tensor | None       # [P] bool
+    loss: float
+    samples: int
+    version: int                    # the sender's update count
+    rate: float | None
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """`x [B, P]`: the new models (the step never writes them again: rows may be sent as they are); `loss [B]`:
+    the local training loss (float64, CPU); `t [B]`: the update counts after the update; `pruned [n]`: the rows
+    re-pruned, with compute-cost fractions `cost [n]` (masked MFP / dense MFP); one message per row."""
+
+    x: torch.Tensor
+    loss: torch.Tensor
+    t: torch.Tensor
+    pruned: torch.Tensor
+    cost: torch.Tensor
+    messages: list[ModelMessage]
+
+
+class AEDFLStep:
+    """The per-device state of AEDFL for the devices `slots.rows` of `host` (neighbour cache, masks, lambda, the
+    selection policies, the pruner) and the update that advances it (module docstring). `concurrent`: another
+    thread delivers messages (the runtime's receiver)."""
+
+    def __init__(self, config: AEDFLConfig, host: StepHost, slots: NeighborSlots, concurrent: bool = False):
+        R, K = len(host.t), slots.K
+        if len(slots.rows) != R or not torch.equal(slots.rows, host.data.ids.cpu()):
+            raise ValueError(f"AEDFLStep: the slot table covers devices {slots.rows.tolist()}, the host's data "
+                             f"holds devices {host.data.ids.tolist()}; build it with in_neighbor_slots(adjacency, "
+                             "rows=host.data.ids)")
+        self.cfg = config
+        self.ids = host.data.ids.cpu()
+        self.cache = NeighborCache(slots, host.net.spec, device=host.dev, concurrent=concurrent)
+        self.masks = torch.ones(R, host.net.numel, dtype=torch.bool, device=host.dev)
+        self.sizes = host.data.sizes.double().cpu()
+        self.dwu = DynamicWeights(R, K + 1, config.weights, device=host.dev,
+                                  dtype=torch.float64) if config.dwu else None
+        self.policy = PolicySelector(R, K, config.policy, seed=host.cfg.seed, ids=self.ids) if config.rl else None
+        self.pruner = AdaptivePruner(host, config.pruning) if config.prune else None
+
+    def mflops(self, host: StepHost) -> float:
+        """Mean MFP per sample of the devices' models: masked with pruning, else dense."""
+        if self.pruner is None:
+            return float(host.model_mflops())
+        return float(self.pruner.mflops(host, self.masks).mean())
+
+    def receive(self, row: int, src: int, message: ModelMessage, stamp: int) -> None:
+        """Device `src`'s message arrives at row `row`, whose update count is `stamp`: atomic slot replacement."""
+        self.cache.put(row, src, message.model, stamp=stamp, loss=message.loss, samples=message.samples,
+                       mask=message.mask, rate=message.rate)
+
+    def update(self, host: StepHost, rows: torch.Tensor, x: torch.Tensor) -> StepResult:
+        """One local update of the devices in rows `rows [B]` (distinct) from their models `x [B, P]`."""
+        pruner = self.pruner
+        cfg = host.cfg
+        masks = self.masks[rows] if pruner is not None else None
+        x_half, loss, g = local_sgd(host.net, host.data, rows, host.t[rows], x, steps=cfg.local_steps, lr=cfg.lr,
+                                    batch_size=cfg.batch_size, seed=cfg.seed, masks=masks)
+        host.t[rows] += 1
+        t = host.t[rows]
+        B = len(rows)
+
+        view = self.cache.read(rows, masks=masks is not None)
+        valid = view.valid
+        local = torch.ones(B, 1, dtype=torch.bool)
+        stale = staleness(t, torch.cat([t.unsqueeze(1), view.stamp], 1))
+        slot_loss = torch.cat([loss.unsqueeze(1), view.loss], 1)
+        samples = torch.cat([self.sizes[rows].unsqueeze(1), view.samples], 1) * torch.cat([local, valid], 1)
+        if self.policy is not None:
+            chosen = self.policy.select(rows, t, view.aggregated, stale[:, 1:], slot_loss[:, 1:], valid, reward=loss)
+        else:
+            chosen = valid
+        active = torch.cat([local, chosen], 1)
+        cache = view.models
+        if masks is not None or self.dwu is not None:
+            models = torch.cat([x_half.unsqueeze(1), cache], 1)                   # [B, K+1, P]
+        slot_masks = torch.cat([masks.unsqueeze(1), view.masks], 1) if masks is not None else None
+        dev = x_half.device
+        if self.dwu is not None:
+            w = self.dwu.step(models.double(), g.double(), samples.to(dev), stale.to(dev), slot_loss.to(dev),
+                              masks=slot_masks, active=active.to(dev), devices=rows)
+        else:
+            w = active.double() / active.sum(1, keepdim=True)
+        w = w.to(device=dev, dtype=x_half.dtype)
+        if masks is not None:
+            x_new = masked_average(models, w, slot_masks)                            # eq. 4.11
+        else:                                                                       # eq. 4.9, without the stack
+            x_new = w[:, :1] * x_half + torch.bmm(w[:, None, 1:], cache).squeeze(1)
+        self.cache.mark_aggregated(rows, chosen, view.seq)
+
+        pruned, cost = rows[:0], torch.zeros(0, dtype=torch.float64)
+        if pruner is not None:
+            due = pruner.due(t)
+            if due.any():
+                pruned = rows[due]
+                new_masks, cost = pruner.prune(host, pruned, x_new[due], self.masks[pruned], w[due].cpu(),
+                                               active[due], view.rate[due])
+                self.masks[pruned] = new_masks
+                x_new[due] = x_new[due] * new_masks
+        messages = [ModelMessage(model=x_new[b], mask=None if pruner is None else self.masks[r].clone(),
+                                 loss=float(loss[b]), samples=int(self.sizes[r]), version=int(t[b]),
+                                 rate=None if pruner is None else float(pruner.rate[r]))
+                    for b, r in enumerate(rows.tolist())]
+        return StepResult(x_new, loss, t, pruned, cost, messages)
