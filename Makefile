@@ -8,7 +8,7 @@ PYPROJECTS := pyproject.toml $(foreach p,$(PACKAGES),packages/$(p)/pyproject.tom
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 BENCH_ARGS ?=
 
-.PHONY: setup test demo bench clean
+.PHONY: setup test lint demo bench clean
 
 setup: $(STAMP)
 
@@ -21,6 +21,9 @@ $(STAMP): $(PYPROJECTS)
 
 test: setup
 	$(PY) -m pytest tests -q
+
+lint: setup
+	$(VENV)/bin/ruff check .
 
 demo: setup
 	$(VENV)/bin/dflbench demo

@@ -7,8 +7,8 @@ import torch
 from dflbench.engines.async_sim import AsyncConfig, AsyncSimulator
 from dflbench.engines.async_stacked import DeviceData
 from dflbench.engines.devices import DeviceProfiles
-from dflbench.models import make_model
 from dflbench.methods.registry import make_method
+from dflbench.models import make_model
 from dflbench.topology import exponential
 
 D = 100
@@ -51,5 +51,5 @@ def test_aedfl_async_batched_vs_per_device(assert_ratio):
     (sb, rb), (se, re) = out[0.0], out[None]
     assert rb.device_steps == re.device_steps == 2 * D
     torch.testing.assert_close(sb.x, se.x, rtol=1e-4, atol=1e-5)
-    print(f"device-steps/s: batched {rb.device_steps / rb.wall_time:.0f}, per-device {re.device_steps / re.wall_time:.0f}"
-          f" (ratio {ratio:.1f}x)")
+    print(f"device-steps/s: batched {rb.device_steps / rb.wall_time:.0f}, "
+          f"per-device {re.device_steps / re.wall_time:.0f} (ratio {ratio:.1f}x)")

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from dflbench.mixing import LocalCommunicator, from_topology
 from dflbench.runtime.backend import DistEnv, destroy_process_group, init_process_group
 from dflbench.runtime.comm import DistributedCommunicator
 from dflbench.runtime.launch import spawn_local
-from dflbench.mixing import LocalCommunicator, from_topology
 from dflbench.topology import exponential
 
 N, WARMUP, STEPS = 4, 2, 10

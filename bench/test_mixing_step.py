@@ -22,7 +22,7 @@ from dflbench.topology import column_stochastic, exponential, row_stochastic
 FULL = os.environ.get("DFLBENCH_BENCH_FULL") == "1"
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 Q = {4: 1 << 20, 64: 1 << 20 if FULL else 1 << 12, 1024: 1 << 20 if FULL else 1 << 10}
-# CPU floors; ratio over 16 CI-mode runs (8 idle, 8 beside a CPU-bound process), 2-core CPU, 1 thread: 
+# CPU floors; ratio over 16 CI-mode runs (8 idle, 8 beside a CPU-bound process), 2-core CPU, 1 thread:
 # n=4: min 3.74, median 4.4, max 4.97; n=64: min 7.38, median 8.8, max 9.88; n=1024: min 21.0, median 23, max 34
 FLOOR = {4: 2.8, 64: 5.5, 1024: 15.0}
 

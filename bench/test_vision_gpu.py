@@ -72,7 +72,7 @@ def measure(name: str, device: torch.device, batch: int = 256, nodes: int = 4, *
             continue
         params = stack.init_params(nodes)
 
-        def fwd():
+        def fwd(stack=stack, params=params):
             with torch.no_grad():
                 stack.forward_nodes(params, node_feats)
 

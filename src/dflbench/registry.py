@@ -25,8 +25,6 @@ validate the values.
 
 from __future__ import annotations
 
-from dflbench.errors import UserError
-
 import dataclasses
 import inspect
 import types
@@ -34,6 +32,8 @@ import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from dflbench.errors import UserError
 
 _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from dflbench.data import list_datasets, load_dataset
-from dflbench.data import torchvision_sets
+from dflbench.data import list_datasets, load_dataset, torchvision_sets
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 
@@ -69,7 +68,8 @@ def test_tiny_imagenet_official_and_subset_layouts(tmp_path):
     official = {f"tiny-imagenet-200/train/{w}/images/{w}_{k}.JPEG": _jpeg((i * 100, k, 0))
                 for i, w in enumerate(wnids) for k in range(3)}
     official.update({f"tiny-imagenet-200/val/images/val_{k}.JPEG": _jpeg((k, 0, 0)) for k in range(2)})
-    official["tiny-imagenet-200/val/val_annotations.txt"] = b"val_0.JPEG\tn02\t0\t0\t1\t1\nval_1.JPEG\tn01\t0\t0\t1\t1\n"
+    official["tiny-imagenet-200/val/val_annotations.txt"] = (b"val_0.JPEG\tn02\t0\t0\t1\t1\n"
+                                                              b"val_1.JPEG\tn01\t0\t0\t1\t1\n")
     with zipfile.ZipFile(tmp_path / "tiny-imagenet-200.zip", "w") as z:
         for k, v in official.items():
             z.writestr(k, v)

@@ -3,8 +3,8 @@ import torch
 
 from dflbench.engines.async_sim import AsyncConfig, AsyncSimulator
 from dflbench.engines.devices import sample_profiles
-from dflbench.models import make_model
 from dflbench.methods.registry import make_method
+from dflbench.models import make_model
 from dflbench.topology import exponential
 
 pytestmark = pytest.mark.gpu

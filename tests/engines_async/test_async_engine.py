@@ -6,9 +6,9 @@ from dflbench.engines.async_sim import AsyncConfig, AsyncSimulator
 from dflbench.engines.coordinator import FaultConfig
 from dflbench.engines.devices import DeviceProfiles, sample_profiles
 from dflbench.errors import UserError
-from dflbench.models import make_model
 from dflbench.methods.aedfl.method import AEDFL, AEDFLConfig
 from dflbench.methods.registry import make_method
+from dflbench.models import make_model
 from dflbench.topology import complete, exponential
 
 

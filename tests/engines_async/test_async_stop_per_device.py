@@ -8,8 +8,8 @@ import torch
 from dflbench.engines.async_sim import AsyncConfig, AsyncSimulator
 from dflbench.engines.coordinator import FaultConfig
 from dflbench.engines.devices import DeviceProfiles
-from dflbench.models import make_model
 from dflbench.methods.registry import make_method
+from dflbench.models import make_model
 from dflbench.topology import exponential
 
 T = 3

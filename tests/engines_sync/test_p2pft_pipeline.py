@@ -8,8 +8,7 @@ import pytest
 
 from dflbench.mixing import MixingMatrix
 from dflbench.recipes.demo import check_claim, demo_config
-from dflbench.recipes.p2pft import (P2PFTConfig, list_p2pft_algorithms, parse_algorithms, parse_model_kwargs,
-                                   run_p2pft)
+from dflbench.recipes.p2pft import P2PFTConfig, list_p2pft_algorithms, parse_algorithms, parse_model_kwargs, run_p2pft
 from dflbench.topology import make_topology, metropolis_hastings
 
 TINY = parse_model_kwargs("img_size=8,patch_size=4,embed_dim=16,depth=2,num_heads=2")

@@ -5,8 +5,9 @@ import torch
 import torch.nn.functional as F
 
 from dflbench.aggregation import rules
-from dflbench.models import make_model
 from dflbench.methods.registry import list_methods, make_method
+from dflbench.models import make_model
+
 
 def test_registry_names_and_errors():
     names = list_methods()

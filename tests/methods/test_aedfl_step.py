@@ -14,7 +14,10 @@ from dflbench.models import make_model
 from dflbench.runtime.async_node import AsyncNode, AsyncRuntimeConfig
 from dflbench.topology import exponential
 
-OPTS = {"prune_every": 2}
+
+def _method(name: str):
+    """`name` as the registry builds it, pruning every 2 local updates where it prunes."""
+    return make_method(name, {"every": 2} if name in ("aedfl", "aedfl-p") else None)
 
 
 def _node(sim, d: int, name: str) -> AsyncNode:
@@ -26,7 +29,7 @@ def _node(sim, d: int, name: str) -> AsyncNode:
     cfg = AsyncRuntimeConfig(max_updates=10, batch_size=sim.cfg.batch_size, lr=sim.cfg.lr, seed=sim.cfg.seed,
                              eval_samples=sim.cfg.eval_samples)
     return AsyncNode(model, data.prepare(data.x[idx]), data.y[idx], data.prepare(data.x_test), data.y_test,
-                     exponential(sim.D), cfg, d, sim.D, make_method(name, OPTS))
+                     exponential(sim.D), cfg, d, sim.D, _method(name))
 
 
 def _message(g: torch.Generator, sim, version: int, pruning: bool) -> ModelMessage:
@@ -38,7 +41,7 @@ def _message(g: torch.Generator, sim, version: int, pruning: bool) -> ModelMessa
 
 @pytest.mark.parametrize("name", ["aedfl", "aedfl-0"])
 def test_runtime_node_and_simulator_compute_the_same_update(aedfl_sim, name):
-    sim = aedfl_sim(make_method(name, OPTS))
+    sim = aedfl_sim(_method(name))
     m: AEDFL = sim.method
     m.setup(sim)
     sent = []
@@ -74,7 +77,7 @@ def test_runtime_node_and_simulator_compute_the_same_update(aedfl_sim, name):
         for a, b in ((cache.stamp[0], m.cache.stamp[d]), (cache.aggregated[0], m.cache.aggregated[d]),
                      (node.step.masks[0], m.masks[d])):
             assert torch.equal(a, b)
-        if pruning:                                                    # pruned at u = 2, 4 (prune_every = 2)
+        if pruning:                                                    # pruned at u = 2, 4 (every = 2)
             assert torch.equal(msg.mask, sim_msg.mask) and (msg.rate >= 0.4 - 1e-6 if u >= 2 else msg.rate == 0)
             torch.testing.assert_close(node.step.dwu.lam[0], m.step.dwu.lam[d])
             for k, v in node.step.policy.bank.params.items():

@@ -5,8 +5,19 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dflbench.mixing import (DGD, DPSGD, GTDGD, Centralized, Local, PushPull, PushSum, consensus_distance,
-                             pairwise_consensus_distance, run, total_bytes)
+from dflbench.mixing import (
+    DGD,
+    DPSGD,
+    GTDGD,
+    Centralized,
+    Local,
+    PushPull,
+    PushSum,
+    consensus_distance,
+    pairwise_consensus_distance,
+    run,
+    total_bytes,
+)
 from dflbench.topology import column_stochastic, from_adjacency, metropolis_hastings, row_stochastic
 
 # directed graph on 4 nodes, edges src -> dst: 0->1, 1->2, 2->3, 3->0, 0->2
@@ -54,7 +65,8 @@ def test_bytes_count_the_dtype():
 
 def test_consensus_distances_against_loops():
     g = torch.Generator().manual_seed(0)
-    tree = {"a": torch.randn(5, 2, 3, generator=g, dtype=torch.float64), "b": torch.randn(5, 4, generator=g, dtype=torch.float64)}
+    tree = {"a": torch.randn(5, 2, 3, generator=g, dtype=torch.float64),
+            "b": torch.randn(5, 4, generator=g, dtype=torch.float64)}
     rows = [torch.cat([tree["a"][i].flatten(), tree["b"][i]]) for i in range(5)]
     mean = sum(rows) / 5
     expected = sum(float((r - mean).pow(2).sum()) for r in rows) / 5
@@ -63,7 +75,8 @@ def test_consensus_distances_against_loops():
     assert pairwise_consensus_distance(tree).item() == pytest.approx(
         sum(float((rows[i] - rows[j]).norm()) for i, j in pairs) / len(pairs), rel=1e-12)
     squared = pairwise_consensus_distance(tree, squared=True).item()
-    assert squared == pytest.approx(sum(float((rows[i] - rows[j]).pow(2).sum()) for i, j in pairs) / len(pairs), rel=1e-12)
+    assert squared == pytest.approx(sum(float((rows[i] - rows[j]).pow(2).sum()) for i, j in pairs) / len(pairs),
+                                    rel=1e-12)
     # identity: mean over pairs of ||x_i - x_j||^2 = 2 n / (n - 1) * consensus distance
     assert squared == pytest.approx(2 * 5 / 4 * expected, rel=1e-12)
     same = torch.ones(3, 4)

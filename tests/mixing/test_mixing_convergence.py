@@ -6,8 +6,15 @@ import pytest
 import torch
 
 from dflbench.mixing import DGD, DPSGD, GTDGD, Centralized, Local, PushPull, PushSum, run
-from dflbench.topology import (column_stochastic, exponential, is_doubly_stochastic, metropolis_hastings,
-                               one_peer_exponential, ring, row_stochastic)
+from dflbench.topology import (
+    column_stochastic,
+    exponential,
+    is_doubly_stochastic,
+    metropolis_hastings,
+    one_peer_exponential,
+    ring,
+    row_stochastic,
+)
 
 LR = 0.1
 # push-pull on a directed ring mixes slowly: it needs a smaller step (and more steps) than on the exponential graph

@@ -15,7 +15,8 @@ def matrices(time_varying: bool, random_weights):
     """t -> {"A", "B", "W"}: row / column stochastic from a directed graph with random weights, MH doubly."""
     static = random_weights("exponential", N, seed=11)
     if time_varying:
-        return lambda t: {"A": row_stochastic(one_peer_exponential(N, t)), "B": column_stochastic(one_peer_exponential(N, t)),
+        return lambda t: {"A": row_stochastic(one_peer_exponential(N, t)),
+                          "B": column_stochastic(one_peer_exponential(N, t)),
                           "W": metropolis_hastings(one_peer_exponential(N, t))}
     mats = {"A": row_stochastic(static), "B": column_stochastic(static), "W": metropolis_hastings(static)}
     return lambda t: mats

@@ -5,10 +5,22 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dflbench.mixing import (DGD, GTDGD, LocalCommunicator, MixingMatrix, MixingState, PushPull, PushSum,
-                             flatten_rows, from_topology, get_algorithm, list_algorithms, make_algorithm, run)
-from dflbench.topology import (column_stochastic, exponential, metropolis_hastings, one_peer_exponential,
-                               row_stochastic)
+from dflbench.mixing import (
+    DGD,
+    GTDGD,
+    LocalCommunicator,
+    MixingMatrix,
+    MixingState,
+    PushPull,
+    PushSum,
+    flatten_rows,
+    from_topology,
+    get_algorithm,
+    list_algorithms,
+    make_algorithm,
+    run,
+)
+from dflbench.topology import column_stochastic, exponential, metropolis_hastings, one_peer_exponential, row_stochastic
 
 ALL = ["centralized", "dgd", "dpsgd", "gtdgd", "local", "pushpull", "pushsum"]
 
@@ -124,7 +136,8 @@ def test_registry():
 def test_from_topology_uses_the_papers_matrices():
     topo = exponential(6)
     pp = from_topology("pushpull", topo, 0.1)
-    assert torch.equal(pp.A.at(0).weights, row_stochastic(topo)) and torch.equal(pp.B.at(0).weights, column_stochastic(topo))
+    assert (torch.equal(pp.A.at(0).weights, row_stochastic(topo))
+            and torch.equal(pp.B.at(0).weights, column_stochastic(topo)))
     assert torch.equal(from_topology("gtdgd", topo, 0.1).W.at(0).weights, metropolis_hastings(topo))
     tv = from_topology("pushsum", lambda t: one_peer_exponential(6, t), 0.1)
     assert tv.B.time_varying and torch.equal(tv.B.at(1).weights, column_stochastic(one_peer_exponential(6, 1)))

@@ -5,10 +5,27 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dflbench.mixing import (DGD, DPSGD, GTDGD, Centralized, Local, LocalCommunicator, MixingMatrix,
-                             NonFiniteError, PushPull, PushSum, run)
-from dflbench.topology import (column_stochastic, exponential, metropolis_hastings, one_peer_exponential, ring,
-                               row_stochastic)
+from dflbench.mixing import (
+    DGD,
+    DPSGD,
+    GTDGD,
+    Centralized,
+    Local,
+    LocalCommunicator,
+    MixingMatrix,
+    NonFiniteError,
+    PushPull,
+    PushSum,
+    run,
+)
+from dflbench.topology import (
+    column_stochastic,
+    exponential,
+    metropolis_hastings,
+    one_peer_exponential,
+    ring,
+    row_stochastic,
+)
 
 N = 5
 
@@ -126,7 +143,8 @@ def test_nan_stops_the_run_naming_the_nodes(name):
         return g
 
     alg = {"pushpull": lambda: PushPull(row_stochastic(topo), column_stochastic(topo), 0.1),
-           "gtdgd": lambda: GTDGD(metropolis_hastings(topo), 0.1), "pushsum": lambda: PushSum(column_stochastic(topo), 0.1),
+           "gtdgd": lambda: GTDGD(metropolis_hastings(topo), 0.1),
+           "pushsum": lambda: PushSum(column_stochastic(topo), 0.1),
            "local": lambda: Local(0.1)}[name]()
     state = alg.step(alg.init(torch.zeros(n, 2), grad), grad)
     with pytest.raises(NonFiniteError, match=r"NaN/Inf in grads at step 2 on nodes \[1, 4\]"):

@@ -48,7 +48,9 @@ def _mlp_problem(dtype=torch.float64, device="cpu"):
     batch = (torch.randn(D, 6, 3, generator=gen, dtype=dtype), torch.randint(0, 2, (D, 6), generator=gen))
     probes = torch.stack([HessianOperator(lambda p: p["params"].sum(), {"params": init}).rademacher(
         S, make_generator(10 + d)) for d in range(D)])
-    to = (lambda t: t.to(device))
+    def to(t):
+        return t.to(device)
+
     return loss_fn, to(params), to(init), (to(batch[0]), to(batch[1])), to(probes)
 
 
@@ -57,7 +59,7 @@ def test_device_curvature_equals_per_model_functions_and_autograd():
     curv = device_curvature(loss_fn, params, init, batch, probes)
     for d in range(D):
         one = (batch[0][d], batch[1][d])
-        f = lambda p: loss_fn(p["params"], one)                             # noqa: E731
+        f = lambda p, one=one: loss_fn(p["params"], one)                    # noqa: E731
         op = HessianOperator(f, {"params": params[d]})
         torch.testing.assert_close(curv.loss[d], op.loss(), atol=1e-6, rtol=0)
         torch.testing.assert_close(curv.gradient[d], op.gradient()["params"], atol=1e-6, rtol=0)
@@ -66,10 +68,10 @@ def test_device_curvature_equals_per_model_functions_and_autograd():
         lip = estimate_lipschitz(f, {"params": params[d]}, {"params": init})
         assert float(curv.lipschitz[d]) == pytest.approx(lip, abs=1e-6)
         # independent reference: the dense Hessian and gradients from torch.autograd
-        h = torch.autograd.functional.hessian(lambda v: loss_fn(v, one), params[d])
+        h = torch.autograd.functional.hessian(lambda v, one=one: loss_fn(v, one), params[d])
         z = probes[d]
         torch.testing.assert_close(curv.diagonal[d], (z * (z @ h)).mean(0), atol=1e-6, rtol=0)
-        gfun = lambda v: torch.autograd.functional.jacobian(lambda u: loss_fn(u, one), v)  # noqa: E731
+        gfun = lambda v, one=one: torch.autograd.functional.jacobian(lambda u: loss_fn(u, one), v)  # noqa: E731
         delta = init - params[d]
         lip_ref = (h @ delta - (gfun(init) - gfun(params[d]))).norm() / delta.norm()
         torch.testing.assert_close(curv.lipschitz[d], lip_ref, atol=1e-6, rtol=0)
@@ -162,7 +164,7 @@ def test_masked_mfp_equals_count_flops_per_device():
     gen = torch.Generator().manual_seed(6)
     masks = torch.rand(3, P, generator=gen) < torch.tensor([[0.9], [0.5], [0.2]])
     start = 0
-    for n, p in named:                                  # biases kept: no channel loses every input, as documented
+    for _n, p in named:                                 # biases kept: no channel loses every input, as documented
         if p.ndim == 1:
             masks[:, start:start + p.numel()] = True
         start += p.numel()
@@ -180,15 +182,14 @@ def test_masked_mfp_equals_count_flops_per_device():
 
 def test_engine_pruner_is_the_package_composition():
     """AdaptivePruner.prune equals a loop over devices of the per-model package functions (5.14-5.16)."""
+    from dflbench.engines import async_stacked
     from dflbench.engines.async_sim import AsyncConfig, AsyncSimulator
     from dflbench.engines.async_stacked import DeviceData
     from dflbench.engines.devices import sample_profiles
-    from dflbench.models import make_model
     from dflbench.methods.aedfl import pruning as ap
     from dflbench.methods.registry import make_method
+    from dflbench.models import make_model
     from dflbench.topology import exponential
-
-    from dflbench.engines import async_stacked
 
     for name in ("device_curvature", "eigengap_rates", "neighbor_weighted_rates", "entry_scores", "prune_lowest"):
         assert getattr(ap, name) is getattr(pruning, name)

@@ -72,7 +72,7 @@ def test_magnitude_and_hap_scores_match_per_unit_loops(tiny_cnn):
     ctx = _ctx(model, batch)
     params, cand = ctx.params, ctx.candidates
     mag = get_scoring_rule("magnitude")(ctx).scores
-    for g, start, stop in cand.group_slices():
+    for g, start, _stop in cand.group_slices():
         for u in range(g.num_units):
             entries = torch.cat([params[s.name].movedim(s.dim, 0)[s.indices(g.num_units)[u]].reshape(-1)
                                  for s in g.slices])
@@ -144,7 +144,7 @@ def test_prune_model_with_every_rule(tiny_cnn, rule):
     assert 0.0 <= res.achieved_rate <= 1.0
     if rule != "fedap":
         assert res.achieved_rate == int(0.4 * 15) / 15
-    for g, start, stop in res.candidates.group_slices():
+    for _g, start, stop in res.candidates.group_slices():
         assert res.keep_units[start:stop].sum() >= 1
     assert set(res.masks) == set(model_params(model))
     torch.testing.assert_close(res.flat_mask(model).sum(),

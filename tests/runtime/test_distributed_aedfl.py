@@ -12,8 +12,8 @@ import torch
 import torch.distributed.rpc as rpc
 from torch import nn
 
-from dflbench.runtime import async_node as runtime
 from dflbench.io import atomic_write_json
+from dflbench.runtime import async_node as runtime
 from dflbench.runtime.async_node import AsyncNode, AsyncRuntimeConfig
 from dflbench.topology import exponential
 

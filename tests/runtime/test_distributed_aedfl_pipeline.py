@@ -10,9 +10,9 @@ import json
 import numpy as np
 import pytest
 
-from dflbench.recipes.aedfl_distributed import distributed_method, run_aedfl_distributed, runtime_config
 from dflbench.models import make_model
 from dflbench.recipes.aedfl import AEDFLRunConfig, run_aedfl, write_results
+from dflbench.recipes.aedfl_distributed import distributed_method, run_aedfl_distributed, runtime_config
 
 
 def _config(dataset: str, **kw) -> AEDFLRunConfig:
@@ -45,8 +45,8 @@ def test_distributed_record_has_the_simulator_fields(launch, band_npz, tmp_path)
 
 def test_full_aedfl_runs_across_ranks(launch, band_npz, tmp_path):
     """--methods aedfl: RL selection, dynamic weights and pruning (every 2 updates) on 4 gloo-free RPC ranks."""
-    cfg = _config(band_npz(side=16, train=40, test=10, noise=60, bright=180), methods=("aedfl",), prune_every=2,
-                  max_updates=6)
+    cfg = _config(band_npz(side=16, train=40, test=10, noise=60, bright=180), methods=("aedfl",),
+                  method_options={"aedfl": {"every": 2}}, max_updates=6)
     launch(_worker, 4, cfg, str(tmp_path / "dist"))
     dist = json.loads((tmp_path / "dist" / "results.json").read_text())
     run = dist["runs"][0]
@@ -72,5 +72,5 @@ def test_refuses_what_it_cannot_run(tmp_path):
     with pytest.raises(ValueError, match="devices fail for real"):
         runtime_config(_config("digits", fault_prob=0.1))
     assert distributed_method(_config("digits", methods=("aedfl-0",))).cfg.dwu is False
-    full = distributed_method(_config("digits", methods=("aedfl",), prune_every=3))
+    full = distributed_method(_config("digits", methods=("aedfl",), method_options={"aedfl": {"every": 3}}))
     assert full.name == "aedfl" and full.cfg.rl and full.cfg.dwu and full.cfg.prune and full.cfg.pruning.every == 3

@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.distributed as dist
 
+from dflbench.mixing import LocalCommunicator, from_topology, run
 from dflbench.runtime.backend import DistEnv, choose_backend, destroy_process_group, init_process_group
 from dflbench.runtime.comm import DistributedCommunicator
-from dflbench.mixing import LocalCommunicator, from_topology, run
 from dflbench.topology import exponential
 
 pytestmark = pytest.mark.gpu(nccl=True)

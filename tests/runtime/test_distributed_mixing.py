@@ -11,9 +11,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from dflbench.mixing import LocalCommunicator, from_topology, run, tree_leaves
 from dflbench.runtime.backend import DistEnv, destroy_process_group, init_process_group
 from dflbench.runtime.comm import DistributedCommunicator
-from dflbench.mixing import LocalCommunicator, from_topology, run, tree_leaves
 from dflbench.topology import exponential
 
 ALGORITHMS = ("pushpull", "dgd", "gtdgd", "dpsgd", "pushsum", "centralized")

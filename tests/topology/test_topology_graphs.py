@@ -91,7 +91,8 @@ def test_not_strongly_connected_names_the_nodes():
     topo = from_adjacency(adj, name="chain")
     assert not topo.is_strongly_connected()
     assert topo.unreachable() == {1: [0], 2: [0, 1]}
-    with pytest.raises(ValueError, match="not strongly connected: node 1 cannot reach \\[0\\]; node 2 cannot reach \\[0, 1\\]"):
+    with pytest.raises(ValueError,
+                       match="not strongly connected: node 1 cannot reach \\[0\\]; node 2 cannot reach \\[0, 1\\]"):
         topo.check_strongly_connected()
 
 

@@ -6,8 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from dflbench.vision import (ChannelsFirstProbe, attention_rollout, attention_weights, capture_attention,
-                             cls_attention, gradcam, integrated_gradients, rollout)
+from dflbench.vision import (
+    ChannelsFirstProbe,
+    attention_rollout,
+    attention_weights,
+    capture_attention,
+    cls_attention,
+    gradcam,
+    integrated_gradients,
+    rollout,
+)
 
 
 def timm_unfused_attention(model, images):

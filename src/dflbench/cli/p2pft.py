@@ -12,8 +12,14 @@ from rich.console import Console
 from rich.table import Table
 
 from dflbench.errors import UserError
-from dflbench.recipes.p2pft import (RANDOM_BACKBONE, P2PFTConfig, list_p2pft_algorithms, parse_algorithms,
-                                    parse_model_kwargs, run_p2pft)
+from dflbench.recipes.p2pft import (
+    RANDOM_BACKBONE,
+    P2PFTConfig,
+    list_p2pft_algorithms,
+    parse_algorithms,
+    parse_model_kwargs,
+    run_p2pft,
+)
 from dflbench.recipes.p2pft_distributed import run_p2pft_distributed
 from dflbench.runtime.backend import check_runtime
 

@@ -9,7 +9,8 @@ import typer
 from rich.console import Console
 
 from dflbench.recipes.p2pft import parse_model_kwargs
-from dflbench.recipes.pretrain import PretrainConfig, pretrain as run_pretrain
+from dflbench.recipes.pretrain import PretrainConfig
+from dflbench.recipes.pretrain import pretrain as run_pretrain
 
 from .errors import user_errors
 from .p2pft import set_threads

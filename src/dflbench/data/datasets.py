@@ -43,7 +43,8 @@ def load_dataset(spec: str, data_dir: str | Path | None = None, download: bool =
     """Load dataset `spec` into memory.
 
     `image_size` is used only where source images differ in size (Pets, Flowers, some folders): they are resized
-    (shorter side) and center-cropped to it once at load time. Unknown names raise UserError (a ValueError) listing the valid ones.
+    (shorter side) and center-cropped to it once at load time. Unknown names raise UserError (a ValueError) listing
+    the valid ones.
     """
     from .image_folder import load_image_folder
 

@@ -270,7 +270,8 @@ class AsyncSimulator:
                 horizon = at + c.slot_width
                 while self._queue and self._queue[0][0] <= horizon:
                     popped.append(heapq.heappop(self._queue))
-            done = [e for e in popped if e[1] == COMPLETE and self.alive[e[3][0]] and int(self.epoch[e[3][0]]) == e[3][1]]
+            done = [e for e in popped
+                    if e[1] == COMPLETE and self.alive[e[3][0]] and int(self.epoch[e[3][0]]) == e[3][1]]
             if done:
                 devs = torch.tensor([e[3][0] for e in done])
                 times = torch.tensor([e[0] for e in done], dtype=torch.float64)

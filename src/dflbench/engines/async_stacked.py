@@ -1,7 +1,8 @@
-"""Stacked functional models and per-device data for the asynchronous simulator (docs/ARCHITECTURE.md, stacked node state).
+"""Stacked functional models and per-device data for the asynchronous simulator.
 
-All devices' parameters live in one flat `[D, P]` tensor (`dflbench.aggregation.flat` layout). Gradients and
-predictions of any subset of devices come from one `torch.func.vmap` over `functional_call`, never a loop.
+See docs/ARCHITECTURE.md, stacked node state. All devices' parameters live in one flat `[D, P]` tensor
+(`dflbench.aggregation.flat` layout). Gradients and predictions of any subset of devices come from one
+`torch.func.vmap` over `functional_call`, never a loop.
 """
 
 from __future__ import annotations

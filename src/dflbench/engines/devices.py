@@ -7,11 +7,11 @@ value, the usual model of device heterogeneity) or from a CSV/TOML file (`load_p
 from __future__ import annotations
 
 import csv
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import tomllib
 import torch
 
 from dflbench.errors import UserError

@@ -3,9 +3,8 @@
 `registry.py`), `server/` (FedAvg-family and asynchronous server baselines), `gossip/` (AD-PSGD, D-PSGD),
 `dispfl` (DisPFL), `pruning_baselines` (HRank, FedAP, HAP). `make_method(name, options)` builds any of them."""
 
-from .registry import list_methods, make_method, method_options, register_method
-
 # the import order is the order `list_methods()` shows them in (after the AEDFL variants)
-from . import server, gossip, dispfl, pruning_baselines  # noqa: F401  (register the methods)
+from . import dispfl, gossip, pruning_baselines, server  # noqa: F401  (register the methods)
+from .registry import list_methods, make_method, method_options, register_method
 
 __all__ = ["list_methods", "make_method", "method_options", "register_method"]

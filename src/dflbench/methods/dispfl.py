@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import torch
 
-from dflbench.errors import UserError
 from dflbench.aggregation import rules
 from dflbench.engines.async_rng import STREAM_MASK, counter_uniform
 from dflbench.engines.async_sim import ROUND, AsyncSimulator
+from dflbench.errors import UserError
 from dflbench.methods.gossip.base import RoundMethod
 from dflbench.methods.registry import register_method
 from dflbench.registry import option

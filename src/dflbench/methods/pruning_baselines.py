@@ -21,12 +21,11 @@ import torch.nn.functional as F
 from torch.nn.utils import vector_to_parameters
 
 from dflbench.errors import UserError
-from dflbench.pruning import PruningConfig as PackagePruningConfig
-from dflbench.pruning import prune_model
-
 from dflbench.methods.aedfl.method import AEDFL, AEDFLConfig
 from dflbench.methods.aedfl.pruning import ScheduledPruner
 from dflbench.methods.registry import register_method
+from dflbench.pruning import PruningConfig as PackagePruningConfig
+from dflbench.pruning import prune_model
 from dflbench.registry import option
 
 

@@ -61,15 +61,10 @@ ABLATIONS = {
     "aedfl": (True, True, True), "aedfl-0": (False, False, False), "aedfl-rl": (True, False, False),
     "aedfl-dwu": (False, True, False), "aedfl-p": (False, False, True), "aedfl-rl-dwu": (True, True, False),
 }
-DISTRIBUTED = ("aedfl-0", "aedfl-dwu")      # the variants `dflbench.runtime.async_node` runs across processes
-
-
 def _register_aedfl(name: str, rl: bool, dwu: bool, prune: bool) -> None:
     paper = "Liu et al. 2024 (AEDFL Table 1)" if name == "aedfl" else "Liu et al. 2024 (AEDFL Sec. 6.1 ablation)"
-    runtimes = ("simulator", "distributed") if name in DISTRIBUTED else ("simulator",)
-
     @register_method(name, options=PruningConfig if prune else NoOptions, kind="aedfl", paper=paper,
-                     runtimes=runtimes)
+                     runtimes=("simulator", "distributed"))           # `dflbench.runtime.async_node` runs the step
     def build(options) -> AEDFL:
         """The pruning variants take the adaptive-pruning options (Sec. 5); the others take none."""
         if not prune:

@@ -18,18 +18,17 @@ from typing import Any
 
 import torch
 
-from dflbench.errors import UserError
 from dflbench.data import load_dataset, partition
 from dflbench.data.text import load_imdb
 from dflbench.engines.async_sim import AsyncConfig, AsyncSimulator
 from dflbench.engines.async_stacked import DeviceData
 from dflbench.engines.coordinator import FaultConfig
 from dflbench.engines.devices import load_profiles, sample_profiles
+from dflbench.errors import UserError
 from dflbench.io import atomic_write_bytes, atomic_write_csv, atomic_write_json
+from dflbench.methods.registry import list_methods, make_method, method_options
 from dflbench.models import make_model
 from dflbench.topology import exponential
-
-from dflbench.methods.registry import list_methods, make_method, method_options
 
 TEXT_DATASETS = ("imdb",)
 

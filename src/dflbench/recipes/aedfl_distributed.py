@@ -25,23 +25,22 @@ import torch
 
 from dflbench.errors import UserError
 from dflbench.methods.aedfl.method import AEDFL
-from dflbench.methods.registry import list_methods, make_method
+from dflbench.methods.registry import METHODS, list_methods, make_method
 from dflbench.recipes.aedfl import AEDFLRunConfig, build_model, load_device_data
-from dflbench.topology import exponential
-
 from dflbench.runtime.async_node import AsyncNode, AsyncRuntimeConfig
 from dflbench.runtime.backend import DistEnv
+from dflbench.topology import exponential
 
 
 def distributed_method(cfg: AEDFLRunConfig) -> AEDFL:
-    """The AEDFL method object of `cfg`'s single method, built as the simulator builds it (ValueError for a
-    baseline, or for more than one method)."""
-    variants = [n for n in list_methods() if type(make_method(n)) is AEDFL]
+    """The AEDFL method object of `cfg`'s single method, built as the simulator builds it with the run's options
+    (UserError for a method whose registry entry lists no distributed runtime, or for more than one method)."""
+    variants = [n for n in list_methods() if "distributed" in METHODS.get(n).metadata["runtimes"]]
     if len(cfg.methods) != 1 or cfg.methods[0] not in variants:
-        raise ValueError(f"--runtime distributed runs exactly one of {', '.join(variants)} per launch (the "
-                         f"baselines run on the simulator: leave --runtime at simulator), got --methods "
-                         f"{','.join(cfg.methods)}")
-    return make_method(cfg.methods[0], {"prune_every": cfg.prune_every, **cfg.method_options})
+        raise UserError(f"--runtime distributed runs exactly one of {', '.join(variants)} per launch (the "
+                        f"baselines run on the simulator: leave --runtime at simulator), got --methods "
+                        f"{','.join(cfg.methods)}")
+    return make_method(cfg.methods[0], cfg.options(cfg.methods[0]))
 
 
 def runtime_config(cfg: AEDFLRunConfig, heartbeat_timeout_s: float = 10.0, eval_every: int = 10) -> AsyncRuntimeConfig:

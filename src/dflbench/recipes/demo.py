@@ -36,9 +36,9 @@ def check_claim(results: dict, close: float = CLOSE, above: float = ABOVE) -> tu
     missing = {"local", "p2pft", "central"} - set(acc)
     if missing:
         raise UserError(f"the claim compares local, p2pft and central; the results lack {sorted(missing)}")
-    p, c, l = acc["p2pft"], acc["central"], acc["local"]
-    holds = p >= c - close and p >= l + above
+    p, c, loc = acc["p2pft"], acc["central"], acc["local"]
+    holds = p >= c - close and p >= loc + above
     text = (f"P2P-FT {100 * p:.2f}% vs centralized {100 * c:.2f}% (gap {100 * (c - p):+.2f} points, allowed "
-            f"{100 * close:.0f}) and Local-FT {100 * l:.2f}% (P2P-FT ahead by {100 * (p - l):.2f} points, needed "
+            f"{100 * close:.0f}) and Local-FT {100 * loc:.2f}% (P2P-FT ahead by {100 * (p - loc):.2f} points, needed "
             f"{100 * above:.0f}): claim {'holds' if holds else 'does NOT hold'}")
     return holds, text

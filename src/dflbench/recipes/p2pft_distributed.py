@@ -17,7 +17,6 @@ from pathlib import Path
 
 from dflbench.errors import UserError
 from dflbench.recipes.p2pft import P2PFTConfig, P2PFTRun, P2PFTRuntime, run_p2pft, single_model
-
 from dflbench.runtime.backend import DistEnv, destroy_process_group, init_process_group
 from dflbench.runtime.comm import PeerFailure
 from dflbench.runtime.sync import DistributedSyncSimulator

@@ -10,8 +10,7 @@ launched with torchrun. A library the recipes choose; it never imports a recipe.
 """
 
 from .async_node import AsyncNode, AsyncRuntimeConfig
-from .backend import (DistEnv, check_runtime, choose_backend, destroy_process_group, init_process_group,
-                      node_placement)
+from .backend import DistEnv, check_runtime, choose_backend, destroy_process_group, init_process_group, node_placement
 from .comm import DistributedCommunicator
 from .launch import spawn_local
 from .sync import DistributedSyncSimulator

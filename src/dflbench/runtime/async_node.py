@@ -40,14 +40,13 @@ import torch
 import torch.distributed.rpc as rpc
 from torch import nn
 
-from dflbench.errors import UserError
 from dflbench.aggregation import in_neighbor_slots
 from dflbench.engines.async_rng import STREAM_NEIGHBOR, counter_randint
 from dflbench.engines.async_stacked import DeviceData, StackedModel
 from dflbench.engines.coordinator import Coordinator
+from dflbench.errors import UserError
 from dflbench.methods.aedfl.method import AEDFL
 from dflbench.methods.aedfl.step import AEDFLConfig, AEDFLStep, ModelMessage
-
 from dflbench.runtime.backend import resolve_device
 
 COORDINATOR = 0

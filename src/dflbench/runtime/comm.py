@@ -27,7 +27,6 @@ import torch.distributed as dist
 
 from dflbench.errors import RunAborted
 from dflbench.mixing import Communicator, MixingMatrix, Tree, tree_leaves
-
 from dflbench.runtime.backend import node_placement
 
 

@@ -24,7 +24,6 @@ from torch import nn
 
 from dflbench.engines.sync import SyncConfig, SyncResult, SyncSimulator, TailInputs
 from dflbench.mixing import Algorithm
-
 from dflbench.runtime.comm import DistributedCommunicator
 
 

@@ -16,7 +16,6 @@ import torch
 
 from dflbench.aggregation import in_neighbor_slots
 from dflbench.engines.async_sim import AsyncSimulator, Message
-
 from dflbench.methods.aedfl.step import AEDFLConfig, AEDFLStep
 
 __all__ = ["AEDFL", "AEDFLConfig"]

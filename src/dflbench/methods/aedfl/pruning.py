@@ -32,8 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from dflbench.errors import UserError
 from dflbench.aggregation.flat import unflatten
+from dflbench.engines.async_rng import STREAM_MASK, counter_uniform
+from dflbench.errors import UserError
 from dflbench.pruning import (
     device_curvature,
     eigengap_rates,
@@ -41,8 +42,6 @@ from dflbench.pruning import (
     neighbor_weighted_rates,
     prune_lowest,
 )
-
-from dflbench.engines.async_rng import STREAM_MASK, counter_uniform
 from dflbench.registry import option
 
 

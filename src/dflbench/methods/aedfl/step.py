@@ -46,7 +46,6 @@ from dflbench.aggregation import (
     staleness,
 )
 from dflbench.engines.async_stacked import DeviceData, StackedModel, local_sgd
-
 from dflbench.methods.aedfl.pruning import AdaptivePruner, PruningConfig
 from dflbench.methods.aedfl.selection import PolicySelector, SelectorConfig
 

@@ -3,4 +3,4 @@ share). Synchronous rounds: fedavg, fedprox, fednova (`fedavg.py`). Asynchronous
 sageflow, port (one file each). Aggregation rules come from `dflbench.aggregation.rules`."""
 
 # the import order is the order `list_methods()` shows them in
-from . import fedavg, fedbuff, fedsa, aso_fed, safa, sageflow, port  # noqa: F401  (register the methods)
+from . import aso_fed, fedavg, fedbuff, fedsa, port, safa, sageflow  # noqa: F401  (register the methods)

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
-from dflbench.errors import UserError
 from dflbench.engines.async_sim import SERVER, AsyncSimulator, Message
+from dflbench.errors import UserError
 from dflbench.registry import option
 
 

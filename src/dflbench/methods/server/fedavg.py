@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 import torch
 
-from dflbench.errors import UserError
 from dflbench.aggregation import rules
 from dflbench.engines.async_rng import STREAM_SAMPLE, counter_uniform
 from dflbench.engines.async_sim import ROUND, SERVER, AsyncSimulator
+from dflbench.errors import UserError
 from dflbench.methods.registry import register_method
 from dflbench.methods.server.base import ServerMethod
 from dflbench.registry import option

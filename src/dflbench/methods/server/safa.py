@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
-from dflbench.errors import UserError
 from dflbench.aggregation import rules
+from dflbench.errors import UserError
 from dflbench.methods.registry import register_method
 from dflbench.methods.server.base import BufferedServer, BufferOptions
 from dflbench.registry import option

@@ -72,7 +72,8 @@ class SelectionPolicy(nn.Module):
         self.lstm = nn.LSTM(INPUT_SIZE, hidden, batch_first=True)
         self.fc1 = nn.Linear(hidden, hidden)
         self.fc2 = nn.Linear(hidden, 1)
-        if generator is not None:              # torch's default LSTM/Linear init U(-1/sqrt(hidden), 1/sqrt(hidden)), seeded
+        if generator is not None:              # torch's default LSTM/Linear init
+                                               # U(-1/sqrt(hidden), 1/sqrt(hidden)), seeded
             bound = 1.0 / math.sqrt(hidden)
             with torch.no_grad():
                 for p in self.parameters():

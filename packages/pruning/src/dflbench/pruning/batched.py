@@ -1,8 +1,9 @@
 """AEDFL's adaptive pruning (section 5) batched over devices: flat parameters with a leading device dimension [D, P].
 
-For simulators that hold every device's model as one tensor (docs/ARCHITECTURE.md, stacked node state). `loss_fn(flat, batch)`
-is the loss of ONE device's flat parameter vector `[P]` on its minibatch (`batch`: a tuple of tensors); the
-functions below vmap this package's per-model functions over the device dimension (one batched call, no loop):
+For simulators that hold every device's model as one tensor (docs/ARCHITECTURE.md, stacked node state).
+`loss_fn(flat, batch)` is the loss of ONE device's flat parameter vector `[P]` on its minibatch (`batch`: a tuple
+of tensors); the functions below vmap this package's per-model functions over the device dimension (one batched
+call, no loop):
 
 - `device_curvature`: per device the loss, gradient g, Hutchinson diagonal h = mean_s z_s * H z_s
   (`curvature.probe_diagonal`) and the secant Lipschitz estimate L of the eigen-gap rule (`rates.secant_lipschitz`);

@@ -7,9 +7,9 @@ from .generators import (
     complete,
     erdos_renyi,
     exponential,
-    hub_ring,
     from_adjacency,
     from_networkx,
+    hub_ring,
     list_topologies,
     make_topology,
     one_peer_exponential,
@@ -35,7 +35,8 @@ from .matrices import (
 
 __all__ = [
     "Topology", "complete", "erdos_renyi", "exponential", "from_adjacency", "from_networkx", "hub_ring",
-    "list_topologies", "make_topology", "one_peer_exponential", "one_peer_exponential_period", "register_topology", "ring", "star",
+    "list_topologies", "make_topology", "one_peer_exponential", "one_peer_exponential_period", "register_topology",
+    "ring", "star",
     "torus", "column_stochastic", "is_column_stochastic", "is_doubly_stochastic", "is_row_stochastic",
     "metropolis_hastings", "mixing_matrices", "perron_vector", "row_stochastic", "spectral_gap", "uniform",
 ]

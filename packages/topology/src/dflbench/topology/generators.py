@@ -156,7 +156,8 @@ def from_networkx(g, name: str | None = None, weight: str = "weight", self_loops
 
     nodes = sorted(g.nodes)
     if nodes != list(range(len(nodes))):
-        raise ValueError("from_networkx needs nodes labelled 0..n-1; relabel with networkx.convert_node_labels_to_integers")
+        raise ValueError("from_networkx needs nodes labelled 0..n-1; "
+                         "relabel with networkx.convert_node_labels_to_integers")
     w = torch.zeros(len(nodes), len(nodes), dtype=torch.float64)
     for u, v, data in g.edges(data=True):
         w[v, u] = float(data.get(weight, 1.0))

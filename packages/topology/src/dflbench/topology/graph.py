@@ -116,7 +116,8 @@ class Topology:
 
     def _check_node(self, i: int):
         if not 0 <= i < self.n:
-            raise ValueError(f"node {i} is out of range for topology '{self.name}' with {self.n} nodes (0..{self.n - 1})")
+            raise ValueError(f"node {i} is out of range for topology '{self.name}' with {self.n} nodes "
+                             f"(0..{self.n - 1})")
 
     def __repr__(self) -> str:
         kind = "directed" if self.directed else "undirected"

@@ -6,8 +6,8 @@ from .attribution import ChannelsFirstProbe, gradcam, integrated_gradients
 from .cache import FeatureCache, check_deterministic
 from .models import CheckpointReport, architecture_of, create_model, eval_mode, load_checkpoint
 from .nodes import NodeStack, forward_nodes, load_node, node_params, stack_params
-from .policies import FreezingPolicy, apply_policy, layout, list_policies, parse_policy
 from .plots import attention_map, compare_attention, list_map_methods, overlay
+from .policies import FreezingPolicy, apply_policy, layout, list_policies, parse_policy
 from .split import Tail, VitHead, VitPrefix, split_for_cache
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "ChannelsFirstProbe", "gradcam", "integrated_gradients", "attention_map", "compare_attention",
     "list_map_methods", "overlay",
     "FeatureCache", "check_deterministic", "CheckpointReport", "architecture_of", "create_model", "load_checkpoint",
-    "NodeStack", "forward_nodes", "load_node", "node_params", "stack_params", "FreezingPolicy", "apply_policy", "layout",
+    "NodeStack", "forward_nodes", "load_node", "node_params", "stack_params", "FreezingPolicy", "apply_policy",
+    "layout",
     "list_policies", "parse_policy", "Tail", "VitHead", "VitPrefix", "split_for_cache",
 ]

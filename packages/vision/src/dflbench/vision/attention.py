@@ -16,8 +16,8 @@ from contextlib import contextmanager
 from typing import Iterator
 
 import torch
-from torch import nn
 from timm.layers.attention import Attention
+from torch import nn
 
 from .models import architecture_of, eval_mode
 

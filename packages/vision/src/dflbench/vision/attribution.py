@@ -10,8 +10,8 @@ Both explain the predicted class unless `target` is given.
 from __future__ import annotations
 
 import torch
-from torch import nn
 from captum.attr import IntegratedGradients, LayerGradCam
+from torch import nn
 
 from .models import architecture_of, eval_mode
 

@@ -14,9 +14,9 @@ from typing import Iterator
 
 import timm
 import torch
-from torch import nn
 from timm.models.swin_transformer import SwinTransformer
 from timm.models.vision_transformer import VisionTransformer
+from torch import nn
 
 ARCHITECTURES = {"vit": VisionTransformer, "swin": SwinTransformer}
 

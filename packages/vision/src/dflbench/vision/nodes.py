@@ -27,11 +27,11 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-from torch.func import functional_call, grad_and_value, vmap
 from timm.layers import DropPath, LayerScale, Mlp, global_pool_nlc
 from timm.layers.attention import Attention
 from timm.models.vision_transformer import Block
+from torch import nn
+from torch.func import functional_call, grad_and_value, vmap
 
 from .split import Tail, VitHead
 
@@ -100,7 +100,8 @@ class _Fold:
         if isinstance(m, nn.Linear):
             flat = x.reshape(n, -1, x.shape[-1])
             w, b = self._w(m, "weight"), self._w(m, "bias")
-            y = torch.bmm(flat, w.transpose(1, 2)) if b is None else torch.baddbmm(b.unsqueeze(1), flat, w.transpose(1, 2))
+            y = (torch.bmm(flat, w.transpose(1, 2)) if b is None
+                 else torch.baddbmm(b.unsqueeze(1), flat, w.transpose(1, 2)))
             return y.reshape(*x.shape[:-1], w.shape[1])
         bshape = (n,) + (1,) * (x.dim() - 2) + (x.shape[-1],)
         if isinstance(m, nn.LayerNorm):
@@ -201,7 +202,8 @@ class NodeStack:
     def loss_and_grads(self, params: Params, feats: torch.Tensor, labels: torch.Tensor,
                        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
                        ) -> tuple[torch.Tensor, Params]:
-        """Per-node mean loss [n] and gradients {name: [n, ...]} for per-node batches feats [n, B, ...], labels [n, B]."""
+        """Per-node mean loss [n] and gradients {name: [n, ...]} for per-node batches feats [n, B, ...],
+        labels [n, B]."""
         if labels.shape[:2] != feats.shape[:2]:
             raise ValueError(f"labels {tuple(labels.shape)} must be [n, B] matching feats {tuple(feats.shape)}")
         if self.method == "vmap":

@@ -14,8 +14,8 @@ them), final norm, `ClassifierHead` (global average pool + linear).
 from __future__ import annotations
 
 import torch
-from torch import nn
 from timm.layers import global_pool_nlc
+from torch import nn
 
 from .policies import FreezingPolicy, apply_policy, layout, parse_policy
 
