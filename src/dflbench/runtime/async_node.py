@@ -23,8 +23,8 @@ metadata (sender, version = its local update count, loss, sample count; with pru
 pruning rate) cross processes; training data never does. Sending overlaps the next update. Neighbours the
 coordinator deems failed are not chosen; a send that fails is counted. The run ends after `max_updates` local
 updates (or `time_budget_s`); each device reports its metrics to rank 0, which waits for every device that is not
-failed and returns the gathered results with the failed devices listed (`dflbench.recipes.aedfl_distributed` turns
-them into the experiment's results).
+failed and returns the gathered results with the failed devices listed (the AEDFL recipe's distributed driver
+turns them into the experiment's results).
 """
 
 from __future__ import annotations
