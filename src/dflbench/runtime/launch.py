@@ -9,12 +9,20 @@ Each child gets RANK, LOCAL_RANK, WORLD_SIZE and runs `fn(rank, *args)` (module-
 from __future__ import annotations
 
 import os
+import socket
 from datetime import timedelta
 from typing import Callable
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+
+
+def free_port() -> int:
+    """A loopback port the OS reports free (it hands the same ephemeral port out again only much later)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _child(local_rank: int, env: dict, fn: Callable, args: tuple) -> None:
@@ -35,13 +43,14 @@ def spawn_local(fn: Callable, nprocs: int, *args, join: bool = True, timeout_s: 
     """
     if nprocs < 1:
         raise ValueError(f"nprocs must be >= 1, got {nprocs}")
-    store = dist.TCPStore("127.0.0.1", 0, nprocs, is_master=True, wait_for_workers=False,   # port 0: the OS picks
-                          timeout=timedelta(seconds=timeout_s))                          # a free one, no race
-    port = store.port
+    port = free_port()
     env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(nprocs),
            "LOCAL_WORLD_SIZE": str(nprocs), "TORCHELASTIC_USE_AGENT_STORE": "True", "OMP_NUM_THREADS": "1"}
     ctx = mp.start_processes(_child, args=(env, fn, args), nprocs=nprocs, join=False, start_method=start_method)
-    ctx.store = store
+    # The store's server thread starts only now: a child forked while it ran could inherit a lock it held and hang
+    # in the rendezvous (seen as a rare 60 s store timeout in CI); the children's clients retry until it is up.
+    ctx.store = dist.TCPStore("127.0.0.1", port, nprocs, is_master=True, wait_for_workers=False,
+                              timeout=timedelta(seconds=timeout_s))
     if join:
         while not ctx.join():
             pass
