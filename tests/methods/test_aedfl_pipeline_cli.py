@@ -43,3 +43,42 @@ def test_cli_rejects_bad_budgets(aedfl_npz, tmp_path):
     res = CliRunner().invoke(app, ["aedfl", "--dataset", f"npz:{aedfl_npz}", "--devices", "4", "--max-updates", "0",
                                    "--time-budget", "-1", "--out", str(tmp_path)])
     assert res.exit_code == 2 and "time_budget > 0" in res.output
+
+
+BASE = ["aedfl", "--model", "lenet5", "--devices", "4", "--alpha", "0.5", "--max-updates", "2", "--batch-size", "8",
+        "--eval-interval", "0.05", "--eval-samples", "32", "--seed", "1"]
+
+
+def test_a_method_that_fails_leaves_the_ones_before_it_on_disk(aedfl_npz, tmp_path, monkeypatch):
+    from dflbench.recipes import aedfl as recipe
+
+    real = recipe.make_method
+
+    def failing(name, options=None):
+        if name == "fedavg":
+            raise RuntimeError("simulated crash inside fedavg")
+        return real(name, options)
+
+    monkeypatch.setattr(recipe, "make_method", failing)
+    out = tmp_path / "run"
+    res = CliRunner().invoke(app, [*BASE, "--dataset", f"npz:{aedfl_npz}", "--methods", "aedfl-0,ad-psgd,fedavg",
+                                   "--out", str(out)])
+    assert res.exit_code == 1 and "simulated crash inside fedavg" in res.output and "bug" in res.output
+    results = json.loads((out / "results.json").read_text())
+    assert [r["method"] for r in results["runs"]] == ["aedfl-0", "ad-psgd"]
+    assert len((out / "results.csv").read_text().splitlines()) == 3
+
+
+def test_a_failing_figure_leaves_the_results(aedfl_npz, tmp_path, monkeypatch):
+    from dflbench.recipes import aedfl as recipe
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no display")
+
+    monkeypatch.setattr(recipe, "line_plot", broken)
+    out = tmp_path / "run"
+    res = CliRunner().invoke(app, [*BASE, "--dataset", f"npz:{aedfl_npz}", "--methods", "aedfl-0", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "the accuracy figure failed (RuntimeError: no display)" in res.output
+    assert json.loads((out / "results.json").read_text())["runs"][0]["method"] == "aedfl-0"
+    assert not (out / "accuracy_vs_time.png").exists()

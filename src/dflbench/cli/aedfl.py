@@ -129,7 +129,8 @@ def aedfl(
                       console=console, disable=not console.is_terminal, transient=True) as progress:
             task = progress.add_task("methods", total=len(cfg.methods))
 
-            def done(r):
+            def done(r, so_far):
+                write_results(so_far, out)                # each finished method is on disk before the next runs
                 progress.advance(task)
                 console.print(f"{r['method']}: accuracy {r['accuracy']:.4f} after {r['virtual_time']:.1f} "
                               f"virtual s ({r['wall_time']:.1f} s wall)")
@@ -137,4 +138,4 @@ def aedfl(
             results = run_aedfl(cfg, on_method_done=done)
     paths = write_results(results, out)
     console.print(results_table(results))
-    console.print(f"wrote {paths['json']}, {paths['csv']}, {paths['png']}")
+    console.print(f"wrote {', '.join(str(p) for p in paths.values())}")

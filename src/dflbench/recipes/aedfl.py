@@ -10,7 +10,8 @@ results.json, results.csv and accuracy-vs-virtual-time PNG atomically.
 
 from __future__ import annotations
 
-import io
+import sys
+import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,9 +26,10 @@ from dflbench.engines.async_stacked import DeviceData
 from dflbench.engines.coordinator import FaultConfig
 from dflbench.engines.devices import load_profiles, sample_profiles
 from dflbench.errors import UserError
-from dflbench.io import atomic_write_bytes, atomic_write_csv, atomic_write_json
+from dflbench.io import atomic_write_csv, atomic_write_json
 from dflbench.methods.registry import list_methods, make_method, method_options
 from dflbench.models import make_model
+from dflbench.plots import line_plot
 from dflbench.topology import exponential
 
 TEXT_DATASETS = ("imdb",)
@@ -117,8 +119,10 @@ def build_model(cfg: AEDFLRunConfig, info: dict) -> torch.nn.Module:
     return make_model(cfg.model, info["num_classes"], info["in_channels"], info["image_size"])
 
 
-def run_aedfl(cfg: AEDFLRunConfig, on_method_done: Callable[[dict], None] | None = None) -> dict:
-    """Run every method of `cfg` on the same data, partition, profiles and initial model; returns the results."""
+def run_aedfl(cfg: AEDFLRunConfig, on_method_done: Callable[[dict, dict], None] | None = None) -> dict:
+    """Run every method of `cfg` on the same data, partition, profiles and initial model; returns the results.
+    `on_method_done(run, results)` is called as each method finishes, with the results so far (the CLI writes them
+    then, so a method that fails later cannot lose the ones before it)."""
     data, info = load_device_data(cfg)
     topo = exponential(cfg.devices)
     profiles = load_profiles(cfg.profiles, cfg.devices) if cfg.profiles else sample_profiles(
@@ -128,7 +132,7 @@ def run_aedfl(cfg: AEDFLRunConfig, on_method_done: Callable[[dict], None] | None
                           eval_interval=cfg.eval_interval, eval_samples=cfg.eval_samples, seed=cfg.seed,
                           device=cfg.device)
     faults = FaultConfig(prob=cfg.fault_prob, downtime=cfg.downtime)
-    runs = []
+    results = {"config": asdict(cfg), "data": info, "runs": []}
     for name in cfg.methods:
         torch.manual_seed(cfg.seed)
         model = build_model(cfg, info)
@@ -141,35 +145,27 @@ def run_aedfl(cfg: AEDFLRunConfig, on_method_done: Callable[[dict], None] | None
                "steps_per_s": res.device_steps / max(res.wall_time, 1e-9), "messages": sim.messages,
                "dropped": sim.dropped, "stop_reason": res.stop_reason,
                "final_consensus": res.history[-1]["consensus"], "options": asdict(options), "history": res.history}
-        runs.append(run)
+        results["runs"].append(run)
         if on_method_done is not None:
-            on_method_done(run)
-    return {"config": asdict(cfg), "data": info, "runs": runs}
+            on_method_done(run, results)
+    return results
 
 
 def write_results(results: dict, out: str | Path) -> dict[str, Path]:
-    """results.json, results.csv (one row per method, without its history and options) and accuracy_vs_time.png
-    under `out`."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """results.json and results.csv (one row per method, without its history and options) under `out`, then
+    accuracy_vs_time.png; a failing picture is reported on stderr and leaves the two results files (no "png" key)."""
+    cfg = results["config"]
     out = Path(out)
     paths = {"json": atomic_write_json(out / "results.json", results)}
     rows = [{k: v for k, v in r.items() if k not in ("history", "options")} for r in results["runs"]]
     paths["csv"] = atomic_write_csv(out / "results.csv", rows)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for r in results["runs"]:
-        ax.plot([h["time"] for h in r["history"]], [h["accuracy"] for h in r["history"]], label=r["method"])
-    ax.axhline(results["config"]["target_acc"], color="grey", linestyle=":", linewidth=1)
-    ax.set_xlabel("virtual time (s)")
-    ax.set_ylabel("mean test accuracy")
-    ax.set_title(f"{results['config']['model']} on {results['config']['dataset']}, "
-                 f"{results['config']['devices']} devices")
-    ax.legend(fontsize=8)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    paths["png"] = atomic_write_bytes(out / "accuracy_vs_time.png", buf.getvalue())
+    curves = {r["method"]: ([h["time"] for h in r["history"]], [h["accuracy"] for h in r["history"]])
+              for r in results["runs"]}
+    try:
+        paths["png"] = line_plot(out / "accuracy_vs_time.png", curves, "virtual time (s)", "mean test accuracy",
+                                 f"{cfg['model']} on {cfg['dataset']}, {cfg['devices']} devices", cfg["target_acc"])
+    except Exception as exc:  # noqa: BLE001 - a picture must never lose the results written above
+        traceback.print_exc(file=sys.stderr)
+        print(f"warning: the accuracy figure failed ({type(exc).__name__}: {exc}); {paths['json']} is complete",
+              file=sys.stderr)
     return paths
