@@ -22,7 +22,7 @@ from torch.nn.utils import vector_to_parameters
 
 from dflbench.errors import UserError
 from dflbench.methods.aedfl.method import AEDFL, AEDFLConfig
-from dflbench.methods.aedfl.pruning import ScheduledPruner
+from dflbench.methods.aedfl.pruning import PruningSchedule, ScheduledPruner
 from dflbench.methods.registry import register_method
 from dflbench.pruning import PruningConfig as PackagePruningConfig
 from dflbench.pruning import prune_model
@@ -30,16 +30,15 @@ from dflbench.registry import option
 
 
 @dataclass(frozen=True)
-class PruningBaselineOptions:
-    every: int = option(10, "prune at every `every`-th local update of a device")
-    until: int = option(10_000, "no pruning after this many local updates")
+class PruningBaselineOptions(PruningSchedule):
     rate: float = option(0.4, "fixed pruning rate of the structured units, in [0, 1)")
     num_probes: int = option(4, "Hutchinson probes of the Hessian diagonal (hap)")
     slq_steps: int = option(8, "Lanczos steps of the spectrum estimate (fedap's eigen-gap rule)")
     slq_runs: int = option(1, "stochastic Lanczos quadrature runs (fedap)")
 
     def __post_init__(self):
-        if self.every < 1 or not 0 <= self.rate < 1 or min(self.num_probes, self.slq_steps, self.slq_runs) < 1:
+        super().__post_init__()
+        if not 0 <= self.rate < 1 or min(self.num_probes, self.slq_steps, self.slq_runs) < 1:
             raise UserError(f"pruning baselines need every >= 1, rate in [0, 1) and num_probes, slq_steps, slq_runs "
                             f">= 1, got {self}")
 

@@ -46,11 +46,21 @@ from dflbench.registry import option
 
 
 @dataclass(frozen=True)
-class PruningConfig:
-    """AEDFL's adaptive-pruning options (the `aedfl` and `aedfl-p` method options)."""
+class PruningSchedule:
+    """When a device prunes (`ScheduledPruner.due`): the options every pruning method of the AEDFL loop shares."""
 
     every: int = option(10, "prune at every `every`-th local update of a device")
     until: int = option(10_000, "no pruning after this many local updates")
+
+    def __post_init__(self):
+        if self.every < 1 or self.until < 0:
+            raise UserError(f"pruning schedule: every >= 1 and until >= 0, got every={self.every}, until={self.until}")
+
+
+@dataclass(frozen=True)
+class PruningConfig(PruningSchedule):
+    """AEDFL's adaptive-pruning options (the `aedfl` and `aedfl-p` method options)."""
+
     min_rate: float = option(0.4, "floor of the lossless rate p* (module docstring: the stated deviation)")
     max_rate: float = option(0.6, "cap of p* and of the neighbour-weighted rate p_i, eq. 5.16")
     C: float = option(2.0, "C >= 1 of lambda_g = ||g|| / (C ||g||_max), eq. 5.15")
@@ -58,8 +68,8 @@ class PruningConfig:
     damping: float = option(1e-3, "(H^{r,r})^{-1} ~ 1 / (|h| + damping mean|h|), relative to mean|h|")
 
     def __post_init__(self):
-        if (self.every < 1 or not 0 <= self.min_rate <= self.max_rate < 1 or self.C < 1 or self.hutchinson < 1
-                or self.damping <= 0):
+        super().__post_init__()
+        if not 0 <= self.min_rate <= self.max_rate < 1 or self.C < 1 or self.hutchinson < 1 or self.damping <= 0:
             raise UserError("PruningConfig: every >= 1, 0 <= min_rate <= max_rate < 1, C >= 1, hutchinson >= 1, "
                             "damping > 0")
 
