@@ -32,7 +32,7 @@ def test_dynamic_weights_step_is_algorithm_1_lines_3_to_7():
     dt = torch.randint(0, 5, (d, k), generator=g).double()
     loss = torch.rand(d, k, generator=g, dtype=torch.float64) + 0.2
     target = torch.randn(d, p, generator=g, dtype=torch.float64)
-    cfg = DynamicWeightsConfig(lr=0.2)
+    cfg = DynamicWeightsConfig(lr=0.2, step_rule="plain")
     dw = DynamicWeights(5, k, cfg, dtype=torch.float64)
     devices = torch.tensor([4, 0, 2])
     lam0 = dw.lam[devices].clone()

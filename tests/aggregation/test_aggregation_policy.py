@@ -63,9 +63,11 @@ def test_sampling_follows_the_uniforms_and_respects_validity():
         PolicyBank(2)
 
 
-def test_reinforce_matches_eq_4_4_with_window_baseline():
+@pytest.mark.parametrize("normalize", [False, True])
+def test_reinforce_matches_eq_4_4_with_window_baseline(normalize):
     g = torch.Generator().manual_seed(2)
-    cfg = PolicyConfig(hidden=6, lr=0.1, baseline_window=2)
+    cfg = PolicyConfig(hidden=6, lr=0.1, baseline_window=2, normalize=normalize)
+    sd = 2 ** 0.5 if normalize else 1.0                   # both windows, [1, 3] and [2, 4], have sd sqrt(2)
     bank = PolicyBank(3, cfg, generator=g)
     f = _features(g, 2, 4)
     valid = torch.ones(2, 4, dtype=torch.bool)
@@ -83,11 +85,11 @@ def test_reinforce_matches_eq_4_4_with_window_baseline():
         net = bank.policy(i)
         probs = net(f[row:row + 1], choices[row:row + 1])[0]
         lp = sum(torch.log(probs[m] if choices[row, m] else 1 - probs[m]) for m in range(4) if valid[row, m])
-        adv_i = [5.0, 7.0][row] - [2.0, 3.0][row]
+        adv_i = ([5.0, 7.0][row] - [2.0, 3.0][row]) / sd
         grads = torch.autograd.grad(lp * adv_i, list(net.parameters()))
         expected[i] = {k: p.detach() - 0.1 * gr for (k, p), gr in zip(net.named_parameters(), grads)}
     adv = bank.reinforce(f, choices, valid, [5.0, 7.0], devices)
-    assert torch.allclose(adv, torch.tensor([3.0, 4.0]))
+    assert torch.allclose(adv, torch.tensor([3.0, 4.0]) / sd)
     for i, params in expected.items():
         for k, v in params.items():
             assert torch.allclose(bank.params[k][i], v, atol=1e-6), k

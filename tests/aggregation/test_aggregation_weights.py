@@ -107,7 +107,7 @@ def test_masked_gradient_reduces_to_plain_with_full_masks():
 
 def test_dynamic_weights_step_is_eq_4_8_and_lowers_the_loss():
     lam, samples, dt, loss, models, masks, active, target = _problem(3)
-    cfg = DynamicWeightsConfig(lr=0.05)
+    cfg = DynamicWeightsConfig(lr=0.05, step_rule="plain")
     dw = DynamicWeights(num_devices=6, num_slots=4, config=cfg, dtype=torch.float64)
     devices = torch.tensor([4, 1, 2])
     dw.lam[devices] = lam
@@ -143,3 +143,27 @@ def test_staleness_and_features():
     assert f.shape == (2, 3, 3) and torch.equal(f[..., 1], dt) and f[0, 1, 0] == 1.0
     with pytest.raises(ValueError, match="stamps shape"):
         staleness(t, torch.zeros(3, 3))
+
+
+def test_normalized_step_moves_the_most_sensitive_lambda_by_eta_in_eq_4_8s_direction():
+    lam, samples, dt, loss, models, masks, active, target = _problem(3)
+    cfg = DynamicWeightsConfig(lr=0.3)                                # step_rule="normalized" is the default
+    dw = DynamicWeights(num_devices=3, num_slots=4, config=cfg, dtype=torch.float64)
+    dw.lam[:] = lam
+    agg = masked_average(models, dw.weights(samples, dt, loss, active), masks)
+    g = torch.func.grad(local_loss)(agg, target)
+    raw = lambda_grad(lam, samples, dt, loss, models, g, masks, active)
+    raw[:, 0] = 0.0
+    dw.step(models, g, samples, dt, loss, masks, active)
+    step = lam - dw.lam
+    expected = 0.3 * raw / raw.abs().amax(1, keepdim=True)
+    clipped = (lam - expected < cfg.lambda_min) | (lam - expected > cfg.lambda_max)
+    assert torch.allclose(step[~clipped], expected[~clipped])
+    assert torch.allclose(step.abs().amax(1)[~clipped.any(1)], torch.full((int((~clipped.any(1)).sum()),), 0.3,
+                                                                          dtype=torch.float64))
+    # a zero gradient leaves lambda where it is
+    before = dw.lam.clone()
+    dw.step(models, torch.zeros_like(g), samples, dt, loss, masks, active)
+    assert torch.equal(dw.lam, before)
+    with pytest.raises(ValueError, match="step_rule"):
+        DynamicWeightsConfig(step_rule="adam")

@@ -103,6 +103,7 @@ class AsyncMethod(Protocol):
     def on_round(self, sim: "AsyncSimulator", payload: Any) -> None: ...
     def on_rejoin(self, sim: "AsyncSimulator", dev: int) -> None: ...
     def eval_models(self, sim: "AsyncSimulator") -> torch.Tensor: ...
+    # optional: on_evaluate(sim, record) is called after each evaluation (the record is in the history)
     def mflops(self, sim: "AsyncSimulator") -> float: ...
 
 
@@ -365,4 +366,7 @@ class AsyncSimulator:
              "test_loss": float(loss.mean()), "consensus": self.consensus_distance(models),
              "bytes_sent": self.bytes_sent, "updates": int(self.t.sum()), "alive": int(self.alive.sum())}
         self.result.history.append(h)
+        hook = getattr(self.method, "on_evaluate", None)
+        if hook is not None:
+            hook(self, h)
         return h

@@ -45,6 +45,8 @@ class StackedModel:
             out = functional_call(self.module, unflatten(flat, self.spec), (x,))
             return F.cross_entropy(out, y)
 
+        self._loss = vmap(loss, randomness="different")
+
         def logits(flat, x):
             return functional_call(self.module, unflatten(flat, self.spec), (x,))
 
@@ -69,6 +71,12 @@ class StackedModel:
         self.module.train()
         g, loss = self._grad(flat, x, y)
         return loss, g
+
+    @torch.no_grad()
+    def losses(self, flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-device mean cross-entropy `[B]` at `flat [B, P]` on each device's own batch `x [B, b, ...]`."""
+        self.module.train()
+        return self._loss(flat, x, y)
 
     @torch.no_grad()
     def accuracy_and_loss(self, flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor,

@@ -14,9 +14,8 @@ AEDFL itself is registered here: one class (`methods/aedfl/method.py`) with modu
 from __future__ import annotations
 
 from dflbench.errors import UserError
-from dflbench.methods.aedfl.method import AEDFL, AEDFLConfig
-from dflbench.methods.aedfl.pruning import PruningConfig
-from dflbench.registry import NoOptions, Registry
+from dflbench.methods.aedfl.method import AEDFL, AEDFLOptions, AEDFLPruneOptions, aedfl_config
+from dflbench.registry import Registry
 
 KINDS = ("aedfl", "server", "decentralized", "pruning")
 RUNTIMES = ("simulator", "distributed")
@@ -63,13 +62,11 @@ ABLATIONS = {
 }
 def _register_aedfl(name: str, rl: bool, dwu: bool, prune: bool) -> None:
     paper = "Liu et al. 2024 (AEDFL Table 1)" if name == "aedfl" else "Liu et al. 2024 (AEDFL Sec. 6.1 ablation)"
-    @register_method(name, options=PruningConfig if prune else NoOptions, kind="aedfl", paper=paper,
+    @register_method(name, options=AEDFLPruneOptions if prune else AEDFLOptions, kind="aedfl", paper=paper,
                      runtimes=("simulator", "distributed"))           # `dflbench.runtime.async_node` runs the step
     def build(options) -> AEDFL:
-        """The pruning variants take the adaptive-pruning options (Sec. 5); the others take none."""
-        if not prune:
-            return AEDFL(name, AEDFLConfig(rl=rl, dwu=dwu, prune=False))
-        return AEDFL(name, AEDFLConfig(rl=rl, dwu=dwu, prune=True, pruning=options))
+        """The pruning variants also take the adaptive-pruning options (Sec. 5)."""
+        return AEDFL(name, aedfl_config(rl, dwu, prune, options))
 
 
 for _name, (_rl, _dwu, _prune) in ABLATIONS.items():

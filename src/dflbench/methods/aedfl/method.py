@@ -5,20 +5,63 @@ it: for the devices completing in one time slot, `on_complete` runs the step on 
 device's message to ONE random out-neighbor of the exponential graph (eq. 3.2), starting at its completion time
 (sending overlaps the next local update), and schedules their next completions. `on_arrive` hands an arriving
 message to the step, which replaces the receiver's cache slot for the sender atomically, stamped with the
-receiver's update count.
+receiver's update count. At each evaluation `on_evaluate` records what the modules did (`diagnostics.py`).
 
 Ablations (Sec. 6.1): aedfl-0 (none of the modules), aedfl-rl, aedfl-dwu, aedfl-p, aedfl-rl-dwu, aedfl (all).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
+
 import torch
 
-from dflbench.aggregation import in_neighbor_slots
+from dflbench.aggregation import DynamicWeightsConfig, PolicyConfig, in_neighbor_slots
+from dflbench.aggregation.weights import STEP_RULES
 from dflbench.engines.async_sim import AsyncSimulator, Message
+from dflbench.errors import UserError
+from dflbench.methods.aedfl.diagnostics import BUCKETS, per_sender_lambda
+from dflbench.methods.aedfl.pruning import PruningConfig
+from dflbench.methods.aedfl.selection import SelectorConfig
 from dflbench.methods.aedfl.step import AEDFLConfig, AEDFLStep
+from dflbench.registry import option
 
-__all__ = ["AEDFL", "AEDFLConfig"]
+__all__ = ["AEDFL", "AEDFLConfig", "AEDFLOptions", "AEDFLPruneOptions", "aedfl_config"]
+
+
+@dataclass(frozen=True)
+class AEDFLOptions:
+    """The options of every AEDFL variant (`--method-opt aedfl.lambda_lr=0.2`)."""
+
+    lambda_lr: float = option(DynamicWeightsConfig.lr, "eta_lambda of eq. 4.8 (normalized step: the largest "
+                                                       "per-update change of a neighbour's lambda)")
+    lambda_step: str = option(DynamicWeightsConfig.step_rule, "eq. 4.8 step rule: normalized | plain")
+    policy_lr: float = option(PolicyConfig.lr, "eta' of eq. 4.4 (REINFORCE of the selection policy)")
+    reuse_aggregated: bool = option(False, "without rl: aggregate every cached model at every update, not each "
+                                           "one once (AEDFL-0's other reading)")
+
+    def __post_init__(self):
+        if not (self.lambda_lr >= 0 and self.policy_lr > 0) or self.lambda_step not in STEP_RULES:
+            raise UserError(f"AEDFL options: lambda_lr >= 0, policy_lr > 0 and lambda_step in {STEP_RULES}, got "
+                            f"{self.lambda_lr}, {self.policy_lr}, {self.lambda_step!r}")
+
+
+@dataclass(frozen=True)
+class AEDFLPruneOptions(PruningConfig, AEDFLOptions):
+    """The options of the pruning variants: AEDFLOptions plus the adaptive-pruning options (Sec. 5)."""
+
+    def __post_init__(self):
+        PruningConfig.__post_init__(self)
+        AEDFLOptions.__post_init__(self)
+
+
+def aedfl_config(rl: bool, dwu: bool, prune: bool, options: AEDFLOptions) -> AEDFLConfig:
+    """The step configuration of one AEDFL variant from its options."""
+    pruning = {f.name: getattr(options, f.name) for f in fields(PruningConfig)} if prune else {}
+    return AEDFLConfig(rl=rl, dwu=dwu, prune=prune, reuse_aggregated=options.reuse_aggregated,
+                       weights=DynamicWeightsConfig(lr=options.lambda_lr, step_rule=options.lambda_step),
+                       policy=SelectorConfig(policy=PolicyConfig(lr=options.policy_lr)),
+                       pruning=PruningConfig(**pruning))
 
 
 class AEDFL:
@@ -31,6 +74,8 @@ class AEDFL:
     def setup(self, sim: AsyncSimulator) -> None:
         self.step = AEDFLStep(self.cfg, sim, in_neighbor_slots(sim.topology.adjacency))
         self.dense_mflops = sim.model_mflops()
+        self.diagnostics = {"time": [], "selection_probability": [], "lambda": [], "pruning_rate": [],
+                            "selection_by_bucket": {name: [] for name in BUCKETS}}
         sim.schedule_completions(torch.arange(sim.D), torch.zeros(sim.D, dtype=torch.float64))
 
     @property
@@ -74,6 +119,20 @@ class AEDFL:
 
     def on_rejoin(self, sim: AsyncSimulator, dev: int) -> None:
         sim.schedule_completions(torch.tensor([dev]), torch.tensor([sim.now], dtype=torch.float64))
+
+    def on_evaluate(self, sim: AsyncSimulator, record: dict) -> None:
+        """Append this evaluation's module diagnostics (`diagnostics.py`) to `self.diagnostics`."""
+        step, log = self.step, self.diagnostics
+        neighbors = self.cache.slots.neighbors
+        selection, buckets = step.stats.take(neighbors, sim.D)
+        log["time"].append(record["time"])
+        log["selection_probability"].append(selection)
+        for name, value in buckets.items():
+            log["selection_by_bucket"][name].append(value)
+        if step.dwu is not None:
+            log["lambda"].append(per_sender_lambda(step.dwu.lam, neighbors, sim.D))
+        if step.pruner is not None:
+            log["pruning_rate"].append([float(r) for r in step.pruner.rate.tolist()])
 
     def eval_models(self, sim: AsyncSimulator) -> torch.Tensor:
         return sim.x

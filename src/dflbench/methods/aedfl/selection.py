@@ -1,11 +1,19 @@
 """AEDFL's RL model selection (Sec. 4.1, eq. 4.4) for the AEDFL step, on `dflbench.aggregation.PolicyBank`.
 
-At a device's t-th update: first REINFORCE (eq. 4.4) for the selection it made at update t-1, rewarded with its
-new local loss R_t (the loss that selection led to); then a fresh selection over its cache slots. Sampling is slot by
-slot, c_m = [u_m < P(c_m = 1 | c_{m-1..1})] (`PolicyBank.sample`), with counter-based uniforms u_m keyed by
-(device, t, m), so a device's choices depend neither on which devices share its time slot nor on the host (simulator
-or a torch.distributed rank). The initial network is pre-trained on the paper's heuristic (select models not yet
-aggregated and fresh) and copied to every device.
+At a device's t-th update the policy samples a selection over its cache slots from their features (already
+aggregated, staleness, announced loss). Sampling is slot by slot, c_m = [u_m < P(c_m = 1 | c_{m-1..1})]
+(`PolicyBank.sample`), with counter-based uniforms u_m keyed by (device, t, m), so a device's choices depend neither
+on which devices share its time slot nor on the host (simulator or a torch.distributed rank). The initial network is
+pre-trained on the paper's heuristic (select models not yet aggregated and fresh, `pretrain_policy` with soft
+targets) and copied to every device.
+
+The reward (`reward`, eq. 4.4 with the window baseline l_i) comes in the same update, once the step has aggregated
+the selection: R_t = F_i(m_i^{t}; zeta') - F_i(m_i^{t-1/2}; zeta'), the loss change the aggregation caused, on a
+held-back minibatch zeta' of the device's own data (not one SGD used). Departure (stated): the paper's reward is the
+local SGD loss F_i(w_i^{t_i}, zeta_i^{t_i}) of the next update; measured in a run, that loss is dominated by
+minibatch noise and training progress, carries no usable signal about the selection, and the policy stayed its
+pretraining rule (P(select) 0.998 / 0.000 after ~750 updates per device). The loss change on a held-back minibatch
+isolates what the selection did.
 """
 
 from __future__ import annotations
@@ -30,7 +38,8 @@ class SelectorConfig:
 class PolicySelector:
     """Stacked per-device selection policies plus each device's last (features, choices, valid) for eq. 4.4.
 
-    Row r is device `ids[r]` (default: row r is device r), whose id keys its random stream."""
+    Row r is device `ids[r]` (default: row r is device r), whose id keys its random stream. `probability [R, K]`
+    holds each row's last P(c_m = 1 | c_{m-1..1}) per slot (0 for invalid slots)."""
 
     def __init__(self, num_devices: int, num_slots: int, cfg: SelectorConfig = SelectorConfig(), seed: int = 0,
                  ids: torch.Tensor | None = None):
@@ -44,23 +53,21 @@ class PolicySelector:
         self.prev_feats = torch.zeros(num_devices, num_slots, 3)
         self.prev_choice = torch.zeros(num_devices, num_slots, dtype=torch.bool)
         self.prev_valid = torch.zeros(num_devices, num_slots, dtype=torch.bool)
-        self.has_prev = torch.zeros(num_devices, dtype=torch.bool)
+        self.probability = torch.zeros(num_devices, num_slots)
 
-    def sample(self, devs: torch.Tensor, t: torch.Tensor, feats: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """Choices `[B, K]` of rows `devs` at update `t [B]`, uniforms keyed by (device id, t, slot)."""
+    def select(self, devs: torch.Tensor, t: torch.Tensor, aggregated, stale, loss, valid) -> torch.Tensor:
+        """Choices `[B, K]` of rows `devs` at update `t [B]` (uniforms keyed by (device id, t, slot)); the
+        selection is kept for `reward`."""
+        feats = selection_features(aggregated, stale, loss).float()
         u = counter_uniform(self.seed, STREAM_POLICY, self.ids[devs].view(-1, 1), t.view(-1, 1),
                             torch.arange(feats.shape[1]).view(1, -1))
-        return self.bank.sample(feats, valid, u, devices=devs)[0]
-
-    def select(self, devs, t, aggregated, stale, loss, valid, reward) -> torch.Tensor:
-        """Eq. 4.4 for the previous selection of `devs` (reward = their current loss), then new choices `[B, K]`."""
-        had = self.has_prev[devs]
-        if had.any():
-            d = devs[had]
-            self.bank.reinforce(self.prev_feats[d], self.prev_choice[d], self.prev_valid[d],
-                                reward[had].float(), devices=d)
-        feats = selection_features(aggregated, stale, loss).float()
-        choices = self.sample(devs, t, feats, valid)
+        choices, probs = self.bank.sample(feats, valid, u, devices=devs)
         self.prev_feats[devs], self.prev_choice[devs], self.prev_valid[devs] = feats, choices, valid
-        self.has_prev[devs] = True
+        self.probability[devs] = probs
         return choices
+
+    def reward(self, devs: torch.Tensor, rewards: torch.Tensor) -> torch.Tensor:
+        """Eq. 4.4 for the selection `select` just made for `devs`, with the losses `rewards [B]` it led to (lower
+        is better); returns the advantages."""
+        return self.bank.reinforce(self.prev_feats[devs], self.prev_choice[devs], self.prev_valid[devs],
+                                   rewards.float(), devices=devs)

@@ -8,20 +8,28 @@ devices in rows `rows [B]` of the host by one local update each, t_i -> t_i + 1:
      before the update; pruned entries held at zero), then the host's counter t_i += 1;
   2. staleness of every cache slot, delta_t = t_i - stamp (the receiver's update count at arrival:
      `dflbench.aggregation.cache`); slot 0 is the local model (delta_t = 0, the device's sample count and loss);
-  3. model selection, Sec. 4.1 (`rl`): REINFORCE (eq. 4.4) for the previous selection, rewarded with this update's
-     loss, then a sampled selection (`PolicySelector`); otherwise every valid slot;
-  4. weights (`dwu`): eq. 4.8 then 4.6-4.7 (`DynamicWeights.step`), otherwise uniform over the selected slots
-     (AEDFL-0's static weights);
+  3. model selection, Sec. 4.1 (`rl`): a sampled selection (`PolicySelector`); without it, AEDFL-0's rule: every
+     cached model not aggregated yet (`reuse_aggregated=True`: every valid slot, each update);
+  4. weights (`dwu`): Algorithm 1 lines 3-5: the aggregate m_i^t with the current weights (eq. 4.9 / 4.11), the
+     gradient g_i of F_i at that aggregate on a held-back minibatch zeta' (keyed (device, t, HELD_BACK); no SGD step
+     uses it), eq. 4.8 with eq. 4.10's derivative (`DynamicWeights.step`, normalized step), then eq. 4.6-4.7;
+     without `dwu`, AEDFL-0's static topology weights (`static_weights`: 1/(deg_i + 1) per selected neighbour, the
+     rest on the local model);
   5. aggregation: eq. 4.11 (`masked_average`) with pruning, eq. 4.9 without; the selected slots are flagged
-     aggregated;
+     aggregated; with `rl`, eq. 4.4 for this update's selection, rewarded with the loss change the aggregation
+     caused on zeta' (`PolicySelector.reward`);
   6. scheduled pruning, Sec. 5 (`prune`, `AdaptivePruner`): at due updates the mask is re-selected from the full
      aggregate (eq. 5.14-5.16, with the neighbours' announced rates from the cache) and x_i <- x_i * mask;
   7. the message each device pushes to one out-neighbour (eq. 3.2): its new model, mask, loss, sample count,
      version (its update count) and pruning rate. The host picks the out-neighbour and delivers; on arrival the
      receiver's host calls `receive`, which replaces the sender's slot atomically.
 
-What the code does where it departs from the paper (kept as the simulator had it; fixes are tracked separately):
-eq. 4.8 takes as g the gradient of the last SGD step (at the model before it), not the gradient at the aggregate.
+AEDFL-0 (none of the modules) is not defined by the paper beyond "without any module". What it does here, and why:
+Sec. 4.1 says a model "already aggregated in a previous local update ... can be ignored in the following model
+aggregation", so each cached model is averaged at most once (re-averaging the same copies put ~80% of the averaging
+mass on models averaged before and kept AEDFL-0 near chance in a measured run), with the static weights of the
+exponential graph's W (eq. 3.2), the fixed weights the dynamic ones replace. `reuse_aggregated=True` keeps the other
+reading (every cached model at every update).
 
 The host interface (`StepHost`) is small and explicit: the stacked model, the device data (minibatches keyed by
 (device id, update count, step) with the engine's counter-based RNG, `async_rng`, and the sample counts), the
@@ -44,19 +52,25 @@ from dflbench.aggregation import (
     NeighborSlots,
     masked_average,
     staleness,
+    static_weights,
 )
 from dflbench.engines.async_stacked import DeviceData, StackedModel, local_sgd
+from dflbench.methods.aedfl.diagnostics import SelectionStats
 from dflbench.methods.aedfl.pruning import AdaptivePruner, PruningConfig
 from dflbench.methods.aedfl.selection import PolicySelector, SelectorConfig
+
+HELD_BACK = -2      # the minibatch "step" index of zeta' (the pruner's curvature batch is -1, SGD's are >= 0)
 
 
 @dataclass(frozen=True)
 class AEDFLConfig:
-    """The three modules of AEDFL (Sec. 6.1 ablations switch them off) and their settings."""
+    """The three modules of AEDFL (Sec. 6.1 ablations switch them off) and their settings; `reuse_aggregated`:
+    without `rl`, aggregate every cached model at every update instead of each one once (module docstring)."""
 
     rl: bool = True
     dwu: bool = True
     prune: bool = True
+    reuse_aggregated: bool = False
     weights: DynamicWeightsConfig = DynamicWeightsConfig()
     policy: SelectorConfig = SelectorConfig()
     pruning: PruningConfig = PruningConfig()
@@ -127,6 +141,8 @@ class AEDFLStep:
                                   dtype=torch.float64) if config.dwu else None
         self.policy = PolicySelector(R, K, config.policy, seed=host.cfg.seed, ids=self.ids) if config.rl else None
         self.pruner = AdaptivePruner(host, config.pruning) if config.prune else None
+        self.degree = (slots.neighbors >= 0).sum(1)
+        self.stats = SelectionStats(R, K)
 
     def mflops(self, host: StepHost) -> float:
         """Mean MFP per sample of the devices' models: masked with pruning, else dense."""
@@ -144,7 +160,7 @@ class AEDFLStep:
         pruner = self.pruner
         cfg = host.cfg
         masks = self.masks[rows] if pruner is not None else None
-        x_half, loss, g = local_sgd(host.net, host.data, rows, host.t[rows], x, steps=cfg.local_steps, lr=cfg.lr,
+        x_half, loss, _ = local_sgd(host.net, host.data, rows, host.t[rows], x, steps=cfg.local_steps, lr=cfg.lr,
                                     batch_size=cfg.batch_size, seed=cfg.seed, masks=masks)
         host.t[rows] += 1
         t = host.t[rows]
@@ -157,25 +173,30 @@ class AEDFLStep:
         slot_loss = torch.cat([loss.unsqueeze(1), view.loss], 1)
         samples = torch.cat([self.sizes[rows].unsqueeze(1), view.samples], 1) * torch.cat([local, valid], 1)
         if self.policy is not None:
-            chosen = self.policy.select(rows, t, view.aggregated, stale[:, 1:], slot_loss[:, 1:], valid, reward=loss)
+            chosen = self.policy.select(rows, t, view.aggregated, stale[:, 1:], slot_loss[:, 1:], valid)
+            self.stats.record(rows, valid, view.aggregated, stale[:, 1:], self.policy.probability[rows])
         else:
-            chosen = valid
+            chosen = valid if self.cfg.reuse_aggregated else valid & ~view.aggregated
+            self.stats.record(rows, valid, view.aggregated, stale[:, 1:], chosen.float())
         active = torch.cat([local, chosen], 1)
-        cache = view.models
-        if masks is not None or self.dwu is not None:
-            models = torch.cat([x_half.unsqueeze(1), cache], 1)                   # [B, K+1, P]
-        slot_masks = torch.cat([masks.unsqueeze(1), view.masks], 1) if masks is not None else None
         dev = x_half.device
-        if self.dwu is not None:
-            w = self.dwu.step(models.double(), g.double(), samples.to(dev), stale.to(dev), slot_loss.to(dev),
-                              masks=slot_masks, active=active.to(dev), devices=rows)
+        slot_masks = torch.cat([masks.unsqueeze(1), view.masks], 1) if masks is not None else None
+        models = torch.cat([x_half.unsqueeze(1), view.models], 1) if self.dwu is not None else None
+        probe = None
+        if self.dwu is not None or self.policy is not None:
+            probe = host.data.batch(rows.to(dev), t.to(dev), HELD_BACK, cfg.batch_size, cfg.seed)
+        if self.dwu is not None:                                                    # Algorithm 1 lines 3-5
+            args = (samples.to(dev), stale.to(dev), slot_loss.to(dev))
+            w_now = self.dwu.weights(*args, active=active.to(dev), devices=rows).to(x_half.dtype)
+            _, g = host.net.loss_and_grad(_aggregate(x_half, view.models, w_now, slot_masks), *probe)
+            w = self.dwu.step(models.double(), g.double(), *args, masks=slot_masks, active=active.to(dev),
+                              devices=rows)
         else:
-            w = active.double() / active.sum(1, keepdim=True)
+            w = static_weights(active, self.degree[rows])
         w = w.to(device=dev, dtype=x_half.dtype)
-        if masks is not None:
-            x_new = masked_average(models, w, slot_masks)                            # eq. 4.11
-        else:                                                                       # eq. 4.9, without the stack
-            x_new = w[:, :1] * x_half + torch.bmm(w[:, None, 1:], cache).squeeze(1)
+        x_new = _aggregate(x_half, view.models, w, slot_masks)                     # eq. 4.11 / 4.9
+        if self.policy is not None:
+            self.policy.reward(rows, (host.net.losses(x_new, *probe) - host.net.losses(x_half, *probe)).cpu())
         self.cache.mark_aggregated(rows, chosen, view.seq)
 
         pruned, cost = rows[:0], torch.zeros(0, dtype=torch.float64)
@@ -192,3 +213,10 @@ class AEDFLStep:
                                  rate=None if pruner is None else float(pruner.rate[r]))
                     for b, r in enumerate(rows.tolist())]
         return StepResult(x_new, loss, t, pruned, cost, messages)
+
+
+def _aggregate(local: torch.Tensor, cache: torch.Tensor, w: torch.Tensor, masks: torch.Tensor | None) -> torch.Tensor:
+    """Eq. 4.11 over [local, cache] with masks `[B, K+1, P]`; eq. 4.9 without, never stacking the K+1 models."""
+    if masks is not None:
+        return masked_average(torch.cat([local.unsqueeze(1), cache], 1), w, masks)
+    return w[:, :1] * local + torch.bmm(w[:, None, 1:], cache).squeeze(1)

@@ -27,7 +27,14 @@ from .rules import (
 )
 from .staleness import FEATURE_NAMES, NUM_FEATURES, selection_features, staleness
 from .staleness_discounts import list_staleness, make_staleness, register_staleness
-from .weights import DynamicWeights, DynamicWeightsConfig, dynamic_weights, importance_scale, lambda_grad
+from .weights import (
+    DynamicWeights,
+    DynamicWeightsConfig,
+    dynamic_weights,
+    importance_scale,
+    lambda_grad,
+    static_weights,
+)
 
 __all__ = [
     "CacheView", "NeighborCache", "NeighborSlots", "in_neighbor_slots", "FlatSpec", "flatten_state", "unflatten",
@@ -37,5 +44,5 @@ __all__ = [
     "fednova", "fedprox_term", "fedsa_aggregate", "fedsa_learning_rates", "port_weights", "safa_aggregate",
     "sample_weights", "FEATURE_NAMES", "NUM_FEATURES", "selection_features", "staleness", "list_staleness",
     "make_staleness", "register_staleness", "DynamicWeights", "DynamicWeightsConfig", "dynamic_weights",
-    "importance_scale", "lambda_grad",
+    "importance_scale", "lambda_grad", "static_weights",
 ]

@@ -12,6 +12,11 @@ losses, and the first update of a device, which has no history, has advantage 0)
 
     theta <- theta - eta' * sum_m grad_theta log P(c_m | c_{m-1..1}; theta) * (R_t - l_i)
 
+With `normalize` (the default) the advantage is (R_t - l_i) / sd_i, sd_i the standard deviation of the same window
+(advantage 0 until the window holds two rewards). Departure (stated): eq. 4.4 uses the raw difference, whose scale
+follows the loss (large early, tiny late), so one eta' either saturates the policy early or never moves it later; the
+normalized advantage (standard REINFORCE practice) keeps eq. 4.4's sign and baseline.
+
 Slots with `valid = False` (padding, empty cache slots) are never selected and add nothing to log P.
 
 `SelectionPolicy` is one device's network (torch.nn.LSTM and Linear layers); `PolicyBank` holds the parameters of
@@ -35,11 +40,13 @@ INPUT_SIZE = NUM_FEATURES + 1          # slot features and the previous decision
 
 @dataclass(frozen=True)
 class PolicyConfig:
-    """Hidden size of the LSTM and FC layers, eta' of eq. 4.4, and the length of the baseline window."""
+    """Hidden size of the LSTM and FC layers, eta' of eq. 4.4, the length of the baseline window, and whether the
+    advantage R_t - l_i is divided by the standard deviation of the rewards in the window (module docstring)."""
 
     hidden: int = 32
     lr: float = 0.05
     baseline_window: int = 10
+    normalize: bool = True
 
     def __post_init__(self):
         if self.hidden < 1 or self.baseline_window < 1 or not self.lr > 0:
@@ -209,10 +216,22 @@ class PolicyBank:
         total = self.history[idx].sum(-1)
         return torch.where(n > 0, total / n.clamp_min(1), torch.full_like(total, float("nan")))
 
+    def spread(self, devices=None) -> torch.Tensor:
+        """sd_i: the standard deviation of each device's last `baseline_window` rewards (inf before two rewards, so
+        a normalized advantage is 0 then; a constant window gives a tiny positive floor)."""
+        idx = self._index(devices)
+        n = self.history_count[idx].clamp_max(self.config.baseline_window)
+        live = torch.arange(self.config.baseline_window, device=n.device).unsqueeze(0) < n.unsqueeze(1)
+        mean = (self.history[idx] * live).sum(-1) / n.clamp_min(1)
+        var = ((self.history[idx] - mean.unsqueeze(1)).square() * live).sum(-1) / (n - 1).clamp_min(1)
+        sd = var.sqrt().clamp_min(1e-8)
+        return torch.where(n >= 2, sd, torch.full_like(sd, float("inf")))
+
     def reinforce(self, features: torch.Tensor, choices: torch.Tensor, valid: torch.Tensor, rewards,
                   devices=None) -> torch.Tensor:
-        """Eq. 4.4 for the devices that sampled `choices` from `features`; `rewards` `[D]` are their local losses
-        after aggregating that selection. Returns the advantages R_t - l_i (0 without history)."""
+        """Eq. 4.4 for the devices that sampled `choices` from `features`; `rewards` `[D]` are the losses that
+        selection led to (lower is better). Returns the advantages R_t - l_i (0 without history), divided by sd_i
+        when `normalize`."""
         idx = self._index(devices)
         self._check(features, valid, idx)
         rewards = torch.as_tensor(rewards, dtype=self.history.dtype, device=self.history.device).reshape(-1)
@@ -220,6 +239,8 @@ class PolicyBank:
             raise ValueError(f"PolicyBank.reinforce: need {idx.numel()} finite rewards, got {rewards.tolist()}")
         base = self.baseline(idx)
         adv = torch.where(torch.isnan(base), torch.zeros_like(rewards), rewards - base)
+        if self.config.normalize:
+            adv = adv / self.spread(idx)
         p = {k: v[idx].detach().requires_grad_(True) for k, v in self.params.items()}
         lp = self._log_prob(p, features.to(p["fc2.bias"].dtype), choices.bool(), valid)
         grads = torch.autograd.grad((lp * adv.to(lp.dtype)).sum(), list(p.values()))

@@ -3,7 +3,9 @@
 Candidate sets of M cached models get random features (aggregated with probability `p_aggregated`, staleness
 uniform in [-2, max_staleness], loss uniform in [0.05, 3]). Heuristic label: select model m iff it was not
 aggregated yet and it is fresh, staleness <= `fresh_staleness`. The policy is fit by binary cross-entropy on
-P(c_m | c_{m-1..1}) with the heuristic decisions as teacher-forced previous choices.
+P(c_m | c_{m-1..1}) with the heuristic decisions as teacher-forced previous choices, towards the soft targets
+`confidence` / 1 - `confidence` (default 0.9 / 0.1): hard 0/1 targets saturate the sigmoid (P = 0.998 measured),
+where the gradient of log P vanishes and eq. 4.4 can no longer move the policy away from its pretraining.
 """
 
 from __future__ import annotations
@@ -24,10 +26,13 @@ class PretrainConfig:
     fresh_staleness: float = 2.0
     max_staleness: int = 12
     p_aggregated: float = 0.3
+    confidence: float = 0.9
 
     def __post_init__(self):
         if self.steps < 0 or self.batch_size < 1 or self.num_slots < 1 or not self.lr > 0:
             raise ValueError(f"PretrainConfig needs steps >= 0, batch_size >= 1, num_slots >= 1, lr > 0: {self}")
+        if not 0.5 < self.confidence <= 1.0:
+            raise ValueError(f"PretrainConfig.confidence must be in (0.5, 1], got {self.confidence}")
         if not 0.0 <= self.p_aggregated <= 1.0:
             raise ValueError(f"PretrainConfig.p_aggregated must be in [0, 1], got {self.p_aggregated}")
 
@@ -55,7 +60,8 @@ def pretrain_policy(policy: SelectionPolicy, generator: torch.Generator,
     for _ in range(config.steps):
         features = synthetic_candidates(config.batch_size, config.num_slots, generator, config)
         target = heuristic_selection(features, config.fresh_staleness)
-        loss = bce(policy(features, target), target.float())
+        soft = torch.where(target, config.confidence, 1.0 - config.confidence)
+        loss = bce(policy(features, target), soft)
         opt.zero_grad()
         loss.backward()
         opt.step()
