@@ -3,31 +3,61 @@
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
 from dflbench.io import atomic_write_bytes
 
+Curve = tuple[Sequence[float], Sequence[float]]
 
-def line_plot(path: str | Path, curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], xlabel: str,
-              ylabel: str, title: str | None = None, hline: float | None = None) -> Path:
-    """One line per `curves[label] = (xs, ys)`, an optional dotted horizontal reference at `hline`; returns `path`."""
+
+@dataclass
+class Panel:
+    """One axes: `curves[label] = (xs, ys)`, shaded `bands[label] = (xs, lows, highs)` drawn in the colour of the
+    curve of the same label, line `styles[label]` (matplotlib linestyles), an optional horizontal reference."""
+
+    ylabel: str
+    curves: Mapping[str, Curve]
+    title: str | None = None
+    bands: Mapping[str, tuple[Sequence[float], Sequence[float], Sequence[float]]] = field(default_factory=dict)
+    styles: Mapping[str, str] = field(default_factory=dict)
+    hline: float | None = None
+
+
+def panels_plot(path: str | Path, panels: Sequence[Panel], xlabel: str, title: str | None = None) -> Path:
+    """The panels side by side, sharing `xlabel`; None values in a curve or band are gaps; returns `path`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for label, (xs, ys) in curves.items():
-        ax.plot(list(xs), list(ys), label=label)
-    if hline is not None:
-        ax.axhline(hline, color="grey", linestyle=":", linewidth=1)
-    ax.set(xlabel=xlabel, ylabel=ylabel)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        colors = {}
+        for label, (xs, ys) in panel.curves.items():
+            line, = ax.plot(list(xs), [float("nan") if y is None else y for y in ys], label=label,
+                            linestyle=panel.styles.get(label, "-"))
+            colors[label] = line.get_color()
+        for label, (xs, lo, hi) in panel.bands.items():
+            ax.fill_between(list(xs), [float("nan") if v is None else v for v in lo],
+                            [float("nan") if v is None else v for v in hi], color=colors.get(label), alpha=0.2)
+        if panel.hline is not None:
+            ax.axhline(panel.hline, color="grey", linestyle=":", linewidth=1)
+        ax.set(xlabel=xlabel, ylabel=panel.ylabel)
+        if panel.title:
+            ax.set_title(panel.title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
     if title:
-        ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+        fig.suptitle(title)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
     plt.close(fig)
     return atomic_write_bytes(path, buf.getvalue())
+
+
+def line_plot(path: str | Path, curves: Mapping[str, Curve], xlabel: str, ylabel: str, title: str | None = None,
+              hline: float | None = None) -> Path:
+    """One line per `curves[label] = (xs, ys)`, an optional dotted horizontal reference at `hline`; returns `path`."""
+    return panels_plot(path, [Panel(ylabel, curves, title=title, hline=hline)], xlabel)

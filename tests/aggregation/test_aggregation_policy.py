@@ -97,17 +97,18 @@ def test_reinforce_matches_eq_4_4_with_window_baseline(normalize):
     assert torch.allclose(bank.baseline(devices), torch.tensor([4.0, 5.5]))   # window of 2: (3+5)/2, (4+7)/2
 
 
-def test_reinforce_toy_bandit_learns_the_helpful_neighbor():
+@pytest.mark.parametrize("lr, normalize, max_steps", [(0.5, False, 150), (0.02, True, 300)])
+def test_reinforce_toy_bandit_learns_the_helpful_neighbor(lr, normalize, max_steps):
     """Selecting neighbor good[d] lowers device d's loss by 0.5; the others change nothing."""
     g = torch.Generator().manual_seed(0)
     d, m = 4, 5
-    bank = PolicyBank(d, PolicyConfig(hidden=16, lr=0.5), generator=g)
+    bank = PolicyBank(d, PolicyConfig(hidden=16, lr=lr, normalize=normalize), generator=g)
     good = torch.tensor([0, 2, 4, 1])
     rows = torch.arange(d)
     f = torch.zeros(d, m, 3)
     f[..., 1:] = 1.0
     valid = torch.ones(d, m, dtype=torch.bool)
-    max_steps, reached = 150, None
+    reached = None
     for step in range(max_steps):
         c, _ = bank.sample(f, valid, torch.rand(d, m, generator=g))
         loss = 1.0 - 0.5 * c[rows, good].float() + 0.05 * torch.randn(d, generator=g)

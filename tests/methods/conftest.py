@@ -22,14 +22,14 @@ def aedfl_npz(tmp_path):
 
 @pytest.fixture
 def aedfl_sim():
-    """make(method, D=4, **config) -> AsyncSimulator on 16x16 synthetic data, exponential graph, LeNet-5."""
+    """make(method, D=4, faults=None, **config) -> AsyncSimulator on 16x16 synthetic data, exponential graph, LeNet-5."""
     from dflbench.engines.async_sim import AsyncConfig, AsyncSimulator
     from dflbench.engines.async_stacked import DeviceData
     from dflbench.engines.devices import sample_profiles
     from dflbench.models import make_model
     from dflbench.topology import exponential
 
-    def make(method, D=4, **cfg):
+    def make(method, D=4, faults=None, **cfg):
         g = torch.Generator().manual_seed(0)
         n = 48 * D
         y = torch.randint(0, 4, (n,), generator=g)
@@ -40,7 +40,8 @@ def aedfl_sim():
                **cfg}
         torch.manual_seed(0)
         return AsyncSimulator(make_model("lenet5", 4, 1, 16), data, exponential(D),
-                              sample_profiles(D, 2, latency=0.001), method, AsyncConfig(**cfg), record_events=True)
+                              sample_profiles(D, 2, latency=0.001), method, AsyncConfig(**cfg), faults=faults,
+                              record_events=True)
 
     return make
 

@@ -15,7 +15,7 @@ _MUL1 = 0xBF58476D1CE4E5B9
 _MUL2 = 0x94D049BB133111EB
 
 # named streams, so that different uses of the same (device, t) draw independent numbers
-STREAM_BATCH, STREAM_NEIGHBOR, STREAM_FAULT, STREAM_POLICY, STREAM_SAMPLE, STREAM_MASK = range(1, 7)
+STREAM_BATCH, STREAM_NEIGHBOR, STREAM_FAULT, STREAM_POLICY, STREAM_SAMPLE, STREAM_MASK, STREAM_CORRUPT = range(1, 8)
 
 
 def _signed(c: int) -> int:

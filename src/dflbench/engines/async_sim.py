@@ -15,7 +15,9 @@ messages and other events inside the slot are applied after the batch. All rando
 sequence and, up to float rounding of batched kernels, the same models.
 
 A local update costs `local_steps * batch_size * time_per_sample * cost_fraction` virtual seconds
-(`cost_fraction` = the FLOP fraction of a pruned model); a message costs `DeviceProfiles.comm_time`. Sending
+(`cost_fraction` = the structural FLOP fraction of a pruned model); any extra work a method does (curvature, policy,
+weight updates, aggregation) costs `work_time` by the one cost model of `engines.cost`; a message costs
+`DeviceProfiles.comm_time`. Sending
 overlaps the next local update. Stop: `max_updates` (T local updates per device: a device that has done T starts
 no further update, so its next COMPLETE is never scheduled and it sends nothing after its T-th update's send; the
 run ends once no device owes updates, i.e. every device that is alive, or failed with a rejoin scheduled at a finite
@@ -26,6 +28,7 @@ slot-batched mode stops where exact mode does.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import math
 import time
@@ -36,9 +39,10 @@ import torch
 
 from dflbench.errors import UserError
 
-from .async_rng import STREAM_FAULT, STREAM_NEIGHBOR, counter_randint, counter_uniform
+from .async_rng import STREAM_CORRUPT, STREAM_FAULT, STREAM_NEIGHBOR, counter_randint, counter_uniform
 from .async_stacked import DeviceData, StackedModel, local_sgd
 from .coordinator import Coordinator, FaultConfig
+from .cost import device_speed
 from .devices import DeviceProfiles
 
 COMPLETE, ROUND, ARRIVE, FAIL, REJOIN, EVAL = range(6)
@@ -135,17 +139,20 @@ class AsyncSimulator:
             raise UserError(f"AsyncSimulator: topology has {self.D} devices, data {data.n}, profiles {profiles.n}")
         self.cfg, self.topology, self.profiles, self.method = config, topology, profiles, method
         self.faults = faults or FaultConfig()
-        for dev, _, _ in self.faults.schedule:
+        for dev in [d for d, _, _ in self.faults.schedule] + list(self.faults.corrupt):
             if not 0 <= dev < self.D:
-                raise UserError(f"fault schedule names device {dev}, valid: 0..{self.D - 1}")
+                raise UserError(f"the fault settings name device {dev}, valid: 0..{self.D - 1}")
         self.dev = torch.device(config.device)
-        self.data = data
+        self.data = self._poisoned(data) if self.faults.corrupt and self.faults.corrupt_mode == "labels" else data
         self.net = StackedModel(model)
         self.P = self.net.numel
         self.x = self.net.init.to(self.dev).unsqueeze(0).repeat(self.D, 1)     # [D, P] device models
         self.t = torch.zeros(self.D, dtype=torch.long)                         # local updates done
         self.loss = torch.zeros(self.D, dtype=torch.float64)                   # last local training loss
         self.cost_fraction = torch.ones(self.D, dtype=torch.float64)
+        self._x_eval, self._y_eval = self._eval_set(data, config)
+        self.dense_mfp = float(self.net.mfp(self._x_eval[:1]))
+        self.speed = device_speed(profiles.time_per_sample, self.dense_mfp)     # MACs per virtual second
         self.alive = torch.ones(self.D, dtype=torch.bool)
         self.epoch = torch.zeros(self.D, dtype=torch.long)                     # bumps on failure: drops stale events
         self._rejoins = torch.zeros(self.D, dtype=torch.long)                  # queued REJOINs at finite times
@@ -165,10 +172,11 @@ class AsyncSimulator:
         self.record_events = record_events
         self.result = RunResult(method=method.name)
         self._wall0 = time.perf_counter()
-        eval_n = data.x_test.shape[0] if config.eval_samples is None else min(config.eval_samples,
-                                                                                data.x_test.shape[0])
-        self._x_eval = data.prepare(data.x_test[:eval_n])
-        self._y_eval = data.y_test[:eval_n]
+
+    @staticmethod
+    def _eval_set(data: DeviceData, config: AsyncConfig) -> tuple[torch.Tensor, torch.Tensor]:
+        n = data.x_test.shape[0] if config.eval_samples is None else min(config.eval_samples, data.x_test.shape[0])
+        return data.prepare(data.x_test[:n]), data.y_test[:n]
 
     # ---- scheduling -------------------------------------------------------------------------------------
     def schedule(self, at: float, kind: int, payload: Any = None) -> None:
@@ -187,8 +195,17 @@ class AsyncSimulator:
             self.schedule(at, COMPLETE, (d, int(self.epoch[d])))
 
     def compute_time(self, devs: torch.Tensor) -> torch.Tensor:
+        """Virtual seconds of one local update's training (`engines.cost`: charged by the model's structure)."""
         c = self.cfg
         return c.local_steps * c.batch_size * self.profiles.time_per_sample[devs] * self.cost_fraction[devs]
+
+    def work_time(self, devs: torch.Tensor, macs) -> torch.Tensor:
+        """Virtual seconds `[B]` that devices `devs` take for `macs` multiply-accumulates of extra work (curvature,
+        policy, weight updates, aggregation: `engines.cost`); `devs` = SERVER: a server at the median speed."""
+        macs = torch.as_tensor(macs, dtype=torch.float64)
+        devs = torch.as_tensor(devs)
+        speed = torch.where(devs == SERVER, self.speed.median(), self.speed[devs.clamp(min=0)])
+        return macs / speed
 
     def below_limit(self) -> torch.Tensor:
         """[D] bool: devices with fewer than T = `max_updates` local updates (all of them without T)."""
@@ -349,6 +366,27 @@ class AsyncSimulator:
         for d in devs[u < p].tolist():
             self.schedule(self.now, FAIL, d)
             self.schedule(self.now + self.faults.downtime, REJOIN, d)
+
+    def _poisoned(self, data: DeviceData) -> DeviceData:
+        """`data` with the labels of the `faults.corrupt` devices' samples flipped, y -> C - 1 - y (a copy)."""
+        classes = int(max(data.y.max(), data.y_test.max())) + 1
+        y = data.y.clone()
+        for d in self.faults.corrupt:
+            idx = data.parts[d, :int(data.sizes[d])]
+            y[idx] = classes - 1 - data.y[idx]
+        return dataclasses.replace(data, y=y)
+
+    def corrupted(self, devs: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(noise models `[B, P]`, their losses `[B]` on the devices' own minibatches at this update) for devices
+        `devs` among `faults.corrupt` (`FaultConfig`): N(0, (corrupt_scale * std(x_b))^2) entries, Box-Muller from the
+        counter stream keyed by (device, update, entry)."""
+        keys = (self.cfg.seed, STREAM_CORRUPT, devs.view(-1, 1), self.t[devs].view(-1, 1),
+                torch.arange(self.P).view(1, -1))
+        u1, u2 = counter_uniform(*keys, 0), counter_uniform(*keys, 1)
+        z = torch.sqrt(-2 * torch.log1p(-u1)) * torch.cos(2 * math.pi * u2)
+        noise = (z.to(x) * self.faults.corrupt_scale * x.std(dim=1, keepdim=True)).to(x.dtype)
+        xb, yb = self.data.batch(devs.to(self.dev), self.t[devs].to(self.dev), 0, self.cfg.batch_size, self.cfg.seed)
+        return noise, self.net.losses(noise, xb, yb).double().cpu()
 
     def consensus_distance(self, x: torch.Tensor) -> float:
         """Mean L2 distance between the models of any two distinct devices (AEDFL Sec. 3)."""

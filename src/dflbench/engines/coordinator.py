@@ -8,6 +8,10 @@ last beat is the latest multiple of the interval, a failed one's the last multip
 
 Faults: `FaultConfig(schedule=((device, fail_at, rejoin_at), ...), prob=p, downtime=d)`; with probability `p` a
 device fails right after a local update and rejoins `d` seconds later with its model and its data.
+`corrupt=(j, ...)`: harmful neighbours. `corrupt_mode="noise"`: devices j push noise instead of their model
+(Gaussian entries with `corrupt_scale` times the standard deviation of the real model, keyed by device and update),
+announcing the loss that noise has on their own minibatch; honoured by the methods that push `ModelMessage`s (the
+AEDFL loop). `corrupt_mode="labels"`: devices j train on flipped labels y -> C - 1 - y (data poisoning; every method).
 """
 
 from __future__ import annotations
@@ -20,13 +24,24 @@ import torch
 from dflbench.errors import UserError
 
 
+CORRUPT_MODES = ("noise", "labels")
+
+
 @dataclass(frozen=True)
 class FaultConfig:
     schedule: tuple[tuple[int, float, float], ...] = ()
     prob: float = 0.0
     downtime: float = 1.0
+    corrupt: tuple[int, ...] = ()
+    corrupt_mode: str = "noise"
+    corrupt_scale: float = 1.0
 
     def __post_init__(self):
+        if self.corrupt_mode not in CORRUPT_MODES:
+            raise UserError(f"corrupt_mode must be one of {CORRUPT_MODES}, got {self.corrupt_mode!r}")
+        if self.corrupt_scale <= 0 or len(set(self.corrupt)) != len(self.corrupt):
+            raise UserError(f"corrupt devices must be distinct and corrupt_scale > 0, got {self.corrupt}, "
+                            f"{self.corrupt_scale}")
         if not 0.0 <= self.prob < 1.0:
             raise UserError(f"fault probability must be in [0, 1), got {self.prob}")
         if self.downtime <= 0:

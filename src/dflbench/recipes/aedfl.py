@@ -4,8 +4,9 @@ exponential graph, run each method on the AsyncSimulator, and report Table 1's m
 Metrics per method: final accuracy (mean over devices on the global test set; the global model for server
 methods), virtual time to the target accuracy, MFP (million multiply-accumulates per sample of the Conv/Linear
 layers, scaled by weight density), bytes sent, consensus distance over time (in `history`), device steps per
-wall-clock second; each run also records its method's resolved options (`options`). `write_results` stores
-results.json, results.csv and accuracy-vs-virtual-time PNG atomically.
+wall-clock second; each run also records its method's resolved options (`options`) and, for the AEDFL variants,
+`diagnostics`: what the modules did over time (`dflbench.methods.aedfl.diagnostics`). `write_results` stores
+results.json, results.csv, the accuracy-vs-virtual-time PNG and diagnostics.png atomically.
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ from dflbench.engines.coordinator import FaultConfig
 from dflbench.engines.devices import load_profiles, sample_profiles
 from dflbench.errors import UserError
 from dflbench.io import atomic_write_csv, atomic_write_json
+from dflbench.methods.aedfl.diagnostics import BUCKETS, summary
 from dflbench.methods.registry import list_methods, make_method, method_options
 from dflbench.models import make_model
-from dflbench.plots import line_plot
+from dflbench.plots import Panel, line_plot, panels_plot
 from dflbench.topology import exponential
 
 TEXT_DATASETS = ("imdb",)
@@ -145,6 +147,8 @@ def run_aedfl(cfg: AEDFLRunConfig, on_method_done: Callable[[dict, dict], None] 
                "steps_per_s": res.device_steps / max(res.wall_time, 1e-9), "messages": sim.messages,
                "dropped": sim.dropped, "stop_reason": res.stop_reason,
                "final_consensus": res.history[-1]["consensus"], "options": asdict(options), "history": res.history}
+        if hasattr(sim.method, "diagnostics"):
+            run["diagnostics"] = sim.method.diagnostics
         results["runs"].append(run)
         if on_method_done is not None:
             on_method_done(run, results)
@@ -161,11 +165,40 @@ def write_results(results: dict, out: str | Path) -> dict[str, Path]:
     paths["csv"] = atomic_write_csv(out / "results.csv", rows)
     curves = {r["method"]: ([h["time"] for h in r["history"]], [h["accuracy"] for h in r["history"]])
               for r in results["runs"]}
-    try:
-        paths["png"] = line_plot(out / "accuracy_vs_time.png", curves, "virtual time (s)", "mean test accuracy",
-                                 f"{cfg['model']} on {cfg['dataset']}, {cfg['devices']} devices", cfg["target_acc"])
-    except Exception as exc:  # noqa: BLE001 - a picture must never lose the results written above
-        traceback.print_exc(file=sys.stderr)
-        print(f"warning: the accuracy figure failed ({type(exc).__name__}: {exc}); {paths['json']} is complete",
-              file=sys.stderr)
+    title = f"{cfg['model']} on {cfg['dataset']}, {cfg['devices']} devices"
+    pictures = {"png": lambda: line_plot(out / "accuracy_vs_time.png", curves, "virtual time (s)",
+                                         "mean test accuracy", title, cfg["target_acc"])}
+    panels = diagnostics_panels(results["runs"])
+    if panels:
+        pictures["diagnostics_png"] = lambda: panels_plot(out / "diagnostics.png", panels, "virtual time (s)",
+                                                          f"AEDFL modules: {title}")
+    for key, draw in pictures.items():
+        try:
+            paths[key] = draw()
+        except Exception as exc:  # noqa: BLE001 - a picture must never lose the results written above
+            traceback.print_exc(file=sys.stderr)
+            print(f"warning: the figure {key} failed ({type(exc).__name__}: {exc}); {paths['json']} is complete",
+                  file=sys.stderr)
     return paths
+
+
+def diagnostics_panels(runs: list[dict]) -> list[Panel]:
+    """Selection probability per slot kind, lambda and pruning rate over virtual time (mean over devices, shaded
+    min..max) for the runs that carry `diagnostics` (`dflbench.methods.aedfl.diagnostics`)."""
+    selection, lam, rate = Panel("P(select)", {}, "selection probability by cached-model kind"), \
+        Panel("lambda", {}, "dynamic-weight control parameter lambda_ij"), \
+        Panel("pruning rate p_i", {}, "pruning rate (eq. 5.16)")
+    for r in runs:
+        d = r.get("diagnostics")
+        if not d or not d["time"]:
+            continue
+        xs, name = d["time"], r["method"]
+        for kind, style in zip(BUCKETS, ("-", "--", ":")):
+            selection.curves[f"{name} {kind}"] = (xs, d["selection_by_bucket"][kind])
+            selection.styles[f"{name} {kind}"] = style
+        for panel, key in ((lam, "lambda"), (rate, "pruning_rate")):
+            if d[key]:
+                s = summary(d[key])
+                panel.curves[name] = (xs, s["mean"])
+                panel.bands[name] = (xs, s["min"], s["max"])
+    return [p for p in (selection, lam, rate) if p.curves]

@@ -12,7 +12,7 @@ Ablations (Sec. 6.1): aedfl-0 (none of the modules), aedfl-rl, aedfl-dwu, aedfl-
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import torch
 
@@ -103,12 +103,29 @@ class AEDFL:
         if len(out.pruned):
             sim.cost_fraction[out.pruned] = out.cost
         sim.x[devs] = out.x
+        done = times + sim.work_time(devs, out.work)          # aggregation, curvature, policy: `engines.cost`
         dst = sim.random_out_neighbor(devs)
+        messages = self._corrupt(sim, devs, out.messages)
         for b, (d, j) in enumerate(zip(devs.tolist(), dst.tolist())):
             if j >= 0:
-                msg = out.messages[b]
-                sim.send(d, j, msg, sim.model_bytes(msg.mask), at=float(times[b]))
-        sim.schedule_completions(devs, times)
+                msg = messages[b]
+                sim.send(d, j, msg, sim.model_bytes(msg.mask), at=float(done[b]))
+        sim.schedule_completions(devs, done)
+
+    @staticmethod
+    def _corrupt(sim: AsyncSimulator, devs: torch.Tensor, messages: list) -> list:
+        """The messages with those of `sim.faults.corrupt` devices replaced by noise (`AsyncSimulator.corrupted`)."""
+        bad = [b for b, d in enumerate(devs.tolist()) if d in sim.faults.corrupt]
+        if not bad or sim.faults.corrupt_mode != "noise":
+            return messages
+        rows = torch.tensor(bad)
+        noise, losses = sim.corrupted(devs[rows], torch.stack([messages[b].model for b in bad]))
+        messages = list(messages)
+        for k, b in enumerate(bad):
+            mask = messages[b].mask
+            messages[b] = replace(messages[b], model=noise[k] if mask is None else noise[k] * mask,
+                                  loss=float(losses[k]))
+        return messages
 
     # ---- messages, faults, metrics ---------------------------------------------------------------------
     def on_arrive(self, sim: AsyncSimulator, msg: Message) -> None:

@@ -34,6 +34,7 @@ from torch.func import functional_call
 
 from dflbench.aggregation.flat import unflatten
 from dflbench.engines.async_rng import STREAM_MASK, counter_uniform
+from dflbench.engines.cost import gradient_macs, hvp_macs
 from dflbench.errors import UserError
 from dflbench.pruning import (
     device_curvature,
@@ -103,6 +104,12 @@ class AdaptivePruner(ScheduledPruner):
             return F.cross_entropy(functional_call(net.module, unflatten(flat, net.spec), (batch[0],)), batch[1])
 
         self._loss = loss
+
+    def work_macs(self, host) -> float:
+        """MACs of one pruning call (`engines.cost`): the gradients at m and m^o, the Hutchinson probes' HVPs and
+        the secant's HVP along Delta m, on one minibatch."""
+        mfp, b = float(self.dense), host.cfg.batch_size
+        return 2 * gradient_macs(mfp, b) + (self.cfg.hutchinson + 1) * hvp_macs(mfp, b)
 
     def probes(self, host, devs, P: int) -> torch.Tensor:
         """Rademacher probes `[B, hutchinson, P]` from the engine's counter stream (device, update, probe, entry)."""

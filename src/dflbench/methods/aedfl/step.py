@@ -54,7 +54,9 @@ from dflbench.aggregation import (
     staleness,
     static_weights,
 )
+from dflbench.aggregation.policy import INPUT_SIZE
 from dflbench.engines.async_stacked import DeviceData, StackedModel, local_sgd
+from dflbench.engines.cost import average_macs, forward_macs, gradient_macs, lstm_macs
 from dflbench.methods.aedfl.diagnostics import SelectionStats
 from dflbench.methods.aedfl.pruning import AdaptivePruner, PruningConfig
 from dflbench.methods.aedfl.selection import PolicySelector, SelectorConfig
@@ -111,7 +113,8 @@ class ModelMessage:
 class StepResult:
     """`x [B, P]`: the new models (the step never writes them again: rows may be sent as they are); `loss [B]`:
     the local training loss (float64, CPU); `t [B]`: the update counts after the update; `pruned [n]`: the rows
-    re-pruned, with compute-cost fractions `cost [n]` (masked MFP / dense MFP); one message per row."""
+    re-pruned, with compute-cost fractions `cost [n]` (masked MFP / dense MFP); one message per row; `work [B]`:
+    MACs done beyond local SGD (`dflbench.engines.cost`), which the simulator charges in virtual time."""
 
     x: torch.Tensor
     loss: torch.Tensor
@@ -119,6 +122,7 @@ class StepResult:
     pruned: torch.Tensor
     cost: torch.Tensor
     messages: list[ModelMessage]
+    work: torch.Tensor
 
 
 class AEDFLStep:
@@ -142,6 +146,8 @@ class AEDFLStep:
         self.policy = PolicySelector(R, K, config.policy, seed=host.cfg.seed, ids=self.ids) if config.rl else None
         self.pruner = AdaptivePruner(host, config.pruning) if config.prune else None
         self.degree = (slots.neighbors >= 0).sum(1)
+        self.mfp, self.numel, self.batch = float(host.model_mflops()), host.net.numel, host.cfg.batch_size
+        self.hidden = config.policy.policy.hidden
         self.stats = SelectionStats(R, K)
 
     def mflops(self, host: StepHost) -> float:
@@ -198,6 +204,7 @@ class AEDFLStep:
         if self.policy is not None:
             self.policy.reward(rows, (host.net.losses(x_new, *probe) - host.net.losses(x_half, *probe)).cpu())
         self.cache.mark_aggregated(rows, chosen, view.seq)
+        work = self._work(active, valid, masked=masks is not None)
 
         pruned, cost = rows[:0], torch.zeros(0, dtype=torch.float64)
         if pruner is not None:
@@ -208,11 +215,26 @@ class AEDFLStep:
                                                active[due], view.rate[due])
                 self.masks[pruned] = new_masks
                 x_new[due] = x_new[due] * new_masks
+                work[due] += pruner.work_macs(host)
         messages = [ModelMessage(model=x_new[b], mask=None if pruner is None else self.masks[r].clone(),
                                  loss=float(loss[b]), samples=int(self.sizes[r]), version=int(t[b]),
                                  rate=None if pruner is None else float(pruner.rate[r]))
                     for b, r in enumerate(rows.tolist())]
-        return StepResult(x_new, loss, t, pruned, cost, messages)
+        return StepResult(x_new, loss, t, pruned, cost, messages, work)
+
+    def _work(self, active: torch.Tensor, valid: torch.Tensor, masked: bool) -> torch.Tensor:
+        """MACs `[B]` of this update's work beyond local SGD (`dflbench.engines.cost`): the aggregation, and with
+        `dwu` the aggregate at the current weights, the gradient there and eq. 4.10's products, with `rl` the two
+        reward forwards and the policy's forward and eq. 4.4's backward over the valid slots."""
+        models = active.sum(1).double()
+        work = average_macs(models, self.numel, masked)
+        if self.dwu is not None:
+            work = work + 2 * average_macs(models, self.numel, masked) + gradient_macs(self.mfp, self.batch)
+        if self.policy is not None:
+            slots = valid.sum(1).double()
+            work = (work + 2 * forward_macs(self.mfp, self.batch) + lstm_macs(slots, self.hidden, INPUT_SIZE)
+                    + lstm_macs(slots, self.hidden, INPUT_SIZE, backward=True))
+        return work
 
 
 def _aggregate(local: torch.Tensor, cache: torch.Tensor, w: torch.Tensor, masks: torch.Tensor | None) -> torch.Tensor:
