@@ -86,24 +86,21 @@ class DGDEq1(DGD):
     """P2P-FT eq. (1) as printed: theta_i <- sum_j w_ij (theta_j - a grad L_i(theta_j)), node i's own loss at each
     in-neighbour's parameters. W row stochastic (see the module docstring).
 
-    Node i receives theta_j from its in-neighbours (the bytes DGD sends) and evaluates its gradient at each of
-    them: in-degree + 1 gradients per node and step. Stacked, the in-edges are split into R rounds (round r gives
-    node i its r-th in-neighbour, padded with itself at weight 0); round r gathers P_r = S_r X with a 0/1 selection
-    matrix S_r (one `comm.mix`) and calls grad_fn(P_r) once, so a step makes R + 1 grad_fn calls (the last at the
-    new parameters; grad L_i(theta_i) is `state.grads`). Each call draws the next mini-batch in a stochastic
-    grad_fn. Heavy-ball momentum is refused: there is no single descent direction per node to accelerate.
+    Row stochasticity makes this theta_i <- sum_j w_ij theta_j - a d_i with d_i = sum_j w_ij grad L_i(theta_j), the
+    direction heavy-ball momentum acts on (as on every algorithm's d; momentum 0 is eq. (1) exactly). Node i receives
+    theta_j from its in-neighbours (the bytes DGD sends) and evaluates its gradient at each: in-degree + 1 gradients
+    per node and step. Stacked, the in-edges are split into R rounds (round r gives node i its r-th in-neighbour
+    j_r(i), padded with itself at weight 0); round r gathers P_r = S_r X with a 0/1 selection matrix S_r (one
+    `comm.mix`) and calls grad_fn(P_r) once, so a step makes R + 1 grad_fn calls (the last at the new parameters;
+    grad L_i(theta_i) is `state.grads`), each drawing the next mini-batch of a stochastic grad_fn.
     """
 
     name = "dgd_eq1"
 
     def __init__(self, W: Matrix, lr, momentum: float = 0.0, weight_decay: float = 0.0,
                  comm: Communicator | None = None):
-        if momentum:
-            raise ValueError(f"{self.name} (P2P-FT eq. 1) takes no momentum: node i mixes gradients at several "
-                             f"points, so it has no single direction to accelerate; got momentum={momentum}. Use "
-                             "momentum 0 or the adapt-then-combine DGD")
-        super().__init__(W, lr, 0.0, weight_decay, comm)
-        self._rounds_of: tuple[MixingMatrix, list] | None = None
+        super().__init__(W, lr, momentum, weight_decay, comm)
+        self._rounds_of: tuple[MixingMatrix, tuple] | None = None
 
     def rounds(self, W: MixingMatrix) -> tuple[torch.Tensor, list[tuple[MixingMatrix, torch.Tensor]]]:
         """(w_ii [n], [(S_r, w_{i, j_r(i)} [n]) per round]): the in-edges of W, round r holding node i's r-th
@@ -130,14 +127,16 @@ class DGDEq1(DGD):
         def scale(c: torch.Tensor, t: Tree) -> Tree:
             return tree_map(lambda v: v * c[ids].to(v).reshape((-1,) + (1,) * (v.ndim - 1)), t)
 
-        x = scale(diag, tree_map(lambda p, g: p - lr * g, state.params, state.grads))
+        wx, d = scale(diag, state.params), scale(diag, state.grads)  # sum_j w_ij theta_j, sum_j w_ij grad L_i(theta_j)
         for select, coef in rounds:
             at = self.comm.mix(select, state.params)  # theta_{j_r(i)} at node i
             g_at, _ = self._grad(grad_fn, at)         # grad L_i(theta_{j_r(i)})
-            x = tree_map(torch.add, x, scale(coef, tree_map(lambda p, g: p - lr * g, at, g_at)))
+            wx, d = tree_map(torch.add, wx, scale(coef, at)), tree_map(torch.add, d, scale(coef, g_at))
+        u, mom = self._direction(d, state)
+        x = tree_map(lambda p, g: p - lr * g, wx, u)
         grads, aux = self._grad(grad_fn, x)
         sent = self.comm.mix_bytes(W, state.params, self._n_local(state))
-        return replace(state, params=x, grads=grads, aux=aux, bytes_sent=state.bytes_sent + sent)
+        return replace(state, params=x, grads=grads, aux=aux, momentum=mom, bytes_sent=state.bytes_sent + sent)
 
 
 class PushPull(Algorithm):
