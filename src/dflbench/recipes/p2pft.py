@@ -12,9 +12,9 @@ gradient steps on the same number of samples; `"epoch"` makes one pass over the 
 nodes are unequal).
 
 Each run records the mixing matrices it used (`matrices`: W, or push-pull's A and B) beside the graph's
-`topology.weights`. Results (results.json, results.csv) are written as soon as training ends; pictures come after (an accuracy-vs-
-epoch PNG, and with `attention` Fig. 2's maps) and a failing picture is reported in results.json, never losing
-the results.
+`topology.weights`. Results (results.json, results.csv) are written as soon as training ends; pictures come after
+(an accuracy-vs-epoch PNG, and with `attention` Fig. 2's maps) and a failing picture is reported in results.json,
+never losing the results.
 """
 
 from __future__ import annotations
