@@ -272,6 +272,9 @@ def run_p2pft(cfg: P2PFTConfig, out_dir: str | Path, resume: bool = False, progr
     device = resolve_device(cfg.device) if runtime.device is None else runtime.device
     needs_graph = any(ALGORITHMS.get(a).metadata["mixing"] not in (None, "local") for a in cfg.algorithms)
     topology = build_topology(cfg.topology, cfg.nodes, cfg.seed) if needs_graph else None
+    with user_input("--algorithms"):  # every algorithm (and its matrices) is checked before any of them trains
+        algorithms = {name: ALGORITHMS.make(name, None, lr=cfg.lr, momentum=cfg.momentum, topology=topology)
+                      for name in cfg.algorithms}
     data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download, cfg.image_size)
     part = partition(data.y_train.numpy(), cfg.nodes, cfg.split, cfg.seed, dataset=cfg.dataset,
                      num_classes=data.num_classes)
@@ -293,8 +296,7 @@ def run_p2pft(cfg: P2PFTConfig, out_dir: str | Path, resume: bool = False, progr
             nodes, run_cfg = [np.concatenate(part.indices)], SyncConfig(**{**asdict(sync), **central})
         else:
             nodes, run_cfg = list(part.indices), sync
-        algorithm = ALGORITHMS.make(name, None, lr=cfg.lr, momentum=cfg.momentum, topology=topology)
-        sim = runtime.simulator(tail, inputs, nodes, algorithm, run_cfg, name=name)
+        sim = runtime.simulator(tail, inputs, nodes, algorithms[name], run_cfg, name=name)
         with user_input("--lr", NonFiniteError):  # divergence: the message names the nodes and says to lower it
             res = sim.run(checkpoint=out / "checkpoints" / f"{name}.pt", resume=resume, progress=progress,
                           context=context)
