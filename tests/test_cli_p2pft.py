@@ -6,6 +6,7 @@ import torch
 from typer.testing import CliRunner
 
 from dflbench.cli.main import app
+from dflbench.topology import is_doubly_stochastic, make_topology, row_stochastic
 from dflbench.vision import create_model
 
 runner = CliRunner()
@@ -32,6 +33,19 @@ def test_random_backbone_warning_is_one_stderr_line(tmp_path):
         "warning: the backbone is randomly initialised (no --pretrained or --checkpoint): fine-tuning its last block "
         "says little about P2P-FT; see `dflbench pretrain`"]
     assert json.loads((tmp_path / "results.json").read_text())["backbone"]["kind"] == "random"
+
+
+def test_baseline_variants_run_on_the_topology_graph(tmp_path):
+    """--algorithms reaches every DGD / GT-DGD form; each runs on --topology's own row-stochastic weights (hub_ring:
+    not doubly stochastic) and results.json records them."""
+    result = runner.invoke(app, ["p2pft", *TINY, "--epochs", "0", "--algorithms", "dgd-eq1,dgd-cta,gt-dgd-atc,gt-dgd",
+                                 "--topology", "hub_ring", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    runs = json.loads((tmp_path / "results.json").read_text())["runs"]
+    assert [r["mixing"] for r in runs] == ["dgd_eq1", "dpsgd", "gtdgd_atc", "gtdgd"]
+    A = row_stochastic(make_topology("hub_ring", 4))
+    assert not is_doubly_stochastic(A)
+    assert all(r["matrices"] == {"W": A.tolist()} for r in runs)
 
 
 def test_user_errors_are_one_line_exit_2(tmp_path):

@@ -9,29 +9,38 @@ import pytest
 from dflbench.mixing import MixingMatrix
 from dflbench.recipes.demo import check_claim, demo_config
 from dflbench.recipes.p2pft import P2PFTConfig, list_p2pft_algorithms, parse_algorithms, parse_model_kwargs, run_p2pft
-from dflbench.topology import make_topology, metropolis_hastings
+from dflbench.topology import column_stochastic, make_topology, row_stochastic
 
 TINY = parse_model_kwargs("img_size=8,patch_size=4,embed_dim=16,depth=2,num_heads=2")
 
 
 def test_every_algorithm_end_to_end(tmp_path):
+    names = list_p2pft_algorithms()
+    assert names == ["local", "p2pft", "dgd", "gt-dgd", "central", "dgd-cta", "dgd-eq1", "gt-dgd-atc"]
     cfg = P2PFTConfig(model="vit_tiny_patch16_224", model_kwargs=TINY, dataset="digits", nodes=4,
-                      topology="erdos_renyi", algorithms=("local", "p2pft", "dgd", "gt-dgd", "central"), epochs=1,
-                      lr=0.05, batch_size=16, device="cpu", seed=0, attention=2)
+                      topology="erdos_renyi", algorithms=tuple(names), epochs=1, lr=0.05, batch_size=16, device="cpu",
+                      seed=0, attention=2)
     res = run_p2pft(cfg, tmp_path).results
     runs = {r["algorithm"]: r for r in res["runs"]}
-    assert list(runs) == ["local", "p2pft", "dgd", "gt-dgd", "central"]
+    assert list(runs) == names
     hist = np.array(res["partition"]["class_histograms"])
     assert [np.flatnonzero(h).tolist() for h in hist] == [[0, 1, 2], [3, 4, 5], [6, 7], [8, 9]]
     # traffic: every send is one [q] float32 row per out-neighbour (p2pft sends params and tracker)
     topo = make_topology("erdos_renyi", 4, seed=0)
     directed = MixingMatrix(topo.weights, None).out_degree.sum().item()
-    undirected = MixingMatrix(metropolis_hastings(topo), None).out_degree.sum().item()
     steps = runs["p2pft"]["steps"]
     per_row = runs["p2pft"]["bytes_sent"] / (steps * 2 * directed)
     assert per_row == int(per_row) and per_row % 4 == 0
-    assert runs["dgd"]["bytes_sent"] == steps * undirected * per_row
-    assert runs["gt-dgd"]["bytes_sent"] == 2 * runs["dgd"]["bytes_sent"]
+    for name in ("dgd", "dgd-cta", "dgd-eq1"):
+        assert runs[name]["bytes_sent"] == steps * directed * per_row, name
+    assert runs["gt-dgd"]["bytes_sent"] == runs["gt-dgd-atc"]["bytes_sent"] == 2 * runs["dgd"]["bytes_sent"]
+    # the matrices each run used: the directed graph's own (DGD / GT-DGD: row stochastic; push-pull: A and B)
+    A, B = row_stochastic(topo).tolist(), column_stochastic(topo).tolist()
+    assert runs["p2pft"]["matrices"] == {"A": A, "B": B}
+    for name in ("dgd", "dgd-cta", "dgd-eq1", "gt-dgd", "gt-dgd-atc"):
+        assert runs[name]["matrices"] == {"W": A}, name
+    assert runs["local"]["matrices"] == runs["central"]["matrices"] == {}
+    assert [runs[n]["mixing"] for n in names[5:]] == ["dpsgd", "dgd_eq1", "gtdgd_atc"]
     assert runs["local"]["bytes_sent"] == runs["central"]["bytes_sent"] == 0
     assert runs["central"]["single_model"] and len(set(runs["central"]["node_accuracy"])) == 1
     # central: a 4x batch and, by default, the nodes' steps per epoch (ceil(largest node / batch))

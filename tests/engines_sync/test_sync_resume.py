@@ -27,7 +27,7 @@ def _strip_times(history):
     return [{k: v for k, v in h.items() if k != "wall_time_s"} for h in history]
 
 
-@pytest.mark.parametrize("algorithm", ["pushpull", "gtdgd"])
+@pytest.mark.parametrize("algorithm", ["pushpull", "gtdgd", "dgd_eq1"])  # dgd_eq1: several mini-batches per step
 def test_resume_equals_uninterrupted(tiny_model, tiny_data, tmp_path, algorithm):
     full = _sim(tiny_model, tiny_data, 3, algorithm).run(checkpoint=tmp_path / "full.pt")
     ckpt = tmp_path / "part.pt"

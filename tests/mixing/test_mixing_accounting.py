@@ -9,7 +9,9 @@ from dflbench.mixing import (
     DGD,
     DPSGD,
     GTDGD,
+    GTDGDATC,
     Centralized,
+    DGDEq1,
     Local,
     PushPull,
     PushSum,
@@ -43,13 +45,17 @@ def grad(tree):
 
 @pytest.mark.parametrize("alg,per_step", [
     (PushPull(row_stochastic(TOPO), column_stochastic(TOPO), 0.1), OUT_DIRECTED * 44 * 2),  # theta and tau
-    (GTDGD(metropolis_hastings(TOPO), 0.1), OUT_UNDIRECTED * 44 * 2),
-    (DGD(metropolis_hastings(TOPO), 0.1), OUT_UNDIRECTED * 44),
-    (DPSGD(metropolis_hastings(TOPO), 0.1), OUT_UNDIRECTED * 44),
+    (GTDGD(row_stochastic(TOPO), 0.1), OUT_DIRECTED * 44 * 2),  # theta and tau
+    (GTDGDATC(row_stochastic(TOPO), 0.1), OUT_DIRECTED * 44 * 2),
+    (DGD(row_stochastic(TOPO), 0.1), OUT_DIRECTED * 44),
+    (DGDEq1(row_stochastic(TOPO), 0.1), OUT_DIRECTED * 44),  # theta once; node i computes its gradients at them
+    (DPSGD(row_stochastic(TOPO), 0.1), OUT_DIRECTED * 44),
+    (DGD(metropolis_hastings(TOPO), 0.1), OUT_UNDIRECTED * 44),  # a symmetrised graph's W uses the reverse links
     (PushSum(column_stochastic(TOPO), 0.1), OUT_DIRECTED * (44 + 4)),  # y and the float32 weight w
     (Centralized(0.1), torch.full((4,), 44)),  # each node's gradient once
     (Local(0.1), torch.zeros(4, dtype=torch.long)),
-], ids=["pushpull", "gtdgd", "dgd", "dpsgd", "pushsum", "centralized", "local"])
+], ids=["pushpull", "gtdgd", "gtdgd_atc", "dgd", "dgd_eq1", "dpsgd", "dgd-metropolis", "pushsum", "centralized",
+        "local"])
 def test_bytes_sent_matches_a_hand_count(alg, per_step):
     state = run(alg, grad, params32(), STEPS)
     assert state.bytes_sent.dtype == torch.int64

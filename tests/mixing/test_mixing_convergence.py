@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dflbench.mixing import DGD, DPSGD, GTDGD, Centralized, Local, PushPull, PushSum, run
+from dflbench.mixing import DGD, DPSGD, GTDGD, GTDGDATC, Centralized, DGDEq1, Local, PushPull, PushSum, run
 from dflbench.topology import (
     column_stochastic,
     exponential,
@@ -32,6 +32,44 @@ def test_pushpull_converges_exactly_on_directed_graphs(graph, make_problem, rand
     assert prob.rel_error(state.params) < 1e-8
     # the tracker estimates the average gradient, which vanishes at x*
     assert state.tracker.abs().max() < 1e-8
+
+
+def perron_weighted_solution(prob, A: torch.Tensor) -> torch.Tensor:
+    """argmin_x sum_i pi_i f_i(x), pi^T A = pi^T, sum pi = 1: pi from the linear system [A^T - I; 1^T] pi = e_n+1,
+    then the Perron-weighted normal equations sum_i pi_i M_i^T (M_i x - b_i) = 0."""
+    n = A.shape[0]
+    K = torch.cat([A.T - torch.eye(n, dtype=A.dtype), torch.ones(1, n, dtype=A.dtype)])
+    e = torch.zeros(n + 1, 1, dtype=A.dtype)
+    e[-1] = 1
+    pi = torch.linalg.lstsq(K, e).solution.flatten()
+    H = torch.einsum("n,nji,njk->ik", pi, prob.M, prob.M)
+    return torch.linalg.solve(H, torch.einsum("n,nji,nj->i", pi, prob.M, prob.b))
+
+
+def test_on_a_graph_that_is_not_weight_balanced_only_pushpull_finds_the_optimum(make_problem, random_weights):
+    """P2P-FT's contrast (Sec. II-III): with the graph's row-stochastic A, DGD (any form, diminishing step) and
+    GT-DGD (both forms, constant step) converge to the Perron-weighted optimum of sum_i pi_i f_i; push-pull with
+    A and the column-stochastic B to x* = argmin sum_i f_i."""
+    prob = make_problem(n=6)
+    W = random_weights("exponential", prob.n, seed=1)
+    A, B = row_stochastic(W), column_stochastic(W)
+    assert not is_doubly_stochastic(A)
+    x_pi, xs = perron_weighted_solution(prob, A), prob.x_star
+    gap = float((x_pi - xs).norm() / xs.norm())
+    assert gap > 0.03  # the biased point is measurably elsewhere
+
+    def errors(alg, steps):
+        x = run(alg, prob.grad_fn, torch.zeros(prob.n, prob.q, dtype=torch.float64), steps).params
+        return (float((x - x_pi).norm(dim=1).max() / xs.norm()), prob.rel_error(x))
+
+    to_pi, to_star = errors(PushPull(A, B, LR), 400)
+    assert to_star < 1e-8 and to_pi > 0.9 * gap
+    for cls in (GTDGD, GTDGDATC):
+        to_pi, to_star = errors(cls(A, LR), 400)
+        assert to_pi < 1e-8 and to_star > 0.9 * gap, cls.name
+    for cls in (DGD, DPSGD, DGDEq1):  # a diminishing step removes DGD's O(step) error, not its bias
+        to_pi, to_star = errors(cls(A, lambda t: LR * 50 / (t + 50)), 1500)  # to_pi / gap: 0.03-0.07 measured
+        assert to_pi < 0.1 * gap and to_star > 0.9 * gap, (cls.name, to_pi, gap)
 
 
 @pytest.mark.parametrize("graph", ["exponential", "ring"])

@@ -22,7 +22,7 @@ from dflbench.mixing import (
 )
 from dflbench.topology import column_stochastic, exponential, metropolis_hastings, one_peer_exponential, row_stochastic
 
-ALL = ["centralized", "dgd", "dpsgd", "gtdgd", "local", "pushpull", "pushsum"]
+ALL = ["centralized", "dgd", "dgd_eq1", "dpsgd", "gtdgd", "gtdgd_atc", "local", "pushpull", "pushsum"]
 
 
 def as_dict(x: torch.Tensor) -> dict:
@@ -49,7 +49,7 @@ def test_dict_of_stacked_tensors_equals_flat(name, make_problem):
         assert torch.allclose(flatten_rows(tree.tracker), flat.tracker, atol=1e-14, rtol=0)
 
 
-@pytest.mark.parametrize("name", ["pushpull", "pushsum", "dgd"])
+@pytest.mark.parametrize("name", ["pushpull", "pushsum", "dgd", "dgd_eq1"])
 def test_checkpoint_resumes_bit_exactly(name, make_problem, tmp_path):
     prob = make_problem(n=6, seed=5)
     x0 = torch.zeros(6, prob.q, dtype=torch.float64)
@@ -64,7 +64,7 @@ def test_checkpoint_resumes_bit_exactly(name, make_problem, tmp_path):
     alg = make()
     for _ in range(6):
         state = alg.step(state, prob.grad_fn)
-    assert state.step == 10
+    assert state.step == 10 and state.grad_calls == straight.grad_calls
     for key, value in straight.to_dict().items():
         if isinstance(value, torch.Tensor):
             assert torch.equal(getattr(state, key), value), key
@@ -138,11 +138,30 @@ def test_from_topology_uses_the_papers_matrices():
     pp = from_topology("pushpull", topo, 0.1)
     assert (torch.equal(pp.A.at(0).weights, row_stochastic(topo))
             and torch.equal(pp.B.at(0).weights, column_stochastic(topo)))
-    assert torch.equal(from_topology("gtdgd", topo, 0.1).W.at(0).weights, metropolis_hastings(topo))
+    for name in ("dgd", "dgd_eq1", "dpsgd", "gtdgd", "gtdgd_atc"):  # the directed graph's own row-stochastic A
+        assert from_topology(name, topo, 0.1).matrices().keys() == {"W"}
+        assert torch.equal(from_topology(name, topo, 0.1).matrices()["W"], row_stochastic(topo)), name
+    assert pp.matrices().keys() == {"A", "B"} and torch.equal(pp.matrices()["B"], column_stochastic(topo))
+    assert from_topology("local", topo, 0.1).matrices() == {}
     tv = from_topology("pushsum", lambda t: one_peer_exponential(6, t), 0.1)
     assert tv.B.time_varying and torch.equal(tv.B.at(1).weights, column_stochastic(one_peer_exponential(6, 1)))
     with pytest.raises(ValueError, match="Topology or a callable"):
         from_topology("local", "ring", 0.1)
+
+
+@pytest.mark.parametrize("name,per_step", [("pushpull", 1), ("gtdgd", 1), ("dgd", 1), ("dgd_eq1", 4)])
+def test_grad_calls_count_every_grad_fn_call(name, per_step, make_problem):
+    """One grad_fn call per step, except DGD eq. 1: one per round of in-neighbours (exponential(8): 3) plus one at
+    the new parameters."""
+    prob = make_problem(n=8)
+    calls = []
+
+    def counted(x):
+        calls.append(1)
+        return prob.grad_fn(x)
+
+    state = run(from_topology(name, exponential(8), 0.05), counted, torch.zeros(8, prob.q, dtype=torch.float64), 5)
+    assert state.grad_calls == len(calls) == 1 + 5 * per_step
 
 
 def test_neighbour_lists_for_a_distributed_communicator():

@@ -9,7 +9,9 @@ from dflbench.mixing import (
     DGD,
     DPSGD,
     GTDGD,
+    GTDGDATC,
     Centralized,
+    DGDEq1,
     Local,
     LocalCommunicator,
     MixingMatrix,
@@ -47,12 +49,12 @@ def test_stochasticity_is_checked_per_algorithm(skew):
         PushPull(B, B, 0.1)
     with pytest.raises(ValueError, match="pushpull B must be column stochastic.*column_stochastic"):
         PushPull(A, A, 0.1)
-    for cls in (DGD, DPSGD, GTDGD):
-        with pytest.raises(ValueError, match="doubly stochastic.*metropolis_hastings"):
-            cls(A, 0.1)
+    for cls in (DGD, DPSGD, DGDEq1, GTDGD, GTDGDATC):
+        with pytest.raises(ValueError, match=f"{cls.name} W must be row stochastic.*row_stochastic"):
+            cls(B, 0.1)
     with pytest.raises(ValueError, match="pushsum B must be column stochastic"):
         PushSum(A, 0.1)
-    PushPull(A, B, 0.1), PushSum(B, 0.1), GTDGD(metropolis_hastings(skew), 0.1)  # the right ones pass
+    PushPull(A, B, 0.1), PushSum(B, 0.1), GTDGD(A, 0.1), DGD(metropolis_hastings(skew), 0.1)  # the right ones pass
 
 
 def test_matrix_shape_and_entries():

@@ -1,8 +1,8 @@
-"""DistributedCommunicator vs the simulator: 4 gloo ranks x 20 steps of push-pull (P2P-FT Alg. 1), DGD, GT-DGD,
-D-PSGD, push-sum and centralized (comm.mean: the one all-reduce) on a tiny MLP give every node the parameters
-(and trackers) the single-process LocalCommunicator run gives (to 1e-5), with one node per rank and (push-pull)
-with ranks hosting two nodes; every point-to-point message is exactly one node's row of the mixed parameters or
-trackers (push-sum: plus its weight)."""
+"""DistributedCommunicator vs the simulator: 4 gloo ranks x 20 steps of push-pull (P2P-FT Alg. 1), DGD (ATC, eq. 1,
+CTA = D-PSGD), GT-DGD (Qu & Li, ATC), push-sum and centralized (comm.mean: the one all-reduce) on a tiny MLP give
+every node the parameters (and trackers) the single-process LocalCommunicator run gives (to 1e-5), with one node per
+rank and (push-pull) with ranks hosting two nodes; every point-to-point message is exactly one node's row of the mixed
+parameters or trackers (push-sum: plus its weight)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from dflbench.runtime.backend import DistEnv, destroy_process_group, init_proces
 from dflbench.runtime.comm import DistributedCommunicator
 from dflbench.topology import exponential
 
-ALGORITHMS = ("pushpull", "dgd", "gtdgd", "dpsgd", "pushsum", "centralized")
-MIXES_PER_STEP = {"pushpull": 2, "gtdgd": 2, "dgd": 1, "dpsgd": 1, "pushsum": 1}
-DIRECTED = ("pushpull", "pushsum")  # the others use Metropolis-Hastings weights of the undirected graph
+ALGORITHMS = ("pushpull", "dgd", "dgd_eq1", "gtdgd", "gtdgd_atc", "dpsgd", "pushsum", "centralized")
+# dgd_eq1 gathers theta in rounds of one in-neighbour each: every edge once per step, as one mix
+MIXES_PER_STEP = {"pushpull": 2, "gtdgd": 2, "gtdgd_atc": 2, "dgd": 1, "dgd_eq1": 1, "dpsgd": 1, "pushsum": 1}
 STEPS = 20
 
 
@@ -122,9 +122,7 @@ def test_messages_are_single_parameter_rows(distributed_runs, name):
     mixes = MIXES_PER_STEP[name]
     for rank, res in enumerate(distributed_runs):
         sent = res[(n, name)]["sent"]
-        out_nbrs = sorted(i for i in range(n) if i != rank and W[i, rank] > 0)
-        if name not in DIRECTED:
-            out_nbrs = sorted(i for i in range(n) if i != rank and (W[i, rank] > 0 or W[rank, i] > 0))
+        out_nbrs = sorted(i for i in range(n) if i != rank and W[i, rank] > 0)  # every algorithm: the directed graph
         assert all(shape == (1, numel) and dtype == torch.float32 for _, shape, dtype in sent)
         assert sorted(p for p, _, _ in sent) == sorted(out_nbrs * mixes * STEPS)
         assert res[(n, name)]["wire_bytes"] == int(res[(n, name)]["bytes_sent"].sum())

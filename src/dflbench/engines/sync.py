@@ -219,7 +219,7 @@ class SyncSimulator:
         path = Path(checkpoint) if checkpoint is not None else None
         if resume and path is not None and path.is_file():
             state, epoch, history, elapsed = self._load(path, fp)
-            self._calls = state.step + 1
+            self._calls = state.step + 1 if state.grad_calls is None else state.grad_calls  # the next mini-batch
         else:
             start = time.perf_counter()
             self._calls = 0

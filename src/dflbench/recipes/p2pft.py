@@ -11,9 +11,10 @@ all nodes' data with batch nodes x batch_size, so every node column shows that s
 gradient steps on the same number of samples; `"epoch"` makes one pass over the union instead (fewer steps when
 nodes are unequal).
 
-Results (results.json, results.csv) are written as soon as training ends; pictures come after (an accuracy-vs-
-epoch PNG, and with `attention` Fig. 2's maps) and a failing picture is reported in results.json, never losing
-the results.
+Each run records the mixing matrices it used (`matrices`: W, or push-pull's A and B) beside the graph's
+`topology.weights`. Results (results.json, results.csv) are written as soon as training ends; pictures come after
+(an accuracy-vs-epoch PNG, and with `attention` Fig. 2's maps) and a failing picture is reported in results.json,
+never losing the results.
 """
 
 from __future__ import annotations
@@ -56,12 +57,21 @@ def _register_mixing(name: str, mixing: str, label: str) -> None:
         return from_topology(mixing, topology, lr, momentum=momentum)
 
 
+# The baselines run on the --topology graph with its own row-stochastic weights (dflbench.mixing.from_topology), so
+# off weight-balanced graphs DGD and GT-DGD converge to a Perron-weighted, biased point: the paper's contrast with
+# push-pull. Defaults: `dgd` is adapt-then-combine with each node's own gradient (the paper's reading of eq. 1,
+# "a local gradient descent update"; eq. 1 as printed costs in-degree + 1 gradients per node and step), `gt-dgd`
+# is Qu & Li's form (eq. 2 as printed); the other forms are named variants.
 _register_mixing("p2pft", "pushpull", "P2P-FT")
 _register_mixing("dgd", "dgd", "DGD")
 _register_mixing("gt-dgd", "gtdgd", "GT-DGD")
 
 
 ALGORITHMS.register("central", mixing=None, label="Centralized")(_local)
+
+_register_mixing("dgd-cta", "dpsgd", "DGD (CTA)")
+_register_mixing("dgd-eq1", "dgd_eq1", "DGD (eq. 1)")
+_register_mixing("gt-dgd-atc", "gtdgd_atc", "GT-DGD (ATC)")
 
 
 def list_p2pft_algorithms() -> list[str]:
@@ -262,6 +272,9 @@ def run_p2pft(cfg: P2PFTConfig, out_dir: str | Path, resume: bool = False, progr
     device = resolve_device(cfg.device) if runtime.device is None else runtime.device
     needs_graph = any(ALGORITHMS.get(a).metadata["mixing"] not in (None, "local") for a in cfg.algorithms)
     topology = build_topology(cfg.topology, cfg.nodes, cfg.seed) if needs_graph else None
+    with user_input("--algorithms"):  # every algorithm (and its matrices) is checked before any of them trains
+        algorithms = {name: ALGORITHMS.make(name, None, lr=cfg.lr, momentum=cfg.momentum, topology=topology)
+                      for name in cfg.algorithms}
     data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download, cfg.image_size)
     part = partition(data.y_train.numpy(), cfg.nodes, cfg.split, cfg.seed, dataset=cfg.dataset,
                      num_classes=data.num_classes)
@@ -283,14 +296,14 @@ def run_p2pft(cfg: P2PFTConfig, out_dir: str | Path, resume: bool = False, progr
             nodes, run_cfg = [np.concatenate(part.indices)], SyncConfig(**{**asdict(sync), **central})
         else:
             nodes, run_cfg = list(part.indices), sync
-        algorithm = ALGORITHMS.make(name, None, lr=cfg.lr, momentum=cfg.momentum, topology=topology)
-        sim = runtime.simulator(tail, inputs, nodes, algorithm, run_cfg, name=name)
+        sim = runtime.simulator(tail, inputs, nodes, algorithms[name], run_cfg, name=name)
         with user_input("--lr", NonFiniteError):  # divergence: the message names the nodes and says to lower it
             res = sim.run(checkpoint=out / "checkpoints" / f"{name}.pt", resume=resume, progress=progress,
                           context=context)
         sims[name] = res
         accs = res.node_accuracy * cfg.nodes if len(res.node_accuracy) == 1 else res.node_accuracy
-        runs.append({"algorithm": name, "mixing": sim.algorithm.name, "node_accuracy": accs,
+        runs.append({"algorithm": name, "mixing": sim.algorithm.name,
+                     "matrices": {k: m.tolist() for k, m in sim.algorithm.matrices().items()}, "node_accuracy": accs,
                      "mean_accuracy": float(np.mean(accs)), "single_model": single_model(name),
                      "history": res.history, "wall_time_s": res.wall_time_s, "bytes_sent": int(sum(res.bytes_sent)),
                      "bytes_sent_per_node": res.bytes_sent, "steps": res.steps,

@@ -5,12 +5,12 @@
     state = run(alg, grad_fn, x0, steps)    # x0: tensor [n, q] or dict of [n, *shape]
     state.params, state.aux, state.bytes_sent
 
-Algorithms: DGD, DPSGD, GTDGD, PushPull (P2P-FT Algorithm 1), PushSum, Local, Centralized (see
+Algorithms: DGD, DGDEq1, DPSGD, GTDGD, GTDGDATC, PushPull (P2P-FT Algorithm 1), PushSum, Local, Centralized (see
 `algorithms`); cross-node operations go through a `Communicator` (see `comm`).
 """
 
 from .accounting import consensus_distance, pairwise_consensus_distance, total_bytes
-from .algorithms import DGD, DPSGD, GTDGD, Centralized, Local, PushPull, PushSum
+from .algorithms import DGD, DPSGD, GTDGD, GTDGDATC, Centralized, DGDEq1, Local, PushPull, PushSum
 from .base import Algorithm, NonFiniteError
 from .comm import Communicator, LocalCommunicator
 from .matrix import MatrixSchedule, MixingMatrix
@@ -20,8 +20,8 @@ from .state import MixingState
 from .tree import Tree, flatten_rows, tree_leaves, tree_map
 
 __all__ = [
-    "Algorithm", "Centralized", "Communicator", "DGD", "DPSGD", "GTDGD", "Local", "LocalCommunicator",
-    "MatrixSchedule", "MixingMatrix", "MixingState", "NonFiniteError", "PushPull", "PushSum", "Tree",
-    "consensus_distance", "flatten_rows", "from_topology", "get_algorithm", "list_algorithms", "make_algorithm",
+    "Algorithm", "Centralized", "Communicator", "DGD", "DGDEq1", "DPSGD", "GTDGD", "GTDGDATC", "Local",
+    "LocalCommunicator", "MatrixSchedule", "MixingMatrix", "MixingState", "NonFiniteError", "PushPull", "PushSum",
+    "Tree", "consensus_distance", "flatten_rows", "from_topology", "get_algorithm", "list_algorithms", "make_algorithm",
     "pairwise_consensus_distance", "run", "total_bytes", "tree_leaves", "tree_map",
 ]

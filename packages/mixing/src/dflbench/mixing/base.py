@@ -8,7 +8,9 @@
 `grad_fn(params)` returns per-node gradients with the structure of `params`, or `(grads, aux)`; the last
 `aux` (e.g. per-node losses) is kept in `state.aux`. (With tuple-structured params a returned 2-tuple is
 read as the gradients, so aux needs dict or tensor params.) Gradients are always evaluated at the new parameters
-at the end of a step, so `state.grads` / `state.aux` belong to `state.params`.
+at the end of a step, so `state.grads` / `state.aux` belong to `state.params`. Every algorithm but `DGDEq1` calls
+grad_fn once per step; `state.grad_calls` counts the calls since `init` (a stochastic grad_fn that draws one
+mini-batch per call resumes from it).
 
 Optional, identical for every algorithm (off by default): weight decay adds `weight_decay * x` to the
 gradient before anything else uses it (so trackers track the regularised gradient), and heavy-ball
@@ -40,7 +42,8 @@ class NonFiniteError(ValueError):
 class Algorithm(ABC):
     """Base class: holds lr / momentum / weight decay / communicator and the shared step machinery.
 
-    Subclasses set `name`, list their matrix schedules in `_schedules()`, and implement `_advance`.
+    Subclasses set `name`, name their matrix schedules in `_schedules()` ({"A": ..., "B": ...}), and implement
+    `_advance`.
     """
 
     name = "algorithm"
@@ -59,6 +62,7 @@ class Algorithm(ABC):
         self.momentum = float(momentum)
         self.weight_decay = float(weight_decay)
         self.comm = comm if comm is not None else LocalCommunicator()
+        self._calls = 0  # grad_fn calls in the current init / step
 
     # --- protocol -------------------------------------------------------------------------------------
 
@@ -66,11 +70,13 @@ class Algorithm(ABC):
         """Validate `x0` against the matrices, evaluate the first gradients, build the state."""
         n_local = num_rows(x0)
         n = self.comm.num_nodes(n_local)
-        for sched in self._schedules():
+        for sched in self._schedules().values():
             sched.check_n(n)
         x0 = self._initial_params(tree_map(lambda t: t.detach().clone(), x0))
+        self._calls = 0
         grads, aux = self._grad(grad_fn, x0)
-        state = MixingState(params=x0, grads=grads, step=0, bytes_sent=self._zero_bytes(n_local), aux=aux)
+        state = MixingState(params=x0, grads=grads, step=0, bytes_sent=self._zero_bytes(n_local), aux=aux,
+                            grad_calls=self._calls)
         if self.momentum > 0:
             state.momentum = tree_map(torch.zeros_like, x0)
         state = self._init_extra(state)
@@ -80,8 +86,10 @@ class Algorithm(ABC):
     def step(self, state: MixingState, grad_fn: GradFn) -> MixingState:
         """One round from step t = state.step to t + 1 (never modifies `state` in place)."""
         lr = self.lr_at(state.step)
+        self._calls = 0
         new = self._advance(state, grad_fn, lr)
-        new = replace(new, step=state.step + 1)
+        calls = None if state.grad_calls is None else state.grad_calls + self._calls
+        new = replace(new, step=state.step + 1, grad_calls=calls)
         self._check_finite(new, f"step {new.step}")
         return new
 
@@ -93,10 +101,14 @@ class Algorithm(ABC):
         self._check_lr(lr, f"lr schedule at step {t}")
         return float(lr)
 
+    def matrices(self, t: int = 0) -> dict[str, torch.Tensor]:
+        """The mixing matrices step t uses, by role ("W", or "A" and "B"; none for local / centralized)."""
+        return {role: sched.at(t).weights for role, sched in self._schedules().items()}
+
     # --- hooks ----------------------------------------------------------------------------------------
 
-    def _schedules(self) -> list[MatrixSchedule]:
-        return []
+    def _schedules(self) -> dict[str, MatrixSchedule]:
+        return {}
 
     def _initial_params(self, x0: Tree) -> Tree:
         return x0
@@ -113,6 +125,7 @@ class Algorithm(ABC):
     def _grad(self, grad_fn: GradFn, params: Tree) -> tuple[Tree, Any]:
         """grad_fn(params) (+ weight_decay * params), checked against params; returns (grads, aux)."""
         out = grad_fn(params)
+        self._calls += 1
         aux = None
         if isinstance(out, tuple) and len(out) == 2 and not isinstance(params, tuple):
             out, aux = out

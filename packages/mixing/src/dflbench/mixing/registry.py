@@ -2,21 +2,24 @@
 
 `make_algorithm(name, **kwargs)` calls the constructor registered under `name`; `from_topology(name,
 topology, lr, **kw)` builds the matrices P2P-FT prescribes from a graph (or a callable t -> graph):
-pushpull gets A = row_stochastic(W), B = column_stochastic(W); pushsum gets B; dgd, dpsgd and gtdgd get
-the doubly stochastic Metropolis-Hastings weights of the undirected graph; local and centralized none.
+pushpull gets A = row_stochastic(W), B = column_stochastic(W); pushsum gets B; the DGD and GT-DGD forms (dgd,
+dgd_eq1, dpsgd, gtdgd, gtdgd_atc) get the graph's own row-stochastic A = row_stochastic(W) (never another graph:
+doubly stochastic only when the graph is weight-balanced after normalisation, otherwise they converge to a
+Perron-weighted point, see `algorithms`); local and centralized none. A doubly stochastic W of an undirected
+graph (e.g. `dflbench.topology.metropolis_hastings`) goes to the constructors directly.
 """
 
 from __future__ import annotations
 
 from typing import Callable
 
-from dflbench.topology import Topology, column_stochastic, metropolis_hastings, row_stochastic
+from dflbench.topology import Topology, column_stochastic, row_stochastic
 
-from .algorithms import DGD, DPSGD, GTDGD, Centralized, Local, PushPull, PushSum
+from .algorithms import DGD, DPSGD, GTDGD, GTDGDATC, Centralized, DGDEq1, Local, PushPull, PushSum
 from .base import Algorithm
 
 _ALGORITHMS: dict[str, type[Algorithm]] = {
-    cls.name: cls for cls in (DGD, DPSGD, GTDGD, PushPull, PushSum, Local, Centralized)
+    cls.name: cls for cls in (DGD, DGDEq1, DPSGD, GTDGD, GTDGDATC, PushPull, PushSum, Local, Centralized)
 }
 
 
@@ -52,7 +55,7 @@ def from_topology(name: str, topology: Topology | Callable[[int], Topology], lr,
         return PushPull(_per_step(topology, row_stochastic), _per_step(topology, column_stochastic), lr, **kwargs)
     if cls is PushSum:
         return PushSum(_per_step(topology, column_stochastic), lr, **kwargs)
-    if cls in (DGD, DPSGD, GTDGD):
-        return cls(_per_step(topology, metropolis_hastings), lr, **kwargs)
+    if issubclass(cls, (DGD, GTDGDATC)):
+        return cls(_per_step(topology, row_stochastic), lr, **kwargs)
     _per_step(topology, lambda t: t)
     return cls(lr, **kwargs)

@@ -2,7 +2,8 @@
 
 Invariant after `init` and after every `step`: `grads` = grad_fn(params) + weight_decay * params, the
 (possibly stochastic) local gradients at the current parameters, and `aux` is what grad_fn returned beside
-them at that call (e.g. per-node losses), or None. `bytes_sent[i]` counts the bytes node i has sent so far.
+them at that call (e.g. per-node losses), or None. `bytes_sent[i]` counts the bytes node i has sent so far;
+`grad_calls` the grad_fn calls since `init` (None in states saved before it was recorded).
 `to_dict` / `from_dict` give a plain dict for `torch.save` / `torch.load` checkpoints that resume bit-exactly.
 """
 
@@ -23,6 +24,7 @@ class MixingState:
     step: steps taken. bytes_sent: int64 [n_local], bytes each node has sent.
     tracker: gradient tracker tau (GT-DGD, push-pull). momentum: heavy-ball buffer (momentum > 0).
     numerator, weight: push-sum y and w ([n_local]). aux: the last extra output of grad_fn.
+    grad_calls: grad_fn calls since `init`, that one included.
     """
 
     params: Tree
@@ -34,6 +36,7 @@ class MixingState:
     numerator: Tree | None = None
     weight: torch.Tensor | None = None
     aux: Any = None
+    grad_calls: int | None = None
 
     def to_dict(self) -> dict:
         """A plain dict of the fields (tensors, trees, the step int), ready for torch.save."""
