@@ -14,8 +14,10 @@ devices in rows `rows [B]` of the host by one local update each, t_i -> t_i + 1:
      (AEDFL-0's static weights);
   5. aggregation: eq. 4.11 (`masked_average`) with pruning, eq. 4.9 without; the selected slots are flagged
      aggregated;
-  6. scheduled pruning, Sec. 5 (`prune`, `AdaptivePruner`): at due updates the mask is re-selected from the full
-     aggregate (eq. 5.14-5.16, with the neighbours' announced rates from the cache) and x_i <- x_i * mask;
+  6. scheduled pruning, Sec. 5 (`prune`, `AdaptivePruner`): every update's SGD gradient norms feed ||g||_max
+     (eq. 5.15); at due updates the mask is re-selected from the full aggregate (eq. 4.11 before the local mask:
+     pruned entries carry the neighbours' values; eq. 5.14-5.16, with the neighbours' announced rates from the
+     cache) and x_i <- full aggregate * mask, so a regrown entry starts from its aggregated value;
   7. the message each device pushes to one out-neighbour (eq. 3.2): its new model, mask, loss, sample count,
      version (its update count) and pruning rate. The host picks the out-neighbour and delivers; on arrival the
      receiver's host calls `receive`, which replaces the sender's slot atomically.
@@ -172,21 +174,23 @@ class AEDFLStep:
         else:
             w = active.double() / active.sum(1, keepdim=True)
         w = w.to(device=dev, dtype=x_half.dtype)
-        if masks is not None:
-            x_new = masked_average(models, w, slot_masks)                            # eq. 4.11
+        if masks is not None:                                                       # eq. 4.11, full model
+            x_full = masked_average(models, w, slot_masks, remask=False)
+            x_new = x_full * masks
         else:                                                                       # eq. 4.9, without the stack
             x_new = w[:, :1] * x_half + torch.bmm(w[:, None, 1:], cache).squeeze(1)
         self.cache.mark_aggregated(rows, chosen, view.seq)
 
         pruned, cost = rows[:0], torch.zeros(0, dtype=torch.float64)
         if pruner is not None:
+            pruner.observe(rows, g)
             due = pruner.due(t)
             if due.any():
                 pruned = rows[due]
-                new_masks, cost = pruner.prune(host, pruned, x_new[due], self.masks[pruned], w[due].cpu(),
+                new_masks, cost = pruner.prune(host, pruned, x_full[due], self.masks[pruned], w[due].cpu(),
                                                active[due], view.rate[due])
                 self.masks[pruned] = new_masks
-                x_new[due] = x_new[due] * new_masks
+                x_new[due] = x_full[due] * new_masks
         messages = [ModelMessage(model=x_new[b], mask=None if pruner is None else self.masks[r].clone(),
                                  loss=float(loss[b]), samples=int(self.sizes[r]), version=int(t[b]),
                                  rate=None if pruner is None else float(pruner.rate[r]))
