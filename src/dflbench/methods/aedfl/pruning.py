@@ -21,12 +21,16 @@ flat `[P]` bool over parameters.
   as the paper writes it (`rates.eigengap_rates`); the spectrum is the SLQ density of H restricted to the prunable
   entries, so p / d is the Gauss weight of the Ritz nodes below the gap over that of the nonzero nodes (nodes within
   1e-6 of the largest |node| are the null space). L is N's secant along Delta m = m^o - m with m^o the network's
-  initial model (`rates.secant_lipschitz`, whole model). Measured on CIFAR-10 LeNet-5 (module `dflbench.pruning`
-  tests and the report of issue #13): early in training the spectrum is narrower than 4 L and no gap qualifies;
-  as the top eigenvalues separate from the bulk (progressive sharpening) the gap below them passes the test and
-  p* jumps to the bulk's weight (close to 1), so p* mostly takes its floor or its cap. No gap, or a Hessian that is
-  numerically zero (rank 0, e.g. a batch at zero loss): p* = 0. p* is clamped to [`min_rate`, `max_rate`].
-  The previous version read the rule on the sorted Hutchinson diagonal, whose gaps are tiny: p* was 0 in every call;
+  initial model (`rates.secant_lipschitz`, whole model). No gap, or a Hessian that is numerically zero (rank 0,
+  e.g. a batch at zero loss): p* = 0. p* is clamped to [`min_rate`, `max_rate`].
+  What it does on real runs (measured, CIFAR-10 LeNet-5, issue #13): p* responds to the spectrum only where 4 L
+  falls between node gaps. Early on L ~ 1-2 exceeds a quarter of the whole spectrum's width (~2): no gap, p* = 0.
+  Once ||Delta m|| has grown (and pruned units that no neighbour holds sit at 0, far from m^o) the secant L falls to
+  ~0.01, below the spacing of the few Ritz nodes, and the first gap is the lowest node's: p* ~ 0.01. Both hit the
+  floor, so the operative lossless rate of these runs is `min_rate` and the rates move through eq. 5.16 (the
+  neighbours' announced rates); after progressive sharpening (a single LeNet-5 trained 300 SGD steps: top node
+  17.6, next 5.0, 4 L = 5.8) the gap below the top outliers qualifies and p* is the bulk's weight (~1): the cap.
+  (The previous version read the rule on the sorted Hutchinson diagonal: p* was 0 in 79 of 79 calls.)
 * eq. 5.16 (`neighbor_weighted_rates`): p_i = sum_j w_ij p_j + w_ii p*_i over the neighbours' last announced rates
   (they arrive with the models and sit in the neighbour cache; slots not aggregated this update have weight 0;
   a device without neighbours keeps p*_i), capped at `max_rate`;
