@@ -64,7 +64,7 @@ def test_pruner_is_the_composition_of_the_per_model_functions(aedfl_sim):
         op = HessianOperator(f, _split(template, xs[b]))
         gr = op.flatten(op.gradient())
         lip = estimate_lipschitz(f, _split(template, xs[b]), _split(template, sim.net.init))
-        res = lanczos(lambda q: op.matmat(q * support) * support, z[b] * support, cfg.lanczos_steps)
+        res = lanczos(lambda q, op=op: op.matmat(q * support) * support, z[b] * support, cfg.lanczos_steps)
         nodes, weights = [], []
         for r in range(cfg.hutchinson):
             theta, s = res.ritz(r)

@@ -7,7 +7,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-import dflbench.pruning as pruning
 from dflbench.pruning import (
     HessianOperator,
     count_flops,
