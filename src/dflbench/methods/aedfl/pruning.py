@@ -26,7 +26,7 @@ flat `[P]` bool over parameters.
   What it does on real runs (measured, CIFAR-10 LeNet-5, issue #13): p* responds to the spectrum only where 4 L
   falls between node gaps. Early on L ~ 1-2 exceeds a quarter of the whole spectrum's width (~2): no gap, p* = 0.
   Once ||Delta m|| has grown (and pruned units that no neighbour holds sit at 0, far from m^o) the secant L falls to
-  ~0.01, below the spacing of the few Ritz nodes, and the first gap is the lowest node's: p* ~ 0.01. Both hit the
+  ~0.01, below the spacing of the few Ritz nodes, and the first gap is the lowest node's: p* ~ 1e-4. Both hit the
   floor, so the operative lossless rate of these runs is `min_rate` and the rates move through eq. 5.16 (the
   neighbours' announced rates); after progressive sharpening (a single LeNet-5 trained 300 SGD steps: top node
   17.6, next 5.0, 4 L = 5.8) the gap below the top outliers qualifies and p* is the bulk's weight (~1): the cap.
