@@ -23,13 +23,13 @@ flat `[P]` bool over parameters.
   1e-6 of the largest |node| are the null space). L is N's secant along Delta m = m^o - m with m^o the network's
   initial model (`rates.secant_lipschitz`, whole model). No gap, or a Hessian that is numerically zero (rank 0,
   e.g. a batch at zero loss): p* = 0. p* is clamped to [`min_rate`, `max_rate`].
-  What it does on real runs (measured, CIFAR-10 LeNet-5, issue #13): p* responds to the spectrum only where 4 L
-  falls between node gaps. Early on L ~ 1-2 exceeds a quarter of the whole spectrum's width (~2): no gap, p* = 0.
-  Once ||Delta m|| has grown (and pruned units that no neighbour holds sit at 0, far from m^o) the secant L falls to
-  ~0.01, below the spacing of the few Ritz nodes, and the first gap is the lowest node's: p* ~ 1e-4. Both hit the
-  floor, so the operative lossless rate of these runs is `min_rate` and the rates move through eq. 5.16 (the
-  neighbours' announced rates); after progressive sharpening (a single LeNet-5 trained 300 SGD steps: top node
-  17.6, next 5.0, 4 L = 5.8) the gap below the top outliers qualifies and p* is the bulk's weight (~1): the cap.
+  What it does on real runs (measured, LeNet-5, 4 devices, issue #13): p* responds to the spectrum but takes
+  three values. Early on L ~ 1-2 exceeds a quarter of the spectrum's width (~2): no gap, p* = 0. When the secant L
+  falls below the spacing of the few Ritz nodes (~0.01-0.04, a long Delta m over a bounded gradient) the first gap
+  is the lowest node's: p* ~ 1e-4. Both hit the floor `min_rate`. After progressive sharpening (digits at lr 0.3:
+  top node 16-38 from about update 100, L ~ 1-4) the gap below the top outliers qualifies and p* is the bulk's
+  weight, ~0.9997: the cap `max_rate`. Between floor and cap the rates move through eq. 5.16 (the neighbours'
+  announced rates), so they differ across devices and over time.
   (The previous version read the rule on the sorted Hutchinson diagonal: p* was 0 in 79 of 79 calls.)
 * eq. 5.16 (`neighbor_weighted_rates`): p_i = sum_j w_ij p_j + w_ii p*_i over the neighbours' last announced rates
   (they arrive with the models and sit in the neighbour cache; slots not aggregated this update have weight 0;
