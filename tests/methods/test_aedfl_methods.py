@@ -54,10 +54,11 @@ def test_aedfl_pruning_masks_and_cost(aedfl_sim):
     sim = aedfl_sim(make_method("aedfl-p", {"every": 1, "min_rate": 0.4}), max_updates=2)
     sim.run()
     m = sim.method
-    density = m.masks.double().mean(1)
     rate = m.pruner.rate
     assert (rate >= 0.4 * 0.999).all()                              # neighbors' rates >= the floor as well
-    torch.testing.assert_close(density, 1 - torch.floor(rate * sim.P) / sim.P, atol=1e-6, rtol=0)
+    cand = m.pruner.candidates                                      # structured: whole units pruned
+    pruned_units = (cand.unit_sum(m.masks.double()) == 0).sum(1)
+    assert torch.equal(pruned_units, torch.floor(rate * cand.num_units).long())
     assert torch.all(sim.x[~m.masks] == 0)
     assert (sim.cost_fraction < 1).all() and m.mflops(sim) < m.dense_mflops
 

@@ -143,9 +143,16 @@ def test_exploration_weight_and_objective():
     torch.testing.assert_close(score, expected)
     with pytest.raises(ValueError, match="lambda_g"):
         aedfl_objective(impact, loss, gnorm, 1.5)
-    with pytest.raises(ValueError, match="loss is exactly 0"):
-        aedfl_objective(impact, 0.0, gnorm, 0.3)
+    # zero loss: the documented rule |Delta F^C| / 1 (same order of units as any |F| > 0), no error
+    torch.testing.assert_close(aedfl_objective(impact, 0.0, gnorm, 0.3),
+                               0.7 * impact.current.abs() + 0.3 * impact.gradient_change / gnorm)
+    # zero gradient: lambda_g = 0 and no exploration term (no 0 / 0)
+    torch.testing.assert_close(aedfl_objective(impact, loss, 0.0, 0.0), impact.current.abs() / abs(loss))
     with pytest.raises(ValueError, match="unknown Hessian approximation"):
         taylor_impact(op, cand, torch.ones(d, dtype=torch.float64), approximation="kfac")
+    partial = torch.ones(d, dtype=torch.float64)
+    partial[0] = 0.0
     with pytest.raises(ValueError, match="damping > 0"):
-        taylor_impact(op, cand, torch.zeros(d, dtype=torch.float64), damping=0.0)
+        taylor_impact(op, cand, partial, damping=0.0)
+    flat = taylor_impact(op, cand, torch.zeros(d, dtype=torch.float64), damping=0.0)   # no curvature: no Newton step
+    assert float(flat.gradient_gain.abs().sum()) == 0.0 and float(flat.newton_gain) == 0.0

@@ -2,26 +2,46 @@
 
 The host (`AsyncSimulator`, or the runtime's `AsyncNode` for its one device) provides what `AEDFLStep` documents:
 `net`, `data`, `cfg` (batch_size, seed), the update counters `t` and `model_mflops`. A thin composition of
-`dflbench.pruning`'s device-batched functions (`dflbench/pruning/batched.py`; the math and
-its equations are documented there). At scheduled local updates a device re-selects its mask from the FULL model
-(pruned entries may come back, Sec. 5):
+`dflbench.pruning`'s device-batched functions (`dflbench/pruning/batched.py`). At scheduled local updates a device
+re-selects its mask from the FULL aggregated model (eq. 4.11 before the local mask is applied: an entry the device
+pruned carries its neighbours' aggregated value, and a unit that comes back starts from it; Sec. 5, "we consider the
+whole model as the original model"). Pruning is structured, as the paper's (channels): the units are LeNet-style
+conv output channels, linear neurons (not the classifier) and attention heads (`find_candidates`); the mask stays a
+flat `[P]` bool over parameters.
 
-* curvature (`device_curvature`): minibatch loss, gradient g, Hutchinson diagonal h of the Hessian (Rademacher
-  probes from the engine's counter-based stream, so batching does not change them) and the secant Lipschitz
-  estimate L between the current model m and the initial model m^o, vmapped over devices;
-* lossless rate (`eigengap_rates`): p* = p / d from the first gap > 4 L of the ascending nonzero curvatures h,
-  floored at `min_rate` and capped at `max_rate`;
-* eq. 5.16 (`neighbor_weighted_rates`): p_i = sum_j w_ij p_j + w_ii p*_i over the neighbors' last announced rates
-  (they arrive with the models and sit in the neighbour cache; slots not aggregated this update have weight 0),
-  capped at `max_rate`;
-* eq. 5.14-5.15 per entry (`entry_scores`): H ~ diag(h), (H^{r,r})^{-1} ~ 1 / (|h| + damping mean|h|),
-  lambda_g = ||g|| / (C ||g||_max);
-* the floor(p_i P) lowest-scoring entries are pruned (`prune_lowest`); cost = MFP / dense MFP (`masked_mfp`).
+* curvature (`device_curvature`): minibatch loss F, gradient g, the SLQ spectrum of the Hessian restricted to the
+  prunable entries (`lanczos_steps` Lanczos steps from `hutchinson` Rademacher starts per device, drawn from the
+  engine's counter stream so batching does not change them) and the Hutchinson diagonal h from the same runs,
+  vmapped over devices;
+* lossless rate p*_i (eigen-gap rule, [65]), our reading: training is the gradient flow dm/dt = -grad F(m); around
+  the current model m it is dDelta/dt = -H Delta + N(Delta), N(Delta) = H Delta - (grad F(m + Delta) - grad F(m))
+  (the paper's benchmark function F'), and L is the Lipschitz constant of the nonlinear part N. Inertial-manifold
+  theory: a gap h_{p+1} - h_p > 4 L in the ascending spectrum h_1 <= ... <= h_d of H (d its rank) splits the
+  dynamics into p slow directions and d - p fast, slaved ones. The rule takes the FIRST such gap and p* = p / d,
+  as the paper writes it (`rates.eigengap_rates`); the spectrum is the SLQ density of H restricted to the prunable
+  entries, so p / d is the Gauss weight of the Ritz nodes below the gap over that of the nonzero nodes (nodes within
+  1e-6 of the largest |node| are the null space). L is N's secant along Delta m = m^o - m with m^o the network's
+  initial model (`rates.secant_lipschitz`, whole model). No gap, or a Hessian that is numerically zero (rank 0,
+  e.g. a batch at zero loss): p* = 0. p* is clamped to [`min_rate`, `max_rate`].
+  What it does on real runs (measured, LeNet-5, 4 devices, issue #13): p* responds to the spectrum but takes
+  three values. Early on L ~ 1-2 exceeds a quarter of the spectrum's width (~2): no gap, p* = 0. When the secant L
+  falls below the spacing of the few Ritz nodes (~0.01-0.04, a long Delta m over a bounded gradient) the first gap
+  is the lowest node's: p* ~ 1e-4. Both hit the floor `min_rate`. After progressive sharpening (digits at lr 0.3:
+  top node 16-38 from about update 100, L ~ 1-4) the gap below the top outliers qualifies and p* is the bulk's
+  weight, ~0.9997: the cap `max_rate`. Between floor and cap the rates move through eq. 5.16 (the neighbours'
+  announced rates), so they differ across devices and over time.
+  (The previous version read the rule on the sorted Hutchinson diagonal: p* was 0 in 79 of 79 calls.)
+* eq. 5.16 (`neighbor_weighted_rates`): p_i = sum_j w_ij p_j + w_ii p*_i over the neighbours' last announced rates
+  (they arrive with the models and sit in the neighbour cache; slots not aggregated this update have weight 0;
+  a device without neighbours keeps p*_i), capped at `max_rate`;
+* eq. 5.14-5.15 per unit (`unit_scores`): H ~ diag(h), (H^{r,r})^{-1} ~ 1 / (|h| + damping mean|h|), each unit's
+  terms summed over its parameters; lambda_g = ||g|| / (C ||g||_max), ||g||_max the device's largest SGD gradient
+  norm over its whole training (`observe`, every local update) and this pruning's gradient;
+* the floor(p_i U) lowest-scoring of the U units are pruned (`select_device_units`, at least one unit left in every
+  layer); cost = MFP of the pruned structure / dense MFP (`masked_mfp`: a removed channel also removes the next
+  layer's input channel).
 
-Deviation (stated): the gap rule rarely fires while training is far from a quadratic regime (L is then larger than
-every curvature gap), so `min_rate` (default 0.4, the MFLOP reduction AEDFL reports for LeNet in Table 1) floors
-p*. Simplifications (stated): the Hessian is its Hutchinson diagonal (the paper uses PyHessian's spectrum), so the
-eigenvalues of the rate rule are the sorted diagonal curvatures; pruning is unstructured.
+`rate [R]` (float64) is each device's current p_i, the fraction of its units pruned at its last pruning.
 """
 
 from __future__ import annotations
@@ -39,9 +59,10 @@ from dflbench.errors import UserError
 from dflbench.pruning import (
     device_curvature,
     eigengap_rates,
-    entry_scores,
+    find_candidates,
     neighbor_weighted_rates,
-    prune_lowest,
+    select_device_units,
+    unit_scores,
 )
 from dflbench.registry import option
 
@@ -62,43 +83,54 @@ class PruningSchedule:
 class PruningConfig(PruningSchedule):
     """AEDFL's adaptive-pruning options (the `aedfl` and `aedfl-p` method options)."""
 
-    min_rate: float = option(0.4, "floor of the lossless rate p* (module docstring: the stated deviation)")
+    min_rate: float = option(0.4, "floor of the lossless rate p* (a fraction of the units): the rate while the "
+                                  "eigen-gap rule finds no gap")
     max_rate: float = option(0.6, "cap of p* and of the neighbour-weighted rate p_i, eq. 5.16")
     C: float = option(2.0, "C >= 1 of lambda_g = ||g|| / (C ||g||_max), eq. 5.15")
-    hutchinson: int = option(1, "Rademacher probes of the Hutchinson Hessian diagonal")
+    hutchinson: int = option(1, "Rademacher vectors per device: the SLQ runs' starts and the diagonal's probes")
     damping: float = option(1e-3, "(H^{r,r})^{-1} ~ 1 / (|h| + damping mean|h|), relative to mean|h|")
+    lanczos_steps: int = option(6, "Lanczos steps (Hessian products) of each SLQ run: the eigen-gap rule's spectrum")
 
     def __post_init__(self):
         super().__post_init__()
-        if not 0 <= self.min_rate <= self.max_rate < 1 or self.C < 1 or self.hutchinson < 1 or self.damping <= 0:
-            raise UserError("PruningConfig: every >= 1, 0 <= min_rate <= max_rate < 1, C >= 1, hutchinson >= 1, "
-                            "damping > 0")
+        if (not 0 <= self.min_rate <= self.max_rate < 1 or self.C < 1 or self.hutchinson < 1 or self.damping <= 0
+                or self.lanczos_steps < 2):
+            raise UserError(f"PruningConfig: need 0 <= min_rate <= max_rate < 1, C >= 1, hutchinson >= 1, "
+                            f"damping > 0, lanczos_steps >= 2; got {self}")
 
 
 class ScheduledPruner:
     """What every pruner of the AEDFL loop shares: the schedule (`cfg.every`, `cfg.until`), per-device rates `[R]`
-    for the R devices of `host` and the MFLOPs of masked models."""
+    for the R devices of `host`, each device's largest SGD gradient norm `gmax [R]` over its training (`observe`)
+    and the MFLOPs of masked models."""
 
     def __init__(self, host, cfg):
         self.cfg = cfg
         self.rate = torch.zeros(len(host.t), dtype=torch.float64)
+        self.gmax = torch.zeros(len(host.t), dtype=torch.float64)
         self.dense = host.model_mflops()
 
     def due(self, t: torch.Tensor) -> torch.Tensor:
         return (t % self.cfg.every == 0) & (t <= self.cfg.until)
+
+    def observe(self, rows: torch.Tensor, gradients: torch.Tensor) -> None:
+        """Record the SGD gradients `[B, P]` of a local update of rows `rows` in ||g||_max (eq. 5.15)."""
+        self.gmax[rows] = torch.maximum(self.gmax[rows], gradients.norm(dim=1).double().cpu())
 
     def mflops(self, host, masks: torch.Tensor) -> torch.Tensor:
         return host.model_mflops(masks)
 
 
 class AdaptivePruner(ScheduledPruner):
-    """Per-device pruning rates, masks and the scheduled re-pruning of AEDFL Sec. 5 (module docstring)."""
+    """Per-device pruning rates, structured masks and the scheduled re-pruning of AEDFL Sec. 5 (module docstring)."""
 
     def __init__(self, host, cfg: PruningConfig):
         super().__init__(host, cfg)
-        self.gmax = torch.zeros(len(host.t), dtype=torch.float64)
         self.ids = host.data.ids.cpu()
         self.net = net = host.net
+        example = host.data.prepare(host.data.x[:1]).cpu()
+        self.candidates = find_candidates(net.template, example)
+        self.support = (self.candidates.unit_ids >= 0).to(host.dev)
 
         def loss(flat, batch):
             return F.cross_entropy(functional_call(net.module, unflatten(flat, net.spec), (batch[0],)), batch[1])
@@ -106,32 +138,42 @@ class AdaptivePruner(ScheduledPruner):
         self._loss = loss
 
     def work_macs(self, host) -> float:
-        """MACs of one pruning call (`engines.cost`): the gradients at m and m^o, the Hutchinson probes' HVPs and
-        the secant's HVP along Delta m, on one minibatch."""
+        """MACs of one pruning call (`engines.cost`) on one minibatch: the gradients at m and m^o, the
+        `hutchinson` SLQ runs' `lanczos_steps` Hessian products each, and the secant's product along Delta m."""
         mfp, b = float(self.dense), host.cfg.batch_size
-        return 2 * gradient_macs(mfp, b) + (self.cfg.hutchinson + 1) * hvp_macs(mfp, b)
+        return 2 * gradient_macs(mfp, b) + (self.cfg.hutchinson * self.cfg.lanczos_steps + 1) * hvp_macs(mfp, b)
 
     def probes(self, host, devs, P: int) -> torch.Tensor:
-        """Rademacher probes `[B, hutchinson, P]` from the engine's counter stream (device, update, probe, entry)."""
+        """Rademacher vectors `[B, hutchinson, P]` from the engine's counter stream (device, update, vector, entry)."""
         u = counter_uniform(host.cfg.seed, STREAM_MASK, self.ids[devs].view(-1, 1, 1), host.t[devs].view(-1, 1, 1),
                             torch.arange(self.cfg.hutchinson).view(1, -1, 1), torch.arange(P).view(1, 1, -1))
         return torch.where(u < 0.5, -1.0, 1.0)
 
+    def lossless_rates(self, nodes: torch.Tensor, weights: torch.Tensor, lipschitz: torch.Tensor) -> torch.Tensor:
+        """p* `[B]` of the eigen-gap rule (module docstring), 0 for a rank-0 Hessian, clamped to the configured
+        range."""
+        rank0 = ~(nodes.abs() > 1e-6 * nodes.abs().amax(dim=1, keepdim=True)).any(dim=1)
+        p = torch.zeros(len(nodes), dtype=torch.float64)
+        if (~rank0).any():
+            p[~rank0.cpu()] = eigengap_rates(nodes[~rank0], lipschitz[~rank0], weights[~rank0]).cpu()
+        return p.clamp(self.cfg.min_rate, self.cfg.max_rate)
+
     def prune(self, host, devs, x, masks, w, active, neighbor_rates):
-        """New masks `[B, P]` and compute-cost fractions `[B]` for rows `devs` at their models `x`, given the
-        aggregation weights `w [B, K+1]`, active slots and the neighbours' announced rates `[B, K]`."""
+        """New masks `[B, P]` and compute-cost fractions `[B]` for rows `devs` from their FULL aggregated models
+        `x [B, P]`, given the aggregation weights `w [B, K+1]`, active slots and the neighbours' announced rates
+        `[B, K]`."""
         dev = x.device
+        cfg = self.cfg
         xb, yb = host.data.batch(devs.to(dev), host.t[devs].to(dev), -1, host.cfg.batch_size, host.cfg.seed)
         self.net.module.train()
-        curv = device_curvature(self._loss, x, self.net.init, (xb, yb),
-                                self.probes(host, devs, x.shape[1]).to(device=dev, dtype=x.dtype))
-        gnorm = curv.gradient.norm(dim=1).double().cpu()
-        self.gmax[devs] = torch.maximum(self.gmax[devs], gnorm)
-        p_star = eigengap_rates(curv.diagonal, curv.lipschitz).cpu().clamp(self.cfg.min_rate, self.cfg.max_rate)
+        z = self.probes(host, devs, x.shape[1]).to(device=dev, dtype=x.dtype)
+        curv = device_curvature(self._loss, x, self.net.init, (xb, yb), z, cfg.lanczos_steps, self.support)
+        self.observe(devs, curv.gradient)
+        p_star = self.lossless_rates(curv.nodes.double(), curv.weights.double(), curv.lipschitz.double())
         wn = w[:, 1:].double() * active[:, 1:].double()
         rate = neighbor_weighted_rates(p_star, w[:, 0].double(), neighbor_rates[:, :wn.shape[1]], wn,
-                                       tol=1e-5).clamp(max=self.cfg.max_rate)
+                                       tol=1e-5).clamp(max=cfg.max_rate)
         self.rate[devs] = rate
-        score = entry_scores(x, curv, self.gmax[devs], self.cfg.C, self.cfg.damping)
-        new = prune_lowest(score, rate)
+        scores = unit_scores(x, curv, self.candidates, self.gmax[devs], cfg.C, cfg.damping)
+        new = select_device_units(scores, self.candidates, rate)
         return new, self.mflops(host, new) / self.dense

@@ -18,8 +18,10 @@ devices in rows `rows [B]` of the host by one local update each, t_i -> t_i + 1:
   5. aggregation: eq. 4.11 (`masked_average`) with pruning, eq. 4.9 without; the selected slots are flagged
      aggregated; with `rl`, eq. 4.4 for this update's selection, rewarded with the loss change the aggregation
      caused on zeta' (`PolicySelector.reward`);
-  6. scheduled pruning, Sec. 5 (`prune`, `AdaptivePruner`): at due updates the mask is re-selected from the full
-     aggregate (eq. 5.14-5.16, with the neighbours' announced rates from the cache) and x_i <- x_i * mask;
+  6. scheduled pruning, Sec. 5 (`prune`, `AdaptivePruner`): every update's SGD gradient norms feed ||g||_max
+     (eq. 5.15); at due updates the mask is re-selected from the full aggregate (eq. 4.11 before the local mask:
+     pruned entries carry the neighbours' values; eq. 5.14-5.16, with the neighbours' announced rates from the
+     cache) and x_i <- full aggregate * mask, so a regrown entry starts from its aggregated value;
   7. the message each device pushes to one out-neighbour (eq. 3.2): its new model, mask, loss, sample count,
      version (its update count) and pruning rate. The host picks the out-neighbour and delivers; on arrival the
      receiver's host calls `receive`, which replaces the sender's slot atomically.
@@ -166,7 +168,7 @@ class AEDFLStep:
         pruner = self.pruner
         cfg = host.cfg
         masks = self.masks[rows] if pruner is not None else None
-        x_half, loss, _ = local_sgd(host.net, host.data, rows, host.t[rows], x, steps=cfg.local_steps, lr=cfg.lr,
+        x_half, loss, g = local_sgd(host.net, host.data, rows, host.t[rows], x, steps=cfg.local_steps, lr=cfg.lr,
                                     batch_size=cfg.batch_size, seed=cfg.seed, masks=masks)
         host.t[rows] += 1
         t = host.t[rows]
@@ -194,13 +196,14 @@ class AEDFLStep:
         if self.dwu is not None:                                                    # Algorithm 1 lines 3-5
             args = (samples.to(dev), stale.to(dev), slot_loss.to(dev))
             w_now = self.dwu.weights(*args, active=active.to(dev), devices=rows).to(x_half.dtype)
-            _, g = host.net.loss_and_grad(_aggregate(x_half, view.models, w_now, slot_masks), *probe)
-            w = self.dwu.step(models.double(), g.double(), *args, masks=slot_masks, active=active.to(dev),
+            _, g_agg = host.net.loss_and_grad(_aggregate(x_half, view.models, w_now, slot_masks), *probe)
+            w = self.dwu.step(models.double(), g_agg.double(), *args, masks=slot_masks, active=active.to(dev),
                               devices=rows)
         else:
             w = static_weights(active, self.degree[rows])
         w = w.to(device=dev, dtype=x_half.dtype)
-        x_new = _aggregate(x_half, view.models, w, slot_masks)                     # eq. 4.11 / 4.9
+        x_full = _aggregate(x_half, view.models, w, slot_masks, remask=False)        # eq. 4.11 / 4.9
+        x_new = x_full if masks is None else x_full * masks
         if self.policy is not None:
             self.policy.reward(rows, (host.net.losses(x_new, *probe) - host.net.losses(x_half, *probe)).cpu())
         self.cache.mark_aggregated(rows, chosen, view.seq)
@@ -208,13 +211,14 @@ class AEDFLStep:
 
         pruned, cost = rows[:0], torch.zeros(0, dtype=torch.float64)
         if pruner is not None:
+            pruner.observe(rows, g)
             due = pruner.due(t)
             if due.any():
                 pruned = rows[due]
-                new_masks, cost = pruner.prune(host, pruned, x_new[due], self.masks[pruned], w[due].cpu(),
+                new_masks, cost = pruner.prune(host, pruned, x_full[due], self.masks[pruned], w[due].cpu(),
                                                active[due], view.rate[due])
                 self.masks[pruned] = new_masks
-                x_new[due] = x_new[due] * new_masks
+                x_new[due] = x_full[due] * new_masks
                 work[due] += pruner.work_macs(host)
         messages = [ModelMessage(model=x_new[b], mask=None if pruner is None else self.masks[r].clone(),
                                  loss=float(loss[b]), samples=int(self.sizes[r]), version=int(t[b]),
@@ -237,8 +241,10 @@ class AEDFLStep:
         return work
 
 
-def _aggregate(local: torch.Tensor, cache: torch.Tensor, w: torch.Tensor, masks: torch.Tensor | None) -> torch.Tensor:
-    """Eq. 4.11 over [local, cache] with masks `[B, K+1, P]`; eq. 4.9 without, never stacking the K+1 models."""
+def _aggregate(local: torch.Tensor, cache: torch.Tensor, w: torch.Tensor, masks: torch.Tensor | None,
+               remask: bool = True) -> torch.Tensor:
+    """Eq. 4.11 over [local, cache] with masks `[B, K+1, P]` (`remask=False`: the full model, before the local
+    mask); eq. 4.9 without masks, never stacking the K+1 models."""
     if masks is not None:
-        return masked_average(torch.cat([local.unsqueeze(1), cache], 1), w, masks)
+        return masked_average(torch.cat([local.unsqueeze(1), cache], 1), w, masks, remask=remask)
     return w[:, :1] * local + torch.bmm(w[:, None, 1:], cache).squeeze(1)

@@ -5,7 +5,13 @@ Module wrappers (`modules`), structured candidates (`candidates`), AEDFL 5.12-5.
 `scoring`, `prune`), masks (`masks`), FLOP counting (`flops`) and the same batched over devices (`batched`).
 """
 
-from .batched import DeviceCurvature, device_curvature, entry_scores, masked_mfp, prune_lowest
+from .batched import (
+    DeviceCurvature,
+    device_curvature,
+    masked_mfp,
+    select_device_units,
+    unit_scores,
+)
 from .candidates import CandidateGroup, CandidateSet, ParamSlice, find_candidates, is_attention
 from .curvature import (
     Eigenpairs,
@@ -66,10 +72,12 @@ from .taylor import (
     inverse_diagonal,
     taylor_impact,
     taylor_loss_change,
+    unit_diagonal_impact,
 )
 
 __all__ = [
-    "DeviceCurvature", "device_curvature", "entry_scores", "masked_mfp", "prune_lowest", "probe_diagonal",
+    "DeviceCurvature", "device_curvature", "unit_scores", "select_device_units", "masked_mfp",
+    "probe_diagonal", "unit_diagonal_impact",
     "check_moved", "eigengap_rates", "neighbor_weighted_rates", "secant_lipschitz", "diagonal_impact",
     "CandidateGroup", "CandidateSet", "ParamSlice", "find_candidates", "is_attention",
     "Eigenpairs", "HessianOperator", "LanczosResult", "SpectralDensity", "TraceEstimate", "eigenvalue_density",

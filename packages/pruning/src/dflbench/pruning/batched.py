@@ -3,19 +3,16 @@
 For simulators that hold every device's model as one tensor (docs/ARCHITECTURE.md, stacked node state).
 `loss_fn(flat, batch)` is the loss of ONE device's flat parameter vector `[P]` on its minibatch (`batch`: a tuple
 of tensors); the functions below vmap this package's per-model functions over the device dimension (one batched
-call, no loop):
+call, no loop over devices for the curvature):
 
-- `device_curvature`: per device the loss, gradient g, Hutchinson diagonal h = mean_s z_s * H z_s
-  (`curvature.probe_diagonal`) and the secant Lipschitz estimate L of the eigen-gap rule (`rates.secant_lipschitz`);
-- `entry_scores`: 5.14 with every entry its own unit under H ~ diag(h) (`taylor.diagonal_impact`) inside 5.15
-  (`taylor.aedfl_objective`, lambda_g from `taylor.exploration_weight`), `[D, P]`;
-- `prune_lowest`: keep-masks pruning the floor(p_d * P) lowest-scoring entries of each device;
-- `masked_mfp`: the MFP (millions of MACs, `flops.count_flops`) of every device's masked model, each layer's MACs
-  scaled by its weight density (exact for unstructured masks that leave no input channel without kept weights
-  and bias; `count_flops` with a device's masks also drops such dead channels).
+- `device_curvature`: per device the loss, gradient g, the secant Lipschitz estimate L of the eigen-gap rule
+  (`rates.secant_lipschitz`), the SLQ spectrum of the Hessian restricted to the prunable entries
+  (`curvature.lanczos`; what `rates.eigengap_rates` reads) and the Hutchinson diagonal from the same Lanczos runs;
+- `unit_scores`: 5.15 over 5.14 per structured unit (`candidates.CandidateSet`) with H ~ diag(h), `[D, U]`;
+- `select_device_units`: flat keep-masks `[D, P]` pruning each device's lowest-scoring units (`prune.select_units`);
+- `masked_mfp`: the MFP (millions of MACs, `flops.count_flops`) of every device's pruned structure.
 
-The rates are vectorized over devices in `rates.py`: `eigengap_rates` (eigen-gap rule) and
-`neighbor_weighted_rates` (5.16).
+The 5.16 rates are vectorized over devices in `rates.py` (`neighbor_weighted_rates`).
 """
 
 from __future__ import annotations
@@ -27,88 +24,116 @@ import torch
 from torch import Tensor, nn
 from torch.func import grad_and_value, vmap
 
-from .curvature import HessianOperator, probe_diagonal
+from .candidates import CandidateSet
+from .curvature import HessianOperator, lanczos
 from .flops import count_flops
-from .rates import check_moved, secant_lipschitz
-from .taylor import aedfl_objective, diagonal_impact, exploration_weight
+from .prune import select_units
+from .rates import secant_lipschitz
+from .taylor import aedfl_objective, diagonal_impact, exploration_weight, unit_diagonal_impact
 
 DeviceLoss = Callable[[Tensor, tuple], Tensor]
 
 
 @dataclass(frozen=True)
 class DeviceCurvature:
-    """Per device: minibatch loss `[D]`, gradient `[D, P]`, Hessian diagonal `[D, P]`, Lipschitz estimate `[D]`."""
+    """Per device: minibatch loss `[D]`, gradient `[D, P]`, Hessian diagonal `[D, P]` (0 off the support), Lipschitz
+    estimate `[D]`, and the SLQ spectrum of the Hessian on the support: Ritz nodes and Gauss weights `[D, R * m]`."""
 
     loss: Tensor
     gradient: Tensor
     diagonal: Tensor
     lipschitz: Tensor
+    nodes: Tensor
+    weights: Tensor
 
 
-def device_curvature(loss_fn: DeviceLoss, params: Tensor, initial: Tensor, batch: tuple, probes: Tensor,
-                     chunk_size: int | None = None) -> DeviceCurvature:
+def device_curvature(loss_fn: DeviceLoss, params: Tensor, initial: Tensor, batch: tuple, starts: Tensor,
+                     num_steps: int, support: Tensor | None = None) -> DeviceCurvature:
     """Curvature of every device's model `params [D, P]` on its minibatch (`batch` tensors `[D, ...]`).
 
-    `initial` is m^o (`[P]` shared or `[D, P]`) for L, `probes [D, S, P]` the Rademacher vectors of the diagonal
-    (drawn by the caller from its seeded generator, so the result does not depend on how devices are batched).
+    - loss, gradient g and L = `secant_lipschitz` along Delta = m^o - m (`initial`: m^o, `[P]` shared or `[D, P]`;
+      L = 0 where m^o = m), one vmapped call over devices;
+    - stochastic Lanczos quadrature (PyHessian's `density`, `curvature.eigenvalue_density`) of the Hessian restricted
+      to the entries `support [P]` (bool, default all), H_S = S H S with S = diag(support): `num_steps` Lanczos steps
+      (`curvature.lanczos`, full re-orthogonalization) from the Rademacher vectors `starts [D, R, P]` (drawn by the
+      caller from its seeded generator, so the result does not depend on how devices are batched), all D * R runs at
+      once, each step ONE vmapped Hessian-matrix product over devices. Per device the pooled Ritz nodes and their
+      Gauss weights (first components of the Ritz vectors squared, over R; they sum to 1, `SpectralDensity.pooled`);
+      a run that reaches an invariant subspace early leaves zero-weight nodes;
+    - the Hutchinson diagonal h = mean_r z_r * H_S z_r with the same R vectors, read from each run's first Lanczos
+      step (H_S q_0 = alpha_0 q_0 + beta_0 q_1 for q_0 = z / ||z||): no extra Hessian product.
     """
-    if params.ndim != 2 or probes.ndim != 3 or probes.shape[::2] != params.shape:
-        raise ValueError(f"params must be [D, P] and probes [D, S, P], got {tuple(params.shape)} and "
-                         f"{tuple(probes.shape)}")
-    initial = initial.to(params).expand_as(params)
-    delta = initial - params
-    check_moved(delta.norm(dim=1))
+    if params.ndim != 2 or starts.ndim != 3 or starts.shape[::2] != params.shape:
+        raise ValueError(f"params must be [D, P] and starts [D, R, P], got {tuple(params.shape)} and "
+                         f"{tuple(starts.shape)}")
+    D, R, P = starts.shape
+    keep = torch.ones(P, dtype=params.dtype, device=params.device) if support is None else support.to(params)
+    if keep.shape != (P,) or not bool(keep.any()) or num_steps < 2:
+        raise ValueError(f"support must be a nonempty [{P}] mask and num_steps >= 2, got {tuple(keep.shape)} and "
+                         f"{num_steps}")
+    delta = initial.to(params).expand_as(params) - params
 
-    def one(flat: Tensor, delta: Tensor, batch: tuple, z: Tensor):
+    def first(flat: Tensor, delta: Tensor, batch: tuple):
         g, loss = grad_and_value(loss_fn)(flat, batch)
         op = HessianOperator(lambda p: loss_fn(p["params"], batch), {"params": flat})
-        return loss, g, probe_diagonal(op, z, chunk_size), secant_lipschitz(op, delta, gradient=g)
+        return loss, g, secant_lipschitz(op, delta, gradient=g)
 
-    loss, g, h, lip = vmap(one, randomness="different")(params, delta, tuple(batch), probes)
-    return DeviceCurvature(loss, g, h, lip)
+    loss, g, lip = vmap(first, randomness="different")(params, delta, tuple(batch))
+
+    def hmm(flat: Tensor, batch: tuple, vectors: Tensor) -> Tensor:
+        return HessianOperator(lambda p: loss_fn(p["params"], batch), {"params": flat}).matmat(vectors)
+
+    batched = vmap(hmm, randomness="different")
+
+    def matmat(q: Tensor) -> Tensor:
+        return (batched(params, tuple(batch), (q * keep).view(D, R, P)) * keep).view(D * R, P)
+
+    z = starts.to(params) * keep
+    res = lanczos(matmat, z.reshape(D * R, P), min(num_steps, int(keep.sum())))
+    q0 = res.basis[:, 0]
+    h_q0 = res.alpha[:, :1] * q0 + (res.beta[:, :1] * res.basis[:, 1] if res.basis.shape[1] > 1 else 0.0)
+    norms = z.reshape(D * R, P).norm(dim=1, keepdim=True)
+    diagonal = (norms * q0 * norms * h_q0).view(D, R, P).mean(dim=1)
+    t = torch.diag_embed(res.alpha) + torch.diag_embed(res.beta, 1) + torch.diag_embed(res.beta, -1)
+    theta, vectors = torch.linalg.eigh(t)                                     # [D * R, m], [D * R, m, m]
+    return DeviceCurvature(loss, g, diagonal, lip, theta.reshape(D, -1), (vectors[:, 0, :] ** 2 / R).reshape(D, -1))
 
 
-def entry_scores(params: Tensor, curvature: DeviceCurvature, max_grad_norm: Tensor, c: float,
-                 damping: float = 1e-3) -> Tensor:
-    """5.15 over 5.14 for every entry of every device, `[D, P]` (lower = prune first); `max_grad_norm [D]` is each
-    device's largest gradient norm so far (this one included)."""
+def unit_scores(params: Tensor, curvature: DeviceCurvature, candidates: CandidateSet, max_grad_norm: Tensor,
+                c: float, damping: float = 1e-3) -> Tensor:
+    """5.15 over 5.14 for every structured unit (conv channel, neuron, head) of every device, `[D, U]` (lower =
+    prune first). H ~ diag(h) (`taylor.diagonal_impact`), so a unit's Delta F^C is the sum of its entries' terms
+    and ||Delta g|| the norm of its entries' gradients (`taylor.unit_diagonal_impact`); lambda_g =
+    ||g|| / (C ||g||_max) with `max_grad_norm [D]` each device's largest gradient norm so far."""
     grad_norm = curvature.gradient.norm(dim=1)
     lam = exploration_weight(grad_norm.double(), max_grad_norm.to(grad_norm.device), c)
-    impact = diagonal_impact(params, curvature.gradient, curvature.diagonal, damping)
+    entries = diagonal_impact(params, curvature.gradient, curvature.diagonal, damping)
+    impact = unit_diagonal_impact(entries, candidates)
     return aedfl_objective(impact, curvature.loss.unsqueeze(1), grad_norm.unsqueeze(1), lam.unsqueeze(1))
 
 
-def prune_lowest(scores: Tensor, rates: Tensor) -> Tensor:
-    """Keep-masks `[D, P]` (True = kept): each device d prunes its floor(rates[d] * P) lowest-scoring entries."""
+def select_device_units(scores: Tensor, candidates: CandidateSet, rates: Tensor, min_units_kept: int = 1) -> Tensor:
+    """Flat keep-masks `[D, P]`: device d prunes its floor(rates[d] * U) lowest-scoring units (`prune.select_units`,
+    never below `min_units_kept` units in any layer); entries outside every unit are kept."""
     if scores.ndim != 2 or rates.shape != scores.shape[:1]:
-        raise ValueError(f"scores must be [D, P] with one rate per device, got {tuple(scores.shape)} and "
+        raise ValueError(f"scores must be [D, U] with one rate per device, got {tuple(scores.shape)} and "
                          f"{tuple(rates.shape)}")
-    if ((rates < 0) | (rates > 1)).any():
-        raise ValueError(f"pruning rates must be in [0, 1], got {rates.min().item()}..{rates.max().item()}")
-    if torch.isnan(scores).any():
-        raise ValueError("scores contain NaN")
-    num = scores.shape[1]
-    order = scores.argsort(dim=1, stable=True)                             # ascending: least important first
-    ranks = torch.empty_like(order).scatter_(1, order, torch.arange(num, device=scores.device).expand_as(order))
-    return ranks >= torch.floor(rates.double() * num).long().to(scores.device).unsqueeze(1)
+    keep = [candidates.flat_keep(select_units(s, candidates, float(r), min_units_kept=min_units_kept))
+            for s, r in zip(scores, rates.tolist())]
+    return torch.stack(keep).to(scores.device)
 
 
 def masked_mfp(model: nn.Module, inputs, masks: Tensor) -> Tensor:
     """MFP `[D]` (float64, millions of MACs per forward of `inputs`) of `model` under flat keep-masks `masks [D, P]`
-    laid out as the concatenation of `model.named_parameters()`: each conv / linear layer's dense MACs
-    (`count_flops`) times its weight's kept fraction on that device; attention matmuls count dense."""
-    offsets, start = {}, 0
-    for name, p in model.named_parameters():
-        offsets[name] = (start, start + p.numel())
-        start += p.numel()
-    if masks.ndim != 2 or masks.shape[1] != start:
-        raise ValueError(f"masks must be [D, {start}] (the model's flat parameters), got {tuple(masks.shape)}")
-    total = torch.zeros(masks.shape[0], dtype=torch.float64, device=masks.device)
-    for module, macs in count_flops(model, inputs).per_module.items():
-        weight = f"{module}.weight" if module else "weight"
-        if weight in offsets:
-            a, b = offsets[weight]
-            total += macs * masks[:, a:b].double().mean(dim=1)
-        else:
-            total += macs
-    return total / 1e6
+    laid out as the concatenation of `model.named_parameters()`: `count_flops` of each device's pruned structure
+    (a weight counts when kept and its input channel is alive, so a removed output channel also removes the next
+    layer's input channel). Devices with equal masks are counted once."""
+    named = list(model.named_parameters())
+    sizes = [p.numel() for _, p in named]
+    if masks.ndim != 2 or masks.shape[1] != sum(sizes):
+        raise ValueError(f"masks must be [D, {sum(sizes)}] (the model's flat parameters), got {tuple(masks.shape)}")
+    unique, inverse = torch.unique(masks.bool().cpu(), dim=0, return_inverse=True)
+    mfp = torch.tensor([count_flops(model, inputs, {n: part.reshape(p.shape) for (n, p), part in
+                                                    zip(named, torch.split(row, sizes))}).mfp for row in unique],
+                       dtype=torch.float64)
+    return mfp[inverse].to(masks.device)

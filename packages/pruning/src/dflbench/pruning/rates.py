@@ -52,10 +52,13 @@ def check_moved(delta_norm: Tensor) -> None:
 
 def secant_lipschitz(op: HessianOperator, delta: Tensor, gradient: Tensor | None = None) -> Tensor:
     """|| H(m) Delta m - (grad F(m + Delta m) - grad F(m)) || / || Delta m || as a tensor (vmappable: no checks);
-    `gradient` = grad F(m) flat when already computed."""
+    0 when Delta m = 0 (the secant's limit: F' is differentiable with F''(0) = 0); `gradient` = grad F(m) flat when
+    already computed."""
     g_now = op.flatten(op.gradient()) if gradient is None else gradient
     g_init = op.flatten(op.gradient(op.unflatten(op.params_flat() + delta)))
-    return (op.matvec(delta) - (g_init - g_now)).norm() / delta.norm()
+    norm = delta.norm()
+    residual = (op.matvec(delta) - (g_init - g_now)).norm()
+    return torch.where(norm > 0, residual / norm.clamp(min=torch.finfo(norm.dtype).tiny), torch.zeros_like(norm))
 
 
 def eigengap_rate(eigenvalues: Tensor, lipschitz: float, weights: Tensor | None = None,

@@ -72,13 +72,15 @@ class TaylorImpact:
 
 def inverse_diagonal(diagonal: Tensor, damping: float) -> Tensor:
     """1 / (|D| + damping * mean|D|), the approximation of (H^{r,r})^{-1} on its diagonal (mean over the last
-    dimension: a batch `[B, dim]` of diagonals is inverted row by row)."""
+    dimension: a batch `[B, dim]` of diagonals is inverted row by row). A row whose diagonal is all zero (no
+    curvature measured, e.g. at zero loss) has no Newton step: its inverse is 0."""
     if damping < 0:
         raise ValueError(f"damping must be >= 0, got {damping}")
     denom = diagonal.abs() + damping * diagonal.abs().mean(dim=-1, keepdim=True)
-    if (denom == 0).any():
+    flat = (diagonal == 0).all(dim=-1, keepdim=True)
+    if ((denom == 0) & ~flat).any():
         raise ValueError("the Hessian diagonal has zero entries; use damping > 0 to invert it")
-    return 1.0 / denom
+    return torch.where(flat, 0.0, 1.0 / torch.where(flat, 1.0, denom))
 
 
 def diagonal_impact(params: Tensor, gradient: Tensor, diagonal: Tensor, damping: float = 1e-3) -> TaylorImpact:
@@ -89,6 +91,16 @@ def diagonal_impact(params: Tensor, gradient: Tensor, diagonal: Tensor, damping:
     zero = torch.zeros_like(params)
     return TaylorImpact(0.5 * diagonal * params * params, -gradient * params, zero, 0.5 * gradient * gradient * dinv,
                         zero, -0.5 * (gradient * gradient * dinv).sum(dim=-1, keepdim=True), gradient.abs())
+
+
+def unit_diagonal_impact(entries: TaylorImpact, candidates: CandidateSet) -> TaylorImpact:
+    """Per-unit 5.14 terms `[..., num_units]` under H ~ diag(D) from the entry terms of `diagonal_impact`
+    (`[..., dim]`, leading dimensions e.g. devices): each term summed over the unit's entries (the coupling and
+    cross terms vanish), ||Delta g|| = sqrt(sum of g_p^2) over the unit."""
+    zero = torch.zeros_like(candidates.unit_sum(entries.gradient))
+    return TaylorImpact(candidates.unit_sum(entries.prune_quadratic), candidates.unit_sum(entries.gradient), zero,
+                        candidates.unit_sum(entries.gradient_gain), zero, entries.newton_gain,
+                        candidates.unit_sum(entries.gradient_change ** 2).sqrt())
 
 
 def taylor_impact(op: HessianOperator, candidates: CandidateSet, diagonal: Tensor, *, approximation: str = "block",
@@ -110,9 +122,9 @@ def taylor_impact(op: HessianOperator, candidates: CandidateSet, diagonal: Tenso
     newton = entry.newton_gain[0]
     g_sq = candidates.unit_sum(entry.gradient_change ** 2)
     if approximation == "diagonal":
-        zero = torch.zeros_like(gain)
-        return TaylorImpact(candidates.unit_sum(entry.prune_quadratic), gradient_term, zero, gain, zero, newton,
-                            g_sq.sqrt())
+        units = unit_diagonal_impact(entry, candidates)
+        return TaylorImpact(units.prune_quadratic, units.gradient, units.coupling, units.gradient_gain, units.cross,
+                            newton, units.gradient_change)
     quad, coupling, cross, off_sq = (torch.empty_like(gain) for _ in range(4))
     ids = candidates.unit_ids.to(m.device)
     step = candidates.num_units if chunk_size is None else chunk_size
@@ -147,14 +159,15 @@ def aedfl_objective(impact: TaylorImpact, loss_value, grad_norm, lambda_g) -> Te
     """5.15: (1 - lambda_g) |Delta F^C| / |F| + lambda_g ||Delta g|| / ||g|| per unit (lower = prune first).
 
     `loss_value`, `grad_norm`, `lambda_g` are floats, or tensors broadcasting against the unit terms (e.g. `[B, 1]`
-    for a batch of devices' entries `[B, dim]`)."""
+    for a batch of devices' entries `[B, dim]`). Where F = 0 (a batch fitted exactly, as float32 cross-entropy can
+    reach) the ratio |Delta F^C| / |F| is undefined: the term is |Delta F^C| (denominator 1), which orders a device's
+    units as the ratio does for any |F| > 0 (|F| is shared by all its units). Where g = 0, lambda_g = 0 and the
+    exploration term is 0."""
     current = impact.current
     lam = torch.as_tensor(lambda_g, dtype=current.dtype, device=current.device)
     loss = torch.as_tensor(loss_value, dtype=current.dtype, device=current.device)
     if ((lam < 0) | (lam > 1)).any():
         raise ValueError(f"lambda_g must be in [0, 1], got {lambda_g}")
-    if (loss == 0).any():
-        raise ValueError("the loss is exactly 0, so |Delta F^C| / |F| is undefined; use a batch with nonzero loss")
     gn = torch.as_tensor(grad_norm, dtype=current.dtype, device=current.device)
-    explore = torch.where(lam > 0, lam * impact.gradient_change / gn, 0.0)
-    return (1.0 - lam) * current.abs() / loss.abs() + explore
+    explore = torch.where(lam > 0, lam * impact.gradient_change / torch.where(gn > 0, gn, 1.0), 0.0)
+    return (1.0 - lam) * current.abs() / torch.where(loss == 0, 1.0, loss.abs()) + explore
