@@ -22,7 +22,8 @@ def aedfl_npz(tmp_path):
 
 @pytest.fixture
 def aedfl_sim():
-    """make(method, D=4, faults=None, **config) -> AsyncSimulator on 16x16 synthetic data, exponential graph, LeNet-5."""
+    """make(method, D=4, faults=None, **config) -> AsyncSimulator on 16x16 synthetic data, exponential graph,
+    LeNet-5."""
     from dflbench.engines.async_sim import AsyncConfig, AsyncSimulator
     from dflbench.engines.async_stacked import DeviceData
     from dflbench.engines.devices import sample_profiles

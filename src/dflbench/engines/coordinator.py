@@ -23,7 +23,6 @@ import torch
 
 from dflbench.errors import UserError
 
-
 CORRUPT_MODES = ("noise", "labels")
 
 
