@@ -4,7 +4,9 @@ exponential graph, run each method on the AsyncSimulator, and report Table 1's m
 Metrics per method: final accuracy (mean over devices on the global test set; the global model for server
 methods), virtual time to the target accuracy, MFP (million multiply-accumulates per sample of the Conv/Linear
 layers, scaled by weight density), bytes sent, consensus distance over time (in `history`), device steps per
-wall-clock second; each run also records its method's resolved options (`options`). `write_results` stores
+wall-clock second; each run also records its method's resolved options (`options`). A personalized method (one
+with `personalized_accuracy(sim)`, e.g. DisPFL) also reports `personalized_accuracy`: each device's model on its
+own label distribution, next to `accuracy` on the global test set. `write_results` stores
 results.json, results.csv and accuracy-vs-virtual-time PNG atomically.
 """
 
@@ -145,6 +147,8 @@ def run_aedfl(cfg: AEDFLRunConfig, on_method_done: Callable[[dict, dict], None] 
                "steps_per_s": res.device_steps / max(res.wall_time, 1e-9), "messages": sim.messages,
                "dropped": sim.dropped, "stop_reason": res.stop_reason,
                "final_consensus": res.history[-1]["consensus"], "options": asdict(options), "history": res.history}
+        if hasattr(sim.method, "personalized_accuracy"):
+            run["personalized_accuracy"] = float(sim.method.personalized_accuracy(sim).mean())
         results["runs"].append(run)
         if on_method_done is not None:
             on_method_done(run, results)
