@@ -39,7 +39,7 @@ class PruningBaselineOptions(PruningSchedule):
     rate: float = option(0.4, "fraction of the structured units pruned, in [0, 1): per layer (hrank), shared out "
                          "over the layers (fedap), over the whole model (hap)")
     num_probes: int = option(4, "Hutchinson probes of the Hessian diagonal (hap)")
-    slq_steps: int = option(8, "Lanczos steps of the spectrum estimate (fedap's eigen-gap rule)")
+    slq_steps: int = option(8, "Lanczos steps of each layer's Hessian spectrum (fedap)")
     slq_runs: int = option(1, "stochastic Lanczos quadrature runs (fedap)")
 
     def __post_init__(self):
