@@ -20,16 +20,18 @@ from .errors import user_errors
 
 
 def results_table(results: dict) -> Table:
-    """Table 1 layout: Acc, Time (virtual s to the target accuracy, '/' if never), MFP, plus MB sent."""
+    """Table 1 layout: Acc (global test set), Time (virtual s to the target accuracy, '/' if never), MFP, plus the
+    personalized accuracy of personalized methods ('-' for the others) and MB sent."""
     cfg = results["config"]
     table = Table(title=f"{cfg['model']} on {cfg['dataset']}, {cfg['devices']} devices, "
                         f"alpha {cfg['alpha']}, target {cfg['target_acc']}")
-    for col in ("method", "Acc", "Time", "MFP", "MB sent", "wall (s)"):
+    for col in ("method", "Acc", "Time", "MFP", "Pers. acc", "MB sent", "wall (s)"):
         table.add_column(col, justify="left" if col == "method" else "right")
     for r in results["runs"]:
         t = r["time_to_target"]
+        pers = r.get("personalized_accuracy")
         table.add_row(r["method"], f"{r['accuracy']:.4f}", "/" if t is None else f"{t:.1f}", f"{r['mflops']:.3f}",
-                      f"{r['bytes_sent'] / 1e6:.1f}", f"{r['wall_time']:.1f}")
+                      "-" if pers is None else f"{pers:.4f}", f"{r['bytes_sent'] / 1e6:.1f}", f"{r['wall_time']:.1f}")
     return table
 
 

@@ -1,11 +1,24 @@
-"""DisPFL (Dai et al. 2022), AEDFL Table 1: synchronous decentralized sparse training on the AsyncSimulator.
+"""DisPFL (Dai et al. 2022), AEDFL Table 1: decentralized sparse training of personalized models, in synchronous
+rounds on the AsyncSimulator.
 
-Fixed-density personalized masks (random at density `density`), aggregation of the in-neighbors' sparse models by
-mask-count averaging (`rules.dispfl_aggregate`), masked local steps, then prune-and-regrow: drop the rate_t
-smallest-magnitude kept weights and regrow as many pruned entries with the largest magnitude of the dense minibatch
-gradient (regrown at zero), rate_t = alpha/2 (1 + cos(pi min(t, T_end) / T_end)), t the round, T_end =
-`anneal_rounds`.
-Simplification (stated): unstructured masks of one density for every conv/linear weight (no ERK); biases stay dense.
+Setup: every device holds the same ERK mask (DisPFL's default, `different_initial=False`): parameter tensor l of
+shape (n_1, ..., n_k) keeps int(d_l numel_l) random entries, d_l = eps (sum_i n_i / prod_i n_i) (`erk_densities`,
+Evci et al. 2020's Erdos-Renyi-Kernel, over every trainable tensor as DisPFL's code does: a tensor whose d_l would
+exceed 1 is dense and eps is re-solved), so that the kept entries are `density` of all parameters.
+Round r, for every alive device i below T updates:
+  1. neighbours: `neighbors` distinct devices drawn uniformly among the other alive devices (DisPFL's per-round
+     random choice, `cs="random"`: a time-varying topology, not the exponential graph);
+  2. aggregation: each entry is the mean over {i} and its neighbours of the models whose mask keeps it (models and
+     masks as they were at the start of the round), re-masked with i's mask (`rules.dispfl_aggregate`);
+  3. `local_steps` masked SGD steps;
+  4. mask update per tensor l: drop the k_l = ceil(a_r nnz_l) kept entries of smallest |w|, regrow the k_l entries
+     of largest dense-gradient magnitude among the then-pruned ones (one minibatch at the trained model), with
+     a_r = alpha / 2 (1 + cos(pi min(r, T_end) / T_end)), T_end = `anneal_rounds` (default T = max_updates);
+     regrown entries start at zero unless they were just dropped.
+Evaluation: DisPFL's models are personalized, so `personalized_accuracy` scores device i's model (only its own)
+on the test distribution of its own labels: the class-conditional accuracies on the global test set weighted by
+i's training label frequencies, i.e. the expected accuracy on test sets drawn with i's label distribution (exact,
+no sampling noise). The run's `accuracy` stays the mean accuracy on the global test set, like every other method.
 """
 
 from __future__ import annotations
@@ -16,7 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from dflbench.aggregation import rules
-from dflbench.engines.async_rng import STREAM_MASK, counter_uniform
+from dflbench.engines.async_rng import STREAM_MASK, STREAM_NEIGHBOR, counter_uniform
 from dflbench.engines.async_sim import ROUND, AsyncSimulator
 from dflbench.errors import UserError
 from dflbench.methods.gossip.base import RoundMethod
@@ -26,17 +39,37 @@ from dflbench.registry import option
 
 @dataclass(frozen=True)
 class DisPFLOptions:
-    density: float = option(0.5, "fraction of each conv/linear weight kept by the personalized masks, in (0, 1]")
-    alpha: float = option(0.2, "initial prune-and-regrow rate alpha, in [0, 1)")
-    anneal_rounds: int = option(500, "T_end: rounds over which the rate anneals to 0 (cosine), >= 1")
+    density: float = option(0.5, "fraction of all parameters kept by the ERK masks, in (0, 1]")
+    alpha: float = option(0.5, "initial prune-and-regrow rate alpha (DisPFL's anneal factor), in [0, 1)")
+    anneal_rounds: int | None = option(None, "T_end: rounds over which the rate anneals to 0 (cosine); default "
+                                       "max_updates")
+    neighbors: int = option(4, "peers each device draws at random every round, >= 1")
 
     def __post_init__(self):
-        if not 0 < self.density <= 1 or not 0 <= self.alpha < 1 or self.anneal_rounds < 1:
-            raise UserError(f"DisPFL needs density in (0, 1], alpha in [0, 1) and anneal_rounds >= 1, got "
-                            f"{self.density}, {self.alpha}, {self.anneal_rounds}")
+        if not 0 < self.density <= 1 or not 0 <= self.alpha < 1 or self.neighbors < 1 or (
+                self.anneal_rounds is not None and self.anneal_rounds < 1):
+            raise UserError(f"DisPFL needs density in (0, 1], alpha in [0, 1), neighbors >= 1 and anneal_rounds "
+                            f">= 1 (or unset), got {self}")
 
 
-@register_method("dispfl", options=DisPFLOptions, kind="decentralized", paper="Dai et al. 2022 (AEDFL Table 1)")
+def erk_densities(shapes: list[torch.Size], density: float) -> list[float]:
+    """ERK densities d_l = min(1, eps (sum_i n_i / prod_i n_i)) with eps solving sum_l d_l numel_l = density *
+    sum_l numel_l (tensors whose raw density exceeds 1 are made dense, largest first, and eps re-solved)."""
+    numel = [math.prod(s) for s in shapes]
+    raw = [sum(s) / n for s, n in zip(shapes, numel)]
+    dense: set[int] = set()
+    while True:
+        free = [i for i in range(len(shapes)) if i not in dense]
+        budget = density * sum(numel) - sum(numel[i] for i in dense)
+        eps = budget / sum(raw[i] * numel[i] for i in free)
+        top = max(free, key=lambda i: raw[i])
+        if eps * raw[top] <= 1 or len(free) == 1:
+            return [1.0 if i in dense else min(1.0, eps * raw[i]) for i in range(len(shapes))]
+        dense.update(i for i in free if raw[i] == raw[top])
+
+
+@register_method("dispfl", options=DisPFLOptions, kind="decentralized",
+                 paper="Dai et al. 2022 (AEDFL Table 1); reports personalized_accuracy (own-label test distribution)")
 class DisPFL(RoundMethod):
     name = "dispfl"
 
@@ -45,62 +78,90 @@ class DisPFL(RoundMethod):
 
     def setup(self, sim: AsyncSimulator) -> None:
         self._init_common(sim)
-        u = counter_uniform(sim.cfg.seed, STREAM_MASK, torch.arange(sim.D).unsqueeze(1), -1,
-                            torch.arange(sim.P).unsqueeze(0))
-        weight = torch.cat([torch.full((n,), len(shape) >= 2) for n, shape in zip(sim.net.spec.numels,
-                                                                                 sim.net.spec.shapes)])
-        self.prunable = weight.to(sim.dev)                            # conv/linear weights; biases stay dense
-        self.masks = ((u < self.options.density).to(sim.dev) | ~self.prunable)
+        o = self.options
+        self.T_end = o.anneal_rounds if o.anneal_rounds is not None else sim.cfg.max_updates
+        if self.T_end is None:
+            raise UserError("dispfl: set anneal_rounds (the rounds of its cosine-annealed mask updates) when the run "
+                            "has no max_updates")
+        spec = sim.net.spec
+        self.bounds = torch.tensor([0, *spec.numels]).cumsum(0).tolist()
+        self.densities = erk_densities([torch.Size(s) for s in spec.shapes], o.density)
+        mask = torch.zeros(sim.P, dtype=torch.bool)
+        for layer, (a, b) in enumerate(zip(self.bounds[:-1], self.bounds[1:])):
+            u = counter_uniform(sim.cfg.seed, STREAM_MASK, layer, torch.arange(b - a))
+            mask[a + u.argsort()[:int(self.densities[layer] * (b - a))]] = True
+        self.masks = mask.to(sim.dev).unsqueeze(0).repeat(sim.D, 1)
         sim.x *= self.masks
-        adj = sim.topology.adjacency.clone()
-        adj.fill_diagonal_(False)
-        self.K = int(adj.sum(1).max())
-        nbrs = torch.full((sim.D, self.K), -1, dtype=torch.long)
-        for i in range(sim.D):                                          # graph structure, built once
-            js = adj[i].nonzero().squeeze(1)
-            nbrs[i, :len(js)] = js
-        self.nbrs = nbrs
         self.round = 0
         sim.schedule(0.0, ROUND)
 
+    def neighbours(self, sim: AsyncSimulator, alive: torch.Tensor, devs: torch.Tensor) -> torch.Tensor:
+        """`[B, K]` peers drawn uniformly without replacement among the other alive devices (-1: too few alive)."""
+        key = counter_uniform(sim.cfg.seed, STREAM_NEIGHBOR, devs.unsqueeze(1), self.round, torch.arange(sim.D))
+        ok = sim.alive.unsqueeze(0) & (torch.arange(sim.D).unsqueeze(0) != devs.unsqueeze(1))
+        key = torch.where(ok, key, -1.0)
+        K = min(self.options.neighbors, sim.D - 1)
+        val, idx = key.topk(K, dim=1)
+        return torch.where(val >= 0, idx, -1)
+
     def round_step(self, sim: AsyncSimulator, alive: torch.Tensor, devs: torch.Tensor) -> torch.Tensor:
-        nb = self.nbrs[devs]
-        ok = (nb >= 0) & alive[nb.clamp(min=0)]
+        nb = self.neighbours(sim, alive, devs)
+        ok = nb >= 0
         idx = torch.cat([devs.unsqueeze(1), torch.where(ok, nb, devs.unsqueeze(1))], 1)   # missing -> self
-        models = sim.x[idx]                                                                  # [B, K+1, P]
-        masks = self.masks[idx]
-        agg = rules.dispfl_aggregate(models, masks)
+        valid = torch.cat([torch.ones_like(ok[:, :1]), ok], 1).unsqueeze(2).to(sim.dev)     # padding slots: no mask
+        agg = rules.dispfl_aggregate(sim.x[idx], self.masks[idx] & valid)
         x, loss, _ = sim.local_sgd(devs, agg, masks=self.masks[devs])
         xb, yb = sim.data.batch(devs.to(sim.dev), sim.t[devs].to(sim.dev), -1, sim.cfg.batch_size, sim.cfg.seed)
         _, g = sim.net.loss_and_grad(x, xb, yb)                     # dense gradient: it scores the regrowth
         sim.t[devs] += 1
         sim.loss[devs] = loss
-        new_masks = self._prune_regrow(x, g, self.masks[devs])
+        new_masks = self.prune_regrow(x, g, self.masks[devs])
         sim.x[devs] = x * new_masks
         self.masks[devs] = new_masks
         nbytes = sim.model_bytes(self.masks[0])
         sent = int(ok.sum())
         sim.bytes_sent += sent * nbytes
         sim.messages += sent
-        sim.cost_fraction[devs] = self.options.density
+        sim.cost_fraction[devs] = (sim.model_mflops(new_masks) / self.dense_mflops).double().cpu()
         self.round += 1
         return 2 * sim.profiles.latency[devs] + nbytes * ok.sum(1).double() / sim.profiles.bandwidth[devs]
 
-    def _prune_regrow(self, x: torch.Tensor, g: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        """Drop the k smallest |w| kept weights, regrow the k pruned weights of largest |g| (same density)."""
-        o = self.options
-        rate = o.alpha / 2 * (1 + math.cos(math.pi * min(self.round, o.anneal_rounds) / o.anneal_rounds))
-        k = int(rate * int((masks[0] & self.prunable).sum()))
-        if k == 0:
-            return masks
-        drop_score = torch.where(masks & self.prunable, x.abs(), torch.full_like(x, math.inf))
-        drop = drop_score.topk(k, dim=1, largest=False).indices
-        grow_score = torch.where(masks | ~self.prunable, torch.full_like(g, -math.inf), g.abs())
-        grow = grow_score.topk(k, dim=1).indices
+    def rate(self) -> float:
+        """a_r = alpha / 2 (1 + cos(pi min(r, T_end) / T_end))."""
+        return self.options.alpha / 2 * (1 + math.cos(math.pi * min(self.round, self.T_end) / self.T_end))
+
+    def prune_regrow(self, x: torch.Tensor, g: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """Per tensor: drop the ceil(a_r nnz) kept entries of smallest |w|, regrow as many pruned entries of largest
+        |g| (DisPFL's fire_mask / regrow_mask); every device keeps its per-tensor counts."""
+        rate = self.rate()
         new = masks.clone()
-        new.scatter_(1, drop, False)
-        new.scatter_(1, grow, True)
+        for a, b in zip(self.bounds[:-1], self.bounds[1:]):
+            m = masks[:, a:b]
+            k = math.ceil(rate * int(m[0].sum()))
+            if k == 0:
+                continue
+            drop = torch.where(m, x[:, a:b].abs(), torch.inf).topk(k, dim=1, largest=False).indices
+            fired = m.clone().scatter_(1, drop, False)
+            grow = torch.where(fired, -torch.inf, g[:, a:b].abs()).topk(k, dim=1).indices
+            new[:, a:b] = fired.scatter_(1, grow, True)
         return new
+
+    def personalized_accuracy(self, sim: AsyncSimulator) -> torch.Tensor:
+        """`[D]`: device i's model on the test distribution of its own labels (module docstring)."""
+        data = sim.data
+        y_test = data.y_test
+        C = int(max(int(data.y.max()), int(y_test.max()))) + 1
+        labels = torch.stack([torch.bincount(data.y[data.parts[d, :int(data.sizes[d])]].cpu(), minlength=C)
+                              for d in range(sim.D)]).double()
+        acc = torch.zeros(sim.D, C, dtype=torch.float64)
+        present = torch.zeros(C, dtype=torch.bool)
+        for c in range(C):
+            pick = y_test == c
+            if bool(pick.any()):
+                present[c] = True
+                acc[:, c] = sim.net.accuracy_and_loss(sim.x, data.prepare(data.x_test[pick]), y_test[pick])[0].cpu()
+        p = labels * present
+        return (p * acc).sum(1) / p.sum(1).clamp(min=1e-12)
 
     def mflops(self, sim: AsyncSimulator) -> float:
         return float(sim.model_mflops(self.masks).mean())

@@ -1,15 +1,20 @@
 """Pruning baselines of AEDFL Table 1 (hrank, fedap, hap) on the decentralized asynchronous loop.
 
-The loop is AEDFL-0's (uniform weights over all cached models, masked aggregation eq. 4.11, one random
-out-neighbor per update); at the same scheduled updates as AEDFL's pruning, each due device re-prunes its full
-model with `dflbench.pruning.prune_model` and the rule's scores (structured units: conv channels / neighbors):
-  hrank  (Lin et al. 2020)   average rank of each unit's feature maps
-  fedap  (Zhang et al. 2022) layer-adaptive rates from the per-layer eigen-gap rule, HRank scores inside a layer
-  hap    (Yu et al. 2022)    Hessian-aware sensitivity tr(H_uu) / |u| ||w_u||^2
-at the fixed rate `rate` (the baselines have no neighbor-aware rate rule). One class per baseline; they differ only
-in the rule.
-Simplification: pruning runs model by model (a loop over the due devices, at pruning updates only); local
-training and aggregation stay batched.
+The loop is AEDFL-0's (`AEDFL` with none of its modules: uniform weights over the selected cached models, masked
+aggregation eq. 4.11, one random out-neighbour per update); at the same scheduled updates as AEDFL's pruning
+(`PruningSchedule`), each due device re-prunes its full aggregated model with `dflbench.pruning.prune_model` on its
+current local minibatch, structured units (conv channels, linear neurons; the classifier is never pruned):
+  hrank  (Lin et al. 2020)   every layer loses floor(rate * units) units, those whose output feature maps have the
+                             lowest average rank (HRank's per-layer ranking at per-layer rates)
+  fedap  (Zhang et al. 2022) per-layer rates from each layer's Hessian spectrum, sharing out the overall `rate`
+                             (`dflbench.pruning.scoring.fedap_scores`), HRank scores inside a layer; the device's local
+                             batch replaces FedAP's server-side shared data, which a decentralized network does not have
+  hap    (Yu et al. 2022)    HAP's sensitivity tr(H_uu) / |u| ||w_u||^2 (Hutchinson), the floor(rate * units) least
+                             sensitive units of the whole model
+The baselines have no neighbour-aware rate rule: `rate` is fixed. MFLOPs and the compute-cost fraction come from the
+pruned structure (`dflbench.pruning.structured_mfp`: a dead unit also removes the weights that read it).
+Simplification: pruning runs model by model (a loop over the due devices, at pruning updates only); local training
+and aggregation stay batched.
 """
 
 from __future__ import annotations
@@ -25,15 +30,16 @@ from dflbench.methods.aedfl.method import AEDFL, AEDFLConfig
 from dflbench.methods.aedfl.pruning import PruningSchedule, ScheduledPruner
 from dflbench.methods.registry import register_method
 from dflbench.pruning import PruningConfig as PackagePruningConfig
-from dflbench.pruning import prune_model
+from dflbench.pruning import prune_model, structured_mfp
 from dflbench.registry import option
 
 
 @dataclass(frozen=True)
 class PruningBaselineOptions(PruningSchedule):
-    rate: float = option(0.4, "fixed pruning rate of the structured units, in [0, 1)")
+    rate: float = option(0.4, "fraction of the structured units pruned, in [0, 1): per layer (hrank), shared out "
+                         "over the layers (fedap), over the whole model (hap)")
     num_probes: int = option(4, "Hutchinson probes of the Hessian diagonal (hap)")
-    slq_steps: int = option(8, "Lanczos steps of the spectrum estimate (fedap's eigen-gap rule)")
+    slq_steps: int = option(8, "Lanczos steps of each layer's Hessian spectrum (fedap)")
     slq_runs: int = option(1, "stochastic Lanczos quadrature runs (fedap)")
 
     def __post_init__(self):
@@ -50,10 +56,15 @@ class PackagePruner(ScheduledPruner):
         super().__init__(sim, cfg)
         self.rule = rule
         self.pcfg = PackagePruningConfig(rule=rule, approximation="diagonal", num_probes=cfg.num_probes,
-                                         slq_steps=cfg.slq_steps, slq_runs=cfg.slq_runs)
+                                         slq_steps=cfg.slq_steps, slq_runs=cfg.slq_runs, layerwise=rule == "hrank")
         self.rate.fill_(cfg.rate)
         self.model = sim.net.template
         self.init = {k: v.detach().clone() for k, v in self.model.named_parameters()}
+        self.example = sim.data.prepare(sim.data.x_test[:1]).cpu()
+
+    def mflops(self, host, masks: torch.Tensor) -> torch.Tensor:
+        """MFP `[n]` of the structurally pruned models (`structured_mfp`)."""
+        return structured_mfp(self.model, self.example, masks)
 
     def prune(self, sim, devs, x, masks, w, active, neighbor_rates):
         xb, yb = sim.data.batch(devs.to(sim.dev), sim.t[devs].to(sim.dev), -1, sim.cfg.batch_size, sim.cfg.seed)
@@ -84,21 +95,21 @@ class PruningBaseline(AEDFL):
 
 @register_method("hrank", options=PruningBaselineOptions, kind="pruning", paper="Lin et al. 2020 (AEDFL Table 1)")
 class HRank(PruningBaseline):
-    """Units scored by the average rank of their feature maps."""
+    """Every layer pruned at `rate`, its units ranked by the average rank of their feature maps."""
 
     rule = "hrank"
 
 
 @register_method("fedap", options=PruningBaselineOptions, kind="pruning",
-                 paper="Zhang et al. 2022 (AEDFL Table 1)")
+                 paper="Zhang et al. 2022 (AEDFL Table 1); each device's local batch replaces the server's shared data")
 class FedAP(PruningBaseline):
-    """Layer-adaptive rates from the per-layer eigen-gap rule, HRank scores inside a layer."""
+    """Per-layer rates from each layer's Hessian spectrum on the local batch, HRank scores inside a layer."""
 
     rule = "fedap"
 
 
 @register_method("hap", options=PruningBaselineOptions, kind="pruning", paper="Yu et al. 2022 (AEDFL Table 1)")
 class HAP(PruningBaseline):
-    """Hessian-aware sensitivity tr(H_uu) / |u| ||w_u||^2 of each unit."""
+    """Hessian-aware sensitivity tr(H_uu) / |u| ||w_u||^2 of each unit, ranked over the whole model."""
 
     rule = "hap"

@@ -3,10 +3,12 @@ exponential graph, run each method on the AsyncSimulator, and report Table 1's m
 
 Metrics per method: final accuracy (mean over devices on the global test set; the global model for server
 methods), virtual time to the target accuracy, MFP (million multiply-accumulates per sample of the Conv/Linear
-layers, scaled by weight density), bytes sent, consensus distance over time (in `history`), device steps per
+layers of the pruned structure), bytes sent, consensus distance over time (in `history`), device steps per
 wall-clock second; each run also records its method's resolved options (`options`) and, for the AEDFL variants,
-`diagnostics`: what the modules did over time (`dflbench.methods.aedfl.diagnostics`). `write_results` stores
-results.json, results.csv, the accuracy-vs-virtual-time PNG and diagnostics.png atomically.
+`diagnostics`: what the modules did over time (`dflbench.methods.aedfl.diagnostics`). A personalized method (one
+with `personalized_accuracy(sim)`, e.g. DisPFL) also reports `personalized_accuracy`: each device's model on its
+own label distribution, next to `accuracy` on the global test set. `write_results` stores results.json,
+results.csv, the accuracy-vs-virtual-time PNG and diagnostics.png atomically.
 """
 
 from __future__ import annotations
@@ -149,6 +151,8 @@ def run_aedfl(cfg: AEDFLRunConfig, on_method_done: Callable[[dict, dict], None] 
                "final_consensus": res.history[-1]["consensus"], "options": asdict(options), "history": res.history}
         if hasattr(sim.method, "diagnostics"):
             run["diagnostics"] = sim.method.diagnostics
+        if hasattr(sim.method, "personalized_accuracy"):
+            run["personalized_accuracy"] = float(sim.method.personalized_accuracy(sim).mean())
         results["runs"].append(run)
         if on_method_done is not None:
             on_method_done(run, results)

@@ -29,7 +29,7 @@ from .curvature import (
     probe_diagonal,
     top_eigenvalues,
 )
-from .flops import FlopCount, count_flops
+from .flops import FlopCount, count_flops, structured_mfp
 from .masks import (
     KeptCount,
     MaskHandle,
@@ -63,7 +63,15 @@ from .rates import (
     neighbor_weighted_rates,
     secant_lipschitz,
 )
-from .scoring import Scores, ScoringContext, get_scoring_rule, list_scoring_rules, register_scoring_rule
+from .scoring import (
+    Scores,
+    ScoringContext,
+    get_scoring_rule,
+    list_scoring_rules,
+    null_mass,
+    proportional_group_rates,
+    register_scoring_rule,
+)
 from .taylor import (
     TaylorImpact,
     aedfl_objective,
@@ -87,7 +95,8 @@ __all__ = [
     "model_eigenvalue_density", "model_hessian_trace", "model_hvp", "model_loss_fn", "model_params",
     "model_top_eigenvalues", "PruneResult", "PruningConfig", "local_rate", "prune_model", "select_units",
     "RateEstimate", "check_rate", "eigengap_rate", "estimate_lipschitz", "lossless_rate", "neighbor_weighted_rate",
-    "Scores", "ScoringContext", "get_scoring_rule", "list_scoring_rules", "register_scoring_rule",
+    "Scores", "ScoringContext", "get_scoring_rule", "list_scoring_rules", "register_scoring_rule", "null_mass",
+    "proportional_group_rates", "structured_mfp",
     "TaylorImpact", "aedfl_objective", "exploration_weight", "inverse_diagonal", "taylor_impact",
     "taylor_loss_change",
 ]

@@ -48,6 +48,8 @@ class PruningConfig:
     slq_steps: int = 32
     slq_runs: int = 4
     zero_tol: float = 1e-6
+    null_tol: float = 1e-3
+    layerwise: bool = False
     skip: tuple[str, ...] = ()
     prune_last_linear: bool = False
 
@@ -64,8 +66,8 @@ class PruningConfig:
             raise ValueError(f"chunk_size must be >= 1 or None, got {self.chunk_size}")
         if self.c < 1:
             raise ValueError(f"c (C in lambda_g = ||g|| / (C ||g||_max)) must be >= 1, got {self.c}")
-        if self.damping < 0 or self.zero_tol < 0:
-            raise ValueError("damping and zero_tol must be >= 0")
+        if self.damping < 0 or self.zero_tol < 0 or self.null_tol < 0:
+            raise ValueError("damping, zero_tol and null_tol must be >= 0")
 
 
 def select_units(scores: Tensor, candidates: CandidateSet, rate: float, *, min_units_kept: int = 1,
@@ -130,7 +132,8 @@ def prune_model(model: nn.Module, criterion: Callable[[Tensor, Tensor], Tensor],
                 seed: int = 0) -> PruneResult:
     """Score every candidate unit of `model` on the local `batch` with `config.rule` and keep the best.
 
-    `rate` is the fraction of candidate units to prune (p_i of 5.16); the model is not modified.
+    `rate` is the fraction of candidate units to prune (p_i of 5.16), over the whole model or, with
+    `config.layerwise` or a layer-adaptive rule, per group; the model is not modified.
     `max_grad_norm` (rule "aedfl") is ||g||_max of 5.15; `initial_params` (rule "fedap") is m^o.
     """
     rate = check_rate(rate)
@@ -142,10 +145,12 @@ def prune_model(model: nn.Module, criterion: Callable[[Tensor, Tensor], Tensor],
         raise ValueError("the candidate set was built for different parameters than the model's trainable ones")
     ctx = ScoringContext(model, cand, model_loss_fn(model, criterion, batch), params, inputs, config,
                          make_generator(seed), max_grad_norm,
-                         None if initial_params is None else dict(initial_params))
+                         None if initial_params is None else dict(initial_params), rate)
     result = get_scoring_rule(config.rule)(ctx)
-    keep = select_units(result.scores, cand, rate, min_units_kept=config.min_units_kept,
-                        group_rates=result.group_rates)
+    group_rates = result.group_rates
+    if group_rates is None and config.layerwise:
+        group_rates = torch.full((len(cand.groups),), rate, dtype=torch.float64)
+    keep = select_units(result.scores, cand, rate, min_units_kept=config.min_units_kept, group_rates=group_rates)
     masks = {n: m.to(params[n].device) for n, m in cand.param_masks(keep).items()}
     achieved = float((~keep).sum()) / cand.num_units
     return PruneResult(keep, masks, result.scores, rate, achieved, cand)

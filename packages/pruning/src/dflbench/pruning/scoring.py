@@ -5,9 +5,9 @@
 - "hrank": HRank [33], the average (over the batch) matrix rank of the unit's output feature map: a conv
   channel's H x W map (1d: L x 1), an attention head's tokens x head_dim output, a linear neuron's
   tokens x 1 activations (1 x 1 without a token axis, where the rank only tells dead neurons apart).
-- "fedap": FedAP [62]-style layer-adaptive pruning: each group gets its own rate from the eigen-gap rule
-  applied to the Hessian restricted to that layer's parameters (SLQ + the layer's Lipschitz estimate), and
-  ranks its units by HRank scores.
+- "fedap": FedAP [62] (Zhang et al. 2022, FedDUAP) layer-adaptive pruning: each group's redundancy is read from
+  the spectrum of the Hessian restricted to that layer's parameters (SLQ) and the target `rate` is shared out
+  over the groups in proportion to it (`proportional_group_rates`); HRank scores rank the units inside a group.
 - "hap": HAP [60], the Hessian-aware sensitivity tr(H_uu) / |u| * ||w_u||^2 with the Hutchinson diagonal.
 
 A rule takes a `ScoringContext` and returns `Scores` (per-unit scores and optional per-group rates).
@@ -34,7 +34,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class ScoringContext:
-    """What a rule may use: the model, its candidates, the loss on a local batch, that batch's inputs."""
+    """What a rule may use: the model, its candidates, the loss on a local batch, that batch's inputs and the
+    requested pruning rate (layer-adaptive rules share it out over the groups)."""
 
     model: nn.Module
     candidates: CandidateSet
@@ -45,6 +46,7 @@ class ScoringContext:
     generator: torch.Generator
     max_grad_norm: float | None = None
     initial_params: dict | None = None
+    rate: float = 0.0
     _op: HessianOperator | None = field(default=None, repr=False)
 
     @property
@@ -159,25 +161,61 @@ def hrank_scores(ctx: ScoringContext) -> Scores:
     return Scores(torch.cat(parts).to(ctx.op.dtype))
 
 
+def null_mass(nodes: Tensor, weights: Tensor, tol: float) -> float:
+    """Fraction of the spectral mass (SLQ nodes and Gauss weights) at |lambda| <= tol * max|lambda|."""
+    scale = nodes.abs().max()
+    total = weights.sum()
+    if scale == 0 or total == 0:
+        return 1.0
+    return float(weights[nodes.abs() <= tol * scale].sum() / total)
+
+
+def proportional_group_rates(redundancy: Tensor, sizes: Tensor, rate: float) -> Tensor:
+    """Per-group rates p_g = rate * r_g * sum_g n_g / sum_g n_g r_g (capped at 1), so that sum_g n_g p_g =
+    rate * sum_g n_g units are pruned (less where a cap binds), group g's share following its redundancy r_g;
+    uniform `rate` when every r_g is 0."""
+    r, n = redundancy.double().cpu(), sizes.double().cpu()
+    if r.shape != n.shape or (r < 0).any():
+        raise ValueError(f"redundancy must be >= 0 with one value per group, got {r.tolist()} for sizes {n.tolist()}")
+    weight = float((n * r).sum())
+    if weight == 0:
+        return torch.full_like(n, rate)
+    return (rate * r * float(n.sum()) / weight).clamp(max=1.0)
+
+
 @register_scoring_rule("fedap")
 def fedap_scores(ctx: ScoringContext) -> Scores:
-    """HRank scores within each layer; per-layer rates from the eigen-gap rule on the layer's Hessian block."""
+    """HRank scores within each layer; per-layer rates shared out in proportion to each layer's redundancy.
+
+    Layer l's redundancy is r_l = max(p*_l, z_l): p*_l the eigen-gap lossless rate of the layer's Hessian block
+    (`rates.lossless_rate`, SLQ and the layer's secant Lipschitz estimate) and z_l the near-null spectral mass of
+    that block (`null_mass` at `config.null_tol`), the directions along which the local loss does not curve.
+    Departure (stated): FedAP reads its layer rates from the Hessian eigenvalues on the server's shared data; here
+    each device's local batch stands in for it (decentralized: there is no server), and because the 4 L gap almost
+    never fires during training (p*_l = 0 on every LeNet-5 layer measured), the near-null mass z_l is what
+    differentiates the layers and the configured rate fixes how much is pruned in total (FedAP's expected rate).
+    """
     if ctx.initial_params is None:
         raise ValueError("the fedap rule needs initial_params (the model before training) for the layer-wise "
                          "Lipschitz estimates of the eigen-gap rule")
     cfg = ctx.config
-    rates = []
+    redundancy = []
     for group in ctx.candidates.groups:
         names = list(dict.fromkeys(s.name for s in group.slices))
         est = lossless_rate(ctx.loss_fn, ctx.params, ctx.initial_params, num_steps=cfg.slq_steps,
                             num_runs=cfg.slq_runs, names=names, zero_tol=cfg.zero_tol, generator=ctx.generator)
-        rates.append(est.rate)
-    return Scores(hrank_scores(ctx).scores, torch.tensor(rates, dtype=torch.float64))
+        redundancy.append(max(est.rate, null_mass(est.nodes, est.weights, cfg.null_tol)))
+    sizes = torch.tensor([g.num_units for g in ctx.candidates.groups])
+    return Scores(hrank_scores(ctx).scores,
+                  proportional_group_rates(torch.tensor(redundancy, dtype=torch.float64), sizes, ctx.rate))
 
 
 @register_scoring_rule("hap")
 def hap_scores(ctx: ScoringContext) -> Scores:
-    """tr(H_uu) / |u| * ||w_u||^2 with tr(H_uu) summed from the Hutchinson diagonal."""
+    """HAP's second-order sensitivity of unit u, tr(H_uu) / |u| * ||w_u||^2 (Yu et al. 2022, the loss change of
+    removing u under H_uu ~ (tr(H_uu) / |u|) I, without the constant 1/2, which does not change the ranking), with
+    tr(H_uu) summed from the Hutchinson diagonal (`config.num_probes` Rademacher probes); units are ranked across
+    the whole model (the sensitivity is a loss change, comparable between layers)."""
     m = ctx.op.params_flat()
     cand = ctx.candidates
     trace = cand.unit_sum(ctx.hessian_diagonal())
