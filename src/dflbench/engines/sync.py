@@ -29,7 +29,7 @@ from torch.utils.data import TensorDataset
 from dflbench.data import BatchTransform, ImageData
 from dflbench.errors import UserError
 from dflbench.io import atomic_torch_save
-from dflbench.mixing import Algorithm, MixingState
+from dflbench.mixing import Algorithm, MixingState, consensus_distance
 from dflbench.vision import FeatureCache, NodeStack
 
 from .sampling import NodeSampler
@@ -254,4 +254,5 @@ class SyncSimulator:
     def _record(self, epoch: int, acc: list[float], losses, state: MixingState, elapsed: float) -> dict:
         return {"epoch": epoch, "mean_accuracy": float(np.mean(acc)), "node_accuracy": acc,
                 "train_loss": [float(v) for v in losses.tolist()] if losses is not None else None,
-                "bytes_sent": int(state.bytes_sent.sum()), "wall_time_s": elapsed}
+                "consensus": float(consensus_distance(state.params)), "bytes_sent": int(state.bytes_sent.sum()),
+                "wall_time_s": elapsed}
