@@ -26,13 +26,13 @@ def line_plot(path: str | Path, curves: Mapping[str, tuple[Sequence[float], Sequ
     ax.legend(fontsize=8)
     return _save(plt, fig, path, dpi=120)
 
-def _figure(nrows: int = 1, ncols: int = 1, size: tuple[float, float] = (6, 4)):
+def _figure(nrows: int = 1, ncols: int = 1, size: tuple[float, float] = (6, 4), **kwargs):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    return plt, *plt.subplots(nrows, ncols, figsize=size, squeeze=False)
+    return plt, *plt.subplots(nrows, ncols, figsize=size, squeeze=False, **kwargs)
 
 
 def _save(plt, fig, path: str | Path, dpi: int = 100) -> Path:
@@ -69,13 +69,14 @@ def bar_panels(path: str | Path, labels: Sequence[str],
                panels: Mapping[str, tuple[Sequence[float | None], Sequence[float]]], title: str | None = None) -> Path:
     """Side-by-side bar charts sharing `labels`: `panels[ylabel] = (means, stds)`; a None mean leaves its bar
     out (e.g. a target never reached)."""
-    plt, fig, axes = _figure(1, len(panels), (4 * len(panels), 0.25 * len(labels) + 2))
+    plt, fig, axes = _figure(1, len(panels), (4 * len(panels), 0.25 * len(labels) + 2), sharey=True)
     for ax, (ylabel, (means, stds)) in zip(axes[0], panels.items()):
         ys = [float("nan") if m is None else m for m in means]
-        ax.barh(list(labels), ys, xerr=list(stds), capsize=2)
+        ax.barh(range(len(labels)), ys, xerr=list(stds), capsize=2)
         ax.set_xlabel(ylabel)
-        ax.invert_yaxis()
         ax.grid(alpha=0.3, axis="x")
+    axes[0][0].set_yticks(range(len(labels)), list(labels))
+    axes[0][0].invert_yaxis()
     if title:
         fig.suptitle(title)
     return _save(plt, fig, path)
