@@ -59,7 +59,8 @@ def execute(recipe: Recipe, scale: str | None, seeds: int, out: Path, sets: list
 
             folders = run_seeds(recipe, cfg, seeds, out, started, done)
     except FileNotFoundError as exc:
-        hint = "; or add --stand-in for the offline stand-in dataset" if recipe.stand_in and not stand_in else ""
+        hint = (f"; or add --stand-in to run on {recipe.stand_in[1].get('dataset')} instead (the report says so)"
+                if recipe.stand_in and not stand_in else "")
         raise FileNotFoundError(f"{exc}{hint}") from None
     report = write_report(recipe, scale, recipe.notes(scale, stand_in), folders, out)
     console.print(f"wrote {report} and {out / 'results.json'}")

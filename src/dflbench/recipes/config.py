@@ -140,8 +140,7 @@ def with_config_file(cls: type, path: str | Path | None, cli: dict, explicit: se
 
 
 def explicit_params(ctx) -> set[str]:
-    """Names of the click parameters of `ctx` that the user gave (command line or environment)."""
-    import click
-
-    given = (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT)
-    return {p.name for p in ctx.command.params if ctx.get_parameter_source(p.name) in given}
+    """Names of the parameters of command context `ctx` that the user gave (command line or environment). Compared
+    by name: typer ships its own copy of click, whose ParameterSource is not click's."""
+    given = ("COMMANDLINE", "ENVIRONMENT")
+    return {p.name for p in ctx.command.params if getattr(ctx.get_parameter_source(p.name), "name", None) in given}
