@@ -141,6 +141,9 @@ def test_aedfl_command_takes_config(tmp_path):
     _ok(["aedfl", "--config", str(path), "--method-opt", "fedbuff.server_lr=0.5", "--out", str(tmp_path / "o")])
     run = json.loads((tmp_path / "o" / "results.json").read_text())["runs"][0]
     assert run["method"] == "fedbuff" and run["options"]["buffer"] == 3 and run["options"]["server_lr"] == 0.5
+    _ok(["run", str(path), "--set", "devices=5", "--out", str(tmp_path / "r")])         # the same file, as a run
+    assert json.loads((tmp_path / "r" / "seed-0" / "results.json").read_text())["config"]["devices"] == 5
+    assert "| fedbuff |" in (tmp_path / "r" / "report.md").read_text()
 
 
 def test_aedfl_smoke_recipe_writes_the_report(tmp_path):

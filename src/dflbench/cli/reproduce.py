@@ -21,11 +21,12 @@ from .p2pft import set_threads
 
 def recipes_table() -> Table:
     table = Table(title="dflbench reproduce NAME --scale paper|cpu|smoke")
-    for col in ("recipe", "experiment", "title", "scales", "stand-in"):
+    table.add_column("recipe", no_wrap=True)
+    for col in ("title", "scales", "stand-in"):
         table.add_column(col)
     for name in list_recipes():
         r = load_recipe(name)
-        table.add_row(name, r.experiment, r.title, ", ".join(r.scales), "yes" if r.stand_in else "-")
+        table.add_row(name, r.title, ", ".join(r.scales), r.stand_in[1].get("dataset", "yes") if r.stand_in else "-")
     return table
 
 
