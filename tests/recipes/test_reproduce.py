@@ -186,3 +186,31 @@ def test_band_on_grid_holds_a_finished_seed_and_averages():
     assert xs[0] == 0 and xs[-1] == 2
     assert mean[-1] == pytest.approx(2.5) and std[-1] == pytest.approx(np.std([2.0, 3.0], ddof=1))
     assert mean_std([1.0]) == (1.0, 0.0)
+
+
+def _aedfl_seed(seed, acc, time_to_target, diagnostics):
+    history = [{"time": 0.0, "accuracy": 0.1, "consensus": 1.0}, {"time": 2.0, "accuracy": acc, "consensus": 0.5}]
+    run = {"method": "aedfl", "accuracy": acc, "time_to_target": time_to_target, "mflops": 0.2, "bytes_sent": 2e6,
+           "final_consensus": 0.5, "history": history, "diagnostics": diagnostics}
+    base = {**run, "method": "fedavg", "accuracy": acc - 0.1, "time_to_target": None, "diagnostics": {}}
+    return {"config": {"model": "lenet5", "dataset": "x", "devices": 4, "target_acc": 0.5, "seed": seed},
+            "runs": [run, base]}
+
+
+def test_aedfl_report_numbers_and_diagnostics(tmp_path):
+    from dflbench.recipes.report import write_report
+
+    lam = {"lambda": {"time": [0.0, 1.0], "value": [[1.0, 3.0], [2.0, 2.0]]}}     # one value per device
+    folders = []
+    for seed, (acc, ttt) in enumerate(((0.6, 1.0), (0.8, None), (0.7, 2.0))):
+        folder = tmp_path / f"seed-{seed}"
+        folder.mkdir()
+        (folder / "results.json").write_text(json.dumps(_aedfl_seed(seed, acc, ttt, lam)))
+        folders.append(folder)
+    report = write_report(load_recipe("aedfl-emnist-lenet5"), "smoke", [], folders, tmp_path).read_text()
+    assert "| aedfl | 0.7000 ± 0.1000 | 1.5 ± 0.7 | 2/3 |" in report                # by hand: std of .6,.8,.7
+    assert "| fedavg | 0.6000 ± 0.1000 | / | 0/3 |" in report
+    assert "AEDFL has the highest accuracy (Sec. 6.2): yes" in report
+    assert "(diagnostics_lambda.png)" in report and (tmp_path / "diagnostics_lambda.png").stat().st_size > 1000
+    summary = json.loads((tmp_path / "results.json").read_text())
+    assert summary["rows"]["aedfl"]["time_to_target"] == pytest.approx([1.5, np.std([1.0, 2.0], ddof=1)])
