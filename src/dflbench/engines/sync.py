@@ -128,7 +128,9 @@ class TailInputs:
 
 @dataclass
 class SyncResult:
-    """Final stacked params, per-node test accuracy, per-epoch history, timings and bytes each node sent."""
+    """Final stacked params, per-node test accuracy, per-epoch history (mean and per-node accuracy, train loss,
+    consensus distance (1/n) sum_i ||x_i - xbar||^2 of the trained parameters, bytes, wall time), timings and
+    bytes each node sent."""
 
     algorithm: str
     params: dict[str, torch.Tensor]
