@@ -15,7 +15,7 @@ from dflbench.errors import UserError
 from dflbench.recipes.aedfl import AEDFLRunConfig
 from dflbench.recipes.config import build_config, parse_sets, with_config_file
 from dflbench.recipes.p2pft import P2PFTConfig
-from dflbench.recipes.report import band_on_grid, mean_std
+from dflbench.recipes.report import band_on_grid, diagnostics_panels, mean_std
 from dflbench.recipes.reproduce import list_recipes, load_recipe
 
 runner = CliRunner()
@@ -200,7 +200,10 @@ def _aedfl_seed(seed, acc, time_to_target, diagnostics):
 def test_aedfl_report_numbers_and_diagnostics(tmp_path):
     from dflbench.recipes.report import write_report
 
-    lam = {"lambda": {"time": [0.0, 1.0], "value": [[1.0, 3.0], [2.0, 2.0]]}}     # one value per device
+    # dflbench.methods.aedfl.diagnostics' layout: per evaluation, one value per device (None: none recorded)
+    lam = {"time": [0.0, 1.0], "selection_probability": [[0.5, None], [1.0, 0.0]], "lambda": [[1.0, 3.0], [2.0, 2.0]],
+           "pruning_rate": [], "selection_by_bucket": {"fresh": [0.9, None], "stale": [0.2, 0.1],
+                                                       "aggregated": [0.0, 0.0]}}
     folders = []
     for seed, (acc, ttt) in enumerate(((0.6, 1.0), (0.8, None), (0.7, 2.0))):
         folder = tmp_path / f"seed-{seed}"
@@ -211,6 +214,12 @@ def test_aedfl_report_numbers_and_diagnostics(tmp_path):
     assert "| aedfl | 0.7000 ± 0.1000 | 1.5 ± 0.7 | 2/3 |" in report                # by hand: std of .6,.8,.7
     assert "| fedavg | 0.6000 ± 0.1000 | / | 0/3 |" in report
     assert "AEDFL has the highest accuracy (Sec. 6.2): yes" in report
-    assert "(diagnostics_lambda.png)" in report and (tmp_path / "diagnostics_lambda.png").stat().st_size > 1000
+    assert "(diagnostics.png)" in report and (tmp_path / "diagnostics.png").stat().st_size > 1000
+    panels = diagnostics_panels({"aedfl": [_aedfl_seed(0, 0.6, 1.0, lam)["runs"][0]]})
+    assert [p.ylabel for p in panels] == ["selection probability", "lambda_ij (eq. 4.6-4.8)", "selection probability"]
+    (xs, ys), = panels[1].curves.values()                                     # lambda: mean over the two devices
+    assert ys[0] == pytest.approx(2.0) and ys[-1] == pytest.approx(2.0)
+    assert panels[0].curves["aedfl"][1][0] == pytest.approx(0.5)              # None skipped
+    assert set(panels[2].curves) == {"aedfl fresh", "aedfl stale", "aedfl aggregated"}
     summary = json.loads((tmp_path / "results.json").read_text())
     assert summary["rows"]["aedfl"]["time_to_target"] == pytest.approx([1.5, np.std([1.0, 2.0], ddof=1)])

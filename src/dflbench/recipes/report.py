@@ -3,8 +3,9 @@ beside the paper's numbers, in `out/report.md`, its PNGs and `out/results.json`.
 
 AEDFL (Table 1): per method the final accuracy, virtual time to the target (mean over the seeds that reached it,
 "k/N" how many did), MFLOPs, MB sent; curves of accuracy and consensus distance against virtual time (each seed
-interpolated onto one grid, step-held after it ends, then mean +- std); each `diagnostics` series a run carries
-(`{name: {"time": [...], "value": [...]}}`, a value a number or one number per device, averaged) as a plot.
+interpolated onto one grid, held at its last value after it ends, then mean +- std); the module diagnostics a run
+carries (`dflbench.methods.aedfl.diagnostics`: `selection_probability`, `lambda`, `pruning_rate` per device at each
+evaluation, averaged over devices, and `selection_by_bucket`) in one picture with a panel per series.
 P2P-FT (Table I): per algorithm the per-node and mean accuracy, accuracy and consensus distance against epoch,
 per-node accuracy bars, and seed 0's Fig. 2 attention grid when it was drawn. The "claims" section checks the
 papers' headline statements on our numbers: AEDFL has the best accuracy and the shortest time to target
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from dflbench.io import atomic_write_json, atomic_write_text
-from dflbench.plots import band_plot, bar_panels, grouped_bars
+from dflbench.plots import Panel, bar_panels, grouped_bars, panels_plot
 
 from .reproduce import Recipe
 
@@ -48,6 +49,20 @@ def band_on_grid(curves: list[tuple[list[float], list[float]]]) -> tuple[list, l
     ys = np.stack([np.interp(grid, xs, vals) for xs, vals in curves])
     std = ys.std(axis=0, ddof=1) if len(curves) > 1 else np.zeros(len(grid))
     return grid.tolist(), ys.mean(axis=0).tolist(), std.tolist()
+
+
+def band_panel(ylabel: str, curves: dict[str, tuple[list, list, list]], hline: float | None = None,
+               title: str | None = None) -> Panel:
+    """A `Panel` of mean curves with mean +- std bands from `band_on_grid` results."""
+    return Panel(ylabel, {k: (x, m) for k, (x, m, _) in curves.items()}, title=title, hline=hline,
+                 bands={k: (x, [a - b for a, b in zip(m, s)], [a + b for a, b in zip(m, s)])
+                        for k, (x, m, s) in curves.items()})
+
+
+def device_mean(values: list) -> float:
+    """The mean over devices of one evaluation's per-device values (None: no value; nan when none has one)."""
+    vals = np.array([np.nan if v is None else v for v in values], dtype=float)
+    return float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
 
 
 def _by_run(seeds: list[dict], key: str) -> dict[str, list[dict]]:
@@ -93,10 +108,12 @@ def summarize_aedfl(recipe: Recipe, seeds: list[dict], out: Path) -> tuple[dict,
         return {n: band_on_grid([([h["time"] for h in r["history"]], [h[key] for h in r["history"]]) for r in rs])
                 for n, rs in runs.items()}
 
-    _figure(out, "accuracy_vs_time", lambda p: band_plot(p, curves("accuracy"), "virtual time (s)",
-                                                         "mean test accuracy", title, cfg["target_acc"]), figures)
-    _figure(out, "consensus_vs_time", lambda p: band_plot(p, curves("consensus"), "virtual time (s)",
-                                                          "consensus distance", title, logy=True), figures)
+    _figure(out, "accuracy_vs_time", lambda p: panels_plot(p, [band_panel("mean test accuracy", curves("accuracy"),
+                                                                          cfg["target_acc"])], "virtual time (s)",
+                                                           title), figures)
+    _figure(out, "consensus_vs_time", lambda p: panels_plot(p, [band_panel("consensus distance",
+                                                                           curves("consensus"))],
+                                                            "virtual time (s)", title), figures)
     names = list(runs)
 
     def costs(p):
@@ -108,18 +125,39 @@ def summarize_aedfl(recipe: Recipe, seeds: list[dict], out: Path) -> tuple[dict,
                                      "MFLOPs": col("mflops"), "MB sent": col("mb_sent")}, title)
 
     _figure(out, "costs", costs, figures)
-    kinds = sorted({k for rs in runs.values() for r in rs for k in r.get("diagnostics", {})})
-    for kind in kinds:
-        def draw(p, kind=kind):
-            series = {}
-            for n, rs in runs.items():
-                seeds_ = [(d["time"], [float(np.mean(v)) for v in d["value"]])
-                          for r in rs if (d := r.get("diagnostics", {}).get(kind)) and d["time"]]
-                if seeds_:
-                    series[n] = band_on_grid(seeds_)
-            return band_plot(p, series, "virtual time (s)", kind.replace("_", " "), f"{kind}: {title}")
-        _figure(out, f"diagnostics_{kind}", draw, figures)
+    panels = diagnostics_panels(runs)
+    if panels:
+        _figure(out, "diagnostics", lambda p: panels_plot(p, panels, "virtual time (s)", f"AEDFL modules: {title}"),
+                figures)
     return {"rows": rows, "figures": figures, "claims": _aedfl_claims(rows)}, lines
+
+
+DIAGNOSTICS = {"selection_probability": "selection probability", "lambda": "lambda_ij (eq. 4.6-4.8)",
+               "pruning_rate": "pruning rate p_i (eq. 5.16)"}
+
+
+def diagnostics_panels(runs: dict[str, list[dict]]) -> list[Panel]:
+    """A panel per module series over virtual time: each seed's per-device values averaged over devices, then
+    mean +- std over seeds; `selection_by_bucket` as one curve per method and slot kind."""
+    panels = []
+    for key, ylabel in DIAGNOSTICS.items():
+        curves = {}
+        for name, rs in runs.items():
+            seeds = [(d["time"], [device_mean(v) for v in d[key]]) for r in rs
+                     if (d := r.get("diagnostics")) and d.get(key) and d["time"]]
+            if seeds:
+                curves[name] = band_on_grid(seeds)
+        if curves:
+            panels.append(band_panel(ylabel, curves, title=ylabel))
+    buckets = {}
+    for name, rs in runs.items():
+        for r in rs[:1]:                                    # the first seed: one curve per slot kind
+            d = r.get("diagnostics") or {}
+            for kind, ys in d.get("selection_by_bucket", {}).items():
+                buckets[f"{name} {kind}"] = (d["time"], ys)
+    if buckets:
+        panels.append(Panel("selection probability", buckets, title="selection by cached-model kind (first seed)"))
+    return panels
 
 
 def _aedfl_claims(rows: dict) -> list[str]:
@@ -165,11 +203,12 @@ def summarize_p2pft(recipe: Recipe, seeds: list[dict], out: Path) -> tuple[dict,
                                     for r in rs]) for name, rs in runs.items()
                 if all(key in h for r in rs for h in r["history"])}
 
-    _figure(out, "accuracy_vs_epoch", lambda p: band_plot(p, curves("mean_accuracy"), "epoch",
-                                                          "mean test accuracy over nodes", title), figures)
-    _figure(out, "consensus_vs_epoch", lambda p: band_plot(p, {k: v for k, v in curves("consensus").items()
-                                                               if not _single(runs[k])}, "epoch",
-                                                           "consensus distance", title, logy=True), figures)
+    _figure(out, "accuracy_vs_epoch", lambda p: panels_plot(p, [band_panel("mean test accuracy over nodes",
+                                                                           curves("mean_accuracy"))], "epoch",
+                                                            title), figures)
+    decentralized = {k: v for k, v in curves("consensus").items() if not _single(runs[k])}
+    _figure(out, "consensus_vs_epoch", lambda p: panels_plot(p, [band_panel("consensus distance", decentralized)],
+                                                             "epoch", title), figures)
     _figure(out, "node_accuracy", lambda p: grouped_bars(
         p, [f"node {i + 1}" for i in range(n)],
         {name: ([100 * m for m, _ in r["node_accuracy"]], [100 * s for _, s in r["node_accuracy"]])
