@@ -107,7 +107,8 @@ def test_unknown_keys_in_a_file_are_named(tmp_path):
                       ('experiment = "aedfl"\nseeds = 3\n', "'seeds'"),
                       ('experiment = "p2pft"\n[scales.cpu]\nnotes = "x"\n', "'notes'"),
                       ('experiment = "p2pft"\n[scales.huge]\n', "'huge'"),
-                      ('experiment = "nope"\n', "'nope'")):
+                      ('experiment = "nope"\n', "'nope'"),
+                      ('experiment = "aedfl"\nlr = 0.1\n', "'lr' must go under [config]")):
         path = tmp_path / "bad.toml"
         path.write_text(text)
         assert key in _error(["run", str(path), "--out", str(tmp_path / "o")])

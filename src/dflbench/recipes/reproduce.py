@@ -19,6 +19,7 @@ skips finished seeds and an `out` holding another experiment is refused. `dflben
 from __future__ import annotations
 
 import json
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from importlib.resources import files
@@ -84,8 +85,13 @@ def _note_and_config(table: Mapping, where: str) -> tuple[str, Mapping]:
 def parse_recipe(doc: Mapping, name: str, path: str = "") -> Recipe:
     """A Recipe from a parsed TOML document; every scale and the stand-in are resolved once, so a bad key
     anywhere is reported now, naming it."""
-    check_keys(doc, TOP_KEYS, name)
     experiment = doc.get("experiment")
+    fields = typing.get_type_hints(EXPERIMENTS[experiment]) if experiment in EXPERIMENTS else {}
+    misplaced = [k for k in doc if k not in TOP_KEYS and k in fields]
+    if misplaced:
+        raise UserError(f"{name}: {', '.join(map(repr, misplaced))} must go under [config] (the run's fields), not at "
+                        "the top level")
+    check_keys(doc, TOP_KEYS, name)
     if experiment is None:
         raise UserError(f"{name}: missing key 'experiment' (one of {', '.join(EXPERIMENTS)})")
     experiment_class(experiment, name)
