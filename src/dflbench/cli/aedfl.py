@@ -14,6 +14,7 @@ from dflbench.errors import UserError
 from dflbench.methods.registry import METHODS, list_methods, parse_method_option
 from dflbench.recipes.aedfl import AEDFLRunConfig, run_aedfl, write_results
 from dflbench.recipes.aedfl_distributed import run_aedfl_distributed
+from dflbench.recipes.config import explicit_params, with_config_file
 from dflbench.runtime.backend import check_runtime
 
 from .errors import user_errors
@@ -69,8 +70,13 @@ def collect_method_options(methods: tuple[str, ...], items: list[str],
     return options
 
 
+# command-line parameters that set a differently named config field (the others share the field's name)
+PARAM_FIELDS = {"method_opt": "method_options", "prune_every": "method_options"}
+
+
 @user_errors
 def aedfl(
+    ctx: typer.Context,
     model: str = typer.Option("lenet5", "--model", help="lenet5, resnet8, vgg9 or textcnn."),
     dataset: str = typer.Option("fashion-mnist", "--dataset", help="Dataset name (imdb for textcnn), npz:PATH, "
                                                                      "folder:PATH."),
@@ -107,6 +113,8 @@ def aedfl(
     out: Path = typer.Option(Path("runs/aedfl"), "--out", help="Output folder."),
     runtime: str = typer.Option("simulator", "--runtime", help="simulator (virtual clock) | distributed (one "
                                                               "device per torchrun rank, real time)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML file whose [config] sets the run (see "
+                                                                 "`dflbench run`); options given here override it."),
 ):
     """Run AEDFL / ablations / baselines and print a Table 1-style table; write results.json, .csv and a PNG."""
     console = Console()
@@ -114,14 +122,16 @@ def aedfl(
         console.print(methods_table())
         return
     names = _methods(methods)
-    cfg = AEDFLRunConfig(model=model, dataset=dataset, data_dir=None if data_dir is None else str(data_dir),
-                         devices=devices, methods=names, alpha=alpha, target_acc=target_acc,
-                         time_budget=time_budget, max_updates=max_updates or None, batch_size=batch_size,
-                         local_steps=local_steps, lr=lr, slot_width=None if slot_width < 0 else slot_width,
-                         eval_interval=eval_interval, eval_samples=eval_samples, train_samples=train_samples,
-                         profiles=None if profiles is None else str(profiles), heterogeneity=heterogeneity,
-                         fault_prob=fault_prob, method_options=collect_method_options(names, method_opt, prune_every),
-                         seed=seed, device=device)
+    fields = dict(model=model, dataset=dataset, data_dir=None if data_dir is None else str(data_dir),
+                  devices=devices, methods=names, alpha=alpha, target_acc=target_acc, time_budget=time_budget,
+                  max_updates=max_updates or None, batch_size=batch_size, local_steps=local_steps, lr=lr,
+                  slot_width=None if slot_width < 0 else slot_width, eval_interval=eval_interval,
+                  eval_samples=eval_samples, train_samples=train_samples,
+                  profiles=None if profiles is None else str(profiles), heterogeneity=heterogeneity,
+                  fault_prob=fault_prob, method_options=collect_method_options(names, method_opt, prune_every),
+                  seed=seed, device=device)
+    cfg = with_config_file(AEDFLRunConfig, config, fields,
+                           {PARAM_FIELDS.get(p, p) for p in explicit_params(ctx)})
     if check_runtime(runtime) == "distributed":
         results = run_aedfl_distributed(cfg)
         if results is None:  # ranks other than 0 write nothing

@@ -6,7 +6,7 @@ from importlib.metadata import version
 
 import typer
 
-from . import aedfl, demo, p2pft, pretrain, topology
+from . import aedfl, demo, p2pft, pretrain, reproduce, run, topology
 
 app = typer.Typer(help="dflbench: decentralized fine-tuning and asynchronous decentralized FL in PyTorch.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -15,6 +15,8 @@ app.command("demo")(demo.demo)
 app.command("aedfl")(aedfl.aedfl)
 app.command("p2pft")(p2pft.p2pft)
 app.command("pretrain")(pretrain.pretrain)
+app.command("reproduce")(reproduce.reproduce)
+app.command("run")(run.run)
 
 
 def _version(value: bool):

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dflbench.errors import UserError
+from dflbench.recipes.config import explicit_params, with_config_file
 from dflbench.recipes.p2pft import (
     RANDOM_BACKBONE,
     P2PFTConfig,
@@ -72,6 +73,7 @@ def set_threads(threads: int) -> None:
 
 @user_errors
 def p2pft(
+    ctx: typer.Context,
     model: str = typer.Option("vit_small_patch16_224", "--model", help="timm model name."),
     dataset: str = typer.Option("digits", "--dataset", help="Dataset name, npz:PATH or folder:PATH."),
     nodes: int = typer.Option(4, "--nodes", "-n", help="Number of nodes."),
@@ -110,17 +112,20 @@ def p2pft(
     backend: str = typer.Option("auto", "--backend", help="torch.distributed backend: auto | gloo | nccl."),
     peer_timeout: float = typer.Option(300.0, "--peer-timeout",
                                        help="distributed: seconds without an answer before a rank is declared dead."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML file whose [config] sets the run (see "
+                                                                 "`dflbench run`); options given here override it."),
 ):
     """Fine-tune the last block + head over n peer-to-peer nodes and compare algorithms (P2P-FT Table I)."""
     set_threads(threads)
-    cfg = P2PFTConfig(model=model, dataset=dataset, nodes=nodes, topology=topology, split=split,
-                      algorithms=parse_algorithms(algorithms), epochs=epochs, lr=lr, momentum=momentum,
-                      batch_size=batch_size, device=device, seed=seed, policy=policy,
-                      checkpoint=None if checkpoint is None else str(checkpoint), pretrained=pretrained,
-                      model_kwargs=parse_model_kwargs(model_kwargs),
-                      data_dir=None if data_dir is None else str(data_dir), download=download,
-                      image_size=image_size, cache=not no_cache, attention=attention,
-                      attention_method=attention_method, attention_node=attention_node, central_steps=central_steps)
+    fields = dict(model=model, dataset=dataset, nodes=nodes, topology=topology, split=split,
+                  algorithms=parse_algorithms(algorithms), epochs=epochs, lr=lr, momentum=momentum,
+                  batch_size=batch_size, device=device, seed=seed, policy=policy,
+                  checkpoint=None if checkpoint is None else str(checkpoint), pretrained=pretrained,
+                  model_kwargs=parse_model_kwargs(model_kwargs), data_dir=None if data_dir is None else str(data_dir),
+                  download=download, image_size=image_size, cache=not no_cache, attention=attention,
+                  attention_method=attention_method, attention_node=attention_node, central_steps=central_steps)
+    cfg = with_config_file(P2PFTConfig, config, fields,
+                           {"cache" if p == "no_cache" else p for p in explicit_params(ctx)})
     if cfg.backbone == "random":
         Console(stderr=True).print(f"[yellow]warning:[/] {RANDOM_BACKBONE}", highlight=False, soft_wrap=True)
     if check_runtime(runtime) == "distributed":

@@ -29,7 +29,7 @@ from torch.utils.data import TensorDataset
 from dflbench.data import BatchTransform, ImageData
 from dflbench.errors import UserError
 from dflbench.io import atomic_torch_save
-from dflbench.mixing import Algorithm, MixingState
+from dflbench.mixing import Algorithm, MixingState, consensus_distance
 from dflbench.vision import FeatureCache, NodeStack
 
 from .sampling import NodeSampler
@@ -128,7 +128,9 @@ class TailInputs:
 
 @dataclass
 class SyncResult:
-    """Final stacked params, per-node test accuracy, per-epoch history, timings and bytes each node sent."""
+    """Final stacked params, per-node test accuracy, per-epoch history (mean and per-node accuracy, train loss,
+    consensus distance (1/n) sum_i ||x_i - xbar||^2 of the trained parameters, bytes, wall time), timings and
+    bytes each node sent."""
 
     algorithm: str
     params: dict[str, torch.Tensor]
@@ -254,4 +256,5 @@ class SyncSimulator:
     def _record(self, epoch: int, acc: list[float], losses, state: MixingState, elapsed: float) -> dict:
         return {"epoch": epoch, "mean_accuracy": float(np.mean(acc)), "node_accuracy": acc,
                 "train_loss": [float(v) for v in losses.tolist()] if losses is not None else None,
-                "bytes_sent": int(state.bytes_sent.sum()), "wall_time_s": elapsed}
+                "consensus": float(consensus_distance(state.params)), "bytes_sent": int(state.bytes_sent.sum()),
+                "wall_time_s": elapsed}

@@ -47,6 +47,7 @@ class AEDFLRunConfig:
     model: str = "lenet5"
     dataset: str = "fashion-mnist"
     data_dir: str | None = None
+    download: bool = False
     devices: int = 100
     methods: tuple[str, ...] = ("aedfl", "fedavg", "ad-psgd")
     alpha: float = 0.5
@@ -101,11 +102,12 @@ def load_device_data(cfg: AEDFLRunConfig) -> tuple[DeviceData, dict]:
     if cfg.dataset in TEXT_DATASETS:
         from dflbench.data import default_data_dir
 
-        text = load_imdb(cfg.data_dir or default_data_dir(), max_len=cfg.max_len, vocab_size=cfg.vocab_size)
+        text = load_imdb(cfg.data_dir or default_data_dir(), max_len=cfg.max_len, vocab_size=cfg.vocab_size,
+                         download=cfg.download)
         x, y, x_test, y_test, classes = text.x_train, text.y_train, text.x_test, text.y_test, text.classes
         shape = {"vocab_size": text.vocab_size}
     else:
-        img = load_dataset(cfg.dataset, cfg.data_dir)
+        img = load_dataset(cfg.dataset, cfg.data_dir, cfg.download)
         x, y, x_test, y_test, classes = img.x_train, img.y_train, img.x_test, img.y_test, img.classes
         shape = {"in_channels": img.channels, "image_size": img.image_size[0]}
     if cfg.train_samples is not None:

@@ -1,0 +1,97 @@
+"""`dflbench reproduce NAME`: a shipped recipe (P2P-FT Table I, AEDFL Table 1) at a scale, over seeds, with the
+report beside the paper's numbers. `execute` is shared with `dflbench run FILE.toml`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from dflbench.errors import UserError
+from dflbench.recipes.config import merge, parse_sets
+from dflbench.recipes.reproduce import SCALES, Recipe, list_recipes, load_recipe, run_seeds
+
+from .errors import user_errors
+from .p2pft import set_threads
+
+
+def recipes_table() -> Table:
+    table = Table(title="dflbench reproduce NAME --scale paper|cpu|smoke")
+    table.add_column("recipe", no_wrap=True)
+    for col in ("title", "scales", "stand-in"):
+        table.add_column(col)
+    for name in list_recipes():
+        r = load_recipe(name)
+        table.add_row(name, r.title, ", ".join(r.scales), r.stand_in[1].get("dataset", "yes") if r.stand_in else "-")
+    return table
+
+
+def execute(recipe: Recipe, scale: str | None, seeds: int, out: Path, sets: list[str], stand_in: bool,
+            data_dir: Path | None, download: bool) -> Path:
+    """Resolve the config, run the seeds (skipping finished ones) with a progress bar on a terminal, write the
+    report; returns its path."""
+    from dflbench.recipes.report import write_report
+
+    extra = {k: v for k, v in (("data_dir", None if data_dir is None else str(data_dir)),
+                               ("download", True if download else None)) if v is not None}
+    cfg = recipe.resolve(scale, merge(extra, parse_sets(sets)), stand_in)
+    names = cfg.methods if recipe.experiment == "aedfl" else cfg.algorithms
+    console = Console()
+    for note in recipe.notes(scale, stand_in):
+        console.print(f"note: {note}", highlight=False, soft_wrap=True)
+    try:
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, disable=not console.is_terminal, transient=True) as progress:
+            task = progress.add_task(f"{recipe.name}", total=seeds * len(names))
+
+            def started(seed):
+                progress.update(task, description=f"{recipe.name} seed {seed}: {names[0]}")
+
+            def done(seed, run):
+                name = run.get("method", run.get("algorithm"))
+                following = names[names.index(name) + 1] if names.index(name) + 1 < len(names) else "done"
+                progress.update(task, advance=1, description=f"{recipe.name} seed {seed}: {following}")
+                acc = run.get("accuracy", run.get("mean_accuracy"))
+                console.print(f"seed {seed} {name}: accuracy {acc:.4f}")
+
+            folders = run_seeds(recipe, cfg, seeds, out, started, done)
+    except FileNotFoundError as exc:
+        hint = (f"; or add --stand-in to run on {recipe.stand_in[1].get('dataset')} instead (the report says so)"
+                if recipe.stand_in and not stand_in else "")
+        raise FileNotFoundError(f"{exc}{hint}") from None
+    report = write_report(recipe, scale, recipe.notes(scale, stand_in), folders, out)
+    console.print(f"wrote {report} and {out / 'results.json'}")
+    return report
+
+
+@user_errors
+def reproduce(
+    name: Optional[str] = typer.Argument(None, help="Recipe name (see --list)."),
+    list_: bool = typer.Option(False, "--list", help="Print the recipes and exit."),
+    scale: str = typer.Option("cpu", "--scale", help="paper (the paper's setting, for a GPU) | cpu (shrunk to about "
+                                                     "15 min on a 2-core CPU) | smoke (under a minute)."),
+    seeds: int = typer.Option(1, "--seeds", help="Seeds to run (seed, seed+1, ...); finished seeds are skipped."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Where the datasets live."),
+    download: bool = typer.Option(False, "--download", help="Allow torchvision / IMDB downloads."),
+    stand_in: bool = typer.Option(False, "--stand-in", help="Use the recipe's offline stand-in dataset (e.g. "
+                                                            "Fashion-MNIST for EMNIST-letters); the report says so."),
+    set_: list[str] = typer.Option([], "--set", help="KEY=VALUE over the recipe's config, repeatable (e.g. "
+                                                     "--set epochs=5, --set method_options.fedbuff.buffer=4)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default runs/reproduce/NAME-SCALE)."),
+    threads: int = typer.Option(0, "--threads", help="torch CPU threads (0: torch default)."),
+):
+    """Reproduce a paper table: run a named recipe over seeds and write report.md beside the paper's numbers."""
+    if list_:
+        Console().print(recipes_table())
+        return
+    if name is None:
+        raise UserError("give a recipe name (dflbench reproduce --list shows them)")
+    if scale not in SCALES:
+        raise UserError(f"unknown --scale {scale!r}; valid: {', '.join(SCALES)}")
+    set_threads(threads)
+    execute(load_recipe(name), scale, seeds, out or Path("runs/reproduce") / f"{name}-{scale}", set_, stand_in,
+            data_dir, download)

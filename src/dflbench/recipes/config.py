@@ -1,0 +1,146 @@
+"""The one path from a TOML file and `--set KEY=VALUE` text to a recipe's config dataclass (`AEDFLRunConfig`,
+`P2PFTConfig`).
+
+A config file names its experiment and holds the dataclass's fields in `[config]`:
+
+    experiment = "aedfl"                 # aedfl | p2pft
+    [config]
+    model = "lenet5"
+    methods = ["aedfl", "fedavg"]        # a tuple field: a TOML array (or "a,b" text)
+    [config.method_options.fedbuff]      # a mapping field: a TOML table
+    buffer = 10
+
+Values are checked against the field types with `dflbench.registry.coerce` (the same coercion as method options:
+text is parsed, so `--set lr=0.01` works; "none" is None for an optional field). `--set a.b=v` writes into a
+nested table (`--set method_options.fedbuff.buffer=4`). Tables are merged key by key, later sources win:
+file < scale < `--set`. An unknown key is a UserError naming it and listing the valid ones.
+"""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from dflbench.errors import UserError
+from dflbench.registry import coerce, type_name
+
+from .aedfl import AEDFLRunConfig
+from .p2pft import P2PFTConfig, parse_model_kwargs
+
+EXPERIMENTS: dict[str, type] = {"aedfl": AEDFLRunConfig, "p2pft": P2PFTConfig}
+
+
+def read_toml(path: str | Path) -> dict:
+    """The parsed TOML file; a missing file or a syntax error is a UserError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {str(path)!r} does not exist")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{path} is not valid TOML: {exc}") from None
+
+
+def experiment_class(name: str, where: str) -> type:
+    if name not in EXPERIMENTS:
+        raise UserError(f"{where}: unknown experiment {name!r}; valid: {', '.join(EXPERIMENTS)}")
+    return EXPERIMENTS[name]
+
+
+def check_keys(table: Mapping, valid, where: str) -> None:
+    """UserError naming the first key of `table` not in `valid`."""
+    for key in table:
+        if key not in valid:
+            raise UserError(f"{where}: unknown key {key!r}; valid keys: {', '.join(valid)}")
+
+
+def merge(base: Mapping, over: Mapping) -> dict:
+    """`over` on top of `base`, merging nested tables key by key."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_sets(items: list[str] | tuple[str, ...]) -> dict:
+    """['lr=0.01', 'method_options.fedbuff.buffer=4'] -> {'lr': '0.01', 'method_options': {'fedbuff': {...}}}
+    (values stay text; `config_values` coerces them to the field types)."""
+    out: dict = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        parts = [p.strip() for p in key.split(".")]
+        if not eq or not all(parts):
+            raise UserError(f"--set {item!r} must be KEY=VALUE (e.g. --set lr=0.01 or --set "
+                            "method_options.fedbuff.buffer=4)")
+        nested: Any = value.strip()
+        for part in reversed(parts):
+            nested = {part: nested}
+        out = merge(out, nested)
+    return out
+
+
+def _field_value(value, tp, where: str):
+    """`value` (TOML or text) as a value of field annotation `tp`."""
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if typing.get_origin(args[0]) is tuple:                             # model_kwargs: (key, value) pairs
+            if isinstance(value, str):
+                return parse_model_kwargs(value)
+            if not isinstance(value, Mapping):
+                raise UserError(f"{where} must be a table of KEY = VALUE, got {value!r}")
+            return tuple((str(k), v) for k, v in value.items())
+        items = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+        if not isinstance(items, list):
+            raise UserError(f"{where} must be a list (or comma-separated text), got {value!r}")
+        return tuple(coerce(v, args[0], where) for v in items)
+    if origin is Mapping or origin is dict:
+        if not isinstance(value, Mapping):
+            raise UserError(f"{where} must be a table, got {value!r}")
+        return {k: dict(v) if isinstance(v, Mapping) else v for k, v in value.items()}
+    return coerce(value, tp, where)
+
+
+def config_values(cls: type, table: Mapping, where: str) -> dict:
+    """The fields of `table` checked and coerced for dataclass `cls` (no defaults filled)."""
+    types_ = typing.get_type_hints(cls)
+    check_keys(table, list(types_), where)
+    return {k: _field_value(v, types_[k], f"{where}: {k} ({type_name(types_[k])})") for k, v in table.items()}
+
+
+def build_config(experiment: str, *tables: Mapping, where: str = "config"):
+    """The config dataclass of `experiment` from `tables` merged in order (later wins)."""
+    cls = experiment_class(experiment, where)
+    merged: dict = {}
+    for table in tables:
+        merged = merge(merged, table)
+    return cls(**config_values(cls, merged, where))
+
+
+def with_config_file(cls: type, path: str | Path | None, cli: dict, explicit: set[str]):
+    """`cls(**values)` for a command that also takes `--config FILE`: the command's defaults, then the file's
+    `[config]`, then the options given on the command line (`explicit`, field names). Mapping fields merge."""
+    if path is None:
+        return cls(**cli)
+    doc = read_toml(path)
+    name = next((k for k, v in EXPERIMENTS.items() if v is cls), None)
+    if doc.get("experiment", name) != name:
+        raise UserError(f"{path} configures experiment {doc['experiment']!r}; use it with `dflbench "
+                        f"{doc['experiment']}` or `dflbench run`")
+    from_file = config_values(cls, doc.get("config", {}), f"{path} [config]")
+    given = {k: v for k, v in cli.items() if k in explicit}
+    return cls(**merge(merge(cli, from_file), given))
+
+
+def explicit_params(ctx) -> set[str]:
+    """Names of the parameters of command context `ctx` that the user gave (command line or environment). Compared
+    by name: typer ships its own copy of click, whose ParameterSource is not click's."""
+    given = ("COMMANDLINE", "ENVIRONMENT")
+    return {p.name for p in ctx.command.params if getattr(ctx.get_parameter_source(p.name), "name", None) in given}

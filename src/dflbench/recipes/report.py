@@ -1,0 +1,270 @@
+"""The reproduction report: every seed's results.json (`out/seed-S/`) summarised as mean +- sample std over seeds,
+beside the paper's numbers, in `out/report.md`, its PNGs and `out/results.json`.
+
+AEDFL (Table 1): per method the final accuracy, virtual time to the target (mean over the seeds that reached it,
+"k/N" how many did), MFLOPs, MB sent; curves of accuracy and consensus distance against virtual time (each seed
+interpolated onto one grid, held at its last value after it ends, then mean +- std); the module diagnostics a run
+carries (`dflbench.methods.aedfl.diagnostics`: `selection_probability`, `lambda`, `pruning_rate` per device at each
+evaluation, averaged over devices, and `selection_by_bucket`) in one picture with a panel per series.
+P2P-FT (Table I): per algorithm the per-node and mean accuracy, accuracy and consensus distance against epoch,
+per-node accuracy bars, and seed 0's Fig. 2 attention grid when it was drawn. The "claims" section checks the
+papers' headline statements on our numbers: AEDFL has the best accuracy and the shortest time to target
+(Sec. 6.2); P2P-FT beats Local-FT on every node and comes within 5 points of centralized (Sec. IV-C).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from dflbench.io import atomic_write_json, atomic_write_text
+from dflbench.plots import Panel, bar_panels, grouped_bars, panels_plot
+
+from .reproduce import Recipe
+
+GRID = 200                        # points of the common time grid the AEDFL seed curves are interpolated onto
+CENTRAL_GAP = 0.05                # P2P-FT "similar to centralized": within this accuracy of it (our reading)
+
+
+def mean_std(values) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value)."""
+    v = np.asarray(values, dtype=float)
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+
+
+def fmt(values, scale: float = 1.0, digits: int = 4) -> str:
+    m, s = mean_std(np.asarray(values, dtype=float) * scale)
+    return f"{m:.{digits}f} ± {s:.{digits}f}" if len(values) > 1 else f"{m:.{digits}f}"
+
+
+def band_on_grid(curves: list[tuple[list[float], list[float]]]) -> tuple[list, list, list]:
+    """Seed curves (xs, ys) on one grid from 0 to the longest x, each held at its last value after it ends."""
+    end = max(max(xs) for xs, _ in curves if xs)
+    grid = np.linspace(0.0, end, GRID)
+    ys = np.stack([np.interp(grid, xs, vals) for xs, vals in curves])
+    std = ys.std(axis=0, ddof=1) if len(curves) > 1 else np.zeros(len(grid))
+    return grid.tolist(), ys.mean(axis=0).tolist(), std.tolist()
+
+
+def band_panel(ylabel: str, curves: dict[str, tuple[list, list, list]], hline: float | None = None,
+               title: str | None = None) -> Panel:
+    """A `Panel` of mean curves with mean +- std bands from `band_on_grid` results."""
+    return Panel(ylabel, {k: (x, m) for k, (x, m, _) in curves.items()}, title=title, hline=hline,
+                 bands={k: (x, [a - b for a, b in zip(m, s)], [a + b for a, b in zip(m, s)])
+                        for k, (x, m, s) in curves.items()})
+
+
+def device_mean(values: list) -> float:
+    """The mean over devices of one evaluation's per-device values (None: no value; nan when none has one)."""
+    vals = np.array([np.nan if v is None else v for v in values], dtype=float)
+    return float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
+
+
+def _by_run(seeds: list[dict], key: str) -> dict[str, list[dict]]:
+    """{method or algorithm: [that run in each seed]} in the first seed's order."""
+    out: dict[str, list[dict]] = {}
+    for res in seeds:
+        for run in res["runs"]:
+            out.setdefault(run[key], []).append(run)
+    return out
+
+
+def _figure(out: Path, name: str, draw: Callable[[Path], Path], figures: dict) -> None:
+    """Draw one PNG; a failure is reported and recorded, never losing the report."""
+    try:
+        figures[name] = draw(out / f"{name}.png").name
+    except Exception as exc:  # noqa: BLE001 - a picture must never lose the report
+        traceback.print_exc(file=sys.stderr)
+        figures[name] = {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def summarize_aedfl(recipe: Recipe, seeds: list[dict], out: Path) -> tuple[dict, list[str]]:
+    cfg = seeds[0]["config"]
+    runs = _by_run(seeds, "method")
+    rows, lines, figures = {}, [], {}
+    head = "| method | Acc | Time | reached | MFP | MB sent | final consensus | paper Acc | paper Time | paper MFP |"
+    lines += [head, "|" + "---|" * (head.count("|") - 1)]
+    for name, rs in runs.items():
+        times = [r["time_to_target"] for r in rs if r["time_to_target"] is not None]
+        rows[name] = {"accuracy": mean_std([r["accuracy"] for r in rs]),
+                      "time_to_target": mean_std(times) if times else None, "reached": f"{len(times)}/{len(rs)}",
+                      "mflops": mean_std([r["mflops"] for r in rs]),
+                      "mb_sent": mean_std([r["bytes_sent"] / 1e6 for r in rs]),
+                      "final_consensus": mean_std([r["final_consensus"] for r in rs])}
+        p = recipe.paper.get(name, {})
+        lines.append(f"| {name} | {fmt([r['accuracy'] for r in rs])} | {fmt(times, digits=1) if times else '/'} | "
+                     f"{len(times)}/{len(rs)} | {fmt([r['mflops'] for r in rs], digits=3)} | "
+                     f"{fmt([r['bytes_sent'] / 1e6 for r in rs], digits=1)} | "
+                     f"{fmt([r['final_consensus'] for r in rs], digits=3)} | {p.get('acc', '-')} | "
+                     f"{p.get('time', '/' if p else '-')} | {p.get('mfp', '-')} |")
+    title = f"{cfg['model']} on {cfg['dataset']}, {cfg['devices']} devices"
+
+    def curves(key):
+        return {n: band_on_grid([([h["time"] for h in r["history"]], [h[key] for h in r["history"]]) for r in rs])
+                for n, rs in runs.items()}
+
+    _figure(out, "accuracy_vs_time", lambda p: panels_plot(p, [band_panel("mean test accuracy", curves("accuracy"),
+                                                                          cfg["target_acc"])], "virtual time (s)",
+                                                           title), figures)
+    _figure(out, "consensus_vs_time", lambda p: panels_plot(p, [band_panel("consensus distance",
+                                                                           curves("consensus"))],
+                                                            "virtual time (s)", title), figures)
+    names = list(runs)
+
+    def costs(p):
+        def col(key, scale=1.0):
+            stats = [rows[n][key] for n in names]
+            return [None if s is None else s[0] * scale for s in stats], [0 if s is None else s[1] * scale
+                                                                          for s in stats]
+        return bar_panels(p, names, {f"time to {cfg['target_acc']} (virtual s)": col("time_to_target"),
+                                     "MFLOPs": col("mflops"), "MB sent": col("mb_sent")}, title)
+
+    _figure(out, "costs", costs, figures)
+    panels = diagnostics_panels(runs)
+    if panels:
+        _figure(out, "diagnostics", lambda p: panels_plot(p, panels, "virtual time (s)", f"AEDFL modules: {title}"),
+                figures)
+    return {"rows": rows, "figures": figures, "claims": _aedfl_claims(rows)}, lines
+
+
+DIAGNOSTICS = {"selection_probability": "selection probability", "lambda": "lambda_ij (eq. 4.6-4.8)",
+               "pruning_rate": "pruning rate p_i (eq. 5.16)"}
+
+
+def diagnostics_panels(runs: dict[str, list[dict]]) -> list[Panel]:
+    """A panel per module series over virtual time: each seed's per-device values averaged over devices, then
+    mean +- std over seeds; `selection_by_bucket` as one curve per method and slot kind."""
+    panels = []
+    for key, ylabel in DIAGNOSTICS.items():
+        curves = {}
+        for name, rs in runs.items():
+            seeds = [(d["time"], [device_mean(v) for v in d[key]]) for r in rs
+                     if (d := r.get("diagnostics")) and d.get(key) and d["time"]]
+            if seeds:
+                curves[name] = band_on_grid(seeds)
+        if curves:
+            panels.append(band_panel(ylabel, curves, title=ylabel))
+    buckets = {}
+    for name, rs in runs.items():
+        for r in rs[:1]:                                    # the first seed: one curve per slot kind
+            d = r.get("diagnostics") or {}
+            for kind, ys in d.get("selection_by_bucket", {}).items():
+                buckets[f"{name} {kind}"] = (d["time"], ys)
+    if buckets:
+        panels.append(Panel("selection probability", buckets, title="selection by cached-model kind (first seed)"))
+    return panels
+
+
+def _aedfl_claims(rows: dict) -> list[str]:
+    if "aedfl" not in rows or len(rows) < 2:
+        return []
+    acc = {n: r["accuracy"][0] for n, r in rows.items()}
+    best = max(acc, key=acc.get)
+    claims = [f"AEDFL has the highest accuracy (Sec. 6.2): {'yes' if best == 'aedfl' else 'no'} "
+              f"(ours: best {best} {acc[best]:.4f}, aedfl {acc['aedfl']:.4f})"]
+    times = {n: r["time_to_target"][0] for n, r in rows.items() if r["time_to_target"] is not None}
+    if times:
+        fastest = min(times, key=times.get)
+        claims.append(f"AEDFL reaches the target first (Sec. 6.2): {'yes' if fastest == 'aedfl' else 'no'} "
+                      f"(ours: fastest {fastest} {times[fastest]:.1f} s"
+                      + (f", aedfl {times['aedfl']:.1f} s)" if "aedfl" in times else ", aedfl never reached it)"))
+    else:
+        claims.append("AEDFL reaches the target first (Sec. 6.2): not testable, no method reached the target")
+    return claims
+
+
+def summarize_p2pft(recipe: Recipe, seeds: list[dict], out: Path) -> tuple[dict, list[str]]:
+    cfg = seeds[0]["config"]
+    runs = _by_run(seeds, "algorithm")
+    n = len(next(iter(runs.values()))[0]["node_accuracy"])
+    rows, figures = {}, {}
+    head = "| algorithm | " + " | ".join(f"node {i + 1}" for i in range(n)) + " | mean | MB sent |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for name, rs in runs.items():
+        nodes = np.array([r["node_accuracy"] for r in rs])
+        rows[name] = {"node_accuracy": [mean_std(nodes[:, i]) for i in range(n)],
+                      "mean_accuracy": mean_std([r["mean_accuracy"] for r in rs]),
+                      "mb_sent": mean_std([r["bytes_sent"] / 1e6 for r in rs])}
+        lines.append(f"| {name} | " + " | ".join(fmt(nodes[:, i], 100, 2) for i in range(n))
+                     + f" | {fmt([r['mean_accuracy'] for r in rs], 100, 2)} | "
+                     f"{fmt([r['bytes_sent'] / 1e6 for r in rs], digits=1)} |")
+    for name, p in recipe.paper.items():
+        lines.append(f"| paper {name} | " + " | ".join(f"{v:.2f}" for v in p["nodes"])
+                     + f" | {np.mean(p['nodes']):.2f} | - |")
+    title = f"{cfg['model']} on {seeds[0]['data']['name']}, {n} nodes, split {cfg['split']}"
+
+    def curves(key):
+        return {name: band_on_grid([([h["epoch"] for h in r["history"]], [h[key] for h in r["history"]])
+                                    for r in rs]) for name, rs in runs.items()
+                if all(key in h for r in rs for h in r["history"])}
+
+    _figure(out, "accuracy_vs_epoch", lambda p: panels_plot(p, [band_panel("mean test accuracy over nodes",
+                                                                           curves("mean_accuracy"))], "epoch",
+                                                            title), figures)
+    decentralized = {k: v for k, v in curves("consensus").items() if not _single(runs[k])}
+    _figure(out, "consensus_vs_epoch", lambda p: panels_plot(p, [band_panel("consensus distance", decentralized)],
+                                                             "epoch", title), figures)
+    _figure(out, "node_accuracy", lambda p: grouped_bars(
+        p, [f"node {i + 1}" for i in range(n)],
+        {name: ([100 * m for m, _ in r["node_accuracy"]], [100 * s for _, s in r["node_accuracy"]])
+         for name, r in rows.items()}, "test accuracy (%)", title), figures)
+    attention = seeds[0].get("attention", {})
+    if "path" in attention:
+        path = Path(attention["path"])                                    # out/seed-S/attention.png
+        figures["attention"] = f"{path.parent.name}/{path.name}"
+    return {"rows": rows, "figures": figures, "claims": _p2pft_claims(rows)}, lines
+
+
+def _single(rs: list[dict]) -> bool:
+    return rs[0]["single_model"]
+
+
+def _p2pft_claims(rows: dict) -> list[str]:
+    claims = []
+    if "local" in rows and "p2pft" in rows:
+        ours, local = rows["p2pft"], rows["local"]
+        better = all(p[0] > q[0] for p, q in zip(ours["node_accuracy"], local["node_accuracy"]))
+        claims.append(f"P2P-FT beats Local-FT on every node (Sec. IV-C): {'yes' if better else 'no'} (mean "
+                      f"{100 * ours['mean_accuracy'][0]:.2f}% vs {100 * local['mean_accuracy'][0]:.2f}%)")
+    if "central" in rows and "p2pft" in rows:
+        gap = rows["central"]["mean_accuracy"][0] - rows["p2pft"]["mean_accuracy"][0]
+        claims.append(f"P2P-FT is similar to centralized (Sec. IV-C; read as within {100 * CENTRAL_GAP:.0f} points): "
+                      f"{'yes' if gap <= CENTRAL_GAP else 'no'} (gap {100 * gap:.2f} points)")
+    return claims
+
+
+def write_report(recipe: Recipe, scale: str | None, notes: list[str], folders: list[Path], out: str | Path) -> Path:
+    """`out/report.md`, the PNGs and `out/results.json` from the seed folders; returns the report's path."""
+    out = Path(out)
+    seeds = [json.loads((f / "results.json").read_text()) for f in folders]
+    summarize = summarize_aedfl if recipe.experiment == "aedfl" else summarize_p2pft
+    summary, table = summarize(recipe, seeds, out)
+    cfg = seeds[0]["config"]
+    lines = [f"# {recipe.title}", "",
+             f"Recipe `{recipe.name}`, scale `{scale or 'file'}`, {len(seeds)} seed(s) "
+             f"({', '.join(f.name for f in folders)}); mean ± std over seeds.", ""]
+    lines += [f"- {note}" for note in notes] + ([""] if notes else [])
+    if recipe.experiment == "p2pft":
+        lines += ["Accuracy in %; paper rows: " + (recipe.paper_source or "none") + ".", ""]
+        if seeds[0]["backbone"]["kind"] == "random":
+            lines += [f"**Warning:** {seeds[0]['backbone']['warning']}", ""]
+    else:
+        lines += [f"Target accuracy {cfg['target_acc']}; Time = virtual seconds to reach it (mean over the seeds "
+                  f"that did, `reached`); paper columns: {recipe.paper_source or 'none'}.", ""]
+    lines += table + [""]
+    if summary["claims"]:
+        lines += ["## Claims", ""] + [f"- {c}" for c in summary["claims"]] + [""]
+    lines += ["## Figures", ""]
+    for name, fig in summary["figures"].items():
+        lines.append(f"![{name}]({fig})" if isinstance(fig, str) else f"- {name}: failed ({fig['error']})")
+    lines += ["", "## Config", "", "```json", json.dumps(cfg, indent=1, default=str), "```", ""]
+    atomic_write_json(out / "results.json", {"recipe": recipe.name, "title": recipe.title, "scale": scale,
+                                             "notes": notes, "seeds": [f.name for f in folders],
+                                             "paper": {"source": recipe.paper_source, "results": recipe.paper},
+                                             **summary, "per_seed": seeds})
+    return atomic_write_text(out / "report.md", "\n".join(lines))
