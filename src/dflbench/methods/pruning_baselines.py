@@ -1,8 +1,9 @@
 """Pruning baselines of AEDFL Table 1 (hrank, fedap, hap) on the decentralized asynchronous loop.
 
-The loop is AEDFL-0's (`AEDFL` with none of its modules: uniform weights over the selected cached models, masked
-aggregation eq. 4.11, one random out-neighbour per update); at the same scheduled updates as AEDFL's pruning
-(`PruningSchedule`), each due device re-prunes its full aggregated model with `dflbench.pruning.prune_model` on its
+The loop is AEDFL-0's (`AEDFL` with none of its modules: each cached model averaged once, with the static topology
+weights, masked aggregation eq. 4.11, one random out-neighbour per update); at the same scheduled updates as AEDFL's
+pruning (`PruningSchedule`), each due device re-prunes its full aggregated model with `dflbench.pruning.prune_model`
+on its
 current local minibatch, structured units (conv channels, linear neurons; the classifier is never pruned):
   hrank  (Lin et al. 2020)   every layer loses floor(rate * units) units, those whose output feature maps have the
                              lowest average rank (HRank's per-layer ranking at per-layer rates)
@@ -25,12 +26,13 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils import vector_to_parameters
 
+from dflbench.engines.cost import forward_macs, hvp_macs
 from dflbench.errors import UserError
 from dflbench.methods.aedfl.method import AEDFL, AEDFLConfig
 from dflbench.methods.aedfl.pruning import PruningSchedule, ScheduledPruner
 from dflbench.methods.registry import register_method
 from dflbench.pruning import PruningConfig as PackagePruningConfig
-from dflbench.pruning import prune_model, structured_mfp
+from dflbench.pruning import find_candidates, prune_model, structured_mfp
 from dflbench.registry import option
 
 
@@ -61,6 +63,19 @@ class PackagePruner(ScheduledPruner):
         self.model = sim.net.template
         self.init = {k: v.detach().clone() for k, v in self.model.named_parameters()}
         self.example = sim.data.prepare(sim.data.x_test[:1]).cpu()
+        self.layers = len(find_candidates(self.model, self.example).groups)
+
+    def work_macs(self, host) -> float:
+        """MACs of one pruning call (`engines.cost`) on one minibatch of b samples: hrank a forward pass for the
+        feature maps (their ranks' SVDs, tiny next to it, are not counted), hap `num_probes` Hessian-vector products,
+        fedap a forward pass plus `slq_runs * slq_steps` Hessian-vector products per prunable layer."""
+        mfp, b = float(self.dense), host.cfg.batch_size
+        if self.rule == "hap":
+            return self.cfg.num_probes * hvp_macs(mfp, b)
+        work = forward_macs(mfp, b)
+        if self.rule == "fedap":
+            work += self.layers * self.cfg.slq_runs * self.cfg.slq_steps * hvp_macs(mfp, b)
+        return work
 
     def mflops(self, host, masks: torch.Tensor) -> torch.Tensor:
         """MFP `[n]` of the structurally pruned models (`structured_mfp`)."""

@@ -120,6 +120,10 @@ class ScheduledPruner:
     def mflops(self, host, masks: torch.Tensor) -> torch.Tensor:
         return host.model_mflops(masks)
 
+    def work_macs(self, host) -> float:
+        """MACs one pruning call of one device costs (`engines.cost`); every pruner states its own."""
+        raise NotImplementedError(f"{type(self).__name__} must state the work of a pruning call (work_macs)")
+
 
 class AdaptivePruner(ScheduledPruner):
     """Per-device pruning rates, structured masks and the scheduled re-pruning of AEDFL Sec. 5 (module docstring)."""
