@@ -31,6 +31,7 @@ import torch
 from dflbench.aggregation import rules
 from dflbench.engines.async_rng import STREAM_MASK, STREAM_NEIGHBOR, counter_uniform
 from dflbench.engines.async_sim import ROUND, AsyncSimulator
+from dflbench.engines.cost import average_macs, gradient_macs
 from dflbench.errors import UserError
 from dflbench.methods.gossip.base import RoundMethod
 from dflbench.methods.registry import register_method
@@ -105,6 +106,7 @@ class DisPFL(RoundMethod):
         return torch.where(val >= 0, idx, -1)
 
     def round_step(self, sim: AsyncSimulator, alive: torch.Tensor, devs: torch.Tensor) -> torch.Tensor:
+        """One DisPFL round of `devs`; their comm times plus the virtual time of the work beyond local SGD."""
         nb = self.neighbours(sim, alive, devs)
         ok = nb >= 0
         idx = torch.cat([devs.unsqueeze(1), torch.where(ok, nb, devs.unsqueeze(1))], 1)   # missing -> self
@@ -124,7 +126,10 @@ class DisPFL(RoundMethod):
         sim.messages += sent
         sim.cost_fraction[devs] = (sim.model_mflops(new_masks) / self.dense_mflops).double().cpu()
         self.round += 1
-        return 2 * sim.profiles.latency[devs] + nbytes * ok.sum(1).double() / sim.profiles.bandwidth[devs]
+        work = (gradient_macs(sim.dense_mfp, sim.cfg.batch_size)                   # the dense regrowth gradient
+                + average_macs(ok.sum(1).double() + 1, sim.P, masked=True))         # the masked aggregation
+        return (2 * sim.profiles.latency[devs] + nbytes * ok.sum(1).double() / sim.profiles.bandwidth[devs]
+                + sim.work_time(devs, work))
 
     def rate(self) -> float:
         """a_r = alpha / 2 (1 + cos(pi min(r, T_end) / T_end))."""

@@ -3,8 +3,7 @@
 The loop is AEDFL-0's (`AEDFL` with none of its modules: each cached model averaged once, with the static topology
 weights, masked aggregation eq. 4.11, one random out-neighbour per update); at the same scheduled updates as AEDFL's
 pruning (`PruningSchedule`), each due device re-prunes its full aggregated model with `dflbench.pruning.prune_model`
-on its
-current local minibatch, structured units (conv channels, linear neurons; the classifier is never pruned):
+on its current local minibatch, structured units (conv channels, linear neurons; the classifier is never pruned):
   hrank  (Lin et al. 2020)   every layer loses floor(rate * units) units, those whose output feature maps have the
                              lowest average rank (HRank's per-layer ranking at per-layer rates)
   fedap  (Zhang et al. 2022) per-layer rates from each layer's Hessian spectrum, sharing out the overall `rate`
