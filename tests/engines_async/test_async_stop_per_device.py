@@ -40,14 +40,25 @@ def run(data, name, slot=0.0, faults=None, **cfg):
         send(src, dst, payload, nbytes, at)
 
     sim.send = recording_send
+    sim.extra = {i: [] for i in range(D)}                             # each update's charged extra work (s)
+    work_time = sim.work_time
+
+    def recording_work_time(devs, macs):
+        out = work_time(devs, macs)
+        for d, w in zip(torch.as_tensor(devs).reshape(-1).tolist(), out.reshape(-1).tolist()):
+            sim.extra[d].append(w)
+        return out
+
+    sim.work_time = recording_work_time
     return sim, sim.run(), sends
 
 
-def update_times(c: float, n: int) -> list[float]:
-    """k-th completion of a device that starts an update as soon as the previous ends: c, c + c, ..."""
+def update_times(c: float, n: int, extra=()) -> list[float]:
+    """k-th completion of a device that starts an update as soon as the previous one and its extra work (`extra[k]`,
+    charged by the cost model after the k-th completion) end: c, c + extra[0] + c, ..."""
     out, at = [], 0.0
-    for _ in range(n):
-        at += c
+    for k in range(n):
+        at += c + (extra[k - 1] if k else 0.0)
         out.append(at)
     return out
 
@@ -63,10 +74,11 @@ def test_every_device_does_exactly_T_at_its_own_speed(tiny_data, slot):
     c = (8 * profiles().time_per_sample).tolist()
     for i in range(D):
         got = [e[1] for e in res.events if e[0] == "complete" and e[2] == i]
-        assert got == pytest.approx(update_times(c[i], T))
+        assert got == pytest.approx(update_times(c[i], T, sim.extra[i]))
+        assert all(0 < w < 1e-3 * c[i] for w in sim.extra[i])     # AEDFL-0's aggregation: tiny, but charged
         assert all(at <= got[-1] for src, _, at in sends if src == i)
         assert sum(1 for src, _, _ in sends if src == i) == T       # one send per update, none after the T-th
-    assert res.virtual_time == pytest.approx(update_times(max(c), T)[-1])
+    assert res.virtual_time == pytest.approx(update_times(max(c), T, sim.extra[D - 1])[-1])
 
 
 def test_batched_equals_exact_with_heterogeneous_stop(tiny_data):
@@ -114,7 +126,7 @@ def test_all_alive_devices_done_stops_without_waiting_for_the_dead(tiny_data):
     sim, res, _ = run(tiny_data(D), "aedfl-0", faults=faults)
     assert res.stop_reason == "max updates" and sim.t.tolist()[:3] == [T] * 3 and int(sim.t[3]) == 0
     c = (8 * profiles().time_per_sample).tolist()
-    assert res.virtual_time == pytest.approx(update_times(c[2], T)[-1])
+    assert res.virtual_time == pytest.approx(update_times(c[2], T, sim.extra[2])[-1])
     assert sim.updates_done() and not sim.below_limit()[:3].any() and bool(sim.below_limit()[3])
 
 

@@ -40,9 +40,7 @@ def changed(entry):
 
 
 def carried(name, method):
-    """The options a built method runs with: AEDFL's pruning variants keep them as their pruning config."""
-    if name in ABLATIONS:
-        return method.cfg.pruning if ABLATIONS[name][2] else None
+    """The options a built method runs with."""
     return method.options
 
 
@@ -85,7 +83,8 @@ def test_no_option_is_swallowed():
         make_method("ad-psgd", {"buffer": 2})
     with pytest.raises(ValueError, match=r"method 'fedavg' has no option 'mu'; valid: fraction: float = 0.1$"):
         make_method("fedavg", {"mu": 0.1})
-    with pytest.raises(ValueError, match=r"has no option 'prune_every'; valid: every: int = 10, until: int = 10000"):
+    with pytest.raises(ValueError, match=r"has no option 'prune_every'; valid: lambda_lr: float = 0.1, .*"
+                                         r"every: int = 10, until: int = 10000"):
         make_method("aedfl", {"prune_every": 2})
 
 
@@ -211,7 +210,8 @@ def test_cli_method_options_are_recorded(aedfl_npz, tmp_path):
     runs = {r["method"]: r["options"] for r in results["runs"]}
     assert runs == {"fedbuff": {"buffer": 3, "server_lr": 0.5}, "fedavg": {"fraction": 0.1},
                     "aedfl-p": {"every": 2, "until": 10000, "min_rate": 0.4, "max_rate": 0.6, "C": 4.0,
-                                "hutchinson": 1, "damping": 0.001, "lanczos_steps": 6}}
+                                "hutchinson": 1, "damping": 0.001, "lanczos_steps": 6, "lambda_lr": 0.1,
+                                "lambda_step": "normalized", "policy_lr": 0.05, "reuse_aggregated": False}}
     assert results["config"]["method_options"] == {"aedfl-p": {"every": 2, "C": 4.0},
                                                    "fedbuff": {"buffer": 3, "server_lr": 0.5}}
     assert "options" not in (out / "results.csv").read_text().splitlines()[0]

@@ -17,11 +17,11 @@ from dflbench.pruning import (
     exploration_weight,
     find_candidates,
     make_generator,
-    masked_mfp,
     neighbor_weighted_rate,
     neighbor_weighted_rates,
     select_device_units,
     select_units,
+    structured_mfp,
     unit_scores,
 )
 
@@ -262,7 +262,7 @@ def test_select_device_units_removes_whole_units_and_keeps_one_per_layer():
         select_device_units(scores, cand, rates[:2])
 
 
-def test_masked_mfp_counts_the_pruned_structure():
+def test_structured_mfp_counts_the_pruned_structure():
     """Equal to count_flops per device; a removed conv1 channel also removes conv2's input channel (a structural
     count, not the weight density); devices with equal masks share one count."""
     from dflbench.models import make_model
@@ -274,7 +274,7 @@ def test_masked_mfp_counts_the_pruned_structure():
     gen = torch.Generator().manual_seed(6)
     masks = torch.rand(4, P, generator=gen) < torch.tensor([[0.9], [0.5], [0.2], [0.2]])
     masks[3] = masks[2]
-    mfp = masked_mfp(model, x, masks)
+    mfp = structured_mfp(model, x, masks)
     assert count_flops(model, x).mfp == pytest.approx(0.28164)                       # AEDFL Table 1: 0.283
     for d in range(4):
         per_param, start = {}, 0
@@ -285,9 +285,9 @@ def test_masked_mfp_counts_the_pruned_structure():
     cand = find_candidates(model, x)
     keep = torch.ones(cand.num_units, dtype=torch.bool)
     keep[:3] = False                                                   # 3 of conv1's 6 output channels
-    one = masked_mfp(model, x, cand.flat_keep(keep)[None])
+    one = structured_mfp(model, x, cand.flat_keep(keep)[None])
     counts = count_flops(model, x).per_module
     conv1, conv2 = list(counts)[:2]
     assert float(one[0]) == pytest.approx((sum(counts.values()) - counts[conv1] / 2 - counts[conv2] / 2) / 1e6)
     with pytest.raises(ValueError, match="flat parameters"):
-        masked_mfp(model, x, masks[:, 1:])
+        structured_mfp(model, x, masks[:, 1:])

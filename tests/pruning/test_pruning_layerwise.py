@@ -10,7 +10,6 @@ from dflbench.pruning import (
     PruningConfig,
     count_flops,
     find_candidates,
-    masked_mfp,
     null_mass,
     prune_model,
     structured_mfp,
@@ -49,7 +48,7 @@ def test_null_mass_counts_the_weight_near_zero():
 
 def test_structured_mfp_counts_the_pruned_structure(tiny_cnn):
     """One row per device through `count_flops` with its masks; a pruned conv channel also removes the next conv's
-    weights that read it, which a per-layer density scaling (`masked_mfp`) still counts."""
+    weights that read it, which a density scaling would still count."""
     model, (x, _) = tiny_cnn(bn=False)
     cand = find_candidates(model, x[:1])
     keep = torch.ones(2, cand.num_units, dtype=torch.bool)
@@ -62,4 +61,4 @@ def test_structured_mfp_counts_the_pruned_structure(tiny_cnn):
     fc = 6 * 80 + 3 * 6                                              # 6x6 inputs: 6x6 conv1, 4x4 conv2 maps
     assert round(float(got[0]) * 1e6) == 2 * 2 * 9 * 36 + 5 * 2 * 9 * 16 + fc     # conv2 reads 2 live channels
     assert round(float(got[1]) * 1e6) == 4 * 2 * 9 * 36 + 3 * 4 * 9 * 16 + 6 * 48 + 3 * 6   # fc1: 3 live x 16
-    assert float(masked_mfp(model, x[:1], flat)[0]) > float(got[0])
+    assert float(got[0]) < count_flops(model, x[:1]).mfp * float(flat[0].double().mean())   # below density scaling

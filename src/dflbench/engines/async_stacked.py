@@ -19,7 +19,7 @@ from torch.func import functional_call, grad_and_value, vmap
 
 from dflbench.aggregation.flat import FlatSpec, flatten_state, unflatten
 from dflbench.errors import UserError
-from dflbench.pruning import count_flops, masked_mfp
+from dflbench.pruning import count_flops, structured_mfp
 
 from .async_rng import STREAM_BATCH, counter_randint
 
@@ -64,7 +64,7 @@ class StackedModel:
         example = example[:1].cpu()
         if masks is None:
             return count_flops(self.template, example).mfp
-        return masked_mfp(self.template, example, masks.cpu())
+        return structured_mfp(self.template, example, masks.cpu())
 
     def loss_and_grad(self, flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-device mean cross-entropy `[B]` and its gradient `[B, P]` at `flat [B, P]` on batches `x [B, b, ...]`."""

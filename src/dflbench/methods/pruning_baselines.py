@@ -31,7 +31,7 @@ from dflbench.methods.aedfl.method import AEDFL, AEDFLConfig
 from dflbench.methods.aedfl.pruning import PruningSchedule, ScheduledPruner
 from dflbench.methods.registry import register_method
 from dflbench.pruning import PruningConfig as PackagePruningConfig
-from dflbench.pruning import find_candidates, prune_model, structured_mfp
+from dflbench.pruning import find_candidates, prune_model
 from dflbench.registry import option
 
 
@@ -76,9 +76,6 @@ class PackagePruner(ScheduledPruner):
             work += self.layers * self.cfg.slq_runs * self.cfg.slq_steps * hvp_macs(mfp, b)
         return work
 
-    def mflops(self, host, masks: torch.Tensor) -> torch.Tensor:
-        """MFP `[n]` of the structurally pruned models (`structured_mfp`)."""
-        return structured_mfp(self.model, self.example, masks)
 
     def prune(self, sim, devs, x, masks, w, active, neighbor_rates):
         xb, yb = sim.data.batch(devs.to(sim.dev), sim.t[devs].to(sim.dev), -1, sim.cfg.batch_size, sim.cfg.seed)

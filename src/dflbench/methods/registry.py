@@ -66,7 +66,7 @@ def _register_aedfl(name: str, rl: bool, dwu: bool, prune: bool) -> None:
                      runtimes=("simulator", "distributed"))           # `dflbench.runtime.async_node` runs the step
     def build(options) -> AEDFL:
         """The pruning variants also take the adaptive-pruning options (Sec. 5)."""
-        return AEDFL(name, aedfl_config(rl, dwu, prune, options))
+        return AEDFL(name, aedfl_config(rl, dwu, prune, options), options)
 
 
 for _name, (_rl, _dwu, _prune) in ABLATIONS.items():

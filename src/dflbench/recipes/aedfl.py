@@ -183,7 +183,8 @@ def write_results(results: dict, out: str | Path) -> dict[str, Path]:
             paths[key] = draw()
         except Exception as exc:  # noqa: BLE001 - a picture must never lose the results written above
             traceback.print_exc(file=sys.stderr)
-            print(f"warning: the figure {key} failed ({type(exc).__name__}: {exc}); {paths['json']} is complete",
+            what = "accuracy" if key == "png" else "diagnostics"
+            print(f"warning: the {what} figure failed ({type(exc).__name__}: {exc}); {paths['json']} is complete",
                   file=sys.stderr)
     return paths
 

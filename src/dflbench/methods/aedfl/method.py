@@ -67,8 +67,8 @@ def aedfl_config(rl: bool, dwu: bool, prune: bool, options: AEDFLOptions) -> AED
 class AEDFL:
     """The AEDFL method object for `AsyncSimulator` (see the module docstring)."""
 
-    def __init__(self, name: str = "aedfl", config: AEDFLConfig = AEDFLConfig()):
-        self.name, self.cfg = name, config
+    def __init__(self, name: str = "aedfl", config: AEDFLConfig = AEDFLConfig(), options=None):
+        self.name, self.cfg, self.options = name, config, options
 
     # ---- setup -------------------------------------------------------------------------------------------
     def setup(self, sim: AsyncSimulator) -> None:

@@ -38,7 +38,7 @@ flat `[P]` bool over parameters.
   terms summed over its parameters; lambda_g = ||g|| / (C ||g||_max), ||g||_max the device's largest SGD gradient
   norm over its whole training (`observe`, every local update) and this pruning's gradient;
 * the floor(p_i U) lowest-scoring of the U units are pruned (`select_device_units`, at least one unit left in every
-  layer); cost = MFP of the pruned structure / dense MFP (`masked_mfp`: a removed channel also removes the next
+  layer); cost = MFP of the pruned structure / dense MFP (`structured_mfp`: a removed channel also removes the next
   layer's input channel).
 
 `rate [R]` (float64) is each device's current p_i, the fraction of its units pruned at its last pruning.

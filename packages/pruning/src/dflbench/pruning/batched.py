@@ -10,7 +10,6 @@ call, no loop over devices for the curvature):
   (`curvature.lanczos`; what `rates.eigengap_rates` reads) and the Hutchinson diagonal from the same Lanczos runs;
 - `unit_scores`: 5.15 over 5.14 per structured unit (`candidates.CandidateSet`) with H ~ diag(h), `[D, U]`;
 - `select_device_units`: flat keep-masks `[D, P]` pruning each device's lowest-scoring units (`prune.select_units`);
-- `masked_mfp`: the MFP (millions of MACs, `flops.count_flops`) of every device's pruned structure.
 
 The 5.16 rates are vectorized over devices in `rates.py` (`neighbor_weighted_rates`).
 """
@@ -21,12 +20,11 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.func import grad_and_value, vmap
 
 from .candidates import CandidateSet
 from .curvature import HessianOperator, lanczos
-from .flops import count_flops
 from .prune import select_units
 from .rates import secant_lipschitz
 from .taylor import aedfl_objective, diagonal_impact, exploration_weight, unit_diagonal_impact
@@ -121,19 +119,3 @@ def select_device_units(scores: Tensor, candidates: CandidateSet, rates: Tensor,
     keep = [candidates.flat_keep(select_units(s, candidates, float(r), min_units_kept=min_units_kept))
             for s, r in zip(scores, rates.tolist())]
     return torch.stack(keep).to(scores.device)
-
-
-def masked_mfp(model: nn.Module, inputs, masks: Tensor) -> Tensor:
-    """MFP `[D]` (float64, millions of MACs per forward of `inputs`) of `model` under flat keep-masks `masks [D, P]`
-    laid out as the concatenation of `model.named_parameters()`: `count_flops` of each device's pruned structure
-    (a weight counts when kept and its input channel is alive, so a removed output channel also removes the next
-    layer's input channel). Devices with equal masks are counted once."""
-    named = list(model.named_parameters())
-    sizes = [p.numel() for _, p in named]
-    if masks.ndim != 2 or masks.shape[1] != sum(sizes):
-        raise ValueError(f"masks must be [D, {sum(sizes)}] (the model's flat parameters), got {tuple(masks.shape)}")
-    unique, inverse = torch.unique(masks.bool().cpu(), dim=0, return_inverse=True)
-    mfp = torch.tensor([count_flops(model, inputs, {n: part.reshape(p.shape) for (n, p), part in
-                                                    zip(named, torch.split(row, sizes))}).mfp for row in unique],
-                       dtype=torch.float64)
-    return mfp[inverse].to(masks.device)

@@ -158,13 +158,14 @@ def count_flops(model: nn.Module, inputs, masks: Mapping[str, Tensor] | None = N
 def structured_mfp(model: nn.Module, inputs, masks: Tensor) -> Tensor:
     """MFP `[D]` (float64, millions of MACs per forward of `inputs`) of `model` under each row of the flat keep-masks
     `masks [D, P]` (laid out as the concatenation of `model.named_parameters()`), from `count_flops` with that row's
-    masks: the structural count, where a pruned unit also removes the weights that read its dead output."""
-    shapes = {n: p.shape for n, p in model.named_parameters()}
-    sizes = [s.numel() for s in shapes.values()]
+    masks: the structural count, where a pruned unit also removes the weights that read its dead output (a weight
+    counts when kept and its input channel is alive). Devices with equal masks are counted once."""
+    named = list(model.named_parameters())
+    sizes = [p.numel() for _, p in named]
     if masks.ndim != 2 or masks.shape[1] != sum(sizes):
         raise ValueError(f"masks must be [D, {sum(sizes)}] (the model's flat parameters), got {tuple(masks.shape)}")
-    out = torch.empty(masks.shape[0], dtype=torch.float64)
-    for d, row in enumerate(masks.detach().cpu().bool()):
-        parts = {n: m.reshape(s) for (n, s), m in zip(shapes.items(), torch.split(row, sizes))}
-        out[d] = count_flops(model, inputs, parts).mfp
-    return out
+    unique, inverse = torch.unique(masks.detach().bool().cpu(), dim=0, return_inverse=True)
+    mfp = torch.tensor([count_flops(model, inputs, {n: part.reshape(p.shape) for (n, p), part in
+                                                    zip(named, torch.split(row, sizes))}).mfp for row in unique],
+                       dtype=torch.float64)
+    return mfp[inverse].to(masks.device)
