@@ -48,6 +48,13 @@ def methods_table() -> Table:
     return table
 
 
+def _devices(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(d) for d in text.split(",") if d.strip())
+    except ValueError:
+        raise UserError(f"--corrupt {text!r} must be a comma list of device ids, e.g. 3,11") from None
+
+
 def _methods(text: str) -> tuple[str, ...]:
     names = tuple(m.strip() for m in text.split(",") if m.strip())
     if not names:
@@ -81,16 +88,16 @@ def aedfl(
     dataset: str = typer.Option("fashion-mnist", "--dataset", help="Dataset name (imdb for textcnn), npz:PATH, "
                                                                      "folder:PATH."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Where the dataset lives."),
-    devices: int = typer.Option(100, "--devices", help="Number of devices."),
+    devices: int = typer.Option(16, "--devices", help="Number of devices."),
     methods: str = typer.Option("aedfl,fedavg,ad-psgd", "--methods",
                                 help=f"Comma list of: {', '.join(list_methods())}."),
     alpha: float = typer.Option(0.5, "--alpha", help="Dirichlet concentration of the label split."),
     target_acc: float = typer.Option(0.8, "--target-acc", help="Target accuracy of the Time column."),
     time_budget: Optional[float] = typer.Option(None, "--time-budget", help="Virtual-time budget (s)."),
-    max_updates: int = typer.Option(50, "--max-updates", help="T: local updates per device (each alive device "
+    max_updates: int = typer.Option(100, "--max-updates", help="T: local updates per device (each alive device "
                                                               "does exactly T; 0: no limit, use --time-budget)."),
     batch_size: int = typer.Option(32, "--batch-size"),
-    local_steps: int = typer.Option(1, "--local-steps", help="SGD steps per local update."),
+    local_steps: int = typer.Option(5, "--local-steps", help="SGD steps per local update."),
     lr: float = typer.Option(0.05, "--lr"),
     slot_width: float = typer.Option(0.01, "--slot-width", help="Virtual seconds batched together (0: only "
                                                                  "simultaneous events; -1: exact mode)."),
@@ -101,6 +108,9 @@ def aedfl(
     profiles: Optional[Path] = typer.Option(None, "--profiles", help="Device profiles CSV/TOML (else sampled)."),
     heterogeneity: float = typer.Option(0.5, "--heterogeneity", help="Log-normal sigma of sampled profiles."),
     fault_prob: float = typer.Option(0.0, "--fault-prob", help="Failure probability after a local update."),
+    corrupt: str = typer.Option("", "--corrupt", help="Harmful devices, a comma list of ids (e.g. 3,11)."),
+    corrupt_mode: str = typer.Option("noise", "--corrupt-mode", help="noise: they push noise models (AEDFL loop); "
+                                                                     "labels: they train on flipped labels."),
     prune_every: Optional[int] = typer.Option(None, "--prune-every", help="Prune at every k-th local update "
                                                                          "(the `every` option of the methods that "
                                                                          "prune on a schedule)."),
@@ -128,7 +138,8 @@ def aedfl(
                   slot_width=None if slot_width < 0 else slot_width, eval_interval=eval_interval,
                   eval_samples=eval_samples, train_samples=train_samples,
                   profiles=None if profiles is None else str(profiles), heterogeneity=heterogeneity,
-                  fault_prob=fault_prob, method_options=collect_method_options(names, method_opt, prune_every),
+                  fault_prob=fault_prob, corrupt=_devices(corrupt), corrupt_mode=corrupt_mode,
+                  method_options=collect_method_options(names, method_opt, prune_every),
                   seed=seed, device=device)
     cfg = with_config_file(AEDFLRunConfig, config, fields,
                            {PARAM_FIELDS.get(p, p) for p in explicit_params(ctx)})

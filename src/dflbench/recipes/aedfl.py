@@ -41,21 +41,24 @@ TEXT_DATASETS = ("imdb",)
 
 @dataclass(frozen=True)
 class AEDFLRunConfig:
-    """One AEDFL experiment (Sec. 6.1). `method_options`: per-method options, {method: {option: value}} (see
-    `dflbench aedfl --list-methods`), for methods among `methods`; options left out keep their defaults."""
+    """One AEDFL experiment (Sec. 6.1); the defaults are a small setting (16 devices, 100 local updates of 5 SGD
+    steps each, a few minutes on a CPU) in which AEDFL and its baselines leave chance. `corrupt`: harmful
+    neighbours (`FaultConfig`, mode `corrupt_mode`). `method_options`: per-method options, {method: {option:
+    value}} (see `dflbench aedfl --list-methods`), for methods among `methods`; options left out keep their
+    defaults."""
 
     model: str = "lenet5"
     dataset: str = "fashion-mnist"
     data_dir: str | None = None
     download: bool = False
-    devices: int = 100
+    devices: int = 16
     methods: tuple[str, ...] = ("aedfl", "fedavg", "ad-psgd")
     alpha: float = 0.5
     target_acc: float = 0.8
     time_budget: float | None = None
-    max_updates: int | None = 50
+    max_updates: int | None = 100
     batch_size: int = 32
-    local_steps: int = 1
+    local_steps: int = 5
     lr: float = 0.05
     slot_width: float | None = 0.01
     eval_interval: float = 1.0
@@ -68,6 +71,8 @@ class AEDFLRunConfig:
     latency: float = 0.01
     fault_prob: float = 0.0
     downtime: float = 1.0
+    corrupt: tuple[int, ...] = ()
+    corrupt_mode: str = "noise"
     max_len: int = 256
     vocab_size: int = 20000
     seed: int = 0
@@ -137,7 +142,8 @@ def run_aedfl(cfg: AEDFLRunConfig, on_method_done: Callable[[dict, dict], None] 
                           slot_width=cfg.slot_width, max_updates=cfg.max_updates, time_budget=cfg.time_budget,
                           eval_interval=cfg.eval_interval, eval_samples=cfg.eval_samples, seed=cfg.seed,
                           device=cfg.device)
-    faults = FaultConfig(prob=cfg.fault_prob, downtime=cfg.downtime)
+    faults = FaultConfig(prob=cfg.fault_prob, downtime=cfg.downtime, corrupt=cfg.corrupt,
+                         corrupt_mode=cfg.corrupt_mode)
     results = {"config": asdict(cfg), "data": info, "runs": []}
     for name in cfg.methods:
         torch.manual_seed(cfg.seed)

@@ -49,6 +49,8 @@ def runtime_config(cfg: AEDFLRunConfig, heartbeat_timeout_s: float = 10.0, eval_
     if cfg.fault_prob > 0:
         raise UserError("--fault-prob injects simulated failures; with --runtime distributed devices fail for real "
                         "(kill a process), so leave --fault-prob at 0")
+    if cfg.corrupt:
+        raise UserError("--corrupt is a simulated fault; with --runtime distributed leave it out")
     if cfg.max_updates is None and cfg.time_budget is None:
         raise UserError("give --max-updates or --time-budget (wall-clock seconds with --runtime distributed)")
     return AsyncRuntimeConfig(max_updates=cfg.max_updates or 10**9, time_budget_s=cfg.time_budget,
