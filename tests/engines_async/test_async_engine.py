@@ -2,11 +2,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dflbench.engines.async_sim import AsyncConfig, AsyncSimulator
+from dflbench.engines.async_sim import AsyncConfig, AsyncSimulator, Message
 from dflbench.engines.coordinator import FaultConfig
 from dflbench.engines.devices import DeviceProfiles, sample_profiles
 from dflbench.errors import UserError
 from dflbench.methods.aedfl.method import AEDFL, AEDFLConfig
+from dflbench.methods.aedfl.step import ModelMessage
 from dflbench.methods.registry import make_method
 from dflbench.models import make_model
 from dflbench.topology import complete, exponential
@@ -81,6 +82,9 @@ def test_aedfl0_update_matches_paper_loop(tiny_data):
     m = sim.method
     d = 1
     x0, t0 = sim.x[d].clone(), int(sim.t[d])
+    j = sim.topology.in_neighbors(d)[0]                               # one fresh model, not aggregated yet
+    fresh = ModelMessage(torch.randn(sim.P, generator=torch.Generator().manual_seed(3)), None, 1.0, 10, 9, None)
+    m.on_arrive(sim, Message(j, d, fresh, 0, 0.0))
     cache = [m.cache.models[d, k].clone() for k in range(m.cache.K)
              if m.cache.valid[d, k] and not m.cache.aggregated[d, k]]
     deg = len(sim.topology.in_neighbors(d))
