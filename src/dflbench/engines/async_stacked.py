@@ -1,8 +1,8 @@
 """Stacked functional models and per-device data for the asynchronous simulator.
 
 See docs/ARCHITECTURE.md, stacked node state. All devices' parameters live in one flat `[D, P]` tensor
-(`dflbench.aggregation.flat` layout). Gradients and predictions of any subset of devices come from one
-`torch.func.vmap` over `functional_call`, never a loop.
+(`dflbench.aggregation.flat` layout). Gradients and predictions of any subset of devices come from the kernel
+path `StackedModel` picks by measurement (vmap over `functional_call`, or a preallocated model for small batches).
 """
 
 from __future__ import annotations
@@ -29,17 +29,36 @@ class StackedModel:
 
     The model must hold no buffers (use `track_running_stats=False` BatchNorm, as `dflbench.models` does), so a
     device's whole state is its flat parameter vector.
+
+    Kernel path (`path`, chosen by measurement; `bench/RESULTS.md`, "Where the simulator spends its time"):
+      "loop"  one preallocated copy of the model whose parameters are views of one flat buffer: per device, copy its
+              row in, forward, `torch.autograd.grad` (the plain PyTorch step, without optimizer or allocations);
+      "vmap"  `torch.func.vmap` over `functional_call`, at most `chunk` devices per call (bounded activations: 100
+              LeNet-5 devices at batch 32 in one call page-fault through 44 MB per activation);
+      "auto"  "vmap" on CUDA (one kernel launch per layer for all devices); on CPU "loop" for fewer than
+              `LOOP_BELOW` devices and "vmap" in chunks of `CPU_CHUNK` above (one thread, LeNet-5, batch 32, CPU
+              time per client-step: vmap 1.9x the loop for one device, within 5% of it for 5-10 devices, 10% below
+              it from 25 devices on, where chunks of 25-50 beat one call of 100 by 8%).
+    Every path computes the same per-device loss and gradient (to float rounding; tests/engines_async).
     """
 
-    def __init__(self, model: nn.Module):
+    LOOP_BELOW = 10
+    CPU_CHUNK = 25
+    EVAL_BUDGET = 8192                  # models x samples per evaluation call on CPU
+
+    def __init__(self, model: nn.Module, path: str = "auto"):
+        if path not in ("auto", "loop", "vmap"):
+            raise UserError(f"StackedModel: path must be 'auto', 'loop' or 'vmap', got {path!r}")
         if any(True for _ in model.buffers()):
             raise UserError("StackedModel: the model has buffers (e.g. BatchNorm running stats); build it without "
                             "them (BatchNorm2d(track_running_stats=False)) so devices can be stacked")
         params = {k: v.detach() for k, v in model.named_parameters()}
+        self.path = path
         self.spec = FlatSpec.from_state_dict(params)
         self.init = flatten_state(params, self.spec).clone()
         self.module = copy.deepcopy(model).to("meta")
         self.template = copy.deepcopy(model).cpu()                   # a real module, for per-model tools
+        self._loop = None                                            # (module, flat buffer, params), built lazily
 
         def loss(flat, x, y):
             out = functional_call(self.module, unflatten(flat, self.spec), (x,))
@@ -64,21 +83,79 @@ class StackedModel:
             return count_flops(self.template, example).mfp
         return masked_mfp(self.template, example, masks.cpu())
 
+    def kernel_path(self, n: int, device: torch.device) -> tuple[str, int]:
+        """(path, devices per call) for a batch of `n` devices on `device` (class docstring)."""
+        cpu = device.type == "cpu"
+        if self.path == "loop" or (self.path == "auto" and cpu and n < self.LOOP_BELOW):
+            return "loop", 1
+        return "vmap", self.CPU_CHUNK if cpu else n
+
+    def _loop_model(self, flat: torch.Tensor) -> tuple[nn.Module, torch.Tensor, list[torch.Tensor]]:
+        """The preallocated module of the "loop" path on `flat`'s device and dtype: its parameters are views of
+        one flat buffer in the spec's order, so loading a device's model is one copy."""
+        if self._loop is None or self._loop[1].device != flat.device or self._loop[1].dtype != flat.dtype:
+            module = copy.deepcopy(self.template).to(device=flat.device, dtype=flat.dtype)
+            buf = torch.zeros(self.numel, device=flat.device, dtype=flat.dtype)
+            named = dict(module.named_parameters())
+            params = []
+            for name, shape, lo, hi in zip(self.spec.names, self.spec.shapes, self.spec.offsets,
+                                           self.spec.offsets[1:]):
+                named[name].data = buf[lo:hi].view(shape)
+                params.append(named[name])
+            self._loop = module, buf, params
+        return self._loop
+
     def loss_and_grad(self, flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-device mean cross-entropy `[B]` and its gradient `[B, P]` at `flat [B, P]` on batches `x [B, b, ...]`."""
-        self.module.train()
-        g, loss = self._grad(flat, x, y)
+        path, chunk = self.kernel_path(flat.shape[0], flat.device)
+        if path == "vmap":
+            self.module.train()
+            parts = [self._grad(flat[s:s + chunk], x[s:s + chunk], y[s:s + chunk])
+                     for s in range(0, flat.shape[0], chunk)]
+            if len(parts) == 1:
+                return parts[0][1], parts[0][0]
+            return torch.cat([p[1] for p in parts]), torch.cat([p[0] for p in parts])
+        module, buf, params = self._loop_model(flat)
+        module.train()
+        g = torch.empty_like(flat)
+        loss = torch.empty(flat.shape[0], dtype=flat.dtype, device=flat.device)
+        for i in range(flat.shape[0]):
+            with torch.no_grad():
+                buf.copy_(flat[i])
+            with torch.enable_grad():
+                li = F.cross_entropy(module(x[i]), y[i])
+                grads = torch.autograd.grad(li, params)
+            torch.cat([gi.reshape(-1) for gi in grads], out=g[i])
+            loss[i] = li.detach()
         return loss, g
 
     @torch.no_grad()
+    def logits(self, flat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Logits `[B, n, C]` of every model in `flat [B, P]` on the shared inputs `x [n, ...]` (eval mode)."""
+        path, chunk = self.kernel_path(flat.shape[0], flat.device)
+        if path == "vmap":
+            self.module.eval()
+            return torch.cat([self._logits(flat[s:s + chunk], x) for s in range(0, flat.shape[0], chunk)])
+        module, buf, _ = self._loop_model(flat)
+        module.eval()
+        out = []
+        for row in flat:
+            buf.copy_(row)
+            out.append(module(x))
+        return torch.stack(out)
+
+    @torch.no_grad()
     def accuracy_and_loss(self, flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
-                          chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
-        """Accuracy `[B]` and mean loss `[B]` of every model in `flat [B, P]` on the shared set `x [N, ...]`."""
-        self.module.eval()
+                          chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Accuracy `[B]` and mean loss `[B]` of every model in `flat [B, P]` on the shared set `x [N, ...]`,
+        `chunk` samples per call (default on CPU: `EVAL_BUDGET` models x samples, so activations stay in cache;
+        on CUDA 1024)."""
+        if chunk is None:
+            chunk = max(32, self.EVAL_BUDGET // flat.shape[0]) if flat.device.type == "cpu" else 1024
         correct = torch.zeros(flat.shape[0], dtype=torch.float64, device=flat.device)
         loss = torch.zeros_like(correct)
         for s in range(0, x.shape[0], chunk):
-            out = self._logits(flat, x[s:s + chunk])                     # [B, n, C]
+            out = self.logits(flat, x[s:s + chunk])                      # [B, n, C]
             yb = y[s:s + chunk]
             correct += (out.argmax(-1) == yb).sum(-1)
             loss += F.cross_entropy(out.flatten(0, 1), yb.repeat(flat.shape[0]), reduction="none").view(
@@ -133,21 +210,31 @@ class DeviceData:
     def n(self) -> int:
         return int(self.sizes.shape[0])
 
+    def indices(self, devs: torch.Tensor, t: torch.Tensor, steps: torch.Tensor,
+                batch_size: int, seed: int) -> torch.Tensor:
+        """Sample indices `[S, B, b]` of the minibatches of rows `devs [B]` at local update `t [B]`, for the SGD
+        steps `steps [S]` (one hash over the whole slot)."""
+        j = torch.arange(batch_size, device=devs.device)
+        steps = torch.as_tensor(steps, device=devs.device).reshape(-1, 1, 1)
+        pos = counter_randint(self.sizes[devs].unsqueeze(1), seed, STREAM_BATCH, self.ids[devs].unsqueeze(1),
+                              t.unsqueeze(1), steps, j, device=devs.device)
+        return self.parts[devs.unsqueeze(1), pos]
+
+    def gather(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Model inputs and labels of the samples `idx`."""
+        return self.prepare(self.x[idx]), self.y[idx]
+
     def batch(self, devs: torch.Tensor, t: torch.Tensor, step: int, batch_size: int,
               seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Minibatches `[B, b, ...]` for rows `devs [B]` at local update `t [B]`, SGD step `step`."""
-        j = torch.arange(batch_size, device=devs.device)
-        pos = counter_randint(self.sizes[devs].unsqueeze(1), seed, STREAM_BATCH, self.ids[devs].unsqueeze(1),
-                              t.unsqueeze(1), step, j, device=devs.device)
-        idx = self.parts[devs.unsqueeze(1), pos]                         # [B, b]
-        return self.prepare(self.x[idx]), self.y[idx]
+        return self.gather(self.indices(devs, t, torch.tensor([step]), batch_size, seed)[0])
 
 
 def local_sgd(net: StackedModel, data: DeviceData, devs: torch.Tensor, t: torch.Tensor, x0: torch.Tensor, *,
               steps: int | torch.Tensor, lr: float | torch.Tensor, batch_size: int, seed: int,
               masks: torch.Tensor | None = None, grad_fn=None):
-    """`steps` SGD steps (AEDFL eq. 4.5) for rows `devs [B]` of `data` from `x0 [B, P]` (vmapped), on the minibatches
-    keyed by (device, `t [B]`, step).
+    """`steps` SGD steps (AEDFL eq. 4.5) for rows `devs [B]` of `data` from `x0 [B, P]` (`net`'s kernel path), on the
+    minibatches keyed by (device, `t [B]`, step), whose indices are drawn once for the whole update.
 
     `masks [B, P]` keeps pruned entries at zero; `grad_fn(x, g) -> g` adds terms (e.g. FedProx's proximal
     gradient); a `[B]` tensor `steps` gives per-device step counts (FedNova), a `[B]` tensor `lr` per-device
@@ -160,8 +247,10 @@ def local_sgd(net: StackedModel, data: DeviceData, devs: torch.Tensor, t: torch.
     devs, t = devs.to(dev), t.to(dev)
     loss_sum = torch.zeros(devs.shape[0], dtype=torch.float64, device=dev)
     g = torch.zeros_like(x)
-    for s in range(int(per_dev.max())):
-        xb, yb = data.batch(devs, t, s, batch_size, seed)
+    n_steps = int(per_dev.max())
+    idx = data.indices(devs, t, torch.arange(n_steps, device=dev), batch_size, seed)      # [S, B, b]
+    for s in range(n_steps):
+        xb, yb = data.gather(idx[s])
         loss, g = net.loss_and_grad(x, xb, yb)
         if grad_fn is not None:
             g = grad_fn(x, g)
