@@ -92,7 +92,9 @@ def test_auto_path_choice():
     assert net.kernel_path(1, cpu) == ("loop", 1)
     assert net.kernel_path(net.LOOP_BELOW - 1, cpu) == ("loop", 1)
     assert net.kernel_path(100, cpu) == ("vmap", net.CPU_CHUNK)
+    assert net.kernel_path(100, cpu, train=False) == ("loop", 1)
     assert net.kernel_path(100, torch.device("cuda")) == ("vmap", 100)
+    assert net.kernel_path(100, torch.device("cuda"), train=False) == ("vmap", 100)
     assert StackedModel(make_model("lenet5", 4, 1, 16), path="loop").kernel_path(100, cpu) == ("loop", 1)
 
 

@@ -13,7 +13,6 @@ from rich.table import Table
 from dflbench.errors import UserError
 from dflbench.methods.registry import METHODS, list_methods, parse_method_option
 from dflbench.recipes.aedfl import AEDFLRunConfig, run_aedfl, write_results
-from dflbench.recipes.aedfl_distributed import run_aedfl_distributed
 from dflbench.runtime.backend import check_runtime
 
 from .errors import user_errors
@@ -121,6 +120,8 @@ def aedfl(
                          fault_prob=fault_prob, method_options=collect_method_options(names, method_opt, prune_every),
                          seed=seed, device=device)
     if check_runtime(runtime) == "distributed":
+        from dflbench.recipes.aedfl_distributed import run_aedfl_distributed  # torch.distributed.rpc: only here
+
         results = run_aedfl_distributed(cfg)
         if results is None:  # ranks other than 0 write nothing
             return

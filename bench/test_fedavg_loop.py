@@ -1,0 +1,66 @@
+"""FedAvg on the AsyncSimulator against the plain PyTorch loop a user would write (one nn.Module, one optimizer,
+`for client in clients`), same process, timed alternately: LeNet-5 on 28x28 uint8 images, 100 clients, batch 32,
+5 local SGD steps, lr 0.05, one round with 100 and with 10 clients (issue 17's workload on synthetic data)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dflbench.engines.async_sim import AsyncConfig, AsyncSimulator
+from dflbench.engines.async_stacked import DeviceData
+from dflbench.engines.devices import DeviceProfiles
+from dflbench.methods.registry import make_method
+from dflbench.models import make_model
+from dflbench.topology import exponential
+
+D, PER_CLIENT, BATCH, STEPS, LR = 100, 64, 32, 5, 0.05
+
+
+@pytest.fixture(scope="module")
+def workload():
+    g = torch.Generator().manual_seed(0)
+    n = D * PER_CLIENT
+    y = torch.randint(0, 10, (n,), generator=g)
+    x = torch.randint(0, 256, (n, 1, 28, 28), generator=g, dtype=torch.uint8)
+    parts = [torch.arange(i, n, D) for i in range(D)]
+    return x, y, parts, DeviceData.from_indices(x, y, parts, x[:16], y[:16])
+
+
+def dflbench_round(data: DeviceData, fraction: float) -> torch.Tensor:
+    sim = AsyncSimulator(make_model("lenet5", 10, 1, 28), data, exponential(D), DeviceProfiles.homogeneous(D),
+                         make_method("fedavg", {"fraction": fraction}),
+                         AsyncConfig(batch_size=BATCH, local_steps=STEPS, lr=LR, max_updates=1, evaluate=False))
+    sim.run()
+    return sim.method.pending
+
+
+def plain_loop_round(x, y, parts, clients: int, gen: torch.Generator) -> dict:
+    """One FedAvg round as a user writes it: every sampled client trains a copy of the global model with SGD on
+    its own random minibatches; the server averages the models weighted by client data size."""
+    model = make_model("lenet5", 10, 1, 28)
+    global_state = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = torch.optim.SGD(model.parameters(), lr=LR)
+    chosen = torch.randperm(D, generator=gen)[:clients].tolist()
+    total = sum(len(parts[c]) for c in chosen)
+    avg = {k: torch.zeros_like(v) for k, v in global_state.items()}
+    for c in chosen:
+        model.load_state_dict(global_state)
+        for _ in range(STEPS):
+            idx = parts[c][torch.randint(len(parts[c]), (BATCH,), generator=gen)]
+            opt.zero_grad()
+            F.cross_entropy(model(x[idx].float().div(127.5).sub(1.0)), y[idx]).backward()
+            opt.step()
+        for k, v in model.state_dict().items():
+            avg[k] += v * (len(parts[c]) / total)
+    return avg
+
+
+# 2-core CPU, 1 thread, CI mode (--benchmark-min-rounds=1 ...): ratio distributions in bench/RESULTS.md ("FedAvg
+# against the plain loop"); floors at about 3/4 of the lowest.
+@pytest.mark.parametrize("clients,floor", [(100, 0.8), (10, 0.7)])
+def test_fedavg_round_vs_plain_loop(workload, assert_ratio, clients, floor):
+    x, y, parts, data = workload
+    gen = torch.Generator().manual_seed(0)
+    assert_ratio(lambda: dflbench_round(data, clients / D), lambda: plain_loop_round(x, y, parts, clients, gen),
+                 at_least=floor, rounds=3, warmup=1, clients_per_round=clients, model="lenet5", batch=BATCH,
+                 local_steps=STEPS, machine="2-core CPU, 1 intra-op thread")
