@@ -101,3 +101,27 @@ def test_auto_path_choice():
 def test_unknown_path_is_a_user_error():
     with pytest.raises(UserError, match="path must be"):
         StackedModel(make_model("lenet5", 4, 1, 16), path="fold")
+
+
+def test_evaluation_equals_per_model_mean_and_equal_models_once(tiny_data):
+    from dflbench.engines.async_sim import AsyncConfig, AsyncSimulator
+    from dflbench.engines.devices import DeviceProfiles
+    from dflbench.methods.registry import make_method
+    from dflbench.topology import exponential
+
+    torch.manual_seed(0)
+    sim = AsyncSimulator(make_model("lenet5", 4, 1, 16), tiny_data(4), exponential(4), DeviceProfiles.homogeneous(4),
+                         make_method("aedfl-0"), AsyncConfig(max_updates=1, eval_samples=48))
+    sim.method.setup(sim)
+
+    def per_model_mean(models):
+        accs = []
+        for row in models:
+            with torch.no_grad():
+                out = reference_module(row).eval()(sim._x_eval)
+            accs.append((out.argmax(1) == sim._y_eval).double().mean())
+        return float(torch.stack(accs).mean())
+
+    assert sim._evaluate()["accuracy"] == pytest.approx(per_model_mean(sim.x), abs=1e-12)   # 4 equal models
+    sim.x[1:] += 0.3 * torch.randn(3, sim.P, generator=torch.Generator().manual_seed(2))
+    assert sim._evaluate()["accuracy"] == pytest.approx(per_model_mean(sim.x), abs=1e-12)
