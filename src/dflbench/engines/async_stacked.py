@@ -33,18 +33,17 @@ class StackedModel:
     Kernel path (`path`, chosen by measurement; `bench/RESULTS.md`, "Where the simulator spends its time"):
       "loop"  one preallocated copy of the model whose parameters are views of one flat buffer: per device, copy its
               row in, forward, `torch.autograd.grad` (the plain PyTorch step, without optimizer or allocations);
-      "vmap"  `torch.func.vmap` over `functional_call`, at most `chunk` devices per call (bounded activations: 100
+      "vmap"  `torch.func.vmap` over `functional_call`, `CPU_CHUNK` devices per call on CPU (bounded activations: 100
               LeNet-5 devices at batch 32 in one call page-fault through 44 MB per activation);
-      "auto"  "vmap" on CUDA (one kernel launch per layer for all devices); on CPU "loop" for fewer than
-              `LOOP_BELOW` devices and "vmap" in chunks of `CPU_CHUNK` above (one thread, LeNet-5, batch 32, CPU
-              time per client-step: vmap 1.9x the loop for one device, within 5% of it for 5-10 devices, 10% below
-              it from 25 devices on, where chunks of 25-50 beat one call of 100 by 8%); evaluation on CPU always
-              loops (25 models on 320 shared images: 89 us per model-sample against vmap's 124).
+      "auto"  "vmap" on CUDA (one kernel launch per layer for all devices), "loop" on CPU. Measured on one CPU
+              thread with LeNet-5 at batch 32 (bench/RESULTS.md): the vmapped step costs 1.9x the plain step for one
+              device and is within 10% of it from 5 devices on in isolation, but in the simulator, where each step
+              gathers fresh minibatches, FedAvg at 100 clients/round ran at 0.86x a plain PyTorch loop with vmap in
+              chunks of 25 and at 1.02x with "loop"; evaluation: 89 us per model-sample looped, 124 vmapped.
     Every path computes the same per-device loss and gradient (to float rounding; tests/engines_async).
     """
 
-    LOOP_BELOW = 10
-    CPU_CHUNK = 25
+    CPU_CHUNK = 25                      # devices per vmapped call on CPU (path="vmap")
 
     def __init__(self, model: nn.Module, path: str = "auto"):
         if path not in ("auto", "loop", "vmap"):
@@ -83,10 +82,10 @@ class StackedModel:
             return count_flops(self.template, example).mfp
         return masked_mfp(self.template, example, masks.cpu())
 
-    def kernel_path(self, n: int, device: torch.device, train: bool = True) -> tuple[str, int]:
-        """(path, devices per call) for `n` devices on `device`, training or evaluating (class docstring)."""
+    def kernel_path(self, n: int, device: torch.device) -> tuple[str, int]:
+        """(path, devices per call) for `n` devices on `device` (class docstring)."""
         cpu = device.type == "cpu"
-        if self.path == "loop" or (self.path == "auto" and cpu and (n < self.LOOP_BELOW or not train)):
+        if self.path == "loop" or (self.path == "auto" and cpu):
             return "loop", 1
         return "vmap", self.CPU_CHUNK if cpu else n
 
@@ -132,7 +131,7 @@ class StackedModel:
     @torch.no_grad()
     def logits(self, flat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Logits `[B, n, C]` of every model in `flat [B, P]` on the shared inputs `x [n, ...]` (eval mode)."""
-        path, chunk = self.kernel_path(flat.shape[0], flat.device, train=False)
+        path, chunk = self.kernel_path(flat.shape[0], flat.device)
         if path == "vmap":
             self.module.eval()
             return torch.cat([self._logits(flat[s:s + chunk], x) for s in range(0, flat.shape[0], chunk)])
