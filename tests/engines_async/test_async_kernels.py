@@ -88,10 +88,15 @@ def test_local_sgd_equals_per_client_optimizer_loop(tiny_data, path):
 
 def test_auto_path_choice():
     net = StackedModel(make_model("lenet5", 4, 1, 16))
-    assert net.kernel_path(100, torch.device("cpu")) == ("loop", 1)
+    cpu, small = torch.device("cpu"), net.CPU_VMAP_MAX_BATCH
+    assert net.kernel_path(100, cpu, batch=32) == ("loop", 1)
+    assert net.kernel_path(100, cpu, batch=small) == ("vmap", net.CPU_CHUNK)
+    assert net.kernel_path(1, cpu, batch=small) == ("loop", 1)
+    assert net.kernel_path(100, cpu) == ("loop", 1)                                 # evaluation
+    assert net.kernel_path(100, torch.device("cuda"), batch=32) == ("vmap", 100)
     assert net.kernel_path(100, torch.device("cuda")) == ("vmap", 100)
     forced = StackedModel(make_model("lenet5", 4, 1, 16), path="vmap")
-    assert forced.kernel_path(100, torch.device("cpu")) == ("vmap", forced.CPU_CHUNK)
+    assert forced.kernel_path(100, cpu, batch=32) == ("vmap", forced.CPU_CHUNK)
 
 
 def test_unknown_path_is_a_user_error():

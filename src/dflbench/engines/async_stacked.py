@@ -35,15 +35,17 @@ class StackedModel:
               row in, forward, `torch.autograd.grad` (the plain PyTorch step, without optimizer or allocations);
       "vmap"  `torch.func.vmap` over `functional_call`, `CPU_CHUNK` devices per call on CPU (bounded activations: 100
               LeNet-5 devices at batch 32 in one call page-fault through 44 MB per activation);
-      "auto"  "vmap" on CUDA (one kernel launch per layer for all devices), "loop" on CPU. Measured on one CPU
-              thread with LeNet-5 at batch 32 (bench/RESULTS.md): the vmapped step costs 1.9x the plain step for one
-              device and is within 10% of it from 5 devices on in isolation, but in the simulator, where each step
-              gathers fresh minibatches, FedAvg at 100 clients/round ran at 0.86x a plain PyTorch loop with vmap in
-              chunks of 25 and at 1.02x with "loop"; evaluation: 89 us per model-sample looped, 124 vmapped.
+      "auto"  "vmap" on CUDA (one kernel launch per layer for all devices). On CPU "vmap" to train more than one
+              device on minibatches of at most `CPU_VMAP_MAX_BATCH` samples, else "loop". Measured on one CPU thread
+              with LeNet-5 (bench/RESULTS.md): at 100 devices vmap costs 0.72x the loop per client-step at batch 8,
+              0.97x at 16; at batch 32 in the simulator (fresh minibatches each step) FedAvg at 100 clients/round
+              ran at 0.86x a plain PyTorch loop with vmap and 1.02x with "loop"; for one device vmap costs 1.9x.
+              Evaluation on CPU always loops (89 us per model-sample against vmap's 124).
     Every path computes the same per-device loss and gradient (to float rounding; tests/engines_async).
     """
 
-    CPU_CHUNK = 25                      # devices per vmapped call on CPU (path="vmap")
+    CPU_CHUNK = 25                      # devices per vmapped call on CPU
+    CPU_VMAP_MAX_BATCH = 8
 
     def __init__(self, model: nn.Module, path: str = "auto"):
         if path not in ("auto", "loop", "vmap"):
@@ -82,10 +84,12 @@ class StackedModel:
             return count_flops(self.template, example).mfp
         return masked_mfp(self.template, example, masks.cpu())
 
-    def kernel_path(self, n: int, device: torch.device) -> tuple[str, int]:
-        """(path, devices per call) for `n` devices on `device` (class docstring)."""
+    def kernel_path(self, n: int, device: torch.device, batch: int | None = None) -> tuple[str, int]:
+        """(path, devices per call) to train `n` devices on minibatches of `batch` samples on `device`, or to
+        evaluate them (`batch` None); class docstring."""
         cpu = device.type == "cpu"
-        if self.path == "loop" or (self.path == "auto" and cpu):
+        small = batch is not None and n > 1 and batch <= self.CPU_VMAP_MAX_BATCH
+        if self.path == "loop" or (self.path == "auto" and cpu and not small):
             return "loop", 1
         return "vmap", self.CPU_CHUNK if cpu else n
 
@@ -106,7 +110,7 @@ class StackedModel:
 
     def loss_and_grad(self, flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-device mean cross-entropy `[B]` and its gradient `[B, P]` at `flat [B, P]` on batches `x [B, b, ...]`."""
-        path, chunk = self.kernel_path(flat.shape[0], flat.device)
+        path, chunk = self.kernel_path(flat.shape[0], flat.device, batch=x.shape[1])
         if path == "vmap":
             self.module.train()
             parts = [self._grad(flat[s:s + chunk], x[s:s + chunk], y[s:s + chunk])
