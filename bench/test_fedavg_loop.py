@@ -57,12 +57,16 @@ def plain_loop_rounds(x, y, parts, clients: int, gen: torch.Generator) -> dict:
     return global_state
 
 
-# 2-core CPU, 1 thread, CI mode (--benchmark-min-rounds=1 ...): ratio distributions in bench/RESULTS.md ("FedAvg
-# against the plain loop"); floors at about 3/4 of the lowest.
-@pytest.mark.parametrize("clients,floor", [(100, 0.8), (10, 0.7)])
-def test_fedavg_round_vs_plain_loop(workload, assert_ratio, clients, floor):
+# 2-core CPU, 1 thread, CI mode, load 3-9: at 100 clients/round 1.015, 1.006, 0.944; at 10: 0.998, 0.970
+# (bench/RESULTS.md, "FedAvg against the plain PyTorch loop"). Floors at 0.8 of the lowest. Issue 17's target, 1.5x
+# at 100 clients/round, is not met on this CPU.
+FLOORS = {100: 0.75, 10: 0.75}
+
+
+@pytest.mark.parametrize("clients", list(FLOORS))
+def test_fedavg_round_vs_plain_loop(workload, assert_ratio, clients):
     x, y, parts, data = workload
     gen = torch.Generator().manual_seed(0)
     assert_ratio(lambda: dflbench_rounds(data, clients / D), lambda: plain_loop_rounds(x, y, parts, clients, gen),
-                 at_least=floor, rounds=3, warmup=1, clients_per_round=clients, model="lenet5", batch=BATCH,
+                 at_least=FLOORS[clients], rounds=3, warmup=1, clients_per_round=clients, model="lenet5", batch=BATCH,
                  local_steps=STEPS, machine="2-core CPU, 1 intra-op thread")
