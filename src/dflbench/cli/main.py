@@ -7,7 +7,6 @@ torchvision, captum), which took seconds of its start-up. `--help` imports them 
 from __future__ import annotations
 
 from importlib import import_module
-from importlib.metadata import version
 
 import click
 import typer
@@ -49,6 +48,8 @@ app = typer.Typer(cls=_LazyGroup, help="dflbench: decentralized fine-tuning and 
 
 def _version(value: bool):
     if value:
+        from importlib.metadata import version  # 0.1 s of start-up, only for --version
+
         typer.echo(f"dflbench {version('dflbench')}")
         raise typer.Exit()
 

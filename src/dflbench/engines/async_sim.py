@@ -9,7 +9,7 @@ Events, ordered by (virtual time, kind, sequence number):
 At equal times completions come first, so a message sent at time t is seen by a device completing after t only.
 
 Exact mode (`slot_width=None`) processes one event at a time. Batched mode gathers every completion whose time
-lies within `slot_width` of the earliest one and hands them to the method as ONE device batch (vmapped training);
+lies within `slot_width` of the earliest one and hands them to the method as ONE device batch (one training call);
 messages and other events inside the slot are applied after the batch. All randomness is counter-based
 (`async_rng`), keyed by device and local-update count, so with `slot_width=0` both modes produce the same event
 sequence and, up to float rounding of batched kernels, the same models.
