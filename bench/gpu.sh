@@ -21,7 +21,8 @@ start=$(date +%s)
 
 timeout -s INT 200 "$PY" -m pytest tests -m gpu -q -rs -p no:cacheprovider --junitxml="$OUT/tests.xml"
 tests_rc=$?
-timeout -s INT 240 "$PY" -m pytest bench/test_vision_gpu.py bench/test_p2pft_gpu.py -q -s -rs -p no:cacheprovider \
+timeout -s INT 240 "$PY" -m pytest bench/test_vision_gpu.py bench/test_p2pft_gpu.py bench/test_fedavg_loop.py -m gpu \
+    -q -s -rs -p no:cacheprovider \
     --junitxml="$OUT/bench.xml"
 bench_rc=$?
 
@@ -42,7 +43,7 @@ for (stage, rc), xml in zip(codes.items(), ("tests.xml", "bench.xml")):
     suite = suite.find("testsuite") if suite.tag == "testsuites" else suite
     n, f, e, s = (int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped"))
     print(f"{stage}: {n - f - e - s} passed, {f} failed, {e} errors, {s} skipped, exit {rc}")
-for rec in sorted(out.parent.glob("*gpu*.json")):
+for rec in sorted(out.parent.glob("*gpu*.json")) + sorted(out.parent.glob("ratio-*cuda*.json")):
     print(f"{rec.name}: {json.dumps(json.loads(rec.read_text()), sort_keys=True)[:400]}")
 PYEOF
 [ "$tests_rc" -eq 0 ] && [ "$bench_rc" -eq 0 ]
