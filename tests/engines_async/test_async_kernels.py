@@ -126,3 +126,27 @@ def test_evaluation_equals_per_model_mean_and_equal_models_once(tiny_data):
     assert sim._evaluate()["accuracy"] == pytest.approx(per_model_mean(sim.x), abs=1e-12)   # 4 equal models
     sim.x[1:] += 0.3 * torch.randn(3, sim.P, generator=torch.Generator().manual_seed(2))
     assert sim._evaluate()["accuracy"] == pytest.approx(per_model_mean(sim.x), abs=1e-12)
+
+
+class PartlyUsed(torch.nn.Module):
+    """A frozen bias and a layer the forward never uses: the flat gradient still has every entry (zero there)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(6, 3)
+        self.unused = torch.nn.Linear(2, 2)
+        self.fc.bias.requires_grad_(False)
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+def test_paths_agree_with_unused_and_frozen_parameters():
+    torch.manual_seed(0)
+    model = PartlyUsed()
+    flat = StackedModel(model).init.repeat(3, 1) + 0.1 * torch.randn(3, 27)
+    x, y = torch.randn(3, 5, 6), torch.randint(0, 3, (3, 5))
+    (ll, gl), (lv, gv) = (StackedModel(model, path=p).loss_and_grad(flat, x, y) for p in ("loop", "vmap"))
+    torch.testing.assert_close(ll, lv)
+    torch.testing.assert_close(gl, gv)
+    assert gl[:, 21:].abs().sum() == 0 and gl[:, 18:21].abs().sum() > 0          # unused: 0; frozen bias: a gradient

@@ -104,7 +104,7 @@ class StackedModel:
             for name, shape, lo, hi in zip(self.spec.names, self.spec.shapes, self.spec.offsets,
                                            self.spec.offsets[1:]):
                 named[name].data = buf[lo:hi].view(shape)
-                params.append(named[name])
+                params.append(named[name].requires_grad_(True))     # every entry of the flat vector, as vmap's grad
             self._loop = module, buf, params
         return self._loop
 
@@ -127,7 +127,7 @@ class StackedModel:
                 buf.copy_(flat[i])
             with torch.enable_grad():
                 li = F.cross_entropy(module(x[i]), y[i])
-                grads = torch.autograd.grad(li, params)
+                grads = torch.autograd.grad(li, params, allow_unused=True, materialize_grads=True)
             torch.cat([gi.reshape(-1) for gi in grads], out=g[i])
             loss[i] = li.detach()
         return loss, g
