@@ -8,7 +8,7 @@ PYPROJECTS := pyproject.toml $(foreach p,$(PACKAGES),packages/$(p)/pyproject.tom
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 BENCH_ARGS ?=
 
-.PHONY: setup test lint demo bench clean
+.PHONY: setup test lint demo bench bench-compare clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,9 @@ demo: setup
 bench: setup
 	mkdir -p .benchmarks
 	$(PY) -m pytest bench -q --benchmark-json=.benchmarks/bench.json $(BENCH_ARGS)
+
+bench-compare: setup
+	$(PY) bench/compare.py .benchmarks
 
 clean:
 	rm -rf $(VENV) .benchmarks .pytest_cache

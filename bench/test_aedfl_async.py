@@ -43,10 +43,10 @@ def test_aedfl_async_batched_vs_per_device(assert_ratio):
     def reference():
         run(None)
 
-    # 2-core CPU, 1 thread: 16 CI-mode runs at 3 rounds (8 idle, 8 beside a CPU-bound process) min 2.86, median 3.2,
-    # max 3.5; 10 runs at 5 rounds beside three busy processes min 3.11, median 3.3, max 3.48. Floor 2.4: a fast path
-    # slowed by a 0.25 s sleep (about +50%) measured 2.1 and fails.
-    ratio = assert_ratio(fast, reference, at_least=2.4, rounds=5, warmup=1, devices=D, model="lenet5",
+    # 2-core CPU, 1 thread, CI mode. Since issue 17 the per-device reference runs StackedModel's loop path (one device:
+    # the plain PyTorch step, 4.7x faster than the vmap of one it was), so the ratio fell with it: 2.13, 2.22, 2.22,
+    # 2.13 at load 3-8 (it was min 2.86, median 3.2 with floor 2.4); floor 1.7 at 0.8 of the lowest.
+    ratio = assert_ratio(fast, reference, at_least=1.7, rounds=5, warmup=1, devices=D, model="lenet5",
                          device_steps=2 * D, machine="2-core CPU, 1 intra-op thread")
     (sb, rb), (se, re) = out[0.0], out[None]
     assert rb.device_steps == re.device_steps == 2 * D

@@ -13,7 +13,6 @@ from rich.table import Table
 from dflbench.errors import UserError
 from dflbench.methods.registry import METHODS, list_methods, parse_method_option
 from dflbench.recipes.aedfl import AEDFLRunConfig, run_aedfl, write_results
-from dflbench.recipes.aedfl_distributed import run_aedfl_distributed
 from dflbench.recipes.config import explicit_params, with_config_file
 from dflbench.runtime.backend import check_runtime
 
@@ -144,6 +143,8 @@ def aedfl(
     cfg = with_config_file(AEDFLRunConfig, config, fields,
                            {PARAM_FIELDS.get(p, p) for p in explicit_params(ctx)})
     if check_runtime(runtime) == "distributed":
+        from dflbench.recipes.aedfl_distributed import run_aedfl_distributed  # torch.distributed.rpc: only here
+
         results = run_aedfl_distributed(cfg)
         if results is None:  # ranks other than 0 write nothing
             return

@@ -1,14 +1,12 @@
-"""dflbench.engines."""
+"""dflbench.engines (names imported on first use: `dflbench.lazy`)."""
 
-from .async_sim import AsyncConfig, AsyncMethod, AsyncSimulator, Message, RunResult
-from .async_stacked import DeviceData, StackedModel
-from .coordinator import Coordinator, FaultConfig
-from .devices import DeviceProfiles, load_profiles, sample_profiles
-from .sampling import NodeSampler
-from .sync import SyncConfig, SyncResult, SyncSimulator, TailInputs
+from dflbench.lazy import lazy_exports
 
-__all__ = [
-    "AsyncConfig", "AsyncMethod", "AsyncSimulator", "Message", "RunResult", "DeviceData", "StackedModel",
-    "Coordinator", "FaultConfig", "DeviceProfiles", "load_profiles", "sample_profiles", "NodeSampler",
-    "SyncConfig", "SyncResult", "SyncSimulator", "TailInputs",
-]
+__getattr__, __all__ = lazy_exports(__name__, {
+    "async_sim": ("AsyncConfig", "AsyncMethod", "AsyncSimulator", "Message", "RunResult"),
+    "async_stacked": ("DeviceData", "StackedModel"),
+    "coordinator": ("Coordinator", "FaultConfig"),
+    "devices": ("DeviceProfiles", "load_profiles", "sample_profiles"),
+    "sampling": ("NodeSampler",),
+    "sync": ("SyncConfig", "SyncResult", "SyncSimulator", "TailInputs"),
+})

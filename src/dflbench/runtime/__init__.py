@@ -1,5 +1,6 @@
 """dflbench.runtime: the torch.distributed runtime: the simulator's algorithms across processes and hosts,
-launched with torchrun. A library the recipes choose; it never imports a recipe.
+launched with torchrun. A library the recipes choose; it never imports a recipe. Names are imported on first
+use (`dflbench.lazy`).
 
 - `DistributedCommunicator` (`comm`): the dflbench.mixing Communicator over point-to-point `batch_isend_irecv`;
   `DistributedSyncSimulator` (`sync`) runs the synchronous algorithms (P2P-FT, DGD, GT-DGD) with it.
@@ -9,14 +10,13 @@ launched with torchrun. A library the recipes choose; it never imports a recipe.
   `spawn_local` (`launch`) starts local ranks as torchrun does, for tests and benchmarks.
 """
 
-from .async_node import AsyncNode, AsyncRuntimeConfig
-from .backend import DistEnv, check_runtime, choose_backend, destroy_process_group, init_process_group, node_placement
-from .comm import DistributedCommunicator
-from .launch import spawn_local
-from .sync import DistributedSyncSimulator
+from dflbench.lazy import lazy_exports
 
-__all__ = [
-    "AsyncNode", "AsyncRuntimeConfig", "DistEnv", "DistributedCommunicator", "DistributedSyncSimulator",
-    "check_runtime", "choose_backend", "destroy_process_group", "init_process_group", "node_placement",
-    "spawn_local",
-]
+__getattr__, __all__ = lazy_exports(__name__, {
+    "async_node": ("AsyncNode", "AsyncRuntimeConfig"),
+    "backend": ("DistEnv", "check_runtime", "choose_backend", "destroy_process_group", "init_process_group",
+                "node_placement"),
+    "comm": ("DistributedCommunicator",),
+    "launch": ("spawn_local",),
+    "sync": ("DistributedSyncSimulator",),
+})
