@@ -101,3 +101,52 @@ def test_the_clock_charges_the_modules_work(aedfl_sim):
     extra = work - work0
     assert (extra > gradient_macs(mfp, b) + 2 * forward_macs(mfp, b)).all()
     assert (sim.work_time(torch.arange(4), extra) > 0).all()
+
+
+def test_lambda_step_follows_a_finite_difference_of_the_aggregated_loss(aedfl_sim):
+    """Eq. 4.8 in the step: lambda moves by -eta * dF/dlambda / max|dF/dlambda|, dF/dlambda_j the derivative of the
+    loss on the held-back minibatch at the aggregate (eq. 4.9 with eq. 4.6-4.7), here by central differences in
+    float64; the neighbours' lambdas move by different amounts."""
+    import copy
+
+    import torch.nn.functional as F
+    from torch.nn.utils import vector_to_parameters
+
+    from dflbench.aggregation import dynamic_weights
+    from dflbench.methods.aedfl.step import HELD_BACK
+
+    sim = aedfl_sim(make_method("aedfl-dwu", {"lambda_lr": 0.3}), D=8, max_updates=5)
+    m = sim.method
+    m.setup(sim)
+    d = 0
+    g = torch.Generator().manual_seed(4)
+    senders = sim.topology.in_neighbors(d)[:2]
+    for j, (loss, samples) in zip(senders, [(0.7, 20), (2.0, 50)]):
+        model = sim.x[d] + 0.05 * torch.randn(sim.P, generator=g)
+        m.on_arrive(sim, Message(j, d, ModelMessage(model, None, loss, samples, 1, None), 0, 0.0))
+    slots = [int(m.cache.slots.slot_of[d, j]) for j in senders]
+    lam0 = m.step.dwu.lam[d].clone()
+    x_half, train_loss, _ = local_sgd(sim.net, sim.data, torch.tensor([d]), sim.t[[d]], sim.x[[d]], steps=1,
+                                      lr=sim.cfg.lr, batch_size=sim.cfg.batch_size, seed=sim.cfg.seed)
+    m.on_complete(sim, torch.tensor([d]), torch.tensor([0.0], dtype=torch.float64))
+    xb, yb = sim.data.batch(torch.tensor([d]), torch.tensor([1]), HELD_BACK, sim.cfg.batch_size, sim.cfg.seed)
+    models = torch.stack([x_half[0]] + [m.cache.models[d, k] for k in slots]).double()
+    samples = torch.tensor([float(sim.data.sizes[d]), 20.0, 50.0], dtype=torch.float64)
+    stale = torch.ones(3, dtype=torch.float64)                      # local: the floor 1; both arrived at t = 0
+    losses = torch.tensor([float(train_loss[0]), 0.7, 2.0], dtype=torch.float64)
+    net = copy.deepcopy(sim.net.template).double().train()
+
+    def f(lam):
+        w = dynamic_weights(lam, samples, stale, losses, config=m.cfg.weights)
+        vector_to_parameters(w @ models, net.parameters())
+        with torch.no_grad():
+            return float(F.cross_entropy(net(xb[0].double()), yb[0]))
+
+    lam = torch.cat([lam0[:1], lam0[[k + 1 for k in slots]]]).double()
+    h = 1e-5
+    fd = torch.tensor([(f(lam + h * e) - f(lam - h * e)) / (2 * h) for e in torch.eye(3, dtype=torch.float64)[1:]])
+    expected = lam[1:] - 0.3 * fd / fd.abs().max()
+    got = m.step.dwu.lam[d, [k + 1 for k in slots]].double()
+    torch.testing.assert_close(got, expected, rtol=0, atol=2e-3)
+    assert (got - lam[1:]).abs().max() == pytest.approx(0.3, abs=1e-6)       # the most sensitive moves by eta
+    assert abs(float((got - lam[1:])[0] - (got - lam[1:])[1])) > 1e-3        # spread across neighbours
