@@ -83,7 +83,8 @@ def test_ablation_switches():
 def test_no_option_is_swallowed():
     with pytest.raises(ValueError, match=r"method 'ad-psgd' has no option 'buffer'; valid: none"):
         make_method("ad-psgd", {"buffer": 2})
-    with pytest.raises(ValueError, match=r"method 'fedavg' has no option 'mu'; valid: fraction: float = 0.1$"):
+    with pytest.raises(ValueError,
+                       match=r"method 'fedavg' has no option 'mu'; valid: fraction: float = 0.1, rounds: int = 0$"):
         make_method("fedavg", {"mu": 0.1})
     with pytest.raises(ValueError, match=r"has no option 'prune_every'; valid: every: int = 10, until: int = 10000"):
         make_method("aedfl", {"prune_every": 2})
@@ -209,7 +210,7 @@ def test_cli_method_options_are_recorded(aedfl_npz, tmp_path):
     assert res.exit_code == 0, res.output
     results = json.loads((out / "results.json").read_text())
     runs = {r["method"]: r["options"] for r in results["runs"]}
-    assert runs == {"fedbuff": {"buffer": 3, "server_lr": 0.5}, "fedavg": {"fraction": 0.1},
+    assert runs == {"fedbuff": {"buffer": 3, "server_lr": 0.5}, "fedavg": {"fraction": 0.1, "rounds": 0},
                     "aedfl-p": {"every": 2, "until": 10000, "min_rate": 0.4, "max_rate": 0.6, "C": 4.0,
                                 "hutchinson": 1, "damping": 0.001}}
     assert results["config"]["method_options"] == {"aedfl-p": {"every": 2, "C": 4.0},

@@ -1,0 +1,105 @@
+"""The server baselines of AEDFL Table 1 against per-client reference loops (plain nn.Module, autograd): round
+counting, FedProx's partial work, FedNova's normalised average, FedBuff's buffer, SAFA's lag tolerance, FedSA's
+bounded compensation and adaptive M, ASO-Fed, Sageflow, Port."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dflbench.aggregation import rules
+from dflbench.methods.registry import make_method
+from dflbench.models import make_model
+
+
+def ref_local(sim, d: int, x0: torch.Tensor, t: int, steps: int, lr: float, mu: float = 0.0):
+    """Device d's local update from x0 as a plain loop: `steps` SGD steps on its minibatches keyed (d, t, step), with
+    FedProx's proximal gradient mu (w - x0) when mu > 0."""
+    model = make_model("lenet5", 4, 1, 16)
+    torch.nn.utils.vector_to_parameters(x0.clone(), model.parameters())
+    for s in range(steps):
+        model.zero_grad()
+        xb, yb = sim.data.batch(torch.tensor([d]), torch.tensor([t]), s, sim.cfg.batch_size, sim.cfg.seed)
+        w = torch.nn.utils.parameters_to_vector(model.parameters())
+        loss = F.cross_entropy(model(xb[0]), yb[0]) + 0.5 * mu * ((w - x0) ** 2).sum()
+        loss.backward()
+        with torch.no_grad():
+            for p in model.parameters():
+                p -= lr * p.grad
+    return torch.nn.utils.parameters_to_vector(model.parameters()).detach()
+
+
+def ref_fedavg_rounds(sim, rounds: int) -> torch.Tensor:
+    """FedAvg with every device in every round (C = 1): x <- sum_k p_k x_k(x), `rounds` times."""
+    x, s = sim.net.init.clone(), sim.data.sizes.double()
+    for r in range(rounds):
+        locals_ = torch.stack([ref_local(sim, d, x, r, sim.cfg.local_steps, sim.cfg.lr) for d in range(sim.D)])
+        x = (s / s.sum()).to(x.dtype) @ locals_
+    return x
+
+
+@pytest.mark.parametrize("T", [1, 3])
+def test_fedavg_T_updates_give_T_averages_in_the_final_model(aedfl_sim, T):
+    sim = aedfl_sim(make_method("fedavg", {"fraction": 1.0}), max_updates=T)
+    res = sim.run()
+    m = sim.method
+    assert m.version == m.round == T and sim.t.tolist() == [T] * 4 and res.stop_reason == "max updates"
+    torch.testing.assert_close(m.xg, ref_fedavg_rounds(sim, T), rtol=1e-4, atol=1e-6)
+    assert not torch.equal(m.xg, sim.net.init)                       # T = 1: the reported model is trained
+
+
+def test_fedavg_R_rounds_with_fraction_train_R_ceil_fn_updates(aedfl_sim):
+    sim = aedfl_sim(make_method("fedavg", {"fraction": 0.3, "rounds": 5}), max_updates=100, D=8)
+    res = sim.run()
+    m = math.ceil(0.3 * 8)
+    assert res.stop_reason == "5 rounds" and sim.method.version == 5
+    assert int(sim.t.sum()) == res.device_steps == 5 * m
+    assert sim.t.max() <= 5                                           # without replacement: at most once a round
+
+
+def test_fedavg_time_budget_trains_no_round_it_discards(aedfl_sim):
+    sim = aedfl_sim(make_method("fedavg", {"fraction": 0.5}), max_updates=None, time_budget=0.05)
+    res = sim.run()
+    m = sim.method
+    assert res.stop_reason == "time budget" and m.round == m.version >= 2 and m.pending is None
+    assert res.device_steps == int(sim.t.sum())
+
+
+def test_fedavg_samples_ceil_of_the_fraction():
+    from dflbench.methods.server.fedavg import sample_size
+
+    assert [sample_size(0.1, 30), sample_size(0.1, 31), sample_size(0.01, 5), sample_size(1.0, 7)] == [3, 4, 1, 7]
+
+
+def test_fedprox_partial_work_and_proximal_term_match_the_loop(aedfl_sim):
+    """One round, all devices, local_steps 4: stragglers run fewer steps; each local model is the plain loop on
+    F_k + mu/2 ||w - w^t||^2, and the average is FedAvg's."""
+    sim = aedfl_sim(make_method("fedprox", {"fraction": 1.0, "mu": 0.5, "stragglers": 0.5}), max_updates=1,
+                    local_steps=4, D=6)
+    m = sim.method
+    m.setup(sim)
+    steps = m.local_steps(sim, torch.arange(6))
+    assert (steps >= 1).all() and (steps <= 4).all() and (steps < 4).any() and (steps == 4).any()
+    m.on_round(sim, None)
+    locals_ = torch.stack([ref_local(sim, d, m.xg, 0, int(steps[d]), sim.cfg.lr, mu=0.5) for d in range(6)])
+    torch.testing.assert_close(m.pending, rules.fedavg(locals_, sim.data.sizes.double()), rtol=1e-4, atol=1e-6)
+    assert sim.device_steps == int(steps.sum())
+
+
+def test_fednova_equals_fedavg_with_equal_tau_and_differs_otherwise(aedfl_sim):
+    sim = aedfl_sim(make_method("fednova", {"fraction": 1.0}), max_updates=1, local_steps=2)
+    m = sim.method
+    m.setup(sim)
+    devs = torch.arange(4)
+    x = m.xg + 0.01 * torch.randn(4, sim.P, generator=torch.Generator().manual_seed(1))
+    equal = torch.full((4,), 3)
+    torch.testing.assert_close(m.aggregate(x, devs, equal), rules.fedavg(x, m.sizes), rtol=1e-5, atol=1e-7)
+    tau = m.local_steps(sim, devs)
+    assert len(set(tau.tolist())) > 1                                  # unequal data: unequal tau_k
+    p = (m.sizes / m.sizes.sum()).to(x.dtype)
+    tau_eff = float((p * tau).sum())
+    ref = m.xg - tau_eff * sum(p[k] * (m.xg - x[k]) / tau[k] for k in range(4))
+    nova = m.aggregate(x, devs, tau)
+    torch.testing.assert_close(nova, ref, rtol=1e-5, atol=1e-7)
+    assert (nova - rules.fedavg(x, m.sizes)).abs().max() > 1e-4
