@@ -6,31 +6,12 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from dflbench.aggregation import rules
 from dflbench.methods.registry import make_method
-from dflbench.models import make_model
 
 
-def ref_local(sim, d: int, x0: torch.Tensor, t: int, steps: int, lr: float, mu: float = 0.0):
-    """Device d's local update from x0 as a plain loop: `steps` SGD steps on its minibatches keyed (d, t, step), with
-    FedProx's proximal gradient mu (w - x0) when mu > 0."""
-    model = make_model("lenet5", 4, 1, 16)
-    torch.nn.utils.vector_to_parameters(x0.clone(), model.parameters())
-    for s in range(steps):
-        model.zero_grad()
-        xb, yb = sim.data.batch(torch.tensor([d]), torch.tensor([t]), s, sim.cfg.batch_size, sim.cfg.seed)
-        w = torch.nn.utils.parameters_to_vector(model.parameters())
-        loss = F.cross_entropy(model(xb[0]), yb[0]) + 0.5 * mu * ((w - x0) ** 2).sum()
-        loss.backward()
-        with torch.no_grad():
-            for p in model.parameters():
-                p -= lr * p.grad
-    return torch.nn.utils.parameters_to_vector(model.parameters()).detach()
-
-
-def ref_fedavg_rounds(sim, rounds: int) -> torch.Tensor:
+def ref_fedavg_rounds(sim, rounds: int, ref_local) -> torch.Tensor:
     """FedAvg with every device in every round (C = 1): x <- sum_k p_k x_k(x), `rounds` times."""
     x, s = sim.net.init.clone(), sim.data.sizes.double()
     for r in range(rounds):
@@ -40,12 +21,12 @@ def ref_fedavg_rounds(sim, rounds: int) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("T", [1, 3])
-def test_fedavg_T_updates_give_T_averages_in_the_final_model(aedfl_sim, T):
+def test_fedavg_T_updates_give_T_averages_in_the_final_model(aedfl_sim, ref_local, T):
     sim = aedfl_sim(make_method("fedavg", {"fraction": 1.0}), max_updates=T)
     res = sim.run()
     m = sim.method
     assert m.version == m.round == T and sim.t.tolist() == [T] * 4 and res.stop_reason == "max updates"
-    torch.testing.assert_close(m.xg, ref_fedavg_rounds(sim, T), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(m.xg, ref_fedavg_rounds(sim, T, ref_local), rtol=1e-4, atol=1e-6)
     assert not torch.equal(m.xg, sim.net.init)                       # T = 1: the reported model is trained
 
 
@@ -72,7 +53,7 @@ def test_fedavg_samples_ceil_of_the_fraction():
     assert [sample_size(0.1, 30), sample_size(0.1, 31), sample_size(0.01, 5), sample_size(1.0, 7)] == [3, 4, 1, 7]
 
 
-def test_fedprox_partial_work_and_proximal_term_match_the_loop(aedfl_sim):
+def test_fedprox_partial_work_and_proximal_term_match_the_loop(aedfl_sim, ref_local):
     """One round, all devices, local_steps 4: stragglers run fewer steps; each local model is the plain loop on
     F_k + mu/2 ||w - w^t||^2, and the average is FedAvg's."""
     sim = aedfl_sim(make_method("fedprox", {"fraction": 1.0, "mu": 0.5, "stragglers": 0.5}), max_updates=1,
