@@ -96,7 +96,7 @@ def test_no_option_is_swallowed():
     ("sageflow", {"gamma": 1.5}, r"gamma must be in \(0, 1\]"),
     ("port", {"staleness_bound": -1}, "staleness_bound must be > 0"),
     ("safa", {"lag_tolerance": -1}, "lag_tolerance must be >= 0"),
-    ("fedsa", {"tau0": -1}, "tau0 must be >= 0"),
+    ("fedsa", {"tau0": -1}, "tau0 must be > 0"),
     ("fedprox", {"mu": -0.1}, "mu must be >= 0"),
     ("dispfl", {"alpha": 1.0}, r"alpha in \[0, 1\)"),
     ("aedfl", {"C": 0.5}, "C >= 1"),

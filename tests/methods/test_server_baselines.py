@@ -84,3 +84,61 @@ def test_fednova_equals_fedavg_with_equal_tau_and_differs_otherwise(aedfl_sim):
     nova = m.aggregate(x, devs, tau)
     torch.testing.assert_close(nova, ref, rtol=1e-5, atol=1e-7)
     assert (nova - rules.fedavg(x, m.sizes)).abs().max() > 1e-4
+
+
+def record_server_steps(m):
+    """Wrap `m.apply` to record the server version after each arrival."""
+    versions, apply = [], m.apply
+
+    def recording(sim, d, xk, tau):
+        apply(sim, d, xk, tau)
+        versions.append(m.version)
+
+    m.apply = recording
+    return versions
+
+
+def test_fedbuff_steps_exactly_every_K_arrivals_with_the_discounted_mean_delta(aedfl_sim):
+    m = make_method("fedbuff", {"buffer": 3, "server_lr": 0.7})
+    sim = aedfl_sim(m, max_updates=3)
+    versions = record_server_steps(m)
+    checked, aggregate = [], m.aggregate
+
+    def reference_checked(sim_, devs, models, taus):
+        new = aggregate(sim_, devs, models, taus)
+        ref = m.xg.clone()
+        for k in range(len(devs)):                                       # x + eta_g / K sum_k (1 + tau_k)^-1/2 Delta_k
+            ref += 0.7 / 3 * (models[k] - m.start[int(devs[k])]) / math.sqrt(1 + float(taus[k]))
+        torch.testing.assert_close(new, ref, rtol=1e-5, atol=1e-7)
+        checked.append(float(taus.max()))
+        return new
+
+    m.aggregate = reference_checked
+    sim.run()
+    assert len(versions) == 12 and versions == [(k + 1) // 3 for k in range(12)]
+    assert max(checked) > 0                                              # stale deltas were discounted too
+
+
+def test_fedsa_compensation_is_bounded_and_M_adapts(aedfl_sim):
+    sim = aedfl_sim(make_method("fedsa", {"buffer": 2, "lr_bound": 1.5, "tau0": 2.0}), max_updates=6, D=6)
+    m = sim.method
+    lrs, client_lr = [], m.client_lr
+    m.client_lr = lambda sim_, devs: lrs.append(client_lr(sim_, devs)) or lrs[-1]
+    Ks, aggregate = [], m.aggregate
+    m.aggregate = lambda sim_, devs, models, taus: Ks.append((len(devs), float(taus.mean()))) or aggregate(
+        sim_, devs, models, taus)
+    sim.run()
+    lr = torch.cat(lrs)
+    assert lr.max() <= 1.5 * sim.cfg.lr * (1 + 1e-6) and lr.min() >= sim.cfg.lr / 1.5 * (1 - 1e-6)
+    assert (lr != sim.cfg.lr).any()                                     # compensation acts
+    from dflbench.methods.server.fedsa import adapt_m
+
+    for (k, tau), (k_next, _) in zip(Ks, Ks[1:]):                       # each buffer has the M the last one chose
+        assert k_next == adapt_m(k, tau, 2.0, 6)
+    assert len({k for k, _ in Ks}) > 1
+
+
+def test_fedsa_rates_without_bound_exceed_it():
+    many = torch.tensor([50.0, 1, 1, 1])
+    assert rules.fedsa_learning_rates(1.0, many).max() > 3
+    assert rules.fedsa_learning_rates(1.0, many, bound=2.0).max() == 2.0

@@ -3,7 +3,8 @@ the global model, evaluated as THE model of the run, and the asynchronous protoc
 
 Asynchronous (`AsyncServer`): a device trains from the last global model it received (`client_lr` may scale its
 step), uploads, and waits for the server's reply (the current global model; none once it has done T =
-`max_updates` updates) before its next update. Staleness tau = server version now - the version the device
+`max_updates` updates) before its next update. An update counts towards T when its upload reaches the server, so
+the run (which stops once every device has T) ends after the last upload is applied, not while it is in flight. Staleness tau = server version now - the version the device
 started from; `apply(d, x_k, tau)` is the rule's server step for one arrival. `BufferedServer` collects K =
 `buffer` arrivals and hands them to `aggregate` at once (one server version per buffer).
 The synchronous protocol (rounds) is FedAvg's (`fedavg.py`); FedProx and FedNova change its local step and its
@@ -66,7 +67,6 @@ class AsyncServer(ServerMethod):
 
     def on_complete(self, sim: AsyncSimulator, devs: torch.Tensor, times: torch.Tensor) -> None:
         x, loss, _ = sim.local_sgd(devs, sim.x[devs], lr=self.client_lr(sim, devs))
-        sim.t[devs] += 1
         sim.loss[devs] = loss
         sim.x[devs] = x
         nbytes = sim.model_bytes()
@@ -86,6 +86,7 @@ class AsyncServer(ServerMethod):
             return
         d, xk, v = msg.src, msg.payload["x"], msg.payload["version"]
         tau = self.version - v
+        sim.t[d] += 1                                                # the update counts once the server has it
         self.participation[d] += 1
         self.staleness_sum[d] += tau
         self.apply(sim, d, xk, tau)
@@ -116,15 +117,17 @@ class BufferOptions:
 
 
 class BufferedServer(AsyncServer):
-    """Every K = `options.buffer` arrivals, `aggregate` them into the new global model (one version)."""
+    """Every K arrivals (`self.K`: `options.buffer`; FedSA adapts it), `aggregate` them into the new global model
+    (one version)."""
 
     def setup(self, sim: AsyncSimulator) -> None:
         self.buf: list[tuple[int, torch.Tensor, int]] = []
+        self.K = self.options.buffer
         super().setup(sim)
 
     def apply(self, sim: AsyncSimulator, d: int, xk: torch.Tensor, tau: int) -> None:
         self.buf.append((d, xk, tau))
-        if len(self.buf) < self.options.buffer:
+        if len(self.buf) < self.K:
             return
         devs = torch.tensor([b[0] for b in self.buf])
         models = torch.stack([b[1] for b in self.buf])
