@@ -4,9 +4,10 @@ the global model, evaluated as THE model of the run, and the asynchronous protoc
 Asynchronous (`AsyncServer`): a device trains from the last global model it received (`client_lr` may scale its
 step), uploads, and waits for the server's reply (the current global model; none once it has done T =
 `max_updates` updates) before its next update. An update counts towards T when its upload reaches the server, so
-the run (which stops once every device has T) ends after the last upload is applied, not while it is in flight. Staleness tau = server version now - the version the device
-started from; `apply(d, x_k, tau)` is the rule's server step for one arrival. `BufferedServer` collects K =
-`buffer` arrivals and hands them to `aggregate` at once (one server version per buffer).
+the run (which stops once every device has T) ends after the last upload is applied, not while it is in flight.
+Staleness tau = server version now - the version the device started from; `apply(d, x_k, tau)` is the rule's
+server step for one arrival. `BufferedServer` collects K = `buffer` arrivals and hands them to `aggregate` at once
+(one server version per buffer); arrivals still buffered when the run stops are not applied.
 The synchronous protocol (rounds) is FedAvg's (`fedavg.py`); FedProx and FedNova change its local step and its
 average.
 """
