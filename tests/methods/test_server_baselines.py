@@ -142,3 +142,32 @@ def test_fedsa_rates_without_bound_exceed_it():
     many = torch.tensor([50.0, 1, 1, 1])
     assert rules.fedsa_learning_rates(1.0, many).max() > 3
     assert rules.fedsa_learning_rates(1.0, many, bound=2.0).max() == 2.0
+
+
+def test_safa_drops_uploads_beyond_the_lag_tolerance_and_syncs_at_the_quota(aedfl_sim):
+    """Rounds end at the quota ceil(0.5 * 6) = 3; the global model is the per-device loop over the cache with every
+    entry lagging more than tau = 1 replaced by the global model; some buffered uploads were dropped so."""
+    m = make_method("safa", {"fraction": 0.5, "lag_tolerance": 1.0})
+    sim = aedfl_sim(m, max_updates=6, D=6)
+    dropped, sizes, aggregate = [], [], m.aggregate
+
+    def reference_checked(sim_, devs, models, taus):
+        new = aggregate(sim_, devs, models, taus)
+        p = m.sizes / m.sizes.sum()
+        ref = torch.zeros_like(m.xg)
+        for k in range(sim_.D):
+            lag = m.version - int(m.cache_base[k])
+            ref += float(p[k]) * (m.cache[k] if lag <= 1 else m.xg)
+        torch.testing.assert_close(new, ref, rtol=1e-5, atol=1e-7)
+        dropped.extend(d for d in devs.tolist() if m.version - int(m.cache_base[d]) > 1)
+        sizes.append(len(devs))
+        return new
+
+    m.aggregate = reference_checked
+    replies = []
+    reply = m._reply
+    m._reply = lambda sim_, d: replies.append((sim_.now, d, m.version)) or reply(sim_, d)
+    sim.run()
+    assert sizes.count(3) >= len(sizes) - 1 and dropped                  # quota rounds; stale uploads dropped
+    assert all(v >= 1 for _, _, v in replies)                            # devices get the model at a round's end
+    assert int(sim.t.sum()) == 36

@@ -91,8 +91,11 @@ class AsyncServer(ServerMethod):
         self.participation[d] += 1
         self.staleness_sum[d] += tau
         self.apply(sim, d, xk, tau)
-        if not sim.below_limit()[d]:                                  # the device has done its T updates
-            return
+        if sim.below_limit()[d]:                                      # else the device has done its T updates
+            self.answer(sim, d)
+
+    def answer(self, sim: AsyncSimulator, d: int) -> None:
+        """After device `d`'s upload is applied: send it the global model (SAFA defers this to its round's end)."""
         self._reply(sim, d)
 
     def _reply(self, sim: AsyncSimulator, d: int) -> None:
@@ -118,18 +121,25 @@ class BufferOptions:
 
 
 class BufferedServer(AsyncServer):
-    """Every K arrivals (`self.K`: `options.buffer`; FedSA adapts it), `aggregate` them into the new global model
+    """Every K arrivals (`self.K`: `buffer_size`; FedSA adapts it), `aggregate` them into the new global model
     (one version)."""
 
     def setup(self, sim: AsyncSimulator) -> None:
         self.buf: list[tuple[int, torch.Tensor, int]] = []
-        self.K = self.options.buffer
+        self.K = self.buffer_size(sim)
         super().setup(sim)
+
+    def buffer_size(self, sim: AsyncSimulator) -> int:
+        """The initial K: `options.buffer`."""
+        return self.options.buffer
 
     def apply(self, sim: AsyncSimulator, d: int, xk: torch.Tensor, tau: int) -> None:
         self.buf.append((d, xk, tau))
-        if len(self.buf) < self.K:
-            return
+        if len(self.buf) >= self.K:
+            self.flush(sim)
+
+    def flush(self, sim: AsyncSimulator) -> None:
+        """Aggregate the buffered arrivals into a new global model version and empty the buffer."""
         devs = torch.tensor([b[0] for b in self.buf])
         models = torch.stack([b[1] for b in self.buf])
         taus = torch.tensor([float(b[2]) for b in self.buf], dtype=torch.float64)
