@@ -6,9 +6,11 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from dflbench.aggregation import rules
 from dflbench.methods.registry import make_method
+from dflbench.models import make_model
 
 
 def ref_fedavg_rounds(sim, rounds: int, ref_local) -> torch.Tensor:
@@ -171,3 +173,32 @@ def test_safa_drops_uploads_beyond_the_lag_tolerance_and_syncs_at_the_quota(aedf
     assert sizes.count(3) >= len(sizes) - 1 and dropped                  # quota rounds; stale uploads dropped
     assert all(v >= 1 for _, _, v in replies)                            # devices get the model at a round's end
     assert int(sim.t.sum()) == 36
+
+
+def test_sageflow_filters_by_entropy_and_weights_by_loss_and_staleness(aedfl_sim):
+    sim = aedfl_sim(make_method("sageflow", {"buffer": 4, "gamma": 0.6, "public_samples": 40,
+                                             "entropy_threshold": 0.9995}), max_updates=1)
+    m = sim.method
+    m.setup(sim)
+    g = torch.Generator().manual_seed(5)
+    models = m.xg + 0.05 * torch.randn(4, sim.P, generator=g)
+    models[3] = 0                                                        # predicts uniformly: entropy log C
+    devs, taus = torch.arange(4), torch.tensor([0.0, 2.0, 0.0, 0.0], dtype=torch.float64)
+    new = m.aggregate(sim, devs, models, taus)
+    ent, loss = [], []
+    for k in range(4):                                                   # per-model loop on the public set
+        model = make_model("lenet5", 4, 1, 16).eval()
+        torch.nn.utils.vector_to_parameters(models[k].clone(), model.parameters())
+        with torch.no_grad():
+            logp = model(m.x_pub).log_softmax(-1)
+        ent.append(float(-(logp.exp() * logp).sum(-1).mean() / math.log(4)))
+        loss.append(float(F.nll_loss(logp, m.y_pub)))
+    assert max(ent[:3]) < 0.9995 < ent[3]
+    s = m.sizes
+    w = [float(s[k]) / loss[k] for k in range(3)]
+    fresh = (w[0] * models[0] + w[2] * models[2]) / (w[0] + w[2])        # group tau = 0 (model 3 dropped)
+    a0, a2 = float(s[0] + s[2]), float(s[1]) / 3                          # S_g / (1 + g)
+    z = (a0 * fresh + a2 * models[1]) / (a0 + a2)
+    torch.testing.assert_close(new, 0.4 * m.xg + 0.6 * z, rtol=1e-4, atol=1e-6)
+    models[:] = 0
+    assert torch.equal(m.aggregate(sim, devs, models, taus), m.xg)       # all dropped: the global model stays

@@ -71,6 +71,11 @@ class StackedModel:
         return loss, g
 
     @torch.no_grad()
+    def logits(self, flat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Logits `[B, n, C]` of every model in `flat [B, P]` on the shared inputs `x [n, ...]`."""
+        self.module.eval()
+        return self._logits(flat, x)
+
     def accuracy_and_loss(self, flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
                           chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
         """Accuracy `[B]` and mean loss `[B]` of every model in `flat [B, P]` on the shared set `x [N, ...]`."""
