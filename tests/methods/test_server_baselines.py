@@ -202,3 +202,35 @@ def test_sageflow_filters_by_entropy_and_weights_by_loss_and_staleness(aedfl_sim
     torch.testing.assert_close(new, 0.4 * m.xg + 0.6 * z, rtol=1e-4, atol=1e-6)
     models[:] = 0
     assert torch.equal(m.aggregate(sim, devs, models, taus), m.xg)       # all dropped: the global model stays
+
+
+def minibatch_grad(sim, d: int, w: torch.Tensor, t: int, step: int) -> torch.Tensor:
+    """The autograd gradient of device d's minibatch (d, t, step) loss at w (the `aedfl_sim` LeNet-5)."""
+    model = make_model("lenet5", 4, 1, 16)
+    torch.nn.utils.vector_to_parameters(w.clone(), model.parameters())
+    xb, yb = sim.data.batch(torch.tensor([d]), torch.tensor([t]), step, sim.cfg.batch_size, sim.cfg.seed)
+    F.cross_entropy(model(xb[0]), yb[0]).backward()
+    return torch.cat([p.grad.flatten() for p in model.parameters()])
+
+
+def test_aso_fed_decayed_surrogate_steps_match_the_loop(aedfl_sim, ref_local):
+    """Two local steps of device 1 against the written-out recursion; lambda = beta = 0 is plain SGD."""
+    lam, beta, lr = 0.3, 0.6, 0.05
+    sim = aedfl_sim(make_method("aso-fed", {"lam": lam, "beta": beta}), local_steps=2)
+    m = sim.method
+    m.setup(sim)
+    dev = torch.tensor([1])
+    wg = m.start[1].clone()
+    x, _, _ = sim.local_sgd(dev, sim.x[dev], grad_fn=m.grad_fn(sim, dev))
+    w, g_prev, h = wg.clone(), torch.zeros_like(wg), torch.zeros_like(wg)
+    for s in range(2):
+        g = minibatch_grad(sim, 1, w, 0, s) + lam * (w - wg)
+        h = beta * h + (1 - beta) * g_prev
+        w = w - lr * (g - g_prev + h)
+        g_prev = g
+    torch.testing.assert_close(x[0], w, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(m.g_prev[1], g_prev, rtol=1e-4, atol=1e-6)
+    plain = aedfl_sim(make_method("aso-fed", {"lam": 0.0, "beta": 0.0}), local_steps=2)
+    plain.method.setup(plain)
+    x0, _, _ = plain.local_sgd(dev, plain.x[dev], grad_fn=plain.method.grad_fn(plain, dev))
+    torch.testing.assert_close(x0[0], ref_local(plain, 1, plain.x[1], 0, 2, lr), rtol=1e-4, atol=1e-6)

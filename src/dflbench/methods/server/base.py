@@ -2,9 +2,10 @@
 the global model, evaluated as THE model of the run, and the asynchronous protocol of the buffered rules.
 
 Asynchronous (`AsyncServer`): a device trains from the last global model it received (`client_lr` may scale its
-step), uploads, and waits for the server's reply (the current global model; none once it has done T =
-`max_updates` updates) before its next update. An update counts towards T when its upload reaches the server, so
-the run (which stops once every device has T) ends after the last upload is applied, not while it is in flight.
+step, `grad_fn` change its gradients), uploads, and waits for the server's reply (the current global model; none
+once it has done T = `max_updates` updates) before its next update. An update counts towards T when its upload
+reaches the server, so the run (which stops once every device has T) ends after the last upload is applied, not
+while it is in flight.
 Staleness tau = server version now - the version the device started from; `apply(d, x_k, tau)` is the rule's
 server step for one arrival. `BufferedServer` collects K = `buffer` arrivals and hands them to `aggregate` at once
 (one server version per buffer); arrivals still buffered when the run stops are not applied.
@@ -62,12 +63,16 @@ class AsyncServer(ServerMethod):
         """The learning rate of the devices `devs` for their next local update: the run's, by default."""
         return sim.cfg.lr
 
+    def grad_fn(self, sim: AsyncSimulator, devs: torch.Tensor):
+        """`g(x, g) -> g` changing the minibatch gradients `[B, P]` of the devices `devs`; None: plain SGD."""
+        return None
+
     @abstractmethod
     def apply(self, sim: AsyncSimulator, d: int, xk: torch.Tensor, tau: int) -> None:
         """The server step for device `d`'s upload `xk` of staleness `tau`."""
 
     def on_complete(self, sim: AsyncSimulator, devs: torch.Tensor, times: torch.Tensor) -> None:
-        x, loss, _ = sim.local_sgd(devs, sim.x[devs], lr=self.client_lr(sim, devs))
+        x, loss, _ = sim.local_sgd(devs, sim.x[devs], lr=self.client_lr(sim, devs), grad_fn=self.grad_fn(sim, devs))
         sim.loss[devs] = loss
         sim.x[devs] = x
         nbytes = sim.model_bytes()
