@@ -234,3 +234,26 @@ def test_aso_fed_decayed_surrogate_steps_match_the_loop(aedfl_sim, ref_local):
     plain.method.setup(plain)
     x0, _, _ = plain.local_sgd(dev, plain.x[dev], grad_fn=plain.method.grad_fn(plain, dev))
     torch.testing.assert_close(x0[0], ref_local(plain, 1, plain.x[1], 0, 2, lr), rtol=1e-4, atol=1e-6)
+
+
+def test_cli_rounds_and_fraction_and_the_evaluation_size_in_every_table(aedfl_npz, tmp_path):
+    """`--method-opt fedavg.rounds=2 fedavg.fraction=0.5` on 6 devices trains 2 rounds of 3 devices; the table
+    and the CSV say how many test samples the accuracy is measured on (64 in the file, 40 used)."""
+    import csv
+    import json
+
+    from typer.testing import CliRunner
+
+    from dflbench.cli.main import app
+
+    out = tmp_path / "run"
+    res = CliRunner().invoke(app, ["aedfl", "--dataset", f"npz:{aedfl_npz}", "--devices", "6", "--methods", "fedavg",
+                                   "--max-updates", "50", "--batch-size", "8", "--eval-samples", "40",
+                                   "--method-opt", "fedavg.rounds=2", "--method-opt", "fedavg.fraction=0.5",
+                                   "--out", str(out)], env={"COLUMNS": "300"})
+    assert res.exit_code == 0, res.output
+    assert "Acc on 40 of 64 test samples" in res.output
+    (run,) = json.loads((out / "results.json").read_text())["runs"]
+    assert run["stop_reason"] == "2 rounds" and run["device_steps"] == 2 * 3 and run["eval_samples"] == 40
+    with open(out / "results.csv") as f:
+        assert next(csv.DictReader(f))["eval_samples"] == "40"

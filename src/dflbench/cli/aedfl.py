@@ -12,7 +12,7 @@ from rich.table import Table
 
 from dflbench.errors import UserError
 from dflbench.methods.registry import METHODS, list_methods, parse_method_option
-from dflbench.recipes.aedfl import AEDFLRunConfig, run_aedfl, write_results
+from dflbench.recipes.aedfl import AEDFLRunConfig, evaluated_samples, run_aedfl, write_results
 from dflbench.recipes.aedfl_distributed import run_aedfl_distributed
 from dflbench.runtime.backend import check_runtime
 
@@ -23,7 +23,8 @@ def results_table(results: dict) -> Table:
     """Table 1 layout: Acc, Time (virtual s to the target accuracy, '/' if never), MFP, plus MB sent."""
     cfg = results["config"]
     table = Table(title=f"{cfg['model']} on {cfg['dataset']}, {cfg['devices']} devices, "
-                        f"alpha {cfg['alpha']}, target {cfg['target_acc']}")
+                        f"alpha {cfg['alpha']}, target {cfg['target_acc']}, Acc on "
+                        f"{evaluated_samples(results)} of {results['data']['test_samples']} test samples")
     for col in ("method", "Acc", "Time", "MFP", "MB sent", "wall (s)"):
         table.add_column(col, justify="left" if col == "method" else "right")
     for r in results["runs"]:

@@ -133,6 +133,7 @@ def run_aedfl(cfg: AEDFLRunConfig, on_method_done: Callable[[dict, dict], None] 
                           device=cfg.device)
     faults = FaultConfig(prob=cfg.fault_prob, downtime=cfg.downtime)
     results = {"config": asdict(cfg), "data": info, "runs": []}
+    eval_n = evaluated_samples(results)
     for name in cfg.methods:
         torch.manual_seed(cfg.seed)
         model = build_model(cfg, info)
@@ -141,7 +142,7 @@ def run_aedfl(cfg: AEDFLRunConfig, on_method_done: Callable[[dict, dict], None] 
         res = sim.run()
         run = {"method": name, "accuracy": res.accuracy, "time_to_target": res.time_to(cfg.target_acc),
                "mflops": sim.method.mflops(sim), "bytes_sent": res.bytes_sent, "virtual_time": res.virtual_time,
-               "wall_time": res.wall_time, "device_steps": res.device_steps,
+               "eval_samples": eval_n, "wall_time": res.wall_time, "device_steps": res.device_steps,
                "steps_per_s": res.device_steps / max(res.wall_time, 1e-9), "messages": sim.messages,
                "dropped": sim.dropped, "stop_reason": res.stop_reason,
                "final_consensus": res.history[-1]["consensus"], "options": asdict(options), "history": res.history}
@@ -149,6 +150,13 @@ def run_aedfl(cfg: AEDFLRunConfig, on_method_done: Callable[[dict, dict], None] 
         if on_method_done is not None:
             on_method_done(run, results)
     return results
+
+
+def evaluated_samples(results: dict) -> int:
+    """The number of test samples every accuracy of `results` is measured on (the first `eval_samples` of the
+    shuffled test set, all of it when None)."""
+    n, total = results["config"]["eval_samples"], results["data"]["test_samples"]
+    return total if n is None else min(n, total)
 
 
 def write_results(results: dict, out: str | Path) -> dict[str, Path]:
@@ -163,7 +171,8 @@ def write_results(results: dict, out: str | Path) -> dict[str, Path]:
               for r in results["runs"]}
     try:
         paths["png"] = line_plot(out / "accuracy_vs_time.png", curves, "virtual time (s)", "mean test accuracy",
-                                 f"{cfg['model']} on {cfg['dataset']}, {cfg['devices']} devices", cfg["target_acc"])
+                                 f"{cfg['model']} on {cfg['dataset']}, {cfg['devices']} devices, accuracy on "
+                                 f"{evaluated_samples(results)} test samples", cfg["target_acc"])
     except Exception as exc:  # noqa: BLE001 - a picture must never lose the results written above
         traceback.print_exc(file=sys.stderr)
         print(f"warning: the accuracy figure failed ({type(exc).__name__}: {exc}); {paths['json']} is complete",
