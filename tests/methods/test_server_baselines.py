@@ -257,3 +257,22 @@ def test_cli_rounds_and_fraction_and_the_evaluation_size_in_every_table(aedfl_np
     assert run["stop_reason"] == "2 rounds" and run["device_steps"] == 2 * 3 and run["eval_samples"] == 40
     with open(out / "results.csv") as f:
         assert next(csv.DictReader(f))["eval_samples"] == "40"
+
+
+def test_port_weights_stale_updates_by_staleness_and_drift_like_the_loop(aedfl_sim):
+    sim = aedfl_sim(make_method("port", {"buffer": 3, "staleness_bound": 2.0}), max_updates=1)
+    m = sim.method
+    m.setup(sim)
+    g = torch.Generator().manual_seed(7)
+    m.start = m.xg + 0.1 * torch.randn(4, sim.P, generator=g)           # the models the devices started from
+    m.start[0] = m.xg                                                   # device 0 started from the current model
+    models = m.start[:3] + 0.05 * torch.randn(3, sim.P, generator=g)
+    devs, taus = torch.arange(3), torch.tensor([0.0, 1.0, 4.0], dtype=torch.float64)
+    new = m.aggregate(sim, devs, models, taus)
+    raw = []
+    for k in range(3):
+        delta, drift = models[k] - m.start[k], m.xg - m.start[k]
+        cos = 0.0 if drift.norm() == 0 else float(delta @ drift / (delta.norm() * drift.norm()))
+        raw.append(float(m.sizes[k]) * ((cos + 1) / 2 + 2.0 / (float(taus[k]) + 2.0)))
+    ref = m.xg + sum(raw[k] / sum(raw) * (models[k] - m.start[k]) for k in range(3))
+    torch.testing.assert_close(new, ref, rtol=1e-4, atol=1e-6)
