@@ -55,3 +55,20 @@ def test_adpsgd_pair_is_averaged_atomically_after_the_transfer(aedfl_sim):
         later = [t for t in complete[i] if t > at]
         if later:                                                        # the next update starts after the average
             assert abs(min(later) - at - float(sim.compute_time(torch.tensor([i]))[0])) < 1e-9
+
+
+def test_dpsgd_round_is_local_steps_then_uniform_mixing(aedfl_sim, ref_local):
+    """x_i <- sum_j w_ij x_j^+, x_j^+ = device j's local update, w = uniform over in-neighbours and self."""
+    from dflbench.topology import uniform
+
+    sim = aedfl_sim(make_method("d-psgd"), max_updates=2)
+    m = sim.method
+    m.setup(sim)
+    sim.x += 0.05 * torch.randn(sim.x.shape, generator=torch.Generator().manual_seed(4))
+    before = sim.x.clone()
+    m.on_round(sim, None)
+    local = torch.stack([ref_local(sim, d, before[d], 0, 1, sim.cfg.lr) for d in range(4)])
+    W = uniform(sim.topology).to(local.dtype)
+    ref = torch.stack([sum(W[i, j] * local[j] for j in range(4)) for i in range(4)])
+    torch.testing.assert_close(sim.x, ref, rtol=1e-4, atol=1e-6)
+    assert sim.t.tolist() == [1] * 4
