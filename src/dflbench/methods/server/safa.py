@@ -3,7 +3,8 @@ cache.
 
 Every device trains from the model it has and uploads; its upload enters the server's cache (every device's latest
 model, with the global version it was trained from). A round ends when the quota Q = ceil(C D) of uploads has
-arrived (first come, first merged: the "picked" devices), or earlier when no device is still training; the new
+arrived (first come, first merged: the "picked" devices), or earlier when no device the coordinator deems alive is
+still training (checked at each upload and every heartbeat interval while devices wait); the new
 global model is the sample-weighted cache average over ALL devices in which every entry lagging more than
 `lag_tolerance` versions behind is deprecated and replaced by the global model (`rules.safa_aggregate`;
 discriminative aggregation, Sec. 4.3). At the round's end the devices waiting with an applied upload, the picked
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from dflbench.aggregation import rules
+from dflbench.engines.async_sim import ROUND
 from dflbench.errors import UserError
 from dflbench.methods.registry import register_method
 from dflbench.methods.server.base import BufferedServer
@@ -54,6 +56,7 @@ class SAFA(BufferedServer):
         self.cache = sim.x.clone()                                   # every device's latest upload
         self.cache_base = torch.zeros(sim.D, dtype=torch.long)       # the global version it was trained from
         self.waiting: list[int] = []
+        self.check_pending = False
         super().setup(sim)
 
     def apply(self, sim, d: int, xk: torch.Tensor, tau: int) -> None:
@@ -63,15 +66,28 @@ class SAFA(BufferedServer):
             self.waiting.append(d)
         version = self.version
         super().apply(sim, d, xk, tau)
-        training = sim.alive & sim.below_limit()
+        self._end_round(sim, version)
+
+    def _end_round(self, sim, version: int) -> None:
+        """Flush a short round when no device the coordinator deems alive is still training (no upload can come);
+        after a round's end reply to the waiting devices, else check again after a heartbeat interval."""
+        training = sim.coordinator.alive_view(sim.now) & sim.alive & sim.below_limit()
         training[self.waiting] = False
-        if self.version == version and not training.any():          # no upload can come: the round ends short
+        if self.version == version and self.buf and not training.any():
             self.flush(sim)
         if self.version != version:                                  # the round ended
             for w in self.waiting:
                 if sim.alive[w]:
                     self._reply(sim, w)
             self.waiting = []
+        elif self.waiting and not self.check_pending:
+            self.check_pending = True
+            sim.schedule(sim.now + sim.cfg.heartbeat_interval, ROUND)
+
+    def on_round(self, sim, payload) -> None:
+        """The heartbeat check of a round waiting for uploads (a device may have failed while training)."""
+        self.check_pending = False
+        self._end_round(sim, self.version)
 
     def answer(self, sim, d: int) -> None:
         """Waits for the round's end (`apply`)."""
