@@ -148,8 +148,8 @@ class FedProx(FedAvg):
     with probability `stragglers` (counter-based, keyed by round and device) and then runs a uniform number of SGD
     steps in [1, local_steps] (with local_steps = 1 partial work is the full step). The default 0 gives FedProx the
     work FedAvg does (FedAvg here has no stragglers to drop, unlike Li et al.'s comparison); 0.5 and 0.9 are the
-    paper's settings, e.g. 0.5 cut FedProx from 0.273 to 0.177 accuracy in a 10-device CIFAR-10 run (5 local
-    steps)."""
+    paper's settings (with 0.5, FedProx reached 0.177 accuracy against FedAvg's 0.287 in a 10-device CIFAR-10
+    run, 5 local steps)."""
 
     name = "fedprox"
 
