@@ -100,6 +100,8 @@ def test_safa_fedsa_asofed_port():
     lrs = fedsa_learning_rates(0.1, torch.tensor([1, 3, 0, 4]))
     f = torch.tensor([1.0, 3, 1, 4]) / 9
     assert torch.allclose(lrs, 0.1 / (4 * f))
+    bounded = fedsa_learning_rates(0.1, torch.tensor([1, 3, 0, 100]), bound=2.0)   # 105 / (4 c) = 26.25, ..., 0.26
+    assert torch.allclose(bounded, torch.tensor([0.2, 0.2, 0.2, 0.05]))
     assert torch.allclose(asofed_update(g, X[0], samples=25, total_samples=100), g + 0.25 * (X[0] - g))
     assert torch.allclose(asofed_step_scale(torch.tensor([0.5, 1.0, 100.0])),
                           torch.tensor([1.0, 1.0, math.log(100.0)]))

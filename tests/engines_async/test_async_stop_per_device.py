@@ -16,7 +16,7 @@ T = 3
 D = 4
 SPEED = torch.tensor([1.0, 2.0, 3.0, 5.0], dtype=torch.float64)      # relative seconds per update
 OPTS = {"aedfl": {"every": 2}, "fedavg": {"fraction": 0.5}, "fednova": {"fraction": 0.5},   # small-run options of
-        "fedbuff": {"buffer": 2}, "safa": {"buffer": 2}}                                 # the methods that have them
+        "fedbuff": {"buffer": 2}, "safa": {"fraction": 0.5}}                              # the methods that have them
 
 
 def profiles() -> DeviceProfiles:
@@ -25,13 +25,13 @@ def profiles() -> DeviceProfiles:
                           torch.full((D,), 0.001, dtype=torch.float64))
 
 
-def run(data, name, slot=0.0, faults=None, **cfg):
+def run(data, name, slot=0.0, faults=None, options=None, **cfg):
     cfg = {"max_updates": T, "batch_size": 8, "eval_interval": 0.05, "eval_samples": 16, "time_budget": 20.0,
            **cfg}
     torch.manual_seed(0)
     sim = AsyncSimulator(make_model("lenet5", 4, 1, 16), data, exponential(D), profiles(),
-                         make_method(name, OPTS.get(name)), AsyncConfig(slot_width=slot, **cfg), faults=faults,
-                         record_events=True)
+                         make_method(name, options or OPTS.get(name)), AsyncConfig(slot_width=slot, **cfg),
+                         faults=faults, record_events=True)
     sends = []
     send = sim.send
 
@@ -118,6 +118,16 @@ def test_failed_for_good_does_not_block_and_rejoiner_finishes(tiny_data, name):
     assert res.virtual_time > 1.0                                   # device 1's updates came after its rejoin
     before = max(h["updates"] for h in res.history if h["time"] < 1.0)
     assert before < int(sim.t.sum()) and before >= 2 * T
+
+
+def test_safa_round_waiting_for_a_failed_device_ends_at_a_heartbeat(tiny_data):
+    """SAFA with the quota at all 4 devices: devices 0-2 wait for device 3, which fails for good while training
+    (0.04 s, before its first upload at 0.05 s); a heartbeat check ends the round short once the coordinator deems it
+    dead, and the run ends by T rather than at the time budget."""
+    faults = FaultConfig(schedule=((3, 0.04, math.inf),))
+    sim, res, _ = run(tiny_data(D), "safa", faults=faults, options={"fraction": 1.0})
+    assert res.stop_reason == "max updates" and sim.t.tolist() == [T, T, T, 0]
+    assert 1.0 < res.virtual_time < 20.0
 
 
 def test_all_alive_devices_done_stops_without_waiting_for_the_dead(tiny_data):

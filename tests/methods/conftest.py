@@ -59,3 +59,29 @@ def small_options():
         return {k: v for k, v in small.items() if k in {f.name for f in METHODS.get(name).fields()}}
 
     return pick
+
+
+@pytest.fixture
+def ref_local():
+    """ref_local(sim, d, x0, t, steps, lr, mu=0) -> the reference local update (a plain loop, autograd)."""
+    import torch.nn.functional as F
+
+    from dflbench.models import make_model
+
+    def ref_local(sim, d: int, x0: torch.Tensor, t: int, steps: int, lr: float, mu: float = 0.0):
+        """Device d's local update from x0 (the `aedfl_sim` LeNet-5) as a plain loop: `steps` SGD steps on its
+        minibatches keyed (d, t, step), with FedProx's proximal gradient mu (w - x0) when mu > 0."""
+        model = make_model("lenet5", 4, 1, 16)
+        torch.nn.utils.vector_to_parameters(x0.clone(), model.parameters())
+        for s in range(steps):
+            model.zero_grad()
+            xb, yb = sim.data.batch(torch.tensor([d]), torch.tensor([t]), s, sim.cfg.batch_size, sim.cfg.seed)
+            w = torch.nn.utils.parameters_to_vector(model.parameters())
+            loss = F.cross_entropy(model(xb[0]), yb[0]) + 0.5 * mu * ((w - x0) ** 2).sum()
+            loss.backward()
+            with torch.no_grad():
+                for p in model.parameters():
+                    p -= lr * p.grad
+        return torch.nn.utils.parameters_to_vector(model.parameters()).detach()
+
+    return ref_local

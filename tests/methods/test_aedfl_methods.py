@@ -73,22 +73,6 @@ def test_dispfl_keeps_density_and_sparsity(aedfl_sim):
     assert abs(float(m.masks.double().mean()) - 0.5) < 0.02
 
 
-def test_adpsgd_pairwise_average_is_atomic(aedfl_sim):
-    sim = aedfl_sim(make_method("ad-psgd"))
-    m = sim.method
-    m.setup(sim)
-    sim.x += torch.randn_like(sim.x) * 0.01
-    before = sim.x.clone()
-    m.on_complete(sim, torch.tensor([2]), torch.tensor([0.0], dtype=torch.float64))
-    j = int(sim.random_out_neighbor(torch.tensor([2]))[0])            # same key (device 2, t = 1) as inside
-    assert bool(sim.out_adj[2, j])
-    torch.testing.assert_close(sim.x[2], sim.x[j])
-    others = [k for k in range(4) if k not in (2, j)]
-    assert torch.equal(sim.x[others], before[others])
-    moved = sim.x[2] * 2 - before[j]                                  # = x_2 after its own SGD step
-    assert not torch.allclose(moved, before[2])
-
-
 @pytest.mark.parametrize("name", ["aedfl", "fedavg"])
 def test_textcnn_on_token_data(small_options, name):
     """IMDB-shaped input: int64 token ids through TextCNN, the embedding counted as no MACs."""

@@ -81,7 +81,8 @@ def test_ablation_switches():
 def test_no_option_is_swallowed():
     with pytest.raises(ValueError, match=r"method 'ad-psgd' has no option 'buffer'; valid: none"):
         make_method("ad-psgd", {"buffer": 2})
-    with pytest.raises(ValueError, match=r"method 'fedavg' has no option 'mu'; valid: fraction: float = 0.1$"):
+    with pytest.raises(ValueError,
+                       match=r"method 'fedavg' has no option 'mu'; valid: fraction: float = 0.1, rounds: int = 0$"):
         make_method("fedavg", {"mu": 0.1})
     with pytest.raises(ValueError, match=r"has no option 'prune_every'; valid: lambda_lr: float = 0.1, .*"
                                          r"every: int = 10, until: int = 10000"):
@@ -94,7 +95,7 @@ def test_no_option_is_swallowed():
     ("sageflow", {"gamma": 1.5}, r"gamma must be in \(0, 1\]"),
     ("port", {"staleness_bound": -1}, "staleness_bound must be > 0"),
     ("safa", {"lag_tolerance": -1}, "lag_tolerance must be >= 0"),
-    ("fedsa", {"tau0": -1}, "tau0 must be >= 0"),
+    ("fedsa", {"tau0": -1}, "tau0 must be > 0"),
     ("fedprox", {"mu": -0.1}, "mu must be >= 0"),
     ("dispfl", {"alpha": 1.0}, r"alpha in \[0, 1\)"),
     ("aedfl", {"C": 0.5}, "C >= 1"),
@@ -208,7 +209,7 @@ def test_cli_method_options_are_recorded(aedfl_npz, tmp_path):
     assert res.exit_code == 0, res.output
     results = json.loads((out / "results.json").read_text())
     runs = {r["method"]: r["options"] for r in results["runs"]}
-    assert runs == {"fedbuff": {"buffer": 3, "server_lr": 0.5}, "fedavg": {"fraction": 0.1},
+    assert runs == {"fedbuff": {"buffer": 3, "server_lr": 0.5}, "fedavg": {"fraction": 0.1, "rounds": 0},
                     "aedfl-p": {"every": 2, "until": 10000, "min_rate": 0.4, "max_rate": 0.6, "C": 4.0,
                                 "hutchinson": 1, "damping": 0.001, "lanczos_steps": 6, "lambda_lr": 0.1,
                                 "lambda_step": "normalized", "policy_lr": 0.05, "reuse_aggregated": False}}

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from dflbench.errors import UserError
 from dflbench.methods.registry import METHODS, list_methods, parse_method_option
-from dflbench.recipes.aedfl import AEDFLRunConfig, run_aedfl, write_results
+from dflbench.recipes.aedfl import AEDFLRunConfig, evaluated_samples, run_aedfl, write_results
 from dflbench.recipes.config import explicit_params, with_config_file
 from dflbench.runtime.backend import check_runtime
 
@@ -24,7 +24,8 @@ def results_table(results: dict) -> Table:
     personalized accuracy of personalized methods ('-' for the others) and MB sent."""
     cfg = results["config"]
     table = Table(title=f"{cfg['model']} on {cfg['dataset']}, {cfg['devices']} devices, "
-                        f"alpha {cfg['alpha']}, target {cfg['target_acc']}")
+                        f"alpha {cfg['alpha']}, target {cfg['target_acc']}, Acc on "
+                        f"{evaluated_samples(results)} of {results['data']['test_samples']} test samples")
     for col in ("method", "Acc", "Time", "MFP", "Pers. acc", "MB sent", "wall (s)"):
         table.add_column(col, justify="left" if col == "method" else "right")
     for r in results["runs"]:

@@ -22,7 +22,8 @@ overlaps the next local update. Stop: `max_updates` (T local updates per device:
 no further update, so its next COMPLETE is never scheduled and it sends nothing after its T-th update's send; the
 run ends once no device owes updates, i.e. every device that is alive, or failed with a rejoin scheduled at a finite
 time, has done T; a device failed for good does not hold the stop, a rejoining one continues up to T),
-`time_budget` (virtual seconds), or `consensus_threshold` (at an EVAL). The T test runs before every event, so
+`time_budget` (virtual seconds), `consensus_threshold` (at an EVAL), or the method's `finish` call (a server
+baseline's last round). The T test runs before every event, so
 slot-batched mode stops where exact mode does.
 """
 
@@ -167,6 +168,7 @@ class AsyncSimulator:
         self.messages = 0
         self.dropped = 0
         self.device_steps = 0
+        self._finished: str | None = None                                      # set by `finish`
         self._queue: list = []
         self._seq = 0
         self.record_events = record_events
@@ -212,6 +214,10 @@ class AsyncSimulator:
         if self.cfg.max_updates is None:
             return torch.ones(self.D, dtype=torch.bool)
         return self.t < self.cfg.max_updates
+
+    def finish(self, reason: str) -> None:
+        """The method ends the run (e.g. after its last round): no further event is handled."""
+        self._finished = reason
 
     def updates_done(self) -> bool:
         """True once T is set and no device owes updates: every device alive or with a finite REJOIN queued has T."""
@@ -280,8 +286,8 @@ class AsyncSimulator:
             if c.time_budget is not None and at > c.time_budget:
                 self.now, reason = c.time_budget, "time budget"
                 break
-            if self.updates_done():
-                reason = "max updates"
+            if self.updates_done() or self._finished:
+                reason = self._finished or "max updates"
                 break
             popped = [heapq.heappop(self._queue)]
             if popped[0][1] == COMPLETE and c.slot_width is not None:
@@ -301,8 +307,8 @@ class AsyncSimulator:
             for e in popped:
                 if e[1] == COMPLETE:
                     continue
-                if self.updates_done():                 # as exact mode's test before its next event
-                    reason = "max updates"
+                if self.updates_done() or self._finished:  # as exact mode's test before its next event
+                    reason = self._finished or "max updates"
                     break
                 if self._handle(e):
                     reason = "consensus threshold"

@@ -145,6 +145,7 @@ def run_aedfl(cfg: AEDFLRunConfig, on_method_done: Callable[[dict, dict], None] 
     faults = FaultConfig(prob=cfg.fault_prob, downtime=cfg.downtime, corrupt=cfg.corrupt,
                          corrupt_mode=cfg.corrupt_mode)
     results = {"config": asdict(cfg), "data": info, "runs": []}
+    eval_n = evaluated_samples(results)
     for name in cfg.methods:
         torch.manual_seed(cfg.seed)
         model = build_model(cfg, info)
@@ -153,7 +154,7 @@ def run_aedfl(cfg: AEDFLRunConfig, on_method_done: Callable[[dict, dict], None] 
         res = sim.run()
         run = {"method": name, "accuracy": res.accuracy, "time_to_target": res.time_to(cfg.target_acc),
                "mflops": sim.method.mflops(sim), "bytes_sent": res.bytes_sent, "virtual_time": res.virtual_time,
-               "wall_time": res.wall_time, "device_steps": res.device_steps,
+               "eval_samples": eval_n, "wall_time": res.wall_time, "device_steps": res.device_steps,
                "steps_per_s": res.device_steps / max(res.wall_time, 1e-9), "messages": sim.messages,
                "dropped": sim.dropped, "stop_reason": res.stop_reason,
                "final_consensus": res.history[-1]["consensus"], "options": asdict(options), "history": res.history}
@@ -167,6 +168,13 @@ def run_aedfl(cfg: AEDFLRunConfig, on_method_done: Callable[[dict, dict], None] 
     return results
 
 
+def evaluated_samples(results: dict) -> int:
+    """The number of test samples every accuracy of `results` is measured on (the first `eval_samples` of the
+    shuffled test set, all of it when None)."""
+    n, total = results["config"]["eval_samples"], results["data"]["test_samples"]
+    return total if n is None else min(n, total)
+
+
 def write_results(results: dict, out: str | Path) -> dict[str, Path]:
     """results.json and results.csv (one row per method, without its history and options) under `out`, then
     accuracy_vs_time.png; a failing picture is reported on stderr and leaves the two results files (no "png" key)."""
@@ -177,7 +185,8 @@ def write_results(results: dict, out: str | Path) -> dict[str, Path]:
     paths["csv"] = atomic_write_csv(out / "results.csv", rows)
     curves = {r["method"]: ([h["time"] for h in r["history"]], [h["accuracy"] for h in r["history"]])
               for r in results["runs"]}
-    title = f"{cfg['model']} on {cfg['dataset']}, {cfg['devices']} devices"
+    title = (f"{cfg['model']} on {cfg['dataset']}, {cfg['devices']} devices, accuracy on "
+             f"{evaluated_samples(results)} test samples")
     pictures = {"png": lambda: line_plot(out / "accuracy_vs_time.png", curves, "virtual time (s)",
                                          "mean test accuracy", title, cfg["target_acc"])}
     panels = diagnostics_panels(results["runs"])

@@ -1,20 +1,26 @@
-"""AD-PSGD (Lian et al. 2018), AEDFL Table 1: asynchronous gossip. A device applies its gradient (computed at the
-model it read when its update started, as AD-PSGD's stale reads) and atomically averages with one random
-out-neighbor, x_i = x_j = (x_i + x_j) / 2 (`rules.adpsgd_pairwise`). Averagings of one time slot are applied in
-event order, each atomic (the pairs of a slot need not be disjoint). A partner that had done its T updates before
-the slot is out: no averaging that update."""
+"""AD-PSGD (Lian et al. 2018, Algorithm 1), AEDFL Table 1: asynchronous gossip with stale reads and atomic pairwise
+averaging that takes a transfer.
+
+Device i, one local update:
+  1. read x^_i (its model when the update starts) and compute the gradient at x^_i: `local_sgd` from the read,
+     delta_i = local_sgd(x^_i) - x^_i = -lr g(x^_i) (with local_steps > 1, that many steps from the read);
+  2. while it computes, x_i may change: a neighbour that averages with i replaces x_i (the stale read of step 1);
+  3. at completion it picks a random out-neighbour j and the two exchange models (one `comm_time`, both directions
+     at once); when the exchange arrives, atomically x_i, x_j <- (x_i + x_j) / 2 with the models of that moment
+     (`rules.adpsgd_pairwise`), then x_i <- x_i + delta_i, and i's next update starts (reading its new model).
+A partner that had done its T updates (or is deemed dead) at step 3 is out: x_i <- x_i + delta_i at once, no
+transfer. A partner that fails during the exchange is out as well; a device that fails during it drops the update
+(its rejoin starts a new one from its model)."""
 
 from __future__ import annotations
 
 import torch
 
 from dflbench.aggregation import rules
-from dflbench.engines.async_sim import AsyncSimulator
+from dflbench.engines.async_sim import AsyncSimulator, Message
 from dflbench.methods.gossip.base import DecentralizedMethod
 from dflbench.methods.registry import register_method
 from dflbench.registry import NoOptions
-
-PAIR = torch.tensor([[0, 1]])
 
 
 @register_method("ad-psgd", options=NoOptions, kind="decentralized", paper="Lian et al. 2018 (AEDFL Table 1)")
@@ -26,27 +32,40 @@ class ADPSGD(DecentralizedMethod):
 
     def setup(self, sim: AsyncSimulator) -> None:
         self._init_common(sim)
+        self.read = sim.x.clone()                                        # x^_i: read when i's update started
         sim.schedule_completions(torch.arange(sim.D), torch.zeros(sim.D, dtype=torch.float64))
 
     def on_complete(self, sim: AsyncSimulator, devs: torch.Tensor, times: torch.Tensor) -> None:
-        open_ = sim.alive & sim.below_limit()                           # partners: alive, fewer than T updates
-        read = sim.x[devs]
-        x, loss, _ = sim.local_sgd(devs, read)
-        sim.x[devs] += x - read                                        # gradient applied to the current model
-        sim.t[devs] += 1
+        open_ = sim.alive & sim.below_limit()                            # partners: alive, fewer than T updates
+        x, loss, _ = sim.local_sgd(devs, self.read[devs])                # the gradient at the stale read
+        delta = x - self.read[devs]
         sim.loss[devs] = loss
         partner = sim.random_out_neighbor(devs)
         nbytes = sim.model_bytes()
-        start = times.clone()
         for b, (i, j) in enumerate(zip(devs.tolist(), partner.tolist())):
             if j < 0 or not open_[j]:
+                self._apply(sim, i, delta[b], float(times[b]))
                 continue
+            sim.send(j, i, {"delta": delta[b], "epoch": int(sim.epoch[i])}, nbytes, at=float(times[b]))
+            sim.bytes_sent += nbytes                                     # and x_i to j, over the same time
+            sim.messages += 1
+
+    def on_arrive(self, sim: AsyncSimulator, msg: Message) -> None:
+        i, j = msg.dst, msg.src
+        if msg.payload["epoch"] != int(sim.epoch[i]):                    # i failed during the exchange
+            return
+        if sim.alive[j]:
             pair = torch.tensor([i, j])
-            sim.x[pair] = rules.adpsgd_pairwise(sim.x[pair], PAIR)     # one atomic pair, in event order
-            sim.bytes_sent += 2 * nbytes
-            sim.messages += 2
-            start[b] += float(sim.profiles.comm_time(torch.tensor(i), torch.tensor(j), torch.tensor(nbytes)))
-        sim.schedule_completions(devs, start)
+            sim.x[pair] = rules.adpsgd_pairwise(sim.x[pair], torch.tensor([[0, 1]]))
+        self._apply(sim, i, msg.payload["delta"], sim.now)
+
+    def _apply(self, sim: AsyncSimulator, i: int, delta: torch.Tensor, at: float) -> None:
+        """x_i <- x_i + delta_i; i's update counts and its next one starts at `at`, reading its model."""
+        sim.x[i] += delta
+        sim.t[i] += 1
+        self.read[i] = sim.x[i]
+        sim.schedule_completions(torch.tensor([i]), torch.tensor([at], dtype=torch.float64))
 
     def on_rejoin(self, sim: AsyncSimulator, dev: int) -> None:
+        self.read[dev] = sim.x[dev]
         sim.schedule_completions(torch.tensor([dev]), torch.tensor([sim.now], dtype=torch.float64))

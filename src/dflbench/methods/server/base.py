@@ -2,10 +2,13 @@
 the global model, evaluated as THE model of the run, and the asynchronous protocol of the buffered rules.
 
 Asynchronous (`AsyncServer`): a device trains from the last global model it received (`client_lr` may scale its
-step), uploads, and waits for the server's reply (the current global model; none once it has done T =
-`max_updates` updates) before its next update. Staleness tau = server version now - the version the device
-started from; `apply(d, x_k, tau)` is the rule's server step for one arrival. `BufferedServer` collects K =
-`buffer` arrivals and hands them to `aggregate` at once (one server version per buffer).
+step, `grad_fn` change its gradients), uploads, and waits for the server's reply (the current global model; none
+once it has done T = `max_updates` updates) before its next update. An update counts towards T when its upload
+reaches the server, so the run (which stops once every device has T) ends after the last upload is applied, not
+while it is in flight.
+Staleness tau = server version now - the version the device started from; `apply(d, x_k, tau)` is the rule's
+server step for one arrival. `BufferedServer` collects K = `buffer` arrivals and hands them to `aggregate` at once
+(one server version per buffer); arrivals still buffered when the run stops are not applied.
 The synchronous protocol (rounds) is FedAvg's (`fedavg.py`); FedProx and FedNova change its local step and its
 average.
 """
@@ -60,13 +63,16 @@ class AsyncServer(ServerMethod):
         """The learning rate of the devices `devs` for their next local update: the run's, by default."""
         return sim.cfg.lr
 
+    def grad_fn(self, sim: AsyncSimulator, devs: torch.Tensor):
+        """`g(x, g) -> g` changing the minibatch gradients `[B, P]` of the devices `devs`; None: plain SGD."""
+        return None
+
     @abstractmethod
     def apply(self, sim: AsyncSimulator, d: int, xk: torch.Tensor, tau: int) -> None:
         """The server step for device `d`'s upload `xk` of staleness `tau`."""
 
     def on_complete(self, sim: AsyncSimulator, devs: torch.Tensor, times: torch.Tensor) -> None:
-        x, loss, _ = sim.local_sgd(devs, sim.x[devs], lr=self.client_lr(sim, devs))
-        sim.t[devs] += 1
+        x, loss, _ = sim.local_sgd(devs, sim.x[devs], lr=self.client_lr(sim, devs), grad_fn=self.grad_fn(sim, devs))
         sim.loss[devs] = loss
         sim.x[devs] = x
         nbytes = sim.model_bytes()
@@ -86,11 +92,15 @@ class AsyncServer(ServerMethod):
             return
         d, xk, v = msg.src, msg.payload["x"], msg.payload["version"]
         tau = self.version - v
+        sim.t[d] += 1                                                # the update counts once the server has it
         self.participation[d] += 1
         self.staleness_sum[d] += tau
         self.apply(sim, d, xk, tau)
-        if not sim.below_limit()[d]:                                  # the device has done its T updates
-            return
+        if sim.below_limit()[d]:                                      # else the device has done its T updates
+            self.answer(sim, d)
+
+    def answer(self, sim: AsyncSimulator, d: int) -> None:
+        """After device `d`'s upload is applied: send it the global model (SAFA defers this to its round's end)."""
         self._reply(sim, d)
 
     def _reply(self, sim: AsyncSimulator, d: int) -> None:
@@ -116,16 +126,25 @@ class BufferOptions:
 
 
 class BufferedServer(AsyncServer):
-    """Every K = `options.buffer` arrivals, `aggregate` them into the new global model (one version)."""
+    """Every K arrivals (`self.K`: `buffer_size`; FedSA adapts it), `aggregate` them into the new global model
+    (one version)."""
 
     def setup(self, sim: AsyncSimulator) -> None:
         self.buf: list[tuple[int, torch.Tensor, int]] = []
+        self.K = self.buffer_size(sim)
         super().setup(sim)
+
+    def buffer_size(self, sim: AsyncSimulator) -> int:
+        """The initial K: `options.buffer`."""
+        return self.options.buffer
 
     def apply(self, sim: AsyncSimulator, d: int, xk: torch.Tensor, tau: int) -> None:
         self.buf.append((d, xk, tau))
-        if len(self.buf) < self.options.buffer:
-            return
+        if len(self.buf) >= self.K:
+            self.flush(sim)
+
+    def flush(self, sim: AsyncSimulator) -> None:
+        """Aggregate the buffered arrivals into a new global model version and empty the buffer."""
         devs = torch.tensor([b[0] for b in self.buf])
         models = torch.stack([b[1] for b in self.buf])
         taus = torch.tensor([float(b[2]) for b in self.buf], dtype=torch.float64)

@@ -1,6 +1,11 @@
-"""Port (Su & Li 2022), AEDFL Table 1: every K arrivals, x <- x + sum_k w_k Delta_k, with w_k from the sample size,
-the bounded staleness b / (tau_k + b) and the cosine of Delta_k with the global model's drift since the model the
-device started from (`rules.port_weights`; no drift yet: cosine 0)."""
+"""Port (Su & Li 2022), AEDFL Table 1: staleness-aware buffered aggregation. Every K arrivals,
+x <- x + sum_k w_k Delta_k, Delta_k = upload - the global model device k started from, with
+w_k ~ p_k ((cos_k + 1) / 2 + b / (tau_k + b)) normalised to sum 1 (`rules.port_weights`): p_k the sample share,
+b / (tau_k + b) the bounded staleness discount and cos_k the cosine of Delta_k with the global model's drift since
+that start (no drift yet: cosine 0), so stale updates that still point where the global model went keep weight.
+Departure (stated): an approximation of Port's weighting (its exact discount and similarity terms, and its
+server-side handling of overly stale clients, were not available here to check); the two terms and their equal
+weighting are ours."""
 
 from __future__ import annotations
 
@@ -26,7 +31,8 @@ class PortOptions(BufferOptions):
             raise UserError(f"staleness_bound must be > 0, got {self.staleness_bound}")
 
 
-@register_method("port", options=PortOptions, kind="server", paper="Su & Li 2022 (AEDFL Table 1)")
+@register_method("port", options=PortOptions, kind="server",
+                 paper="Su & Li 2022 (AEDFL Table 1); its staleness/similarity weighting approximated")
 class Port(BufferedServer):
     name = "port"
 

@@ -105,12 +105,15 @@ def fedsa_aggregate(models: torch.Tensor, samples, staleness, tau0: float) -> to
     return fedavg(models, torch.as_tensor(samples).to(keep) * keep)
 
 
-def fedsa_learning_rates(base_lr: float, participation_counts) -> torch.Tensor:
-    """FedSA's frequency-compensated client learning rates eta_i = eta / (N f_i), f_i = c_i / sum_j c_j the
-    participation frequency (a client that never took part counts as c_i = 1)."""
+def fedsa_learning_rates(base_lr: float, participation_counts, bound: float = math.inf) -> torch.Tensor:
+    """FedSA's frequency-compensated client learning rates eta_i = eta clamp(1 / (N f_i), 1 / bound, bound),
+    f_i = c_i / sum_j c_j the participation frequency (a client that never took part counts as c_i = 1): rare
+    clients step larger, frequent ones smaller, by at most the factor `bound` >= 1 (inf: the unbounded rule)."""
+    if not bound >= 1:
+        raise ValueError(f"FedSA learning-rate bound must be >= 1, got {bound}")
     c = torch.as_tensor(participation_counts).to(torch.get_default_dtype()).clamp_min(1.0)
     f = c / c.sum()
-    return base_lr / (c.numel() * f)
+    return base_lr * (1 / (c.numel() * f)).clamp(1 / bound, bound)
 
 
 def asofed_update(global_model: torch.Tensor, local_model: torch.Tensor, samples: float,
