@@ -18,6 +18,7 @@ import torch
 
 from dflbench.aggregation import rules
 from dflbench.engines.async_sim import AsyncSimulator, Message
+from dflbench.engines.cost import average_macs
 from dflbench.methods.gossip.base import DecentralizedMethod
 from dflbench.methods.registry import register_method
 from dflbench.registry import NoOptions
@@ -54,10 +55,12 @@ class ADPSGD(DecentralizedMethod):
         i, j = msg.dst, msg.src
         if msg.payload["epoch"] != int(sim.epoch[i]):                    # i failed during the exchange
             return
+        at = sim.now
         if sim.alive[j]:
             pair = torch.tensor([i, j])
             sim.x[pair] = rules.adpsgd_pairwise(sim.x[pair], torch.tensor([[0, 1]]))
-        self._apply(sim, i, msg.payload["delta"], sim.now)
+            at += float(sim.work_time(torch.tensor([i]), average_macs(2, sim.P))[0])   # the average: engines.cost
+        self._apply(sim, i, msg.payload["delta"], at)
 
     def _apply(self, sim: AsyncSimulator, i: int, delta: torch.Tensor, at: float) -> None:
         """x_i <- x_i + delta_i; i's update counts and its next one starts at `at`, reading its model."""

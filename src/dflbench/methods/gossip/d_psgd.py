@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from dflbench.engines.async_sim import ROUND, AsyncSimulator
+from dflbench.engines.cost import average_macs
 from dflbench.methods.gossip.base import RoundMethod
 from dflbench.methods.registry import register_method
 from dflbench.registry import NoOptions
@@ -39,4 +40,6 @@ class DPSGD(RoundMethod):
         nbytes = sim.model_bytes()
         sim.bytes_sent += int(self.out_deg[devs].sum()) * nbytes
         sim.messages += int(self.out_deg[devs].sum())
-        return sim.profiles.latency[devs] * 2 + nbytes * self.out_deg[devs].double() / sim.profiles.bandwidth[devs]
+        mixing = sim.work_time(devs, average_macs((W[devs] > 0).sum(1).double(), sim.P))   # engines.cost
+        return (sim.profiles.latency[devs] * 2 + nbytes * self.out_deg[devs].double() / sim.profiles.bandwidth[devs]
+                + mixing)

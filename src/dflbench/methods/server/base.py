@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from dflbench.engines.async_sim import SERVER, AsyncSimulator, Message
+from dflbench.engines.cost import average_macs
 from dflbench.errors import UserError
 from dflbench.registry import option
 
@@ -104,8 +105,11 @@ class AsyncServer(ServerMethod):
         self._reply(sim, d)
 
     def _reply(self, sim: AsyncSimulator, d: int) -> None:
+        """Send device `d` the global model once the server has merged the upload into it (`engines.cost`: a
+        weighted sum of two models, charged at the server's speed)."""
+        merge = float(sim.work_time(torch.tensor(SERVER), average_macs(2, sim.P)))
         sim.send(SERVER, d, {"x": self.xg.clone(), "version": self.version, "epoch": int(sim.epoch[d])},
-                 sim.model_bytes())
+                 sim.model_bytes(), at=sim.now + merge)
 
     def on_round(self, sim, payload) -> None:
         raise RuntimeError(f"{self.name} schedules no rounds")

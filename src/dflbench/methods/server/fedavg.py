@@ -27,6 +27,7 @@ import torch
 from dflbench.aggregation import rules
 from dflbench.engines.async_rng import STREAM_SAMPLE, counter_randint, counter_uniform
 from dflbench.engines.async_sim import ROUND, SERVER, AsyncSimulator
+from dflbench.engines.cost import average_macs
 from dflbench.errors import UserError
 from dflbench.methods.registry import register_method
 from dflbench.methods.server.base import ServerMethod
@@ -106,7 +107,8 @@ class FedAvg(ServerMethod):
         comm = sim.profiles.comm_time(devs, torch.full_like(devs, SERVER), torch.tensor(nbytes))
         steps_t = torch.as_tensor(sim.cfg.local_steps if steps is None else steps, dtype=torch.float64)
         compute = steps_t * sim.cfg.batch_size * sim.profiles.time_per_sample[devs] * sim.cost_fraction[devs]
-        end = sim.now + float((2 * comm + compute).max())
+        aggregation = float(sim.work_time(torch.tensor(SERVER), average_macs(len(devs), sim.P)))   # engines.cost
+        end = sim.now + float((2 * comm + compute).max()) + aggregation
         if sim.cfg.time_budget is not None and end > sim.cfg.time_budget:
             return                                                   # its average could not count: not trained
         x0 = self.xg.unsqueeze(0).expand(len(devs), -1)
