@@ -46,7 +46,7 @@ def run(data, name, slot=0.0, faults=None, options=None, **cfg):
     def recording_work_time(devs, macs):
         out = work_time(devs, macs)
         for d, w in zip(torch.as_tensor(devs).reshape(-1).tolist(), out.reshape(-1).tolist()):
-            sim.extra[d].append(w)
+            sim.extra.setdefault(d, []).append(w)
         return out
 
     sim.work_time = recording_work_time

@@ -26,7 +26,7 @@ import torch
 from dflbench.errors import UserError
 from dflbench.methods.aedfl.method import AEDFL
 from dflbench.methods.registry import METHODS, list_methods, make_method
-from dflbench.recipes.aedfl import AEDFLRunConfig, build_model, load_device_data
+from dflbench.recipes.aedfl import AEDFLRunConfig, build_model, evaluated_samples, load_device_data
 from dflbench.runtime.async_node import AsyncNode, AsyncRuntimeConfig
 from dflbench.runtime.backend import DistEnv
 from dflbench.topology import exponential
@@ -77,12 +77,14 @@ def run_aedfl_distributed(cfg: AEDFLRunConfig, heartbeat_timeout_s: float = 10.0
     gathered = node.run()
     if rank != 0:
         return None
-    return {"config": asdict(cfg), "data": info, "runs": [to_run_record(cfg, gathered)]}
+    results = {"config": asdict(cfg), "data": info, "runs": []}
+    results["runs"].append(to_run_record(cfg, gathered, evaluated_samples(results)))
+    return results
 
 
-def to_run_record(cfg: AEDFLRunConfig, g: dict) -> dict:
+def to_run_record(cfg: AEDFLRunConfig, g: dict, eval_samples: int) -> dict:
     """The simulator's per-method record from the gathered per-device metrics (wall-clock times; MFP: the mean
-    over the devices' final models, as the simulator reports it)."""
+    over the devices' final models, as the simulator reports it); accuracies on `eval_samples` test samples."""
     nodes = g["nodes"]
     evals = [[h for h in n["history"] if "accuracy" in h] for n in nodes]
     history = []
@@ -97,7 +99,8 @@ def to_run_record(cfg: AEDFLRunConfig, g: dict) -> dict:
     reached = next((h["time"] for h in history if h["accuracy"] >= cfg.target_acc), None)
     mflops = float(np.mean([n["mflops"] for n in nodes]))
     return {"method": cfg.methods[0], "accuracy": g["accuracy"], "time_to_target": reached, "mflops": mflops,
-            "bytes_sent": g["bytes_sent"], "virtual_time": g["wall_time"], "wall_time": g["wall_time"],
+            "bytes_sent": g["bytes_sent"], "virtual_time": g["wall_time"], "eval_samples": eval_samples,
+            "wall_time": g["wall_time"],
             "device_steps": g["device_steps"], "steps_per_s": g["device_steps"] / max(g["wall_time"], 1e-9),
             "messages": sum(n["messages"] for n in nodes), "dropped": sum(n["failed_sends"] for n in nodes),
             "stop_reason": g["stop_reason"], "final_consensus": None,
