@@ -17,6 +17,20 @@ import torch
 from dflbench.data import load_dataset, partition
 
 
+def write_workload(out, x_train, y_train, x_test, y_test, clients: int, clients_per_round: int, rounds: int,
+                   alpha: float = 0.5, eval_samples: int = 1000, seed: int = 0, num_classes: int = 10) -> None:
+    """Write the workload npz from uint8 images `[n, 28, 28]` (numpy or torch) and integer labels."""
+    x_train, x_test = np.asarray(x_train), np.asarray(x_test)
+    y_train, y_test = np.asarray(y_train, dtype=np.int64), np.asarray(y_test, dtype=np.int64)
+    parts = partition(y_train, clients, f"dirichlet:{alpha}", seed=seed, num_classes=num_classes)
+    perm = torch.randperm(len(y_test), generator=torch.Generator().manual_seed(seed + 1))[:eval_samples].numpy()
+    settings = {"clients": clients, "clients_per_round": clients_per_round, "rounds": rounds, "batch": 32,
+                "local_steps": 5, "lr": 0.05, "seed": seed, "alpha": alpha}
+    np.savez(out, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test, x_eval=x_test[perm],
+             y_eval=y_test[perm], part_indices=np.concatenate(parts.indices),
+             part_offsets=np.cumsum([0, *parts.sizes()]), settings=json.dumps(settings))
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("out")
@@ -28,15 +42,8 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
     img = load_dataset("fashion-mnist")
-    y = img.y_train.numpy()
-    parts = partition(y, a.clients, f"dirichlet:{a.alpha}", seed=a.seed, num_classes=len(img.classes))
-    perm = torch.randperm(len(img.y_test), generator=torch.Generator().manual_seed(a.seed + 1))[:a.eval_samples]
-    settings = {"clients": a.clients, "clients_per_round": a.clients_per_round, "rounds": a.rounds, "batch": 32,
-                "local_steps": 5, "lr": 0.05, "seed": a.seed, "alpha": a.alpha}
-    np.savez(a.out, x_train=img.x_train[:, 0].numpy(), y_train=y, x_test=img.x_test[:, 0].numpy(),
-             y_test=img.y_test.numpy(), x_eval=img.x_test[perm, 0].numpy(), y_eval=img.y_test[perm].numpy(),
-             part_indices=np.concatenate(parts.indices), part_offsets=np.cumsum([0, *parts.sizes()]),
-             settings=json.dumps(settings))
+    write_workload(a.out, img.x_train[:, 0], img.y_train, img.x_test[:, 0], img.y_test, a.clients,
+                   a.clients_per_round, a.rounds, a.alpha, a.eval_samples, a.seed, len(img.classes))
 
 
 if __name__ == "__main__":

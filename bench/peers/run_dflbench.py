@@ -1,8 +1,9 @@
 """dflbench's FedAvg through its Python API, as `dflbench aedfl --methods fedavg` runs it
 (`dflbench.recipes.aedfl.run_aedfl`): the workload file loaded as dataset `npz:PATH`, which the recipe partitions
 with the same `dirichlet:ALPHA` and seed as prepare.py and evaluates on the same shuffled test samples; FedAvg
-options rounds = R and fraction = C / N (max_updates = R, a bound the rounds never reach first); evaluation at round 0 and at the end only (eval_interval far beyond the
-run). Round ends are read by wrapping `FedAvg.on_round` (the round's local SGD runs inside it)."""
+options rounds = R and fraction = C / N (max_updates = R, a bound the rounds never reach first); evaluation at round
+0 and at the end only (eval_interval far beyond the run). Round ends are read by wrapping `FedAvg.on_round` (the
+round's local SGD runs inside it)."""
 
 import sys
 import time

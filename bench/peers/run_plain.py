@@ -7,7 +7,6 @@ import sys
 
 import torch
 import torch.nn.functional as F
-
 from common import Report, Workload, accuracy, as_input, lenet5, single_thread
 
 
