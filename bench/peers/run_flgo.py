@@ -4,11 +4,12 @@ dflbench's LeNet-5), a task from the workload's own partition (a `BasicPartition
 partitioners are not used), then `flgo.init(...).run()` with num_rounds R, proportion C / N, sample "uniform" (C
 clients without replacement), aggregate "other" (sum of p_k / sum p_k times model_k, p_k the data size: FedAvg),
 num_steps 5, batch 32, lr 0.05, no lr decay, train_holdout 0 (clients train on all their data), CPU, evaluation at
-round 0 as FLGo does and not again before the end. Benchmark and task are written to a fresh temporary folder inside
-the timed run (FLGo's set-up cost). FLGo 0.4.4 predates the check in torch (2.14.1 here) that a `Subset` subclass
-overriding `__getitem__` also overrides `__getitems__`; `torch_compat` gives FLGo's `TaskDataset` the one-line
-`__getitems__` torch's message asks for (per-item `__getitem__`, what the DataLoader did before). Round ends come
-from a `Server.iterate` override. Prints one JSON line (common.Report)."""
+round 0 as FLGo does and not again before the end. FLGo's picture of the partition is not drawn (`skip_plot`).
+Benchmark and task are written to a fresh temporary folder inside the timed run (FLGo's set-up cost). FLGo 0.4.4
+predates the check in torch (2.14.1 here) that a `Subset` subclass overriding `__getitem__` also overrides
+`__getitems__`; `torch_compat` gives FLGo's `TaskDataset` the one-line `__getitems__` torch's message asks for (per-
+item `__getitem__`, what the DataLoader did before). Round ends come from a `Server.iterate` override. Prints one
+JSON line (common.Report)."""
 
 import os
 import sys
@@ -67,7 +68,9 @@ def main(path: str) -> None:
                                            task_type="classification")
         import importlib
 
-        flgo.gen_task_by_(importlib.import_module(bmk), Given(), task_path="peers_task", seed=w.seed)
+        benchmark = importlib.import_module(bmk)
+        benchmark.visualize = skip_plot
+        flgo.gen_task_by_(benchmark, Given(), task_path="peers_task", seed=w.seed)
         runner = flgo.init("peers_task", Algorithm, option={
             "num_rounds": w.rounds, "proportion": w.clients_per_round / w.clients, "sample": "uniform",
             "aggregate": "other", "num_steps": w.local_steps, "batch_size": w.batch, "learning_rate": w.lr,
@@ -75,6 +78,11 @@ def main(path: str) -> None:
             "eval_interval": w.rounds + 1, "seed": w.seed, "no_log_console": True, "log_file": False})
         runner.run()
         report.emit(accuracy(runner.model, w))
+
+
+def skip_plot(*args, **kwargs) -> None:
+    """In place of the generated benchmark's `visualize`: FLGo draws the partition, one matplotlib bar per training
+    sample (minutes at 60,000 images), when it writes a task; that picture is no part of training."""
 
 
 def torch_compat() -> None:
