@@ -90,5 +90,19 @@ class Report:
                           "accuracy": accuracy, **extra}), flush=True)
 
 
+_LOADED: dict = {}
+
+
+def loaded(path: str) -> tuple:
+    """(workload, float inputs, labels, per-client index tensors) of `path`, loaded once per process: a framework
+    that runs clients in worker processes (Flower's Ray actors) pays the load once per worker, not per client call
+    (a function defined in a runner script travels to the workers by value, its module-level cache with it; this
+    module is imported there by reference)."""
+    if path not in _LOADED:
+        w = Workload.load(path)
+        _LOADED[path] = (w, as_input(w.x), torch.as_tensor(w.y), [torch.as_tensor(p) for p in w.parts])
+    return _LOADED[path]
+
+
 def single_thread() -> None:
     torch.set_num_threads(1)

@@ -14,17 +14,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))                # Ray workers import `common` too
-from common import Report, Workload, accuracy, as_input, lenet5, single_thread  # noqa: E402
-
-_CACHE = {}
-
-
-def client_data(path: str):
-    """The workload in this (Ray worker) process, loaded once."""
-    if path not in _CACHE:
-        w = Workload.load(path)
-        _CACHE[path] = (w, as_input(w.x), torch.as_tensor(w.y), [torch.as_tensor(p) for p in w.parts])
-    return _CACHE[path]
+from common import Report, Workload, accuracy, lenet5, loaded, single_thread  # noqa: E402
 
 
 def main(path: str) -> None:
@@ -45,7 +35,7 @@ def main(path: str) -> None:
     @client.train()
     def train(msg: Message, context: Context):
         single_thread()
-        wl, x, y, parts = client_data(path)
+        wl, x, y, parts = loaded(path)
         k = int(context.node_config["partition-id"])
         model = lenet5()
         model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
