@@ -7,8 +7,13 @@ PACKAGES := topology mixing aggregation pruning vision
 PYPROJECTS := pyproject.toml $(foreach p,$(PACKAGES),packages/$(p)/pyproject.toml)
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 BENCH_ARGS ?=
+# bench-peers: issue 17's comparison with Flower, pfl and FLGo in their own venv (bench/peers/README.md)
+PEERS_VENV := bench/peers/.venv
+PEERS_STAMP := $(PEERS_VENV)/.peers-installed
+PEERS_PINS := "flwr[simulation]==1.42.0" pfl==0.6.0 flgo==0.4.4
+PEERS_ARGS ?= --clients 100 --clients-per-round 10 --rounds 30 --repeats 3
 
-.PHONY: setup test lint demo bench bench-compare clean
+.PHONY: setup test lint demo bench bench-compare bench-peers clean
 
 setup: $(STAMP)
 
@@ -35,5 +40,14 @@ bench: setup
 bench-compare: setup
 	$(PY) bench/compare.py .benchmarks
 
+bench-peers: setup $(PEERS_STAMP)
+	$(PY) bench/peers/harness.py $(PEERS_ARGS)
+
+$(PEERS_STAMP): Makefile
+	test -x $(PEERS_VENV)/bin/python || $(PY) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install -q $(TORCH_PINS)
+	$(PEERS_VENV)/bin/python -m pip install -q $(TORCH_PINS) $(PEERS_PINS)
+	touch $(PEERS_STAMP)
+
 clean:
-	rm -rf $(VENV) .benchmarks .pytest_cache
+	rm -rf $(VENV) $(PEERS_VENV) bench/peers/work .benchmarks .pytest_cache

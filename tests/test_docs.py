@@ -18,6 +18,8 @@ def _references() -> list[tuple[str, str | None]]:
     refs = []
     for base in ("src", "packages", "tests", "bench"):
         for path in sorted((ROOT / base).rglob("*.py")):
+            if any(part.startswith(".") for part in path.relative_to(ROOT).parts):
+                continue                                             # virtual environments (bench/peers/.venv)
             for no, line in enumerate(path.read_text().splitlines(), 1):
                 for m in re.finditer(re.escape(DOC) + r"(?:, ([^;)\".]+))?", line):
                     refs.append((f"{path.relative_to(ROOT)}:{no}", m.group(1)))
