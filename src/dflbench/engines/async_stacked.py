@@ -79,8 +79,9 @@ class StackedModel:
 
     def mfp(self, example: torch.Tensor, masks: torch.Tensor | None = None) -> float | torch.Tensor:
         """MFP of AEDFL Table 1 (`dflbench.pruning`'s counter: million MACs per sample of the conv / linear layers)
-        on inputs shaped like `example` (one sample), each layer scaled by its weight density under `masks [D, P]`
-        (a tensor [D]); dense when `masks` is None (a float)."""
+        on inputs shaped like `example` (one sample): of each device's pruned structure under `masks [D, P]`
+        (`structured_mfp`, a tensor [D]: a removed unit also removes the weights reading it); dense when `masks` is
+        None (a float)."""
         example = example[:1].cpu()
         if masks is None:
             return count_flops(self.template, example).mfp
