@@ -126,13 +126,17 @@ class CoordinatorService:
             self.reports[i] = metrics
 
     def settled(self, i: int) -> bool:
-        """Every device has reported or is deemed failed (device i asking is recorded once it is)."""
+        """Every device has reported or is deemed failed."""
         with self.lock:
             self._alive()
-            done = all(j in self.reports or j in self.failed for j in range(self.n))
-            if done:
-                self.acked.add(i)
-            return done
+            return all(j in self.reports or j in self.failed for j in range(self.n))
+
+    def acknowledge(self, i: int) -> None:
+        """Device i has RECEIVED the answer that the run is settled (a separate call: recording it while answering
+        let the coordinator leave before the answer was on the wire, and the asking device saw its connection
+        close, 'eof', under load)."""
+        with self.lock:
+            self.acked.add(i)
 
     def all_acked(self) -> bool:
         """Every reporting device has seen the run settled, so the coordinator may leave."""
@@ -158,6 +162,10 @@ def _report(i: int, metrics: dict) -> None:
 
 def _settled(i: int) -> bool:
     return _SERVICE.settled(i)
+
+
+def _acknowledge(i: int) -> None:
+    _SERVICE.acknowledge(i)
 
 
 def _deliver(src: int, model: torch.Tensor, version: int, loss: float, samples: int,
@@ -275,6 +283,13 @@ class AsyncNode:
             deadline = time.monotonic() + self.cfg.finish_timeout_s
             while not rpc.rpc_sync(f"node{COORDINATOR}", _settled, args=(self.rank,)):
                 self._wait_until(deadline, "the other devices did not finish")
+            if self.rank == COORDINATOR:
+                _SERVICE.acknowledge(self.rank)
+            else:
+                try:
+                    rpc.rpc_sync(f"node{COORDINATOR}", _acknowledge, args=(self.rank,))
+                except RuntimeError:
+                    pass        # the run is settled and reported: the coordinator took the ack and left first
             while self.rank == COORDINATOR and not _SERVICE.all_acked():
                 self._wait_until(deadline, "the other devices did not see the end of the run")
             result = self._gathered() if self.rank == COORDINATOR else metrics
