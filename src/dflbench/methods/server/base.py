@@ -104,10 +104,15 @@ class AsyncServer(ServerMethod):
         """After device `d`'s upload is applied: send it the global model (SAFA defers this to its round's end)."""
         self._reply(sim, d)
 
+    def upload_macs(self, sim: AsyncSimulator) -> float:
+        """The server's work (MACs, `engines.cost`) for one applied upload: merging it into the global model, a
+        weighted sum of two models."""
+        return float(average_macs(2, sim.P))
+
     def _reply(self, sim: AsyncSimulator, d: int) -> None:
-        """Send device `d` the global model once the server has merged the upload into it (`engines.cost`: a
-        weighted sum of two models, charged at the server's speed)."""
-        merge = float(sim.work_time(torch.tensor(SERVER), average_macs(2, sim.P)))
+        """Send device `d` the global model once the server has done its work on the upload (`upload_macs`,
+        charged at the server's speed)."""
+        merge = float(sim.work_time(torch.tensor(SERVER), self.upload_macs(sim)))
         sim.send(SERVER, d, {"x": self.xg.clone(), "version": self.version, "epoch": int(sim.epoch[d])},
                  sim.model_bytes(), at=sim.now + merge)
 

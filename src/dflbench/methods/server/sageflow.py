@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from dflbench.aggregation import rules
+from dflbench.engines.cost import forward_macs
 from dflbench.errors import UserError
 from dflbench.methods.registry import register_method
 from dflbench.methods.server.base import BufferedServer, BufferOptions
@@ -74,6 +75,10 @@ class Sageflow(BufferedServer):
         self.x_pub = sim.data.prepare(sim.data.x[idx.to(sim.data.x.device)])
         self.y_pub = sim.data.y[idx.to(sim.data.y.device)]
         super().setup(sim)
+
+    def upload_macs(self, sim) -> float:
+        """Merging the upload plus scoring it: one forward pass over the public set (`engines.cost`)."""
+        return super().upload_macs(sim) + forward_macs(sim.dense_mfp, self.options.public_samples)
 
     def scores(self, sim, models: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean prediction entropy over log C `[K]` and loss `[K]` (float64, CPU) of `models` on the public set."""
