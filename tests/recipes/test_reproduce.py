@@ -147,6 +147,22 @@ def test_aedfl_command_takes_config(tmp_path):
     assert "| fedbuff |" in (tmp_path / "r" / "report.md").read_text()
 
 
+def test_aedfl_resume_keeps_finished_methods_and_refuses_another_setting(tmp_path):
+    data = _npz(tmp_path / "g.npz", (28, 28), 10, 200, 50)
+    base = ["aedfl", "--dataset", f"npz:{data}", "--devices", "4", "--max-updates", "1", "--eval-samples", "20",
+            "--out", str(tmp_path / "o")]
+    _ok([*base, "--methods", "fedbuff"])
+    first = json.loads((tmp_path / "o" / "results.json").read_text())["runs"][0]
+    _ok([*base, "--methods", "fedavg,fedbuff", "--resume"])         # an interrupted two-method run, continued
+    runs = json.loads((tmp_path / "o" / "results.json").read_text())["runs"]
+    assert [r["method"] for r in runs] == ["fedavg", "fedbuff"]
+    assert runs[1] == first                                       # kept as written, not run again
+    _ok([*base, "--methods", "fedavg", "--resume"])               # a subset keeps only what it names
+    assert [r["method"] for r in json.loads((tmp_path / "o" / "results.json").read_text())["runs"]] == ["fedavg"]
+    line = _error([*base, "--methods", "fedavg", "--lr", "0.01", "--resume"])
+    assert "another configuration" in line and "lr" in line
+
+
 def test_aedfl_smoke_recipe_writes_the_report(tmp_path):
     data = _npz(tmp_path / "letters.npz", (28, 28), 26, 400, 100)
     out = tmp_path / "o"

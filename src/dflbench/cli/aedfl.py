@@ -12,7 +12,7 @@ from rich.table import Table
 
 from dflbench.errors import UserError
 from dflbench.methods.registry import METHODS, list_methods, parse_method_option
-from dflbench.recipes.aedfl import AEDFLRunConfig, evaluated_samples, run_aedfl, write_results
+from dflbench.recipes.aedfl import AEDFLRunConfig, evaluated_samples, read_results, run_aedfl, write_results
 from dflbench.recipes.config import explicit_params, with_config_file
 from dflbench.runtime.backend import check_runtime
 
@@ -121,6 +121,8 @@ def aedfl(
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     out: Path = typer.Option(Path("runs/aedfl"), "--out", help="Output folder."),
+    resume: bool = typer.Option(False, "--resume", help="Keep the methods OUT/results.json already holds for this "
+                                "same configuration and run only the others."),
     runtime: str = typer.Option("simulator", "--runtime", help="simulator (virtual clock) | distributed (one "
                                                               "device per torchrun rank, real time)."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file whose [config] sets the run (see "
@@ -144,6 +146,9 @@ def aedfl(
     cfg = with_config_file(AEDFLRunConfig, config, fields,
                            {PARAM_FIELDS.get(p, p) for p in explicit_params(ctx)})
     if check_runtime(runtime) == "distributed":
+        if resume:
+            raise UserError("--resume keeps finished methods of the simulator runtime; the distributed runtime runs "
+                            "its methods again (drop --resume)")
         from dflbench.recipes.aedfl_distributed import run_aedfl_distributed  # torch.distributed.rpc: only here
 
         results = run_aedfl_distributed(cfg)
@@ -160,7 +165,7 @@ def aedfl(
                 console.print(f"{r['method']}: accuracy {r['accuracy']:.4f} after {r['virtual_time']:.1f} "
                               f"virtual s ({r['wall_time']:.1f} s wall)")
 
-            results = run_aedfl(cfg, on_method_done=done)
+            results = run_aedfl(cfg, on_method_done=done, previous=read_results(out) if resume else None)
     paths = write_results(results, out)
     console.print(results_table(results))
     console.print(f"wrote {', '.join(str(p) for p in paths.values())}")

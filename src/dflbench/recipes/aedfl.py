@@ -8,11 +8,14 @@ wall-clock second; each run also records its method's resolved options (`options
 `diagnostics`: what the modules did over time (`dflbench.methods.aedfl.diagnostics`). A personalized method (one
 with `personalized_accuracy(sim)`, e.g. DisPFL) also reports `personalized_accuracy`: each device's model on its
 own label distribution, next to `accuracy` on the global test set. `write_results` stores results.json,
-results.csv, the accuracy-vs-virtual-time PNG and diagnostics.png atomically.
+results.csv, the accuracy-vs-virtual-time PNG and diagnostics.png atomically. Methods are independent runs (each
+starts from the same seed, data and model), so `run_aedfl(..., previous=...)` resumes an interrupted experiment by
+keeping the methods a results.json of the same configuration already holds (`finished_runs`).
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import traceback
 from collections.abc import Callable, Mapping
@@ -130,10 +133,34 @@ def build_model(cfg: AEDFLRunConfig, info: dict) -> torch.nn.Module:
     return make_model(cfg.model, info["num_classes"], info["in_channels"], info["image_size"])
 
 
-def run_aedfl(cfg: AEDFLRunConfig, on_method_done: Callable[[dict, dict], None] | None = None) -> dict:
+def finished_runs(cfg: AEDFLRunConfig, previous: dict | None) -> dict[str, dict]:
+    """The runs of `previous` (a results.json) that `cfg` would compute again, by method: those of methods among
+    `cfg.methods` when every other config field is equal. A `previous` of another experiment is refused, naming the
+    fields that differ, so a resume never mixes two settings in one table."""
+    if previous is None:
+        return {}
+    ours = json.loads(json.dumps(asdict(cfg)))
+    theirs = previous.get("config", {})
+    differ = sorted(k for k in ours.keys() | theirs.keys() if k != "methods" and ours.get(k) != theirs.get(k))
+    if differ:
+        raise UserError(f"the results to resume from are of another configuration (differs in {', '.join(differ)}); "
+                        "use another output folder or run without resuming")
+    return {r["method"]: r for r in previous.get("runs", []) if r["method"] in cfg.methods}
+
+
+def read_results(out: str | Path) -> dict | None:
+    """`out`/results.json if an earlier run wrote one (the input of a resume), else None."""
+    path = Path(out) / "results.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def run_aedfl(cfg: AEDFLRunConfig, on_method_done: Callable[[dict, dict], None] | None = None,
+              previous: dict | None = None) -> dict:
     """Run every method of `cfg` on the same data, partition, profiles and initial model; returns the results.
     `on_method_done(run, results)` is called as each method finishes, with the results so far (the CLI writes them
-    then, so a method that fails later cannot lose the ones before it)."""
+    then, so a method that fails later cannot lose the ones before it). `previous`: an earlier results.json of this
+    configuration whose finished methods are kept, not run again (`finished_runs`)."""
+    done = finished_runs(cfg, previous)
     data, info = load_device_data(cfg)
     topo = exponential(cfg.devices)
     profiles = load_profiles(cfg.profiles, cfg.devices) if cfg.profiles else sample_profiles(
@@ -147,6 +174,11 @@ def run_aedfl(cfg: AEDFLRunConfig, on_method_done: Callable[[dict, dict], None] 
     results = {"config": asdict(cfg), "data": info, "runs": []}
     eval_n = evaluated_samples(results)
     for name in cfg.methods:
+        if name in done:
+            results["runs"].append(done[name])
+            if on_method_done is not None:
+                on_method_done(done[name], results)
+            continue
         torch.manual_seed(cfg.seed)
         model = build_model(cfg, info)
         options = cfg.options(name)

@@ -178,14 +178,14 @@ def run_seeds(recipe: Recipe, cfg, seeds: int, out: str | Path,
 def _run_one(experiment: str, cfg, folder: Path, on_run_done: Callable[[dict], None] | None) -> None:
     """One seed of one experiment, written to `folder` by the experiment's own writer."""
     if experiment == "aedfl":
-        from .aedfl import run_aedfl, write_results
+        from .aedfl import read_results, run_aedfl, write_results
 
         def done(run, so_far):
             write_results(so_far, folder)
             if on_run_done is not None:
                 on_run_done(run)
 
-        write_results(run_aedfl(cfg, on_method_done=done), folder)
+        write_results(run_aedfl(cfg, on_method_done=done, previous=read_results(folder)), folder)
     else:
         from .p2pft import run_p2pft
 
