@@ -144,3 +144,20 @@ def test_no_T_means_no_update_limit(tiny_data):
     sim, res, _ = run(tiny_data(D), "aedfl-0", max_updates=None, time_budget=0.2)
     assert res.stop_reason == "time budget" and int(sim.t[0]) > T
     assert bool(sim.below_limit().all()) and not sim.updates_done()
+
+
+@pytest.mark.parametrize("name, options, cfg", [("aedfl-0", None, {}), ("fedavg", {"fraction": 0.5}, {}),
+                                                ("fedavg", {"fraction": 0.5, "rounds": 4}, {"max_updates": None}),
+                                                ("ad-psgd", None, {"max_updates": None, "time_budget": 0.2})])
+def test_progress_rises_to_one_as_the_run_goes(tiny_data, monkeypatch, name, options, cfg):
+    """`run(on_progress=...)`: the share of the stop criterion reached (T updates, R rounds, the budget) never falls,
+    passes through the middle of the run and is 1.0 at its end."""
+    monkeypatch.setattr(AsyncSimulator, "PROGRESS_EVERY", 0.0)
+    cfg = {"max_updates": T, "batch_size": 8, "eval_interval": 0.05, "eval_samples": 16, "time_budget": 20.0, **cfg}
+    torch.manual_seed(0)
+    sim = AsyncSimulator(make_model("lenet5", 4, 1, 16), tiny_data(D), exponential(D), profiles(),
+                         make_method(name, options), AsyncConfig(slot_width=0.0, **cfg))
+    seen = []
+    sim.run(seen.append)
+    assert seen == sorted(seen) and seen[-1] == 1.0 and seen[0] < 0.5
+    assert any(0.2 < f < 0.9 for f in seen), seen

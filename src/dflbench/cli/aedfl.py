@@ -158,6 +158,10 @@ def aedfl(
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, disable=not console.is_terminal, transient=True) as progress:
             task = progress.add_task("methods", total=len(cfg.methods))
+            inner = progress.add_task("", total=100)
+
+            def moving(name, fraction):                  # within a method: its share of T updates / the budget
+                progress.update(inner, completed=100 * fraction, description=f"{name} (% of the run)")
 
             def done(r, so_far):
                 write_results(so_far, out)                # each finished method is on disk before the next runs
@@ -165,7 +169,8 @@ def aedfl(
                 console.print(f"{r['method']}: accuracy {r['accuracy']:.4f} after {r['virtual_time']:.1f} "
                               f"virtual s ({r['wall_time']:.1f} s wall)")
 
-            results = run_aedfl(cfg, on_method_done=done, previous=read_results(out) if resume else None)
+            results = run_aedfl(cfg, on_method_done=done, previous=read_results(out) if resume else None,
+                                on_progress=moving)
     paths = write_results(results, out)
     console.print(results_table(results))
     console.print(f"wrote {', '.join(str(p) for p in paths.values())}")

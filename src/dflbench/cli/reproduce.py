@@ -47,6 +47,10 @@ def execute(recipe: Recipe, scale: str | None, seeds: int, out: Path, sets: list
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, disable=not console.is_terminal, transient=True) as progress:
             task = progress.add_task(f"{recipe.name}", total=seeds * len(names))
+            inner = progress.add_task("", total=100, visible=recipe.experiment == "aedfl")
+
+            def moving(seed, name, fraction):           # within an AEDFL method: its share of T updates / budget
+                progress.update(inner, completed=100 * fraction, description=f"seed {seed} {name} (% of the run)")
 
             def started(seed):
                 progress.update(task, description=f"{recipe.name} seed {seed}: {names[0]}")
@@ -58,7 +62,7 @@ def execute(recipe: Recipe, scale: str | None, seeds: int, out: Path, sets: list
                 acc = run.get("accuracy", run.get("mean_accuracy"))
                 console.print(f"seed {seed} {name}: accuracy {acc:.4f}")
 
-            folders = run_seeds(recipe, cfg, seeds, out, started, done)
+            folders = run_seeds(recipe, cfg, seeds, out, started, done, moving)
     except FileNotFoundError as exc:
         hint = (f"; or add --stand-in to run on {recipe.stand_in[1].get('dataset')} instead (the report says so)"
                 if recipe.stand_in and not stand_in else "")

@@ -24,7 +24,7 @@ run ends once no device owes updates, i.e. every device that is alive, or failed
 time, has done T; a device failed for good does not hold the stop, a rejoining one continues up to T),
 `time_budget` (virtual seconds), `consensus_threshold` (at an EVAL), or the method's `finish` call (a server
 baseline's last round). The T test runs before every event, so
-slot-batched mode stops where exact mode does.
+slot-batched mode stops where exact mode does. `run(on_progress=...)` reports `fraction_done()` as it goes.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import heapq
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import torch
 
@@ -215,6 +215,19 @@ class AsyncSimulator:
             return torch.ones(self.D, dtype=torch.bool)
         return self.t < self.cfg.max_updates
 
+    def fraction_done(self) -> float:
+        """How much of the run is done, in [0, 1]: the largest of the devices' share of their T local updates
+        (sum_i min(t_i, T) / (D T)), the virtual time's share of `time_budget` and the method's own count
+        (`method.fraction_done(sim)` where it defines one, e.g. FedAvg's rounds of R)."""
+        c, parts = self.cfg, [0.0]
+        if c.max_updates is not None:
+            parts.append(float(self.t.clamp(max=c.max_updates).sum()) / (self.D * c.max_updates))
+        if c.time_budget is not None:
+            parts.append(self.now / c.time_budget)
+        if hasattr(self.method, "fraction_done"):
+            parts.append(self.method.fraction_done(self))
+        return min(1.0, max(parts))
+
     def finish(self, reason: str) -> None:
         """The method ends the run (e.g. after its last round): no further event is handled."""
         self._finished = reason
@@ -270,8 +283,13 @@ class AsyncSimulator:
         return 4 * int(mask.count_nonzero()) + math.ceil(self.P / 8)
 
     # ---- main loop -------------------------------------------------------------------------------------
-    def run(self) -> RunResult:
+    PROGRESS_EVERY = 0.5                # wall seconds between two on_progress calls
+
+    def run(self, on_progress: Callable[[float], None] | None = None) -> RunResult:
+        """Run to a stop criterion (module docstring); `on_progress(fraction_done())` is called about every
+        `PROGRESS_EVERY` wall seconds and once at the end with 1.0."""
         start_wall = self._wall0 = time.perf_counter()
+        shown = start_wall
         self.method.setup(self)
         for dev, fail_at, rejoin_at in self.faults.schedule:
             self.schedule(fail_at, FAIL, dev)
@@ -289,6 +307,9 @@ class AsyncSimulator:
             if self.updates_done() or self._finished:
                 reason = self._finished or "max updates"
                 break
+            if on_progress is not None and time.perf_counter() - shown >= self.PROGRESS_EVERY:
+                on_progress(self.fraction_done())
+                shown = time.perf_counter()
             popped = [heapq.heappop(self._queue)]
             if popped[0][1] == COMPLETE and c.slot_width is not None:
                 horizon = at + c.slot_width
@@ -322,6 +343,8 @@ class AsyncSimulator:
             r.accuracy = math.nan
         r.bytes_sent, r.device_steps, r.virtual_time = self.bytes_sent, self.device_steps, self.now
         r.wall_time, r.stop_reason = time.perf_counter() - start_wall, reason
+        if on_progress is not None:
+            on_progress(1.0)
         return r
 
     def _handle(self, e) -> bool:

@@ -148,10 +148,11 @@ def _config_record(cfg) -> dict:
 
 def run_seeds(recipe: Recipe, cfg, seeds: int, out: str | Path,
               on_seed_start: Callable[[int], None] | None = None,
-              on_run_done: Callable[[int, dict], None] | None = None) -> list[Path]:
+              on_run_done: Callable[[int, dict], None] | None = None,
+              on_progress: Callable[[int, str, float], None] | None = None) -> list[Path]:
     """Run `seeds` seeds of `cfg` into `out/seed-S/`, skipping seeds already done with the same config; returns
     the seed folders. `on_seed_start(seed)` and `on_run_done(seed, run)` (after each method / algorithm) report
-    progress."""
+    progress; `on_progress(seed, method, fraction)` within an AEDFL method (`run_aedfl`)."""
     if seeds < 1:
         raise UserError(f"--seeds must be >= 1, got {seeds}")
     out = Path(out)
@@ -170,12 +171,14 @@ def run_seeds(recipe: Recipe, cfg, seeds: int, out: str | Path,
         if on_seed_start is not None:
             on_seed_start(seed)
         _run_one(recipe.experiment, seed_cfg, folder,
-                 None if on_run_done is None else (lambda run, s=seed: on_run_done(s, run)))
+                 None if on_run_done is None else (lambda run, s=seed: on_run_done(s, run)),
+                 None if on_progress is None else (lambda name, f, s=seed: on_progress(s, name, f)))
         atomic_write_json(done, record)
     return folders
 
 
-def _run_one(experiment: str, cfg, folder: Path, on_run_done: Callable[[dict], None] | None) -> None:
+def _run_one(experiment: str, cfg, folder: Path, on_run_done: Callable[[dict], None] | None,
+             on_progress: Callable[[str, float], None] | None = None) -> None:
     """One seed of one experiment, written to `folder` by the experiment's own writer."""
     if experiment == "aedfl":
         from .aedfl import read_results, run_aedfl, write_results
@@ -185,7 +188,8 @@ def _run_one(experiment: str, cfg, folder: Path, on_run_done: Callable[[dict], N
             if on_run_done is not None:
                 on_run_done(run)
 
-        write_results(run_aedfl(cfg, on_method_done=done, previous=read_results(folder)), folder)
+        write_results(run_aedfl(cfg, on_method_done=done, previous=read_results(folder),
+                                on_progress=on_progress), folder)
     else:
         from .p2pft import run_p2pft
 

@@ -119,6 +119,10 @@ class FedAvg(ServerMethod):
         sim.messages += 2 * len(devs)
         sim.schedule(end, ROUND, (devs, loss))
 
+    def fraction_done(self, sim: AsyncSimulator) -> float:
+        """Rounds started of R (`AsyncSimulator.fraction_done`); 0 without a round limit."""
+        return self.round / self.options.rounds if self.options.rounds else 0.0
+
     def on_complete(self, sim, devs, times) -> None:
         raise RuntimeError(f"{self.name} runs in rounds, devices schedule no completions")
 
