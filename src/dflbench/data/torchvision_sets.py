@@ -32,7 +32,7 @@ def _open(name: str, cls, root: Path, download: bool, hint: str, **kwargs):
 
 
 def _labels(y) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(y), dtype=torch.int64)
+    return torch.tensor(np.asarray(y), dtype=torch.int64)        # a copy: the arrays may be read-only (np.load)
 
 
 def _cifar(name: str, cls, root: Path, download: bool) -> ImageData:
