@@ -9,6 +9,9 @@ atomically so `resume=True` continues bit-exactly.
 
 Inputs to the tail come from `TailInputs`: the frozen prefix run once over train and test (`FeatureCache`,
 bf16 on CUDA) when it is deterministic (no augmentation: the default), or recomputed per batch (uncached).
+
+Seeds stack like nodes: `SyncSimulator.stacked` runs S seeds' simulators as one run of S * n rows with
+block-diagonal mixing, each seed computing what it computes alone (see the class docstring).
 """
 
 from __future__ import annotations
@@ -131,7 +134,7 @@ class TailInputs:
 class SyncResult:
     """Final stacked params, per-node test accuracy, per-epoch history (mean and per-node accuracy, train loss,
     consensus distance (1/n) sum_i ||x_i - xbar||^2 of the trained parameters, bytes, wall time), timings and
-    bytes each node sent."""
+    bytes each node sent. A part of a stacked run (`SyncSimulator.stacked`) gets its share of the wall time."""
 
     algorithm: str
     params: dict[str, torch.Tensor]
@@ -183,10 +186,13 @@ class SyncSimulator:
 
     def stack_key(self) -> dict:
         """What must agree for simulators to be stacked (`stacked`): the algorithm with its step size and
-        matrices, the number of nodes, the steps per epoch and the config but its seed."""
+        matrices (time-varying ones never agree), the number of nodes, the steps per epoch, the tail's shapes and
+        the config but its seed."""
         alg = self.algorithm
+        varying = any(sched.time_varying for sched in alg._schedules().values())
         return {"algorithm": (type(alg), self.name, repr(alg.lr), alg.momentum, alg.weight_decay),
-                "graph": tuple((k, m.numpy().tobytes()) for k, m in alg.matrices().items()),
+                "graph": ("time-varying", id(alg)) if varying else  # a schedule's graphs are not compared
+                tuple((k, m.numpy().tobytes()) for k, m in alg.matrices().items()),
                 "nodes": self.n, "steps_per_epoch": self.sampler.steps_per_epoch,
                 "config": replace(self.config, seed=0),
                 "tail": tuple((k, tuple(p.shape)) for k, p in self.tail.named_parameters())}

@@ -388,6 +388,8 @@ def run_p2pft_seeds(cfgs: list[P2PFTConfig], out_dirs: list[str | Path], resume:
     if batch and runtime.simulator is not SyncSimulator:
         raise UserError("batch_seeds=true needs the simulator runtime: the distributed runtime runs one seed per "
                         "launch; drop batch_seeds")
+    if runtime.simulator is not SyncSimulator:
+        batch = False                                   # the default for the distributed runtime: not stacked
     if batch is False and len(cfgs) > 1:
         done = []
         for s, (c, out) in enumerate(zip(cfgs, out_dirs)):
