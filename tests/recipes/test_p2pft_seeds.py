@@ -5,6 +5,7 @@ path and the finished folders; seeds that cannot be stacked are split with a not
 batch_seeds=true; the distributed runtime refuses batch_seeds=true."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -35,7 +36,7 @@ def _smoke(data, **sets):
 def test_batched_seeds_equal_sequential_runs(tmp_path):
     torch.set_num_threads(1)
     cfg = _smoke(_npz(tmp_path / "c.npz"))
-    cfgs = [cfg.__class__(**{**cfg.__dict__, "seed": s}) for s in (0, 1, 2)]
+    cfgs = [replace(cfg, seed=s) for s in (0, 1, 2)]
     batched = run_p2pft_seeds(cfgs, [tmp_path / "b" / f"seed-{s}" for s in (0, 1, 2)], progress=False)
     for s, (c, got) in enumerate(zip(cfgs, batched)):
         ref = run_p2pft(c, tmp_path / "s" / f"seed-{s}", progress=False)
@@ -81,11 +82,11 @@ def test_unstackable_seeds_split_with_a_note_or_are_refused(tmp_path, capsys):
     torch.set_num_threads(1)
     data = _npz(tmp_path / "c.npz", 120, 20)
     cfg = _smoke(data, split="dirichlet:0.3", algorithms="local", epochs=1, batch_size=2)
-    cfgs = [cfg.__class__(**{**cfg.__dict__, "seed": s}) for s in (0, 1)]
+    cfgs = [replace(cfg, seed=s) for s in (0, 1)]
     runs = run_p2pft_seeds(cfgs, [tmp_path / "a0", tmp_path / "a1"], progress=False)
     assert "differ in steps_per_epoch" in capsys.readouterr().err
     assert [r.results["runs"][0]["stacked_seeds"] for r in runs] == [[0], [1]]
-    forced = [c.__class__(**{**c.__dict__, "batch_seeds": True}) for c in cfgs]
+    forced = [replace(c, batch_seeds=True) for c in cfgs]
     with pytest.raises(UserError, match="batch_seeds=true.*steps_per_epoch"):
         run_p2pft_seeds(forced, [tmp_path / "b0", tmp_path / "b1"], progress=False)
 

@@ -186,15 +186,15 @@ class SyncSimulator:
 
     def stack_key(self) -> dict:
         """What must agree for simulators to be stacked (`stacked`): the algorithm with its step size and
-        matrices (time-varying ones never agree), the number of nodes, the steps per epoch, the tail's shapes and
-        the config but its seed."""
+        matrices (time-varying ones never agree), the number of nodes, the steps per epoch, the tail's shapes, the
+        test set's size and the config but its seed."""
         alg = self.algorithm
         varying = any(sched.time_varying for sched in alg._schedules().values())
         return {"algorithm": (type(alg), self.name, repr(alg.lr), alg.momentum, alg.weight_decay),
                 "graph": ("time-varying", id(alg)) if varying else  # a schedule's graphs are not compared
                 tuple((k, m.numpy().tobytes()) for k, m in alg.matrices().items()),
                 "nodes": self.n, "steps_per_epoch": self.sampler.steps_per_epoch,
-                "config": replace(self.config, seed=0),
+                "config": replace(self.config, seed=0), "test set": len(self.inputs.data.y_test),
                 "tail": tuple((k, tuple(p.shape)) for k, p in self.tail.named_parameters())}
 
     @classmethod
