@@ -78,7 +78,9 @@ def reproduce(
     list_: bool = typer.Option(False, "--list", help="Print the recipes and exit."),
     scale: str = typer.Option("cpu", "--scale", help="paper (the paper's setting, for a GPU) | cpu (shrunk to about "
                                                      "15 min on a 2-core CPU) | smoke (under a minute)."),
-    seeds: int = typer.Option(1, "--seeds", help="Seeds to run (seed, seed+1, ...); finished seeds are skipped."),
+    seeds: int = typer.Option(1, "--seeds", help="Seeds to run (seed, seed+1, ...); finished seeds are skipped. "
+                                                 "P2P-FT seeds train stacked as one run per algorithm (same results; "
+                                                 "--set batch_seeds=false: one after another)."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Where the datasets live."),
     download: bool = typer.Option(False, "--download", help="Allow torchvision / IMDB downloads."),
     stand_in: bool = typer.Option(False, "--stand-in", help="Use the recipe's offline stand-in dataset (e.g. "

@@ -23,7 +23,7 @@ import copy
 import hashlib
 import sys
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -161,7 +161,8 @@ RANDOM_BACKBONE = ("the backbone is randomly initialised (no --pretrained or --c
 @dataclass(frozen=True)
 class P2PFTConfig:
     """One P2P-FT experiment. Paper defaults (Sec. IV): 4 nodes, directed strongly connected graph, lr 1e-3,
-    100 epochs, `last_block` policy, class-disjoint split (Table II)."""
+    100 epochs, `last_block` policy, class-disjoint split (Table II). `batch_seeds` only chooses how several seeds
+    run (`run_p2pft_seeds`), never what they compute."""
 
     model: str = "vit_small_patch16_224"
     dataset: str = "digits"
@@ -187,6 +188,7 @@ class P2PFTConfig:
     attention_method: str = "auto"
     attention_node: int = 1
     central_steps: str = "match"
+    batch_seeds: bool | None = None  # several seeds (run_p2pft_seeds): stacked where possible / always / never
 
     def __post_init__(self):
         parse_algorithms(self.algorithms)
@@ -264,18 +266,32 @@ def run_context(cfg: P2PFTConfig, topology) -> dict:
             "policy": cfg.policy, "cache": cfg.cache, "central_steps": cfg.central_steps}
 
 
-def run_p2pft(cfg: P2PFTConfig, out_dir: str | Path, resume: bool = False, progress: bool | None = None,
-              runtime: P2PFTRuntime = P2PFTRuntime()) -> P2PFTRun | None:
-    """Run every algorithm of `cfg`, write `out_dir/results.json` and `results.csv`, then the pictures, and return
-    the results (None in a process that is not `runtime.lead`)."""
-    out = Path(out_dir)
-    device = resolve_device(cfg.device) if runtime.device is None else runtime.device
+@dataclass
+class _Seed:
+    """One seed's experiment before training: its graph, algorithms, split, model, cached inputs, context."""
+
+    cfg: P2PFTConfig
+    out: Path
+    topology: Any
+    algorithms: dict
+    part: Any
+    model: torch.nn.Module
+    transform: BatchTransform
+    tail: torch.nn.Module
+    inputs: TailInputs
+    init: dict
+    context: dict
+
+
+def _prepare(cfg: P2PFTConfig, out: Path, device: str, data, runtime: P2PFTRuntime, progress: bool | None,
+             earlier: list[_Seed]) -> _Seed:
+    """Build one seed's run; its feature cache is an earlier seed's when their frozen prefixes are equal (a
+    pretrained or checkpoint backbone), so the prefix runs once for all seeds."""
     needs_graph = any(ALGORITHMS.get(a).metadata["mixing"] not in (None, "local") for a in cfg.algorithms)
     topology = build_topology(cfg.topology, cfg.nodes, cfg.seed) if needs_graph else None
     with user_input("--algorithms"):  # every algorithm (and its matrices) is checked before any of them trains
         algorithms = {name: ALGORITHMS.make(name, None, lr=cfg.lr, momentum=cfg.momentum, topology=topology)
                       for name in cfg.algorithms}
-    data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download, cfg.image_size)
     part = partition(data.y_train.numpy(), cfg.nodes, cfg.split, cfg.seed, dataset=cfg.dataset,
                      num_classes=data.num_classes)
     model = _build_model(cfg, data.num_classes)
@@ -283,36 +299,139 @@ def run_p2pft(cfg: P2PFTConfig, out_dir: str | Path, resume: bool = False, progr
     with user_input("--policy"):
         prefix, tail = split_for_cache(model, cfg.policy)
     sync = SyncConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed, cache=cfg.cache, device=device)
-    inputs = TailInputs(prefix, transform, data, sync, progress=progress if runtime.lead else False)
-    init = copy.deepcopy(tail.state_dict())
-    context = run_context(cfg, topology)
-    node_steps = -(-max(part.sizes()) // cfg.batch_size)                      # ceil(largest node / batch)
-    runs, sims = [], {}
-    for name in cfg.algorithms:
-        tail.load_state_dict(init)
-        if single_model(name):
-            central = {"batch_size": cfg.batch_size * cfg.nodes,
-                       "steps_per_epoch": node_steps if cfg.central_steps == "match" else None}
-            nodes, run_cfg = [np.concatenate(part.indices)], SyncConfig(**{**asdict(sync), **central})
-        else:
-            nodes, run_cfg = list(part.indices), sync
-        sim = runtime.simulator(tail, inputs, nodes, algorithms[name], run_cfg, name=name)
+    inputs = next((e.inputs for e in earlier if _same_module(e.inputs.pre.prefix, prefix)), None)
+    if inputs is None:
+        inputs = TailInputs(prefix, transform, data, sync, progress=progress if runtime.lead else False)
+    return _Seed(cfg, out, topology, algorithms, part, model, transform, tail, inputs,
+                 copy.deepcopy(tail.state_dict()), run_context(cfg, topology))
+
+
+def _same_module(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(
+        sa[k].shape == sb[k].shape and torch.equal(sa[k].to(sb[k].device), sb[k]) for k in sa)
+
+
+def _simulator(seed: _Seed, name: str, device: str, runtime: P2PFTRuntime) -> SyncSimulator:
+    """Algorithm `name` of one seed, its tail reset to the seed's initial weights."""
+    cfg, part = seed.cfg, seed.part
+    seed.tail.load_state_dict(seed.init)
+    sync = SyncConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed, cache=cfg.cache, device=device)
+    if single_model(name):
+        node_steps = -(-max(part.sizes()) // cfg.batch_size)                      # ceil(largest node / batch)
+        central = {"batch_size": cfg.batch_size * cfg.nodes,
+                   "steps_per_epoch": node_steps if cfg.central_steps == "match" else None}
+        nodes, run_cfg = [np.concatenate(part.indices)], SyncConfig(**{**asdict(sync), **central})
+    else:
+        nodes, run_cfg = list(part.indices), sync
+    return runtime.simulator(seed.tail, seed.inputs, nodes, seed.algorithms[name], run_cfg, name=name)
+
+
+def _train(name: str, sims: list[SyncSimulator], seeds: list[_Seed], resume: bool, progress: bool | None,
+           batch: bool | None) -> tuple[list[SyncResult], list[list[int]]]:
+    """Train one algorithm for every seed: stacked as one `SyncSimulator.stacked` run per group of seeds whose runs
+    have the same shape (`SyncSimulator.stack_groups`), one by one when `batch` is False. Returns the results
+    and, per seed, the seeds it trained with."""
+    paths = [s.out / "checkpoints" / f"{name}.pt" for s in seeds]
+    if batch is False:
+        groups, split = [[i] for i in range(len(sims))], []
+    else:
+        groups, split = SyncSimulator.stack_groups(sims, paths, resume)
+    if batch and [f for f in split if f != "resume epoch"]:
+        raise UserError(f"batch_seeds=true but the seeds' {name} runs cannot be stacked: they differ in "
+                        f"{', '.join(split)} (a seeded graph, or splits of other sizes); --set batch_seeds=none "
+                        "stacks what can be stacked (the default), batch_seeds=false runs the seeds one by one")
+    if len(groups) > 1 and batch is not False:
+        print(f"note: {name}: seeds {[[seeds[i].cfg.seed for i in g] for g in groups]} run as {len(groups)} "
+              f"stacks: they differ in {', '.join(split)}", file=sys.stderr)
+    results: list[SyncResult | None] = [None] * len(sims)
+    with_seeds: list[list[int]] = [[] for _ in sims]
+    for group in groups:
         with user_input("--lr", NonFiniteError):  # divergence: the message names the nodes and says to lower it
-            res = sim.run(checkpoint=out / "checkpoints" / f"{name}.pt", resume=resume, progress=progress,
-                          context=context)
-        sims[name] = res
-        accs = res.node_accuracy * cfg.nodes if len(res.node_accuracy) == 1 else res.node_accuracy
-        runs.append({"algorithm": name, "mixing": sim.algorithm.name,
-                     "matrices": {k: m.tolist() for k, m in sim.algorithm.matrices().items()}, "node_accuracy": accs,
-                     "mean_accuracy": float(np.mean(accs)), "single_model": single_model(name),
-                     "history": res.history, "wall_time_s": res.wall_time_s, "bytes_sent": int(sum(res.bytes_sent)),
-                     "bytes_sent_per_node": res.bytes_sent, "steps": res.steps,
-                     "steps_per_epoch": sim.sampler.steps_per_epoch})
+            if len(group) == 1:
+                i = group[0]
+                out = [sims[i].run(checkpoint=paths[i], resume=resume, progress=progress, context=seeds[i].context)]
+            else:
+                out = SyncSimulator.stacked([sims[i] for i in group]).run_parts(
+                    [paths[i] for i in group], resume, progress, [seeds[i].context for i in group])
+        for i, res in zip(group, out):
+            results[i], with_seeds[i] = res, [seeds[j].cfg.seed for j in group]
+    return results, with_seeds
+
+
+def run_p2pft(cfg: P2PFTConfig, out_dir: str | Path, resume: bool = False, progress: bool | None = None,
+              runtime: P2PFTRuntime = P2PFTRuntime()) -> P2PFTRun | None:
+    """Run every algorithm of `cfg`, write `out_dir/results.json` and `results.csv`, then the pictures, and return
+    the results (None in a process that is not `runtime.lead`)."""
+    return run_p2pft_seeds([cfg], [out_dir], resume, progress, runtime)[0]
+
+
+def run_p2pft_seeds(cfgs: list[P2PFTConfig], out_dirs: list[str | Path], resume: bool = False,
+                    progress: bool | None = None, runtime: P2PFTRuntime = P2PFTRuntime(),
+                    on_run_done: Callable[[int, dict], None] | None = None) -> list[P2PFTRun | None]:
+    """`run_p2pft` for several seeds of one experiment (`cfgs` equal but for `seed`), `cfgs[s]` into `out_dirs[s]`.
+
+    `batch_seeds` (of the configs) chooses how: None (the default) trains each algorithm's seeds as one stacked
+    `SyncSimulator` run (seeds x nodes rows, block-diagonal mixing: exact, see `SyncSimulator`), in several
+    stacks (with a note) where seeds differ in shape (a seeded graph, unequal steps per epoch, checkpoints
+    at different epochs); True the same but a UserError where the seeds cannot all be stacked, or with the
+    distributed runtime (one seed per launch); False runs the seeds one after another. Every seed gets
+    exactly the folder, checkpoints and results its own `run_p2pft` writes, each run recording the seeds it was
+    stacked with (`stacked_seeds`) and its share of their wall time; checkpoints of one mode resume in the other.
+    `on_run_done(s, run)` is called after each algorithm of seed index s."""
+    if len(cfgs) != len(out_dirs) or not cfgs:
+        raise ValueError(f"need one output folder per config, got {len(cfgs)} configs and {len(out_dirs)} folders")
+    first = replace(cfgs[0], seed=0)
+    if any(replace(c, seed=0) != first for c in cfgs):
+        raise ValueError("run_p2pft_seeds takes configs that differ only in their seed")
+    batch = cfgs[0].batch_seeds
+    if batch and runtime.simulator is not SyncSimulator:
+        raise UserError("batch_seeds=true needs the simulator runtime: the distributed runtime runs one seed per "
+                        "launch; drop batch_seeds")
+    if runtime.simulator is not SyncSimulator:
+        batch = False                                   # the default for the distributed runtime: not stacked
+    if batch is False and len(cfgs) > 1:
+        done = []
+        for s, (c, out) in enumerate(zip(cfgs, out_dirs)):
+            report = None if on_run_done is None else (lambda _, run, s=s: on_run_done(s, run))
+            done += run_p2pft_seeds([c], [out], resume, progress, runtime, report)
+        return done
+    cfg = cfgs[0]
+    device = resolve_device(cfg.device) if runtime.device is None else runtime.device
+    data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download, cfg.image_size)
+    seeds: list[_Seed] = []
+    for c, out in zip(cfgs, out_dirs):
+        seeds.append(_prepare(c, Path(out), device, data, runtime, progress, seeds))
+    runs: list[list[dict]] = [[] for _ in seeds]
+    sims: list[dict[str, SyncResult]] = [{} for _ in seeds]
+    for name in cfg.algorithms:
+        sim_list = [_simulator(seed, name, device, runtime) for seed in seeds]
+        results, with_seeds = _train(name, sim_list, seeds, resume, progress, batch)
+        for s, (sim, res) in enumerate(zip(sim_list, results)):
+            sims[s][name] = res
+            accs = res.node_accuracy * cfg.nodes if len(res.node_accuracy) == 1 else res.node_accuracy
+            runs[s].append({"algorithm": name, "mixing": sim.algorithm.name,
+                            "matrices": {k: m.tolist() for k, m in sim.algorithm.matrices().items()},
+                            "node_accuracy": accs, "mean_accuracy": float(np.mean(accs)),
+                            "single_model": single_model(name), "history": res.history,
+                            "wall_time_s": res.wall_time_s, "stacked_seeds": with_seeds[s],
+                            "bytes_sent": int(sum(res.bytes_sent)), "bytes_sent_per_node": res.bytes_sent,
+                            "steps": res.steps, "steps_per_epoch": sim.sampler.steps_per_epoch})
+            if on_run_done is not None and runtime.lead:
+                on_run_done(s, runs[s][-1])
     if not runtime.lead:
-        return None
+        return [None] * len(seeds)
+    return [_finish(seed, data, device, seed_runs, seed_sims, runtime) for seed, seed_runs, seed_sims
+            in zip(seeds, runs, sims)]
+
+
+def _finish(seed: _Seed, data, device: str, runs: list[dict], sims: dict[str, SyncResult],
+            runtime: P2PFTRuntime) -> P2PFTRun:
+    """One seed's results.json / results.csv, then its pictures."""
+    cfg, out, part, topology = seed.cfg, seed.out, seed.part, seed.topology
     results = {
         "config": {**asdict(cfg), "model_kwargs": dict(cfg.model_kwargs), "device": device,
-                   "cache": inputs.cached},
+                   "cache": seed.inputs.cached},
         "backbone": {"kind": cfg.backbone, **({"warning": RANDOM_BACKBONE} if cfg.backbone == "random" else {})},
         **({} if runtime.info is None else {"runtime": runtime.info}),
         "data": {"name": data.name, "classes": list(data.classes), "train": len(data.y_train),
@@ -329,7 +448,7 @@ def run_p2pft(cfg: P2PFTConfig, out_dir: str | Path, resume: bool = False, progr
         out / "accuracy.png", curves, "epoch", "mean test accuracy over nodes", f"{cfg.model} on {cfg.dataset}"))})}
     if cfg.attention:
         results["attention"] = _picture(out, "attention", lambda: write_attention(
-            out / "attention.png", model, tail, transform, data, part, sims, cfg, device))
+            out / "attention.png", seed.model, seed.tail, seed.transform, data, part, sims, cfg, device))
     write_results(out, results)
     return P2PFTRun(results, sims)
 

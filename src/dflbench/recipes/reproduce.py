@@ -10,10 +10,12 @@ A recipe file is a config file (`dflbench.recipes.config`) with more top-level k
     [stand_in]             # optional: an offline substitute dataset, used only with --stand-in
     [paper]                # source = table and column; [paper.results.NAME] = the paper's numbers
 
-`run_seeds` runs seeds cfg.seed, cfg.seed + 1, ... one after another into `out/seed-S/` (the experiment's own
-results.json and pictures); a seed is done when `out/seed-S/done.json` holds the same resolved config, so a rerun
-skips finished seeds and an `out` holding another experiment is refused. `dflbench.recipes.report` then writes
-`out/report.md`, its PNGs and `out/results.json`.
+`run_seeds` runs seeds cfg.seed, cfg.seed + 1, ... into `out/seed-S/` (the experiment's own results.json and
+pictures): AEDFL one after another, P2P-FT together (`run_p2pft_seeds`: the seeds of each algorithm stacked into one
+synchronous run; `--set batch_seeds=false` runs them one after another; the results are the same); a seed is done
+when `out/seed-S/done.json` holds the same resolved config, so a rerun skips finished seeds and an `out` holding
+another experiment is refused. An interrupted P2P-FT batch resumes from its per-seed checkpoints.
+`dflbench.recipes.report` then writes `out/report.md`, its PNGs and `out/results.json`.
 """
 
 from __future__ import annotations
@@ -143,7 +145,11 @@ def load_recipe_file(path: str | Path) -> Recipe:
 
 
 def _config_record(cfg) -> dict:
-    return json.loads(json.dumps(asdict(cfg), default=str))
+    """The resolved config a finished seed is recorded with; P2P-FT's `batch_seeds` is left out (it chooses how
+    seeds run, not what they compute), so a folder finished in one mode is kept in the other."""
+    record = json.loads(json.dumps(asdict(cfg), default=str))
+    record.pop("batch_seeds", None)
+    return record
 
 
 def run_seeds(recipe: Recipe, cfg, seeds: int, out: str | Path,
@@ -152,11 +158,13 @@ def run_seeds(recipe: Recipe, cfg, seeds: int, out: str | Path,
               on_progress: Callable[[int, str, float], None] | None = None) -> list[Path]:
     """Run `seeds` seeds of `cfg` into `out/seed-S/`, skipping seeds already done with the same config; returns
     the seed folders. `on_seed_start(seed)` and `on_run_done(seed, run)` (after each method / algorithm) report
-    progress; `on_progress(seed, method, fraction)` within an AEDFL method (`run_aedfl`)."""
+    progress; `on_progress(seed, method, fraction)` within an AEDFL method (`run_aedfl`). P2P-FT seeds not yet
+    done train together (`run_p2pft_seeds`: each algorithm's seeds stacked into one run) unless `batch_seeds` is
+    false; a seed's `done.json` is written when its results are."""
     if seeds < 1:
         raise UserError(f"--seeds must be >= 1, got {seeds}")
     out = Path(out)
-    folders = []
+    folders, pending = [], []
     for seed in range(cfg.seed, cfg.seed + seeds):
         seed_cfg = replace(cfg, seed=seed)
         folder = out / f"seed-{seed}"
@@ -168,12 +176,25 @@ def run_seeds(recipe: Recipe, cfg, seeds: int, out: str | Path,
                 raise UserError(f"{folder} holds a finished run of another configuration; give another --out or "
                                 "remove that folder")
             continue
+        pending.append((seed, seed_cfg, folder, record))
+    if recipe.experiment == "p2pft" and cfg.batch_seeds is not False and len(pending) > 1:
+        from .p2pft import run_p2pft_seeds
+
+        for seed, *_ in pending:
+            if on_seed_start is not None:
+                on_seed_start(seed)
+        run_p2pft_seeds([c for _, c, _, _ in pending], [f for _, _, f, _ in pending], resume=True,
+                        on_run_done=None if on_run_done is None else (lambda s, run: on_run_done(pending[s][0], run)))
+        for _, _, folder, record in pending:
+            atomic_write_json(folder / "done.json", record)
+        return folders
+    for seed, seed_cfg, folder, record in pending:
         if on_seed_start is not None:
             on_seed_start(seed)
         _run_one(recipe.experiment, seed_cfg, folder,
                  None if on_run_done is None else (lambda run, s=seed: on_run_done(s, run)),
                  None if on_progress is None else (lambda name, f, s=seed: on_progress(s, name, f)))
-        atomic_write_json(done, record)
+        atomic_write_json(folder / "done.json", record)
     return folders
 
 

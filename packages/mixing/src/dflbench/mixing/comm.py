@@ -15,6 +15,10 @@ Interface (what a torch.distributed communicator implements to run the same algo
 over the node dimension, dense or torch.sparse CSR (chosen per matrix: sparse when n >= `sparse_min_nodes`
 and the matrix density <= `sparse_max_density`; `sparse=True/False` forces it). Mixing runs with autocast
 disabled, in the dtype of each leaf.
+
+`BlockCommunicator(inner, blocks)` runs `blocks` independent copies of one n-node system stacked along the rows
+(batched seeds: row b*n + i is node i of copy b): every call is `inner`'s call on each block of n rows, so copies
+never mix and each block computes exactly what `inner` computes for that copy alone.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from abc import ABC, abstractmethod
 import torch
 
 from .matrix import MixingMatrix
-from .tree import Tree, row_bytes, tree_map
+from .tree import Tree, num_rows, row_bytes, tree_map
 
 _CSR_CPU_DTYPES = (torch.float32, torch.float64)
 
@@ -100,3 +104,43 @@ class LocalCommunicator(Communicator):
 
     def mean(self, x: Tree) -> Tree:
         return tree_map(lambda leaf: leaf.mean(dim=0, keepdim=True).expand_as(leaf).clone(), x)
+
+
+class BlockCommunicator(Communicator):
+    """`blocks` independent copies of an n-node system, stacked: rows [b*n, (b+1)*n) are copy b (see the module
+    docstring). Matrices stay n x n (one graph for every copy); `mix` and `mean` apply `inner`'s call block by
+    block (the same kernel on the same [n, ...] slice as an unstacked run, hence the same numbers);
+    `num_nodes` is n, and `node_ids` are the ids within each copy."""
+
+    def __init__(self, inner: Communicator, blocks: int):
+        if blocks < 1:
+            raise ValueError(f"blocks must be >= 1, got {blocks}")
+        self.inner, self.blocks = inner, blocks
+
+    def _n(self, n_local: int) -> int:
+        if n_local % self.blocks:
+            raise ValueError(f"{n_local} rows do not split into {self.blocks} equal blocks")
+        return n_local // self.blocks
+
+    def num_nodes(self, n_local: int) -> int:
+        return self.inner.num_nodes(self._n(n_local))
+
+    def node_ids(self, n_local: int) -> torch.Tensor:
+        return self.inner.node_ids(self._n(n_local)).repeat(self.blocks)
+
+    def _per_block(self, call, x: Tree) -> Tree:
+        n = self._n(num_rows(x))
+        parts = [call(tree_map(lambda leaf, b=b: leaf[b * n:(b + 1) * n], x)) for b in range(self.blocks)]
+        return tree_map(lambda *leaves: torch.cat(leaves), *parts)
+
+    def mix(self, m: MixingMatrix, x: Tree) -> Tree:
+        return self._per_block(lambda block: self.inner.mix(m, block), x)
+
+    def mean(self, x: Tree) -> Tree:
+        return self._per_block(self.inner.mean, x)
+
+    def mix_bytes(self, m: MixingMatrix, x: Tree, n_local: int) -> torch.Tensor:
+        return self.inner.mix_bytes(m, x, self._n(n_local)).repeat(self.blocks)
+
+    def mean_bytes(self, x: Tree, n_local: int) -> torch.Tensor:
+        return self.inner.mean_bytes(x, self._n(n_local)).repeat(self.blocks)
