@@ -37,6 +37,7 @@ from dflbench.io import atomic_write_csv, atomic_write_json
 from dflbench.mixing import NonFiniteError, from_topology, make_algorithm
 from dflbench.plots import line_plot
 from dflbench.registry import Registry
+from dflbench.runtime.backend import resolve_device
 from dflbench.topology import from_adjacency, list_topologies, make_topology
 from dflbench.vision import architecture_of, create_model, parse_policy, split_for_cache
 
@@ -136,19 +137,6 @@ def build_topology(spec: str, n: int, seed: int = 0):
         else:
             topo = make_topology(spec, n, seed=seed) if spec == "erdos_renyi" else make_topology(spec, n)
         return topo.check_strongly_connected()
-
-
-def resolve_device(device: str) -> str:
-    """'auto' -> 'cuda' when available else 'cpu'; an explicit CUDA device without CUDA is an error."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device {device!r} requested but CUDA is not available; use --device cpu or auto")
-    try:
-        torch.device(device)
-    except RuntimeError:
-        raise UserError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
-    return device
 
 
 # "auto": last-layer CLS attention for ViT / DeiT (the layer fine-tuning changes), Grad-CAM for Swin (no CLS token)
@@ -397,7 +385,7 @@ def run_p2pft_seeds(cfgs: list[P2PFTConfig], out_dirs: list[str | Path], resume:
             done += run_p2pft_seeds([c], [out], resume, progress, runtime, report)
         return done
     cfg = cfgs[0]
-    device = resolve_device(cfg.device) if runtime.device is None else runtime.device
+    device = str(resolve_device(cfg.device)) if runtime.device is None else runtime.device
     data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download, cfg.image_size)
     seeds: list[_Seed] = []
     for c, out in zip(cfgs, out_dirs):

@@ -18,9 +18,8 @@ import torch.nn.functional as F
 from dflbench.data import BatchTransform, load_dataset
 from dflbench.errors import UserError, user_input
 from dflbench.io import atomic_torch_save, atomic_write_json
+from dflbench.runtime.backend import resolve_device
 from dflbench.vision import create_model
-
-from .p2pft import resolve_device
 
 
 @dataclass(frozen=True)
@@ -57,7 +56,7 @@ def accuracy(model, transform, x, y, device, batch_size=512, autocast=None) -> f
 def pretrain(cfg: PretrainConfig, out: str | Path, progress: bool | None = None) -> dict:
     """Train every parameter on `cfg.dataset`; write the state dict to `out` and `out`.json (config + history)."""
     out = Path(out)
-    device = resolve_device(cfg.device)
+    device = str(resolve_device(cfg.device))
     data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download, cfg.image_size)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)

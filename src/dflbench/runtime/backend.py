@@ -31,15 +31,20 @@ def check_runtime(runtime: str) -> str:
     return runtime
 
 
-def resolve_device(device: str, local_rank: int) -> torch.device:
-    """"auto" -> cuda:<local_rank> when CUDA is available, else cpu; "cuda" -> cuda:<local_rank>; else as given."""
+def resolve_device(device: str, local_rank: int | None = None) -> torch.device:
+    """The torch device a `--device` string names: "auto" -> CUDA when available, else cpu; "cuda" without an index
+    -> cuda:<local_rank mod the device count> for a rank of a multi-process run (plain "cuda" when `local_rank` is
+    None); CUDA without CUDA and strings torch does not know are user errors."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise UserError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise UserError(f"device {device!r} asked for CUDA but none is available; use --device cpu")
-        if dev.index is None:
+            raise UserError(f"device {device!r} asked for CUDA but none is available; use --device cpu or auto")
+        if dev.index is None and local_rank is not None:
             dev = torch.device("cuda", local_rank % torch.cuda.device_count())
     return dev
 
