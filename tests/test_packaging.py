@@ -40,3 +40,14 @@ def test_import_pulls_in_no_other_dflbench_package(name):
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     loaded = set(eval(out))
     assert loaded <= {name} | {s.split("-")[1] for s in ALLOWED_SIBLINGS.get(name, set())}
+
+
+@pytest.mark.parametrize("module", ["dflbench.cli.aedfl", "dflbench.recipes.aedfl", "dflbench.recipes.config"])
+def test_the_aedfl_path_loads_no_vision_stack(module):
+    """`dflbench aedfl` starts without the P2P-FT stack (torchvision, timm, captum, torch._dynamo): seconds of
+    start-up (issue 17; a recipe-config import once pulled it in and start-up went from ~6 s to ~17 s at load 5)."""
+    code = (f"import sys, {module}; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torchvision', 'timm', 'captum'}), "
+            "'torch._dynamo' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.split("\n")[0]
+    assert out == "[] False", out

@@ -18,6 +18,7 @@ file < scale < `--set`. An unknown key is a UserError naming it and listing the 
 
 from __future__ import annotations
 
+import importlib
 import typing
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,10 +29,10 @@ import tomllib
 from dflbench.errors import UserError
 from dflbench.registry import coerce, type_name
 
-from .aedfl import AEDFLRunConfig
-from .p2pft import P2PFTConfig, parse_model_kwargs
-
-EXPERIMENTS: dict[str, type] = {"aedfl": AEDFLRunConfig, "p2pft": P2PFTConfig}
+# experiment -> (module, config class), imported on first use: `dflbench aedfl` never loads the P2P-FT stack
+# (torchvision, timm, captum), which costs seconds of start-up (bench/RESULTS.md, "Start-up")
+EXPERIMENTS: dict[str, tuple[str, str]] = {"aedfl": ("dflbench.recipes.aedfl", "AEDFLRunConfig"),
+                                           "p2pft": ("dflbench.recipes.p2pft", "P2PFTConfig")}
 
 
 def read_toml(path: str | Path) -> dict:
@@ -46,9 +47,11 @@ def read_toml(path: str | Path) -> dict:
 
 
 def experiment_class(name: str, where: str) -> type:
+    """The config dataclass of experiment `name` (imported now); UserError naming `where` for an unknown one."""
     if name not in EXPERIMENTS:
         raise UserError(f"{where}: unknown experiment {name!r}; valid: {', '.join(EXPERIMENTS)}")
-    return EXPERIMENTS[name]
+    module, cls = EXPERIMENTS[name]
+    return getattr(importlib.import_module(module), cls)
 
 
 def check_keys(table: Mapping, valid, where: str) -> None:
@@ -93,6 +96,8 @@ def _field_value(value, tp, where: str):
         args = typing.get_args(tp)
         if typing.get_origin(args[0]) is tuple:                             # model_kwargs: (key, value) pairs
             if isinstance(value, str):
+                from .p2pft import parse_model_kwargs  # only P2P-FT configs have one
+
                 return parse_model_kwargs(value)
             if not isinstance(value, Mapping):
                 raise UserError(f"{where} must be a table of KEY = VALUE, got {value!r}")
@@ -130,7 +135,7 @@ def with_config_file(cls: type, path: str | Path | None, cli: dict, explicit: se
     if path is None:
         return cls(**cli)
     doc = read_toml(path)
-    name = next((k for k, v in EXPERIMENTS.items() if v is cls), None)
+    name = next((k for k, v in EXPERIMENTS.items() if v == (cls.__module__, cls.__qualname__)), None)
     if doc.get("experiment", name) != name:
         raise UserError(f"{path} configures experiment {doc['experiment']!r}; use it with `dflbench "
                         f"{doc['experiment']}` or `dflbench run`")

@@ -88,7 +88,7 @@ def parse_recipe(doc: Mapping, name: str, path: str = "") -> Recipe:
     """A Recipe from a parsed TOML document; every scale and the stand-in are resolved once, so a bad key
     anywhere is reported now, naming it."""
     experiment = doc.get("experiment")
-    fields = typing.get_type_hints(EXPERIMENTS[experiment]) if experiment in EXPERIMENTS else {}
+    fields = typing.get_type_hints(experiment_class(experiment, name)) if experiment in EXPERIMENTS else {}
     misplaced = [k for k in doc if k not in TOP_KEYS and k in fields]
     if misplaced:
         raise UserError(f"{name}: {', '.join(map(repr, misplaced))} must go under [config] (the run's fields), not at "
