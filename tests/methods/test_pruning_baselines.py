@@ -143,6 +143,19 @@ def test_hap_scores_match_an_autograd_hessian():
     assert (err <= 5 * (var / k).sqrt() / sizes * weight_sq + 1e-12).all()
 
 
+def test_hap_layer_limit_keeps_a_share_of_every_layer(aedfl_sim):
+    """HAP's prune_ratio_limit: at rate 0.8 the whole-model ranking strips some layer past half its units; with
+    layer_limit 0.5 every layer of every device loses at most floor(0.5 * units)."""
+    kept = {}
+    for limit in (1.0, 0.5):
+        sim = _pruned_run(aedfl_sim, "hap", rate=0.8, layer_limit=limit)
+        kept[limit] = _units_kept(sim, sim.method.masks)[1]
+    free, capped = kept[1.0], kept[0.5]
+    assert any((k.sum(1) < k.shape[1] - k.shape[1] // 2).any() for k in free)
+    for k in capped:
+        assert (k.sum(1) >= k.shape[1] - k.shape[1] // 2).all()
+
+
 def test_mflops_are_counted_from_the_pruned_structure(aedfl_sim):
     """The MFP of a pruned LeNet-5 equals the dense MACs of the smaller LeNet-5 it amounts to (16x16x1 inputs, 4
     classes: 12x12 conv1 maps, 2x2 conv2 maps, 1x1 after pooling)."""

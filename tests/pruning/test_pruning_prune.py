@@ -39,6 +39,32 @@ def _reference_select(scores, sizes, rate, min_keep):
     return keep
 
 
+def test_hap_layer_limit_caps_each_group_without_redistributing(tiny_cnn):
+    """HAP's `prune_ratio_limit`: the global choice, then each group trimmed back to its lowest floor(limit * size)
+    pruned units (a loop over groups); what a capped group keeps is not pruned elsewhere."""
+    model, (x, _) = tiny_cnn()
+    cand = find_candidates(model, x)
+    sizes = [g.num_units for g in cand.groups]
+    group = [g for g, s in enumerate(sizes) for _ in range(s)]
+    gen = torch.Generator().manual_seed(1)
+    for limit in (0.0, 0.3, 0.5, 1.0):
+        scores = torch.randn(cand.num_units, generator=gen, dtype=torch.float64)
+        scores[: sizes[0]] -= 10                                     # group 0 holds the lowest scores
+        uncapped = _reference_select(scores.tolist(), sizes, 0.6, 1)
+        expected = list(uncapped)
+        for g, size in enumerate(sizes):
+            pruned = sorted((u for u in range(len(group)) if group[u] == g and not uncapped[u]),
+                            key=lambda u: (scores[u].item(), u))
+            for u in pruned[int(limit * size):]:
+                expected[u] = True
+        keep = select_units(scores, cand, 0.6, max_group_rate=limit)
+        assert keep.tolist() == expected
+        assert (~keep).sum() <= sum(not k for k in uncapped)
+    assert select_units(scores, cand, 0.6, max_group_rate=0.5)[: sizes[0]].sum() == sizes[0] - int(0.5 * sizes[0])
+    with pytest.raises(ValueError, match="max_group_rate"):
+        PruningConfig(rule="hap", max_group_rate=1.5)
+
+
 def test_select_units_matches_greedy_reference(tiny_cnn):
     model, (x, _) = tiny_cnn()
     cand = find_candidates(model, x)

@@ -10,7 +10,8 @@ on its current local minibatch, structured units (conv channels, linear neurons;
                              (`dflbench.pruning.scoring.fedap_scores`), HRank scores inside a layer; the device's local
                              batch replaces FedAP's server-side shared data, which a decentralized network does not have
   hap    (Yu et al. 2022)    HAP's sensitivity tr(H_uu) / |u| ||w_u||^2 (Hutchinson), the floor(rate * units) least
-                             sensitive units of the whole model
+                             sensitive units of the whole model, a layer losing at most `layer_limit` of its units
+                             (HAP's prune_ratio_limit; at 0.95 a LeNet-5 conv layer still keeps only one channel)
 The baselines have no neighbour-aware rate rule: `rate` is fixed. MFLOPs and the compute-cost fraction come from the
 pruned structure (`dflbench.pruning.structured_mfp`: a dead unit also removes the weights that read it).
 Simplification: pruning runs model by model (a loop over the due devices, at pruning updates only); local training
@@ -40,14 +41,17 @@ class PruningBaselineOptions(PruningSchedule):
     rate: float = option(0.4, "fraction of the structured units pruned, in [0, 1): per layer (hrank), shared out "
                          "over the layers (fedap), over the whole model (hap)")
     num_probes: int = option(4, "Hutchinson probes of the Hessian diagonal (hap)")
+    layer_limit: float = option(0.95, "hap: a layer loses at most this fraction of its units (HAP's "
+                                      "prune_ratio_limit; 0.95 in the authors' CIFAR config)")
     slq_steps: int = option(8, "Lanczos steps of each layer's Hessian spectrum (fedap)")
     slq_runs: int = option(1, "stochastic Lanczos quadrature runs (fedap)")
 
     def __post_init__(self):
         super().__post_init__()
-        if not 0 <= self.rate < 1 or min(self.num_probes, self.slq_steps, self.slq_runs) < 1:
-            raise UserError(f"pruning baselines need every >= 1, rate in [0, 1) and num_probes, slq_steps, slq_runs "
-                            f">= 1, got {self}")
+        if (not 0 <= self.rate < 1 or not 0 <= self.layer_limit <= 1
+                or min(self.num_probes, self.slq_steps, self.slq_runs) < 1):
+            raise UserError(f"pruning baselines need every >= 1, rate in [0, 1), layer_limit in [0, 1] and "
+                            f"num_probes, slq_steps, slq_runs >= 1, got {self}")
 
 
 class PackagePruner(ScheduledPruner):
@@ -57,7 +61,8 @@ class PackagePruner(ScheduledPruner):
         super().__init__(sim, cfg)
         self.rule = rule
         self.pcfg = PackagePruningConfig(rule=rule, approximation="diagonal", num_probes=cfg.num_probes,
-                                         slq_steps=cfg.slq_steps, slq_runs=cfg.slq_runs, layerwise=rule == "hrank")
+                                         slq_steps=cfg.slq_steps, slq_runs=cfg.slq_runs, layerwise=rule == "hrank",
+                                         max_group_rate=cfg.layer_limit if rule == "hap" else 1.0)
         self.rate.fill_(cfg.rate)
         self.model = sim.net.template
         self.init = {k: v.detach().clone() for k, v in self.model.named_parameters()}

@@ -33,7 +33,8 @@ class PruningConfig:
 
     rule: scoring rule (`list_scoring_rules()`); approximation: "block" (exact H^{p,p}, H^{r,p} by one HVP per
     unit) or "diagonal" (see `taylor`); num_probes: Hutchinson probes for diag(H); damping: relative damping of
-    (H^{r,r})^{-1}; c: C of lambda_g (5.15, >= 1); min_units_kept: units every group keeps; chunk_size: units /
+    (H^{r,r})^{-1}; c: C of lambda_g (5.15, >= 1); min_units_kept: units every group keeps; max_group_rate: the most
+    of a group's units a global selection prunes (HAP's per-layer limit, `select_units`); chunk_size: units /
     probes per vmapped HVP batch; slq_steps, slq_runs: SLQ for the eigen-gap rate; zero_tol: relative size under
     which an eigenvalue is null; skip, prune_last_linear: see `find_candidates`.
     """
@@ -44,6 +45,7 @@ class PruningConfig:
     damping: float = 1e-3
     c: float = 2.0
     min_units_kept: int = 1
+    max_group_rate: float = 1.0
     chunk_size: int | None = 32
     slq_steps: int = 32
     slq_runs: int = 4
@@ -62,6 +64,8 @@ class PruningConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.min_units_kept < 0:
             raise ValueError(f"min_units_kept must be >= 0, got {self.min_units_kept}")
+        if not 0 <= self.max_group_rate <= 1:
+            raise ValueError(f"max_group_rate must be in [0, 1], got {self.max_group_rate}")
         if self.chunk_size is not None and self.chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1 or None, got {self.chunk_size}")
         if self.c < 1:
@@ -71,10 +75,15 @@ class PruningConfig:
 
 
 def select_units(scores: Tensor, candidates: CandidateSet, rate: float, *, min_units_kept: int = 1,
-                 group_rates: Tensor | None = None) -> Tensor:
+                 group_rates: Tensor | None = None, max_group_rate: float = 1.0) -> Tensor:
     """Keep-mask [num_units]: prune the floor(rate * num_units) lowest-scoring units globally, or with
-    `group_rates` the floor(rate_g * size_g) lowest of each group; a group never drops below `min_units_kept`."""
+    `group_rates` the floor(rate_g * size_g) lowest of each group; a group never drops below `min_units_kept`
+    (its share of the global count goes to the next-lowest units of other groups). `max_group_rate` (global
+    selection only) is HAP's per-layer limit (`prune_ratio_limit`, Yu et al. 2022): a group that the global
+    selection would cut by more than floor(max_group_rate * size_g) units loses only its lowest that many, and the
+    units it keeps are not pruned elsewhere (the overall rate ends below `rate`, as in HAP)."""
     rate = check_rate(rate)
+    max_group_rate = check_rate(max_group_rate, "per-group pruning limit")
     if scores.shape != (candidates.num_units,):
         raise ValueError(f"scores have shape {tuple(scores.shape)}, expected ({candidates.num_units},)")
     if torch.isnan(scores).any():
@@ -101,6 +110,9 @@ def select_units(scores: Tensor, candidates: CandidateSet, rate: float, *, min_u
     chosen = torch.argsort(masked, stable=True)[: min(k, int(eligible.sum()))]
     keep = torch.ones(candidates.num_units, dtype=torch.bool)
     keep[chosen] = False
+    if max_group_rate < 1.0:
+        cap = torch.floor(max_group_rate * sizes).long()
+        keep |= rank >= cap[group]                                   # rank: within the group, by ascending score
     return keep
 
 
@@ -150,7 +162,8 @@ def prune_model(model: nn.Module, criterion: Callable[[Tensor, Tensor], Tensor],
     group_rates = result.group_rates
     if group_rates is None and config.layerwise:
         group_rates = torch.full((len(cand.groups),), rate, dtype=torch.float64)
-    keep = select_units(result.scores, cand, rate, min_units_kept=config.min_units_kept, group_rates=group_rates)
+    keep = select_units(result.scores, cand, rate, min_units_kept=config.min_units_kept, group_rates=group_rates,
+                        max_group_rate=config.max_group_rate)
     masks = {n: m.to(params[n].device) for n, m in cand.param_masks(keep).items()}
     achieved = float((~keep).sum()) / cand.num_units
     return PruneResult(keep, masks, result.scores, rate, achieved, cand)
