@@ -274,3 +274,5 @@ def test_p2pft_report_numbers_and_claims(tmp_path):
            "(70.00% vs 75.00%)" in report
     assert "P2P-FT beats GT-DGD on the mean (Sec. II: designed for weight-balanced graphs, ours is not): yes" in report
     assert (tmp_path / "consensus_vs_epoch.png").stat().st_size > 1000      # log scale with zeros at epoch 0
+    changed = "Changed from scale `cpu` (by `--set` or `--stand-in`): model = vit (scale: vit_small_patch16_224)."
+    assert changed in report                                                 # split, the same, is not listed

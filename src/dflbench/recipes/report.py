@@ -20,6 +20,7 @@ import json
 import sys
 import traceback
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -250,6 +251,21 @@ def _p2pft_claims(rows: dict) -> list[str]:
     return claims
 
 
+def overrides(recipe: Recipe, scale: str | None, cfg: dict) -> list[str]:
+    """`KEY = VALUE (scale: VALUE)` for each field of the run's config (seed 0's results.json) that differs from the
+    recipe at `scale`, i.e. what `--set` (or `--stand-in`) changed, so a scale note ("10 epochs") is never read as
+    the run's setting; the seed and the runtime's own entries (absent from the recipe) are left out."""
+    base = json.loads(json.dumps(asdict(recipe.resolve(scale)), default=str))
+    out = []
+    for key, value in base.items():
+        if key == "seed" or key not in cfg:
+            continue
+        ours = dict(value) if key == "model_kwargs" and isinstance(cfg[key], dict) else value
+        if cfg[key] != ours:
+            out.append(f"{key} = {cfg[key]} (scale: {ours})")
+    return out
+
+
 def write_report(recipe: Recipe, scale: str | None, notes: list[str], folders: list[Path], out: str | Path) -> Path:
     """`out/report.md`, the PNGs and `out/results.json` from the seed folders; returns the report's path."""
     out = Path(out)
@@ -261,6 +277,9 @@ def write_report(recipe: Recipe, scale: str | None, notes: list[str], folders: l
              f"Recipe `{recipe.name}`, scale `{scale or 'file'}`, {len(seeds)} seed(s) "
              f"({', '.join(f.name for f in folders)}); mean ± std over seeds.", ""]
     lines += [f"- {note}" for note in notes] + ([""] if notes else [])
+    changed = overrides(recipe, scale, cfg)
+    lines += [f"Changed from scale `{scale or 'file'}` (by `--set` or `--stand-in`): " + "; ".join(changed) + ".", ""] \
+        if changed else []
     if recipe.experiment == "p2pft":
         lines += ["Accuracy in %; paper rows: " + (recipe.paper_source or "none") + ".", ""]
         if seeds[0]["backbone"]["kind"] == "random":
