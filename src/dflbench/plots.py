@@ -15,7 +15,8 @@ Curve = tuple[Sequence[float], Sequence[float]]
 @dataclass
 class Panel:
     """One axes: `curves[label] = (xs, ys)`, shaded `bands[label] = (xs, lows, highs)` drawn in the colour of the
-    curve of the same label, line `styles[label]` (matplotlib linestyles), an optional horizontal reference."""
+    curve of the same label, line `styles[label]` (matplotlib linestyles), an optional horizontal reference, the
+    y scale (`"log"`: values <= 0 are left out)."""
 
     ylabel: str
     curves: Mapping[str, Curve]
@@ -23,6 +24,7 @@ class Panel:
     bands: Mapping[str, tuple[Sequence[float], Sequence[float], Sequence[float]]] = field(default_factory=dict)
     styles: Mapping[str, str] = field(default_factory=dict)
     hline: float | None = None
+    yscale: str = "linear"
 
 
 def panels_plot(path: str | Path, panels: Sequence[Panel], xlabel: str, title: str | None = None) -> Path:
@@ -44,7 +46,7 @@ def panels_plot(path: str | Path, panels: Sequence[Panel], xlabel: str, title: s
                             [float("nan") if v is None else v for v in hi], color=colors.get(label), alpha=0.2)
         if panel.hline is not None:
             ax.axhline(panel.hline, color="grey", linestyle=":", linewidth=1)
-        ax.set(xlabel=xlabel, ylabel=panel.ylabel)
+        ax.set(xlabel=xlabel, ylabel=panel.ylabel, yscale=panel.yscale)
         if panel.title:
             ax.set_title(panel.title)
         ax.grid(alpha=0.3)

@@ -240,3 +240,39 @@ def test_aedfl_report_numbers_and_diagnostics(tmp_path):
     assert set(panels[2].curves) == {"aedfl fresh", "aedfl stale", "aedfl aggregated"}
     summary = json.loads((tmp_path / "results.json").read_text())
     assert summary["rows"]["aedfl"]["time_to_target"] == pytest.approx([1.5, np.std([1.0, 2.0], ddof=1)])
+
+
+def _p2pft_seed(seed, accs):
+    """A seed's results.json with `accs[name] = per-node accuracy` (central: one model, repeated per node)."""
+    runs = []
+    for name, nodes in accs.items():
+        history = [{"epoch": e, "mean_accuracy": float(np.mean(nodes)) * e, "consensus": (1.0 if name == "local" else
+                                                                                           1e-6) * e}
+                   for e in (0, 1)]
+        runs.append({"algorithm": name, "node_accuracy": nodes, "mean_accuracy": float(np.mean(nodes)),
+                     "bytes_sent": 1e6, "history": history, "single_model": name == "central"})
+    return {"config": {"model": "vit", "split": "classes:cifar10", "seed": seed}, "data": {"name": "npz"},
+            "backbone": {"kind": "checkpoint"}, "runs": runs}
+
+
+def test_p2pft_report_numbers_and_claims(tmp_path):
+    from dflbench.recipes.report import write_report
+
+    folders = []
+    for seed, shift in enumerate((0.1, -0.1)):
+        accs = {"local": [0.2, 0.2, 0.3, 0.3], "p2pft": [0.7 + shift] * 4, "dgd": [0.75] * 4, "gt-dgd": [0.5] * 4,
+                "central": [0.72] * 4}
+        folder = tmp_path / f"seed-{seed}"
+        folder.mkdir()
+        (folder / "results.json").write_text(json.dumps(_p2pft_seed(seed, accs)))
+        folders.append(folder)
+    report = write_report(load_recipe("p2pft-vit-cifar10"), "cpu", [], folders, tmp_path).read_text()
+    assert "| p2pft | 70.00 ± 14.14 | 70.00 ± 14.14 |" in report                # by hand: std of 80, 60
+    assert "P2P-FT beats Local-FT on every node (Sec. IV-C): yes (mean 70.00% vs 25.00%)" in report
+    assert "similar to centralized (Sec. IV-C; read as within 5 points): yes (gap 2.00 points)" in report
+    assert "P2P-FT beats DGD on the mean (Sec. II: inexact convergence under heterogeneous data): no " \
+           "(70.00% vs 75.00%)" in report
+    assert "P2P-FT beats GT-DGD on the mean (Sec. II: designed for weight-balanced graphs, ours is not): yes" in report
+    assert (tmp_path / "consensus_vs_epoch.png").stat().st_size > 1000      # log scale with zeros at epoch 0
+    changed = "Changed from scale `cpu` (by `--set` or `--stand-in`): model = vit (scale: vit_small_patch16_224)."
+    assert changed in report                                                 # split, the same, is not listed

@@ -2,6 +2,11 @@
 
 The saved state dict loads with `dflbench.vision.create_model(..., checkpoint=PATH)` (the head may differ),
 i.e. `dflbench p2pft --checkpoint PATH`. AdamW on cross-entropy, seeded shuffling, bf16 autocast on CUDA.
+
+Default lr 1e-4 (no warmup, no schedule): measured on the Tiny-ImageNet subset (vit_small_patch16_224 at 32x32 in
+8x8 patches, batch 64, 2 epochs, seed 0), lr 1e-3 leaves the model at chance (train loss 5.30 = ln 200, test
+accuracy 0.75%) while 1e-4 reaches 4.0% (loss 4.91); DeiT's recipe (5e-4 per 512 samples, with warmup) scales to
+6e-5 at batch 64.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ class PretrainConfig:
     model: str = "vit_small_patch16_224"
     dataset: str = "tiny-imagenet"
     epochs: int = 10
-    lr: float = 1e-3
+    lr: float = 1e-4
     weight_decay: float = 0.05
     batch_size: int = 64
     device: str = "auto"
