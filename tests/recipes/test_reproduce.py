@@ -238,6 +238,10 @@ def test_aedfl_report_numbers_and_diagnostics(tmp_path):
     assert ys[0] == pytest.approx(2.0) and ys[-1] == pytest.approx(2.0)
     assert panels[0].curves["aedfl"][1][0] == pytest.approx(0.5)              # None skipped
     assert set(panels[2].curves) == {"aedfl fresh", "aedfl stale", "aedfl aggregated"}
+    spread = {"aedfl": [_aedfl_seed(s, 0.6, 1.0, lam)["runs"][0] for s in range(2)]}
+    spread["aedfl"][1]["diagnostics"]["selection_probability"] = [[1.0, 1.0]] * 2     # seeds at 0.5 and 1.0
+    _, lo, hi = diagnostics_panels(spread)[0].bands["aedfl"]
+    assert max(hi) == 1.0 and min(lo) >= 0.0                                  # mean + std = 1.10 is clipped
     summary = json.loads((tmp_path / "results.json").read_text())
     assert summary["rows"]["aedfl"]["time_to_target"] == pytest.approx([1.5, np.std([1.0, 2.0], ddof=1)])
 

@@ -17,6 +17,7 @@ consensus distance is drawn on a log scale.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import traceback
 from collections.abc import Callable
@@ -58,10 +59,13 @@ def band_on_grid(curves: list[tuple[list[float], list[float]]]) -> tuple[list, l
 
 
 def band_panel(ylabel: str, curves: dict[str, tuple[list, list, list]], hline: float | None = None,
-               title: str | None = None, yscale: str = "linear") -> Panel:
-    """A `Panel` of mean curves with mean +- std bands from `band_on_grid` results."""
+               title: str | None = None, yscale: str = "linear",
+               limits: tuple[float, float] = (-math.inf, math.inf)) -> Panel:
+    """A `Panel` of mean curves with mean +- std bands from `band_on_grid` results, the bands clipped to `limits`
+    (a probability's band stays in [0, 1])."""
+    lo, hi = limits
     return Panel(ylabel, {k: (x, m) for k, (x, m, _) in curves.items()}, title=title, hline=hline, yscale=yscale,
-                 bands={k: (x, [a - b for a, b in zip(m, s)], [a + b for a, b in zip(m, s)])
+                 bands={k: (x, [max(a - b, lo) for a, b in zip(m, s)], [min(a + b, hi) for a, b in zip(m, s)])
                         for k, (x, m, s) in curves.items()})
 
 
@@ -140,6 +144,7 @@ def summarize_aedfl(recipe: Recipe, seeds: list[dict], out: Path) -> tuple[dict,
 
 DIAGNOSTICS = {"selection_probability": "selection probability", "lambda": "lambda_ij (eq. 4.6-4.8)",
                "pruning_rate": "pruning rate p_i (eq. 5.16)"}
+LIMITS = {"selection_probability": (0.0, 1.0), "lambda": (0.0, math.inf), "pruning_rate": (0.0, 1.0)}
 
 
 def diagnostics_panels(runs: dict[str, list[dict]]) -> list[Panel]:
@@ -154,7 +159,7 @@ def diagnostics_panels(runs: dict[str, list[dict]]) -> list[Panel]:
             if seeds:
                 curves[name] = band_on_grid(seeds)
         if curves:
-            panels.append(band_panel(ylabel, curves, title=ylabel))
+            panels.append(band_panel(ylabel, curves, title=ylabel, limits=LIMITS[key]))
     buckets = {}
     for name, rs in runs.items():
         for r in rs[:1]:                                    # the first seed: one curve per slot kind
