@@ -181,7 +181,24 @@ def test_aedfl_smoke_recipe_writes_the_report(tmp_path):
     again = runner.invoke(app, args)                                        # finished seeds are skipped
     assert again.exit_code == 0 and "seed 0" not in again.output and "seed 1" not in again.output
     other = runner.invoke(app, [*args, "--set", "lr=0.03"])
-    assert other.exit_code == 2 and "another configuration" in other.output
+    assert other.exit_code == 2 and "another configuration (differs in lr)" in other.output
+
+
+def test_a_finished_aedfl_seed_takes_more_methods(tmp_path):
+    data = _npz(tmp_path / "letters.npz", (28, 28), 26, 400, 100)
+    out = tmp_path / "o"
+    args = ["reproduce", "aedfl-emnist-lenet5", "--scale", "smoke", "--out", str(out), "--set",
+            f"dataset=npz:{data}", "--threads", "1", "--set"]
+    _ok([*args, "methods=fedbuff"])
+    first = json.loads((out / "seed-0" / "results.json").read_text())["runs"][0]
+    _ok([*args, "methods=fedavg,fedbuff"])                       # a method added to a finished seed
+    runs = json.loads((out / "seed-0" / "results.json").read_text())["runs"]
+    assert [r["method"] for r in runs] == ["fedavg", "fedbuff"] and runs[1] == first
+    assert "| fedavg |" in (out / "report.md").read_text()
+    line = _error([*args, "methods=fedavg"])                     # a seed's finished runs are never dropped
+    assert "fedbuff" in line and "leaves out" in line
+    assert [r["method"] for r in json.loads((out / "seed-0" / "results.json").read_text())["runs"]] == \
+        ["fedavg", "fedbuff"]
 
 
 def test_p2pft_smoke_recipe_writes_the_report_and_fig2(tmp_path):

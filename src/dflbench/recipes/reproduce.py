@@ -152,15 +152,24 @@ def _config_record(cfg) -> dict:
     return record
 
 
+def _differing_fields(finished: dict, record: dict) -> list[str]:
+    """The fields (recipe, experiment or config keys) in which two seed records differ, sorted."""
+    a, b = finished.get("config", {}), record["config"]
+    top = [k for k in ("recipe", "experiment") if finished.get(k) != record[k]]
+    return top + sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+
+
 def run_seeds(recipe: Recipe, cfg, seeds: int, out: str | Path,
               on_seed_start: Callable[[int], None] | None = None,
               on_run_done: Callable[[int, dict], None] | None = None,
               on_progress: Callable[[int, str, float], None] | None = None) -> list[Path]:
     """Run `seeds` seeds of `cfg` into `out/seed-S/`, skipping seeds already done with the same config; returns
-    the seed folders. `on_seed_start(seed)` and `on_run_done(seed, run)` (after each method / algorithm) report
-    progress; `on_progress(seed, method, fraction)` within an AEDFL method (`run_aedfl`). P2P-FT seeds not yet
-    done train together (`run_p2pft_seeds`: each algorithm's seeds stacked into one run) unless `batch_seeds` is
-    false; a seed's `done.json` is written when its results are."""
+    the seed folders. A finished AEDFL seed whose config differs only in naming more methods is continued: its
+    methods are kept and the new ones run (`run_aedfl`'s method-level resume). `on_seed_start(seed)` and
+    `on_run_done(seed, run)` (after each method / algorithm) report progress; `on_progress(seed, method,
+    fraction)` within an AEDFL method (`run_aedfl`). P2P-FT seeds not yet done train together (`run_p2pft_seeds`:
+    each algorithm's seeds stacked into one run) unless `batch_seeds` is false; a seed's `done.json` is written
+    when its results are."""
     if seeds < 1:
         raise UserError(f"--seeds must be >= 1, got {seeds}")
     out = Path(out)
@@ -172,10 +181,18 @@ def run_seeds(recipe: Recipe, cfg, seeds: int, out: str | Path,
         record = {"recipe": recipe.name, "experiment": recipe.experiment, "config": _config_record(seed_cfg)}
         done = folder / "done.json"
         if done.is_file():
-            if json.loads(done.read_text()) != record:
-                raise UserError(f"{folder} holds a finished run of another configuration; give another --out or "
-                                "remove that folder")
-            continue
+            finished = json.loads(done.read_text())
+            if finished == record:
+                continue
+            differ = _differing_fields(finished, record)
+            if differ == ["methods"] and recipe.experiment == "aedfl":
+                missing = [m for m in finished["config"]["methods"] if m not in seed_cfg.methods]
+                if missing:
+                    raise UserError(f"{folder} holds finished runs of {', '.join(missing)}, which --set methods "
+                                    "leaves out; name them too (they are kept, not run again) or give another --out")
+            else:
+                raise UserError(f"{folder} holds a finished run of another configuration (differs in "
+                                f"{', '.join(differ)}); give another --out or remove that folder")
         pending.append((seed, seed_cfg, folder, record))
     if recipe.experiment == "p2pft" and cfg.batch_seeds is not False and len(pending) > 1:
         from .p2pft import run_p2pft_seeds
