@@ -94,3 +94,20 @@ def test_pretrain_backbone_feeds_p2pft_checkpoint(tmp_path):
                                  "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert json.loads((out / "results.json").read_text())["config"]["checkpoint"] == str(ckpt)
+
+
+def test_train_samples_keeps_the_same_subset_for_every_seed(tmp_path):
+    """--train-samples shrinks the training set (the cpu scales): results.json records the size, the nodes' class
+    histograms sum to it, and two seeds fine-tune on the same images (drawn with seed 0)."""
+    hists = []
+    for seed in (0, 1):
+        out = tmp_path / f"s{seed}"
+        result = runner.invoke(app, ["p2pft", *TINY, "--dataset", "digits", "--train-samples", "300", "--epochs",
+                                     "0", "--algorithms", "local", "--seed", str(seed), "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        res = json.loads((out / "results.json").read_text())
+        assert res["data"]["train"] == 300 and res["config"]["train_samples"] == 300
+        hists.append(torch.tensor(res["partition"]["class_histograms"]).sum(0))
+    assert int(hists[0].sum()) == 300 and torch.equal(hists[0], hists[1])
+    _one_line_error(["p2pft", *TINY, "--train-samples", "5000", "--epochs", "0", "--out", str(tmp_path / "x")],
+                    "train_samples must be in 1..")

@@ -142,3 +142,17 @@ def test_every_registered_dataset_loads_or_says_where(tmp_path, name):
         assert str(tmp_path) in str(e)
         return
     assert len(d.y_train) > 0 and len(d.y_test) > 0 and not any(tmp_path.iterdir())
+
+
+def test_random_subset_is_seeded_without_replacement_and_refuses_too_many():
+    from dflbench.data import random_subset
+    from dflbench.errors import UserError
+
+    assert random_subset(10, None, 0) is None
+    a, b = random_subset(1000, 300, 3), random_subset(1000, 300, 3)
+    assert torch.equal(a, b) and len(set(a.tolist())) == 300 and 0 <= int(a.min()) and int(a.max()) < 1000
+    assert not torch.equal(a, random_subset(1000, 300, 4))
+    assert sorted(random_subset(7, 7, 1).tolist()) == list(range(7))
+    for bad in (0, 8):
+        with pytest.raises(UserError, match="train_samples must be in 1..7"):
+            random_subset(7, bad, 0)

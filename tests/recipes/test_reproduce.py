@@ -164,7 +164,7 @@ def test_aedfl_resume_keeps_finished_methods_and_refuses_another_setting(tmp_pat
 
 
 def test_aedfl_smoke_recipe_writes_the_report(tmp_path):
-    data = _npz(tmp_path / "letters.npz", (28, 28), 26, 400, 100)
+    data = _npz(tmp_path / "letters.npz", (28, 28), 26, 1000, 100)
     out = tmp_path / "o"
     args = ["reproduce", "aedfl-emnist-lenet5", "--scale", "smoke", "--seeds", "2", "--out", str(out), "--set",
             f"dataset=npz:{data}", "--set", "methods=aedfl,fedavg", "--set", "lr=0.02", "--threads", "1"]
@@ -185,7 +185,7 @@ def test_aedfl_smoke_recipe_writes_the_report(tmp_path):
 
 
 def test_a_finished_aedfl_seed_takes_more_methods(tmp_path):
-    data = _npz(tmp_path / "letters.npz", (28, 28), 26, 400, 100)
+    data = _npz(tmp_path / "letters.npz", (28, 28), 26, 1000, 100)
     out = tmp_path / "o"
     args = ["reproduce", "aedfl-emnist-lenet5", "--scale", "smoke", "--out", str(out), "--set",
             f"dataset=npz:{data}", "--threads", "1", "--set"]

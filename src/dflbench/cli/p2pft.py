@@ -96,6 +96,9 @@ def p2pft(
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Dataset root folder."),
     download: bool = typer.Option(False, "--download", help="Allow torchvision downloads."),
     image_size: int = typer.Option(224, "--image-size", help="Load size for datasets with varying image sizes."),
+    train_samples: Optional[int] = typer.Option(None, "--train-samples",
+                                                help="Fine-tune on a random subset of the training set (the same "
+                                                     "for every seed)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Recompute the frozen prefix every batch."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoints/*.pt."),
     attention: int = typer.Option(0, "--attention", help="Write Fig. 2 attention maps for N test images."),
@@ -122,8 +125,9 @@ def p2pft(
                   batch_size=batch_size, device=device, seed=seed, policy=policy,
                   checkpoint=None if checkpoint is None else str(checkpoint), pretrained=pretrained,
                   model_kwargs=parse_model_kwargs(model_kwargs), data_dir=None if data_dir is None else str(data_dir),
-                  download=download, image_size=image_size, cache=not no_cache, attention=attention,
-                  attention_method=attention_method, attention_node=attention_node, central_steps=central_steps)
+                  download=download, image_size=image_size, train_samples=train_samples, cache=not no_cache,
+                  attention=attention, attention_method=attention_method, attention_node=attention_node,
+                  central_steps=central_steps)
     cfg = with_config_file(P2PFTConfig, config, fields,
                            {"cache" if p == "no_cache" else p for p in explicit_params(ctx)})
     if cfg.backbone == "random":

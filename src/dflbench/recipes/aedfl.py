@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from dflbench.data import load_dataset, partition
+from dflbench.data import load_dataset, partition, random_subset
 from dflbench.data.text import load_imdb
 from dflbench.engines.async_sim import AsyncConfig, AsyncSimulator
 from dflbench.engines.async_stacked import DeviceData
@@ -118,8 +118,8 @@ def load_device_data(cfg: AEDFLRunConfig) -> tuple[DeviceData, dict]:
         img = load_dataset(cfg.dataset, cfg.data_dir, cfg.download)
         x, y, x_test, y_test, classes = img.x_train, img.y_train, img.x_test, img.y_test, img.classes
         shape = {"in_channels": img.channels, "image_size": img.image_size[0]}
-    if cfg.train_samples is not None:
-        keep = torch.randperm(len(y), generator=torch.Generator().manual_seed(cfg.seed))[:cfg.train_samples]
+    keep = random_subset(len(y), cfg.train_samples, cfg.seed)
+    if keep is not None:
         x, y = x[keep], y[keep]
     parts = partition(y.numpy(), cfg.devices, f"dirichlet:{cfg.alpha}", seed=cfg.seed, num_classes=len(classes))
     test_perm = torch.randperm(len(y_test), generator=torch.Generator().manual_seed(cfg.seed + 1))

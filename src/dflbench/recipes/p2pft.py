@@ -30,7 +30,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from dflbench.data import BatchTransform, load_dataset, partition
+from dflbench.data import BatchTransform, load_dataset, partition, random_subset
 from dflbench.engines import SyncConfig, SyncResult, SyncSimulator, TailInputs
 from dflbench.errors import UserError, user_input
 from dflbench.io import atomic_write_csv, atomic_write_json
@@ -149,11 +149,14 @@ RANDOM_BACKBONE = ("the backbone is randomly initialised (no --pretrained or --c
 @dataclass(frozen=True)
 class P2PFTConfig:
     """One P2P-FT experiment. Paper defaults (Sec. IV): 4 nodes, directed strongly connected graph, lr 1e-3,
-    100 epochs, `last_block` policy, class-disjoint split (Table II). `batch_seeds` only chooses how several seeds
-    run (`run_p2pft_seeds`), never what they compute."""
+    100 epochs, `last_block` policy, class-disjoint split (Table II). `train_samples` keeps a random subset of the
+    training set (the `cpu` scales): drawn once with seed 0, not per seed, so that every seed fine-tunes on the same
+    images and stacked seeds share one feature cache (seeds vary the initial head, the sampling and a seeded graph).
+    `batch_seeds` only chooses how several seeds run (`run_p2pft_seeds`), never what they compute."""
 
     model: str = "vit_small_patch16_224"
     dataset: str = "digits"
+    train_samples: int | None = None
     nodes: int = 4
     topology: str = "hub_ring"
     split: str = "classes"
@@ -387,6 +390,9 @@ def run_p2pft_seeds(cfgs: list[P2PFTConfig], out_dirs: list[str | Path], resume:
     cfg = cfgs[0]
     device = str(resolve_device(cfg.device)) if runtime.device is None else runtime.device
     data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download, cfg.image_size)
+    keep = random_subset(len(data.y_train), cfg.train_samples, 0)
+    if keep is not None:
+        data = replace(data, x_train=data.x_train[keep], y_train=data.y_train[keep])
     seeds: list[_Seed] = []
     for c, out in zip(cfgs, out_dirs):
         seeds.append(_prepare(c, Path(out), device, data, runtime, progress, seeds))
