@@ -195,10 +195,14 @@ def test_a_finished_aedfl_seed_takes_more_methods(tmp_path):
     runs = json.loads((out / "seed-0" / "results.json").read_text())["runs"]
     assert [r["method"] for r in runs] == ["fedavg", "fedbuff"] and runs[1] == first
     assert "| fedavg |" in (out / "report.md").read_text()
-    line = _error([*args, "methods=fedavg"])                     # a seed's finished runs are never dropped
-    assert "fedbuff" in line and "leaves out" in line
+    _ok([*args, "methods=fedbuff"])                              # a report of some of a seed's methods
+    report = (out / "report.md").read_text()
+    assert "| fedbuff |" in report and "| fedavg |" not in report
     assert [r["method"] for r in json.loads((out / "seed-0" / "results.json").read_text())["runs"]] == \
-        ["fedavg", "fedbuff"]
+        ["fedavg", "fedbuff"]                                    # the seed keeps both, run once
+    assert json.loads((out / "results.json").read_text())["per_seed"][0]["runs"] == [first]
+    line = _error([*args, "methods=fedbuff,aedfl"])               # adding one while leaving out another
+    assert "fedavg" in line and "leaves out" in line
 
 
 def test_p2pft_smoke_recipe_writes_the_report_and_fig2(tmp_path):

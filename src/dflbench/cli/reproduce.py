@@ -67,7 +67,8 @@ def execute(recipe: Recipe, scale: str | None, seeds: int, out: Path, sets: list
         hint = (f"; or add --stand-in to run on {recipe.stand_in[1].get('dataset')} instead (the report says so)"
                 if recipe.stand_in and not stand_in else "")
         raise FileNotFoundError(f"{exc}{hint}") from None
-    report = write_report(recipe, scale, recipe.notes(scale, stand_in), folders, out)
+    report = write_report(recipe, scale, recipe.notes(scale, stand_in), folders, out,
+                          cfg.methods if recipe.experiment == "aedfl" else None)
     console.print(f"wrote {report} and {out / 'results.json'}")
     return report
 

@@ -20,7 +20,7 @@ import json
 import math
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -271,10 +271,17 @@ def overrides(recipe: Recipe, scale: str | None, cfg: dict) -> list[str]:
     return out
 
 
-def write_report(recipe: Recipe, scale: str | None, notes: list[str], folders: list[Path], out: str | Path) -> Path:
-    """`out/report.md`, the PNGs and `out/results.json` from the seed folders; returns the report's path."""
+def write_report(recipe: Recipe, scale: str | None, notes: list[str], folders: list[Path], out: str | Path,
+                 methods: Sequence[str] | None = None) -> Path:
+    """`out/report.md`, the PNGs and `out/results.json` from the seed folders; returns the report's path. `methods`
+    (AEDFL): report these of the seeds' runs, in this order (a seed folder may hold more)."""
     out = Path(out)
     seeds = [json.loads((f / "results.json").read_text()) for f in folders]
+    if methods is not None:
+        for seed in seeds:
+            by_name = {r["method"]: r for r in seed["runs"]}
+            seed["runs"] = [by_name[m] for m in methods]
+            seed["config"]["methods"] = list(methods)
     summarize = summarize_aedfl if recipe.experiment == "aedfl" else summarize_p2pft
     summary, table = summarize(recipe, seeds, out)
     cfg = seeds[0]["config"]

@@ -164,8 +164,9 @@ def run_seeds(recipe: Recipe, cfg, seeds: int, out: str | Path,
               on_run_done: Callable[[int, dict], None] | None = None,
               on_progress: Callable[[int, str, float], None] | None = None) -> list[Path]:
     """Run `seeds` seeds of `cfg` into `out/seed-S/`, skipping seeds already done with the same config; returns
-    the seed folders. A finished AEDFL seed whose config differs only in naming more methods is continued: its
-    methods are kept and the new ones run (`run_aedfl`'s method-level resume). `on_seed_start(seed)` and
+    the seed folders. A finished AEDFL seed whose config differs only in its methods is done when it holds every
+    method named (`write_report(methods=...)` reports those), and continued when they add to its own: its methods
+    are kept and the new ones run (`run_aedfl`'s method-level resume). `on_seed_start(seed)` and
     `on_run_done(seed, run)` (after each method / algorithm) report progress; `on_progress(seed, method,
     fraction)` within an AEDFL method (`run_aedfl`). P2P-FT seeds not yet done train together (`run_p2pft_seeds`:
     each algorithm's seeds stacked into one run) unless `batch_seeds` is false; a seed's `done.json` is written
@@ -186,10 +187,14 @@ def run_seeds(recipe: Recipe, cfg, seeds: int, out: str | Path,
                 continue
             differ = _differing_fields(finished, record)
             if differ == ["methods"] and recipe.experiment == "aedfl":
-                missing = [m for m in finished["config"]["methods"] if m not in seed_cfg.methods]
+                have = finished["config"]["methods"]
+                if set(seed_cfg.methods) <= set(have):
+                    continue                                # all there: the report takes the named ones
+                missing = [m for m in have if m not in seed_cfg.methods]
                 if missing:
                     raise UserError(f"{folder} holds finished runs of {', '.join(missing)}, which --set methods "
-                                    "leaves out; name them too (they are kept, not run again) or give another --out")
+                                    "leaves out while adding others; name them too (they are kept, not run "
+                                    "again) or give another --out")
             else:
                 raise UserError(f"{folder} holds a finished run of another configuration (differs in "
                                 f"{', '.join(differ)}); give another --out or remove that folder")
