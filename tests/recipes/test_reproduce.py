@@ -230,7 +230,10 @@ def _aedfl_seed(seed, acc, time_to_target, diagnostics):
     history = [{"time": 0.0, "accuracy": 0.1, "consensus": 1.0}, {"time": 2.0, "accuracy": acc, "consensus": 0.5}]
     run = {"method": "aedfl", "accuracy": acc, "time_to_target": time_to_target, "mflops": 0.2, "bytes_sent": 2e6,
            "final_consensus": 0.5, "history": history, "diagnostics": diagnostics}
-    base = {**run, "method": "fedavg", "accuracy": acc - 0.1, "time_to_target": None, "diagnostics": {}}
+    base = {**run, "method": "fedavg", "accuracy": acc - 0.1, "time_to_target": None, "diagnostics": {},
+            "history": [{"time": 0.0, "accuracy": 0.1, "consensus": 0.0}, {"time": 1.5, "accuracy": acc - 0.3,
+                                                                             "consensus": 0.0},
+                        {"time": 5.0, "accuracy": acc - 0.1, "consensus": 0.0}]}     # runs longer (rounds)
     return {"config": {"model": "lenet5", "dataset": "x", "devices": 4, "target_acc": 0.5, "seed": seed},
             "runs": [run, base]}
 
@@ -249,9 +252,11 @@ def test_aedfl_report_numbers_and_diagnostics(tmp_path):
         (folder / "results.json").write_text(json.dumps(_aedfl_seed(seed, acc, ttt, lam)))
         folders.append(folder)
     report = write_report(load_recipe("aedfl-emnist-lenet5"), "smoke", [], folders, tmp_path).read_text()
-    assert "| aedfl | 0.7000 ± 0.1000 | 1.5 ± 0.7 | 2/3 |" in report                # by hand: std of .6,.8,.7
-    assert "| fedavg | 0.6000 ± 0.1000 | / | 0/3 |" in report
+    assert "| aedfl | 0.7000 ± 0.1000 | 0.7000 ± 0.1000 | 1.5 ± 0.7 | 2/3 |" in report   # by hand: std of .6,.8,.7
+    assert "| fedavg | 0.6000 ± 0.1000 | 0.4000 ± 0.1000 | / | 0/3 |" in report        # at t* = 2.0: its 1.5 value
     assert "AEDFL has the highest accuracy (Sec. 6.2): yes" in report
+    assert "AEDFL has the highest accuracy at equal virtual time (t*, 2.0 s on average) (Sec. 6.2): yes" in report
+    assert "ended (2.0, 2.0, 2.0 s)" in report
     assert "(diagnostics.png)" in report and (tmp_path / "diagnostics.png").stat().st_size > 1000
     panels = diagnostics_panels({"aedfl": [_aedfl_seed(0, 0.6, 1.0, lam)["runs"][0]]})
     assert [p.ylabel for p in panels] == ["selection probability", "lambda_ij (eq. 4.6-4.8)", "selection probability"]
@@ -265,6 +270,8 @@ def test_aedfl_report_numbers_and_diagnostics(tmp_path):
     assert max(hi) == 1.0 and min(lo) >= 0.0                                  # mean + std = 1.10 is clipped
     summary = json.loads((tmp_path / "results.json").read_text())
     assert summary["rows"]["aedfl"]["time_to_target"] == pytest.approx([1.5, np.std([1.0, 2.0], ddof=1)])
+    assert summary["common_time"] == [2.0, 2.0, 2.0]
+    assert summary["rows"]["fedavg"]["accuracy_at_common_time"] == pytest.approx([0.4, 0.1])
 
 
 def _p2pft_seed(seed, accs):
