@@ -195,3 +195,23 @@ def test_slq_on_low_rank_hessian_stops_at_the_invariant_subspace():
     assert torch.isfinite(dens.nodes).all()
     top = top_eigenvalues(lambda p: 0.5 * p["x"] @ h @ p["x"], params, 3)
     torch.testing.assert_close(top.values, torch.flip(evals, [0])[:3], atol=1e-8, rtol=0)
+
+
+def test_hvp_does_not_print_torchs_jit_script_deprecation(tmp_path):
+    """torch.func.jvp scripts torch's forward-AD decompositions on first use, which warns that torch.jit.script is
+    deprecated: not actionable by a user, so the HVP silences exactly that warning (a fresh process, warnings as
+    errors)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "hvp.py"
+    script.write_text("import torch, torch.nn.functional as F\n"
+                      "from dflbench.models import make_model\n"
+                      "from dflbench.pruning import model_hvp, model_params\n"
+                      "m = make_model('resnet8', 10, 3, 32)\n"
+                      "x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))\n"
+                      "model_hvp(m, F.cross_entropy, (x, y), {n: torch.randn_like(p) for n, p in "
+                      "model_params(m).items()})\n")
+    done = subprocess.run([sys.executable, "-W", "error::FutureWarning", str(script)], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]

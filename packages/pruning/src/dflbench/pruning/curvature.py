@@ -12,6 +12,7 @@ H v = d/dt grad F(m + t v) |_{t=0}, one extra forward-mode pass over the gradien
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Sequence, Union
 
@@ -113,7 +114,9 @@ class HessianOperator:
         tangent = {n: v[n].to(self.dtype) for n in self.names}
         out = None
         for w, f in self.terms:
-            hv = jvp(grad(self._restricted(f)), (self.free,), (tangent,))[1]
+            with warnings.catch_warnings():   # torch's forward-AD decompositions script themselves on first use
+                warnings.filterwarnings("ignore", r".*torch\.jit\.script. is deprecated", FutureWarning)
+                hv = jvp(grad(self._restricted(f)), (self.free,), (tangent,))[1]
             out = {n: w * hv[n] for n in self.names} if out is None else {n: out[n] + w * hv[n] for n in self.names}
         return out
 
