@@ -57,13 +57,13 @@ def to_nchw_uint8(x) -> torch.Tensor:
     raise UserError(f"images must be uint8 NHW or NHWC with 1 or 3 channels, got shape {tuple(x.shape)}")
 
 
-def random_subset(total: int, n: int | None, seed: int, what: str = "train_samples") -> torch.Tensor | None:
+def random_subset(total: int, n: int | None, seed: int) -> torch.Tensor | None:
     """Indices of `n` of `total` samples drawn without replacement by a `seed`ed permutation (None: keep all). The
     recipes' `cpu` scales shrink a dataset with it; asking for more samples than there are is an error, not a
     silent "all of them"."""
     if n is None:
         return None
     if not 1 <= n <= total:
-        raise UserError(f"{what} must be in 1..{total} (the dataset has {total} training samples), got {n}; lower it "
-                        "(--train-samples N; in a recipe --set train_samples=N, or none for all)")
+        raise UserError(f"train_samples must be in 1..{total} (the dataset has {total} training samples), got {n}; "
+                        "lower it (--train-samples N; in a recipe --set train_samples=N, or none for all)")
     return torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:n]
