@@ -19,6 +19,8 @@ from typing import Callable
 import pytest
 import torch
 
+from dflbench.malloc import configure
+
 RESULTS_DIR = Path(__file__).resolve().parent.parent / ".benchmarks"
 
 
@@ -84,9 +86,11 @@ def save_record(name: str, record: dict) -> Path:
 def one_thread():
     """One intra-op thread for every benchmark (module-scoped setups included), restored afterwards: on the
     shared 2-core machine two OpenMP threads mostly wait on each other, which makes tiny-model and
-    memory-bound timings 5-10x slower and same-run ratios erratic. Fast path and reference run alike."""
+    memory-bound timings 5-10x slower and same-run ratios erratic. Fast path and reference run alike. Also the
+    CLI's allocator settings (`dflbench.malloc`), kept for the session."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    configure()                   # the allocator the CLI runs with: a test's speed never depends on the one before
     yield
     torch.set_num_threads(threads)
 

@@ -63,4 +63,7 @@ def _root(_version_flag: bool = typer.Option(False, "--version", callback=_versi
 
 
 def main():
+    from dflbench.malloc import configure
+
+    configure()
     app(prog_name="dflbench")
