@@ -170,3 +170,7 @@ class DisPFL(RoundMethod):
 
     def mflops(self, sim: AsyncSimulator) -> float:
         return float(sim.model_mflops(self.masks).mean())
+
+    def eval_masks(self, sim: AsyncSimulator) -> torch.Tensor:
+        """The devices' masks for the evaluation protocol (`engines.evaluation`)."""
+        return self.masks

@@ -30,6 +30,7 @@ from dflbench.data.text import load_imdb
 from dflbench.engines.async_sim import AsyncConfig, AsyncSimulator
 from dflbench.engines.async_stacked import DeviceData
 from dflbench.engines.coordinator import FaultConfig
+from dflbench.engines.evaluation import convergence
 from dflbench.engines.devices import load_profiles, sample_profiles
 from dflbench.errors import UserError
 from dflbench.io import atomic_write_csv, atomic_write_json
@@ -37,6 +38,7 @@ from dflbench.methods.aedfl.diagnostics import BUCKETS, summary
 from dflbench.methods.registry import list_methods, make_method, method_options
 from dflbench.models import make_model
 from dflbench.plots import Panel, line_plot, panels_plot
+from dflbench.provenance import code_provenance
 from dflbench.topology import exponential
 
 TEXT_DATASETS = ("imdb",)
@@ -172,7 +174,7 @@ def run_aedfl(cfg: AEDFLRunConfig, on_method_done: Callable[[dict, dict], None] 
                           device=cfg.device)
     faults = FaultConfig(prob=cfg.fault_prob, downtime=cfg.downtime, corrupt=cfg.corrupt,
                          corrupt_mode=cfg.corrupt_mode)
-    results = {"config": asdict(cfg), "data": info, "runs": []}
+    results = {"config": asdict(cfg), "data": info, "code": code_provenance(), "runs": []}
     eval_n = evaluated_samples(results)
     for name in cfg.methods:
         if name in done:
@@ -185,12 +187,20 @@ def run_aedfl(cfg: AEDFLRunConfig, on_method_done: Callable[[dict, dict], None] 
         options = cfg.options(name)
         sim = AsyncSimulator(model, data, topo, profiles, make_method(name, options), sim_cfg, faults=faults)
         res = sim.run(None if on_progress is None else (lambda f, n=name: on_progress(n, f)))
-        run = {"method": name, "accuracy": res.accuracy, "time_to_target": res.time_to(cfg.target_acc),
-               "mflops": sim.method.mflops(sim), "bytes_sent": res.bytes_sent, "virtual_time": res.virtual_time,
+        last = res.history[-1]
+        run = {"method": name, "accuracy": res.accuracy, "consensus_accuracy": last["consensus_accuracy"],
+               "time_to_target": res.time_to(cfg.target_acc),
+               "consensus_time_to_target": res.time_to(cfg.target_acc, "consensus_accuracy"),
+               "convergence": {key: convergence(res.history, key) for key in ("accuracy", "consensus_accuracy")},
+               "device_accuracy": res.device_accuracy, "mflops": sim.method.mflops(sim), "bytes_sent": res.bytes_sent, "virtual_time": res.virtual_time,
                "eval_samples": eval_n, "wall_time": res.wall_time, "device_steps": res.device_steps,
                "steps_per_s": res.device_steps / max(res.wall_time, 1e-9), "messages": sim.messages,
                "dropped": sim.dropped, "stop_reason": res.stop_reason,
-               "final_consensus": res.history[-1]["consensus"], "options": asdict(options), "history": res.history}
+               "final_consensus": last["consensus"], "final_mask_disagreement": last["mask_disagreement"],
+               "options": asdict(options), "history": res.history}
+        if cfg.corrupt and len(res.device_accuracy) == cfg.devices:   # decentralized: score honest devices apart
+            honest = [a for d, a in enumerate(res.device_accuracy) if d not in cfg.corrupt]
+            run["honest_accuracy"] = sum(honest) / len(honest)
         if hasattr(sim.method, "diagnostics"):
             run["diagnostics"] = sim.method.diagnostics
         if hasattr(sim.method, "personalized_accuracy"):
@@ -214,7 +224,10 @@ def write_results(results: dict, out: str | Path) -> dict[str, Path]:
     cfg = results["config"]
     out = Path(out)
     paths = {"json": atomic_write_json(out / "results.json", results)}
-    rows = [{k: v for k, v in r.items() if k not in ("history", "options")} for r in results["runs"]]
+    rows = [{**{k: v for k, v in r.items() if k not in ("history", "options", "diagnostics", "convergence",
+                                                        "device_accuracy")},
+             **{f"{key}_{label}": c[field] for key, c in r.get("convergence", {}).items()
+                for field, label in (("converged", "converged"), ("accuracy", "plateau"))}} for r in results["runs"]]
     paths["csv"] = atomic_write_csv(out / "results.csv", rows)
     curves = {r["method"]: ([h["time"] for h in r["history"]], [h["accuracy"] for h in r["history"]])
               for r in results["runs"]}
