@@ -30,8 +30,8 @@ from dflbench.data.text import load_imdb
 from dflbench.engines.async_sim import AsyncConfig, AsyncSimulator
 from dflbench.engines.async_stacked import DeviceData
 from dflbench.engines.coordinator import FaultConfig
-from dflbench.engines.evaluation import convergence
 from dflbench.engines.devices import load_profiles, sample_profiles
+from dflbench.engines.evaluation import convergence
 from dflbench.errors import UserError
 from dflbench.io import atomic_write_csv, atomic_write_json
 from dflbench.methods.aedfl.diagnostics import BUCKETS, summary
@@ -192,7 +192,8 @@ def run_aedfl(cfg: AEDFLRunConfig, on_method_done: Callable[[dict, dict], None] 
                "time_to_target": res.time_to(cfg.target_acc),
                "consensus_time_to_target": res.time_to(cfg.target_acc, "consensus_accuracy"),
                "convergence": {key: convergence(res.history, key) for key in ("accuracy", "consensus_accuracy")},
-               "device_accuracy": res.device_accuracy, "mflops": sim.method.mflops(sim), "bytes_sent": res.bytes_sent, "virtual_time": res.virtual_time,
+               "device_accuracy": res.device_accuracy, "mflops": sim.method.mflops(sim), "bytes_sent": res.bytes_sent,
+               "virtual_time": res.virtual_time,
                "eval_samples": eval_n, "wall_time": res.wall_time, "device_steps": res.device_steps,
                "steps_per_s": res.device_steps / max(res.wall_time, 1e-9), "messages": sim.messages,
                "dropped": sim.dropped, "stop_reason": res.stop_reason,
