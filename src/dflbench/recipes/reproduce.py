@@ -34,7 +34,7 @@ from dflbench.io import atomic_write_json
 from .config import EXPERIMENTS, build_config, check_keys, experiment_class, read_toml
 
 TOP_KEYS = ("experiment", "title", "config", "scales", "stand_in", "paper")
-SCALES = ("paper", "cpu", "smoke")
+SCALES = ("paper", "paper-cpu", "cpu", "smoke")
 PAPER_KEYS = {"aedfl": ("acc", "time", "mfp"), "p2pft": ("nodes",)}
 
 
