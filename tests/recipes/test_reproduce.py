@@ -316,11 +316,13 @@ def test_p2pft_report_numbers_and_claims(tmp_path):
         folders.append(folder)
     report = write_report(load_recipe("p2pft-vit-cifar10"), "cpu", [], folders, tmp_path).read_text()
     assert "| p2pft | 70.00 ± 14.14 | 70.00 ± 14.14 |" in report                # by hand: std of 80, 60
-    assert "P2P-FT beats Local-FT on every node (Sec. IV-C): yes (mean 70.00% vs 25.00%)" in report
-    assert "similar to centralized (Sec. IV-C; read as within 5 points): yes (gap 2.00 points)" in report
-    assert "P2P-FT beats DGD on the mean (Sec. II: inexact convergence under heterogeneous data): no " \
-           "(70.00% vs 75.00%)" in report
-    assert "P2P-FT beats GT-DGD on the mean (Sec. II: designed for weight-balanced graphs, ours is not): yes" in report
+    # claims beyond the seeds' spread: p2pft 70 +- 14.14 (80, 60) per node and on the mean
+    assert "P2P-FT beats Local-FT on every node (Sec. IV-C): holds (mean 70.00% vs 25.00%)" in report
+    assert "similar to centralized (Sec. IV-C; read as within 5 points): holds (gap 2.00 points)" in report
+    assert "P2P-FT beats DGD on the mean (Sec. II: inexact convergence under heterogeneous data): tie within the " \
+           "seeds' spread (70.00% vs 75.00%)" in report                  # 5 points < 14.14
+    assert "P2P-FT beats GT-DGD on the mean (Sec. II: designed for weight-balanced graphs, ours is not): holds" \
+        in report                                                            # 20 points > 14.14
     assert (tmp_path / "consensus_vs_epoch.png").stat().st_size > 1000      # log scale with zeros at epoch 0
     changed = "Changed from scale `cpu` (by `--set` or `--stand-in`): model = vit (scale: vit_small_patch16_224)."
     assert changed in report                                                 # split, the same, is not listed
