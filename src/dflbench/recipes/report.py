@@ -76,6 +76,12 @@ def device_mean(values: list) -> float:
     return float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
 
 
+def _finite(xs: list[float], ys: list[float]) -> tuple[list[float], list[float]]:
+    """The (x, y) pairs of a curve whose y is a number (an evaluation where no device recorded a value is nan)."""
+    keep = [(x, y) for x, y in zip(xs, ys) if math.isfinite(y)]
+    return [x for x, _ in keep], [y for _, y in keep]
+
+
 def _by_run(seeds: list[dict], key: str) -> dict[str, list[dict]]:
     """{method or algorithm: [that run in each seed]} in the first seed's order."""
     out: dict[str, list[dict]] = {}
@@ -207,8 +213,9 @@ def diagnostics_panels(runs: dict[str, list[dict]]) -> list[Panel]:
     for key, ylabel in DIAGNOSTICS.items():
         curves = {}
         for name, rs in runs.items():
-            seeds = [(d["time"], [device_mean(v) for v in d[key]]) for r in rs
+            seeds = [_finite(d["time"], [device_mean(v) for v in d[key]]) for r in rs
                      if (d := r.get("diagnostics")) and d.get(key) and d["time"]]
+            seeds = [s for s in seeds if s[0]]                   # evaluations with no value dropped, not interpolated
             if seeds:
                 curves[name] = band_on_grid(seeds)
         if curves:
