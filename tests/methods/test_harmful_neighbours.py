@@ -131,3 +131,42 @@ def test_aedfl_loop_pushes_the_masked_noise_and_announces_its_loss(aedfl_sim, sm
     assert msg.loss == pytest.approx(float(sim.own_losses(torch.tensor([BAD]), msg.model[None])[0]))
     for d in set(by_src) - {BAD}:
         torch.testing.assert_close(by_src[d].model, sim.x[d], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", ["fedbuff", "aso-fed"])
+def test_async_server_receives_the_noise_upload_and_the_device_keeps_its_model(aedfl_sim, name):
+    """The asynchronous servers' uploads are the primitive's rows; the uploading devices keep their trained models."""
+    sim = aedfl_sim(make_method(name), D=4, faults=NOISE)
+    sim.method.setup(sim)
+    sent = []
+    sim.send = lambda src, dst, payload, nbytes, at=None: sent.append((src, payload["x"]))
+    sim.method.on_complete(sim, torch.arange(4), torch.zeros(4, dtype=torch.float64))
+    expected = sim.outgoing(torch.arange(4), sim.x)
+    assert not torch.equal(expected[BAD], sim.x[BAD])
+    for d, x in sent:
+        torch.testing.assert_close(x, expected[d], rtol=0, atol=0)        # the devices keep sim.x: honest training
+
+
+def test_dispfl_aggregates_its_own_model_with_the_neighbours_sent_ones(aedfl_sim, monkeypatch):
+    """A DisPFL round hands `rules.dispfl_aggregate` each device's own model and its neighbours' sent models."""
+    from dflbench.methods import dispfl
+
+    sim = aedfl_sim(make_method("dispfl"), D=4, faults=NOISE)
+    m = sim.method
+    m.setup(sim)
+    sim.x[:] = _models(4, sim.P) * m.masks
+    seen = []
+    real = dispfl.rules.dispfl_aggregate
+    monkeypatch.setattr(dispfl.rules, "dispfl_aggregate", lambda models, masks: seen.append(models) or
+                        real(models, masks))
+    devs = torch.arange(4)
+    nb = m.neighbours(sim, sim.alive, devs)
+    own = sim.x.clone()
+    sent = sim.outgoing(devs, own, m.masks)
+    m.round_step(sim, sim.alive, devs)
+    models = seen[0]
+    torch.testing.assert_close(models[:, 0], own, rtol=0, atol=0)    # the corrupt device's own row is honest too
+    for b in range(4):
+        for k in range(nb.shape[1]):
+            torch.testing.assert_close(models[b, 1 + k], sent[nb[b, k]], rtol=0, atol=0)
+    assert bool((nb == BAD).any())
