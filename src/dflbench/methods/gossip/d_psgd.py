@@ -38,8 +38,10 @@ class DPSGD(RoundMethod):
         W = self.W * alive.to(self.W.dtype).to(sim.dev).unsqueeze(0)
         W = W / W.sum(1, keepdim=True)
         sent = sim.outgoing(torch.arange(sim.D), sim.x)
-        own = W.diagonal().unsqueeze(1) * (sim.x - sent)                  # zero unless a device sends noise
-        sim.x[devs] = (W @ sent + own)[devs]
+        mixed = W @ sent
+        if sent is not sim.x:                                             # a device mixes its own row, not its noise
+            mixed += W.diagonal().unsqueeze(1) * (sim.x - sent)
+        sim.x[devs] = mixed[devs]
         nbytes = sim.model_bytes()
         sim.bytes_sent += int(self.out_deg[devs].sum()) * nbytes
         sim.messages += int(self.out_deg[devs].sum())
