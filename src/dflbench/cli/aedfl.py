@@ -110,8 +110,9 @@ def aedfl(
     heterogeneity: float = typer.Option(0.5, "--heterogeneity", help="Log-normal sigma of sampled profiles."),
     fault_prob: float = typer.Option(0.0, "--fault-prob", help="Failure probability after a local update."),
     corrupt: str = typer.Option("", "--corrupt", help="Harmful devices, a comma list of ids (e.g. 3,11)."),
-    corrupt_mode: str = typer.Option("noise", "--corrupt-mode", help="noise: they push noise models (AEDFL loop); "
-                                                                     "labels: they train on flipped labels."),
+    corrupt_mode: str = typer.Option("noise", "--corrupt-mode", help="noise: every model they send (to a "
+                                                                     "neighbour or a server, every method) is "
+                                                                     "noise; labels: they train on flipped labels."),
     prune_every: Optional[int] = typer.Option(None, "--prune-every", help="Prune at every k-th local update "
                                                                          "(the `every` option of the methods that "
                                                                          "prune on a schedule)."),
