@@ -163,8 +163,19 @@ class AEDFLStep:
         self.cache.put(row, src, message.model, stamp=stamp, loss=message.loss, samples=message.samples,
                        mask=message.mask, rate=message.rate)
 
+    CHUNK = 32          # devices per pass of `update`: its temporaries are [CHUNK, K + 1, P], not [B, K + 1, P]
+
     def update(self, host: StepHost, rows: torch.Tensor, x: torch.Tensor) -> StepResult:
-        """One local update of the devices in rows `rows [B]` (distinct) from their models `x [B, P]`."""
+        """One local update of the devices in rows `rows [B]` (distinct) from their models `x [B, P]`, `CHUNK`
+        devices at a time (a device's update does not depend on the others in its batch)."""
+        if len(rows) <= self.CHUNK:
+            return self._update(host, rows, x)
+        parts = [self._update(host, rows[s:s + self.CHUNK], x[s:s + self.CHUNK])
+                 for s in range(0, len(rows), self.CHUNK)]
+        return StepResult(*(torch.cat([getattr(r, f) for r in parts]) for f in ("x", "loss", "t", "pruned", "cost")),
+                          [m for r in parts for m in r.messages], torch.cat([r.work for r in parts]))
+
+    def _update(self, host: StepHost, rows: torch.Tensor, x: torch.Tensor) -> StepResult:
         pruner = self.pruner
         cfg = host.cfg
         masks = self.masks[rows] if pruner is not None else None

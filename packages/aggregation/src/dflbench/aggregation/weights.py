@@ -41,8 +41,8 @@ from dataclasses import dataclass
 import torch
 
 STEP_RULES = ("normalized", "plain")
-BLOCK_ELEMENTS = 1 << 18          # model values per block of `lambda_grad` (2 MB in float64: 1.7 ms per device
-#                                   for 8 LeNet-5 models, 1.9 at 8 MB, 6.7 in one pass; one CPU thread)
+BLOCK_ELEMENTS = 1 << 16          # model values per device and block of `lambda_grad` (4 devices x 8 LeNet-5 models
+#                                   in 2 MB blocks of float64: 1.7 ms per device, 1.9 at 8 MB, 6.7 in one pass; 1 thread)
 
 
 @dataclass(frozen=True)
@@ -94,8 +94,9 @@ def lambda_grad(lam, samples, delta_t, loss, models, grad, masks=None, active=No
     """dF/dlambda `[..., K]` (module docstring) for models `[..., K, P]`, grad `[..., P]`, masks `[..., K, P]`.
 
     Computed in the precision of lambda and the models together (float64 for float64 lambdas and float32 models:
-    each block is converted as it is read), over `block_size` entries at a time (default: BLOCK_ELEMENTS values of
-    `models` per block), so no `[..., K, P]` temporary is made: every term is a sum over entries."""
+    each block is converted as it is read), over `block_size` entries at a time (default: BLOCK_ELEMENTS values per
+    device, BLOCK_ELEMENTS / K entries: a device's result does not depend on the others in its batch), so no
+    `[..., K, P]` temporary is made: every term is a sum over entries."""
     wp, c, a = _importance(lam, samples, delta_t, loss, active, config)
     models = torch.as_tensor(models)
     grad = torch.as_tensor(grad)
@@ -108,7 +109,7 @@ def lambda_grad(lam, samples, delta_t, loss, models, grad, masks=None, active=No
     dtype = torch.promote_types(wp.dtype, models.dtype)
     wp = wp.to(dtype)
     p = models.shape[-1]
-    block = block_size or max(1, BLOCK_ELEMENTS // max(1, wp.numel()))
+    block = block_size or max(1, BLOCK_ELEMENTS // wp.shape[-1])
     term = torch.zeros(wp.shape, dtype=dtype, device=models.device)
     for start in range(0, p, block):
         cols = slice(start, start + block)
