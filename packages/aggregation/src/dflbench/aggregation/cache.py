@@ -37,11 +37,11 @@ once gets views of the cache, no copy.
 from __future__ import annotations
 
 import math
+import mmap
 import threading
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-import numpy as np
 import torch
 
 from .flat import FlatSpec, flatten_state
@@ -225,12 +225,13 @@ _BITS = 1 << torch.arange(8, dtype=torch.uint8)
 
 
 def _untouched_zeros(shape: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """Zeros whose pages are not written: on CPU numpy's calloc, whose large blocks are fresh anonymous mappings
-    (the kernel supplies zero pages on first write), so memory grows with the slots actually filled; torch.zeros
-    writes every page."""
-    if device.type != "cpu" or dtype == torch.bfloat16:
+    """Zeros whose pages are not written: on CPU an anonymous memory map, which the kernel backs with a zeroed 4 kB
+    page on first write, so memory grows with the slots actually filled (torch.zeros writes every page; numpy's
+    calloc advises huge pages, and one 177 kB slot write then costs 2 MB)."""
+    nbytes = math.prod(shape) * torch.empty(0, dtype=dtype).element_size()
+    if device.type != "cpu" or nbytes == 0:
         return torch.zeros(shape, dtype=dtype, device=device)
-    return torch.from_numpy(np.zeros(shape, dtype=torch.empty(0, dtype=dtype).numpy().dtype))
+    return torch.frombuffer(mmap.mmap(-1, nbytes), dtype=dtype).view(shape)
 
 
 def pack_pruned(mask: torch.Tensor) -> torch.Tensor:
