@@ -216,6 +216,7 @@ def test_empty_slots_take_no_memory_until_written():
     spec = FlatSpec.from_state_dict({"w": torch.zeros(50_000)})
     before = _resident_mb()
     cache = NeighborCache(in_neighbor_slots(torch.ones(32, 32, dtype=torch.bool)), spec)
+    assert float(cache.read(torch.arange(32)).models.sum()) == 0.0                  # reading empty slots is free
     empty = _resident_mb() - before
     for row in range(20):
         cache.put(row, (row + 1) % 32, torch.ones(spec.numel), stamp=0, loss=1.0, samples=1,

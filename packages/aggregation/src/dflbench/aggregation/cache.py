@@ -225,13 +225,15 @@ _BITS = 1 << torch.arange(8, dtype=torch.uint8)
 
 
 def _untouched_zeros(shape: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """Zeros whose pages are not written: on CPU an anonymous memory map, which the kernel backs with a zeroed 4 kB
-    page on first write, so memory grows with the slots actually filled (torch.zeros writes every page; numpy's
-    calloc advises huge pages, and one 177 kB slot write then costs 2 MB)."""
+    """Zeros whose pages are not written: on CPU a private anonymous memory map, which the kernel backs with a zeroed
+    4 kB page on first write (reads see the shared zero page), so memory grows with the slots actually filled
+    (torch.zeros writes every page; numpy's calloc advises huge pages, and one 177 kB slot write then costs 2 MB; a
+    shared map, Python's default, commits a page on every read of an empty slot)."""
     nbytes = math.prod(shape) * torch.empty(0, dtype=dtype).element_size()
     if device.type != "cpu" or nbytes == 0:
         return torch.zeros(shape, dtype=dtype, device=device)
-    return torch.frombuffer(mmap.mmap(-1, nbytes), dtype=dtype).view(shape)
+    private = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    return torch.frombuffer(private, dtype=dtype).view(shape)
 
 
 def pack_pruned(mask: torch.Tensor) -> torch.Tensor:
