@@ -232,6 +232,15 @@ class AsyncSimulator:
             parts.append(self.method.fraction_done(self))
         return min(1.0, max(parts))
 
+    BUDGET_RTOL = 1e-9                  # relative slack of the budget test: sums of event times carry rounding
+
+    def over_budget(self, at: float) -> bool:
+        """True if virtual time `at` lies beyond `time_budget` (never without one). The test allows a relative
+        `BUDGET_RTOL`, so that k events of duration d end within a budget of k * d although their summed times
+        round above it."""
+        budget = self.cfg.time_budget
+        return budget is not None and at > budget * (1 + self.BUDGET_RTOL)
+
     def finish(self, reason: str) -> None:
         """The method ends the run (e.g. after its last round): no further event is handled."""
         self._finished = reason
@@ -305,7 +314,7 @@ class AsyncSimulator:
         reason = None
         while self._queue and reason is None:
             at = self._queue[0][0]
-            if c.time_budget is not None and at > c.time_budget:
+            if self.over_budget(at):
                 self.now, reason = c.time_budget, "time budget"
                 break
             if self.updates_done() or self._finished:
@@ -338,7 +347,7 @@ class AsyncSimulator:
                 if self._handle(e):
                     reason = "consensus threshold"
                     break
-        reason = reason or "no more events"
+        reason = reason or self._finished or "no more events"
         r = self.result
         if self.cfg.evaluate:
             self._evaluate()
