@@ -17,6 +17,7 @@ from dflbench.recipes.config import explicit_params, with_config_file
 from dflbench.runtime.backend import check_runtime
 
 from .errors import user_errors
+from .progress import LogLines
 
 
 def results_table(results: dict) -> Table:
@@ -160,8 +161,12 @@ def aedfl(
             task = progress.add_task("methods", total=len(cfg.methods))
             inner = progress.add_task("", total=100)
 
-            def moving(name, fraction):                  # within a method: its share of T updates / the budget
+            lines = None if console.is_terminal else LogLines(console)
+
+            def moving(name, fraction, latest):          # within a method: its share of T updates / the budget
                 progress.update(inner, completed=100 * fraction, description=f"{name} (% of the run)")
+                if lines is not None:
+                    lines(name, fraction, latest)
 
             def done(r, so_far):
                 write_results(so_far, out)                # each finished method is on disk before the next runs

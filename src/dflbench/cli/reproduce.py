@@ -17,6 +17,7 @@ from dflbench.recipes.reproduce import SCALES, Recipe, list_recipes, load_recipe
 
 from .errors import user_errors
 from .p2pft import set_threads
+from .progress import LogLines
 
 
 def recipes_table() -> Table:
@@ -49,8 +50,12 @@ def execute(recipe: Recipe, scale: str | None, seeds: int, out: Path, sets: list
             task = progress.add_task(f"{recipe.name}", total=seeds * len(names))
             inner = progress.add_task("", total=100, visible=recipe.experiment == "aedfl")
 
-            def moving(seed, name, fraction):           # within an AEDFL method: its share of T updates / budget
+            lines = None if console.is_terminal else LogLines(console)
+
+            def moving(seed, name, fraction, latest):   # within an AEDFL method: its share of T updates / budget
                 progress.update(inner, completed=100 * fraction, description=f"seed {seed} {name} (% of the run)")
+                if lines is not None:
+                    lines(f"seed {seed} {name}", fraction, latest)
 
             def started(seed):
                 progress.update(task, description=f"{recipe.name} seed {seed}: {names[0]}")
