@@ -38,14 +38,16 @@ def results_table(results: dict) -> Table:
 
 
 def methods_table() -> Table:
-    """Every registered method: name, kind, paper, runtimes and its options with their defaults."""
-    table = Table(title="dflbench aedfl --methods (options: --method-opt METHOD.OPTION=VALUE)")
-    for col in ("method", "kind", "paper", "runtimes", "options"):
-        table.add_column(col)
+    """Every registered method: name; kind, runtimes and paper (wrapped); its options with their defaults, one a
+    line, never cut."""
+    table = Table(title="dflbench aedfl --list-methods (set an option: --method-opt METHOD.OPTION=VALUE)")
+    table.add_column("method", no_wrap=True)
+    table.add_column("kind; runtimes; paper", overflow="fold", min_width=16)
+    table.add_column("options", no_wrap=True)
     for name in list_methods():
-        entry = METHODS.get(name)
-        table.add_row(name, entry.metadata["kind"], entry.metadata["paper"], ", ".join(entry.metadata["runtimes"]),
-                      entry.describe_options("\n") or "-")
+        meta = METHODS.get(name).metadata
+        table.add_row(name, f"{meta['kind']}; {', '.join(meta['runtimes'])}; {meta['paper']}",
+                      METHODS.get(name).describe_options("\n") or "-")
     return table
 
 

@@ -41,7 +41,23 @@ class _LazyGroup(TyperGroup):
             holder.add_typer(target, name=name)
         else:
             holder.command(name)(target)
-        return typer.main.get_command(holder).get_command(ctx, name)
+        return _literal_help(typer.main.get_command(holder).get_command(ctx, name))
+
+
+def _literal_help(command: click.Command | None) -> click.Command | None:
+    """`command` (and its subcommands) with every help text escaped for rich markup: typer reads help as markup,
+    where "[config]" in "a TOML file whose [config] table ..." is a style tag and vanished from the help."""
+    from rich.markup import escape
+
+    if command is None:
+        return None
+    command.help = command.help and escape(command.help)
+    for param in command.params:
+        if getattr(param, "help", None):
+            param.help = escape(param.help)
+    for sub in getattr(command, "commands", {}).values():
+        _literal_help(sub)
+    return command
 
 
 app = typer.Typer(cls=_LazyGroup, help="dflbench: decentralized fine-tuning and asynchronous decentralized FL in "

@@ -21,13 +21,15 @@ from .progress import LogLines
 
 
 def recipes_table() -> Table:
+    """Every shipped recipe: name, title, scales and its stand-in dataset (never cut: long words fold)."""
     table = Table(title="dflbench reproduce NAME --scale paper|cpu|smoke")
     table.add_column("recipe", no_wrap=True)
-    for col in ("title", "scales", "stand-in"):
-        table.add_column(col)
+    table.add_column("title", overflow="fold", min_width=20)
+    table.add_column("scales; stand-in", overflow="fold")
     for name in list_recipes():
         r = load_recipe(name)
-        table.add_row(name, r.title, ", ".join(r.scales), r.stand_in[1].get("dataset", "yes") if r.stand_in else "-")
+        stand_in = r.stand_in[1].get("dataset", "yes") if r.stand_in else "-"
+        table.add_row(name, r.title, f"{', '.join(r.scales)}; {stand_in}")
     return table
 
 
