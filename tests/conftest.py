@@ -13,3 +13,19 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def saved_figures(monkeypatch):
+    """Every figure `dflbench.plots` saves during the test, kept open for inspection: [(file name, figure)]."""
+    from dflbench import plots
+
+    saved, save = [], plots._save
+
+    def keep(plt, fig, path):
+        saved.append((str(path).rsplit("/", 1)[-1], fig))
+        monkeypatch.setattr(plt, "close", lambda fig: None)
+        return save(plt, fig, path)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    return saved

@@ -6,23 +6,13 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from dflbench import plots
 from dflbench.cli.main import app
 
 TINY = ["--model", "vit_tiny_patch16_224", "--model-kwargs", "img_size=8,patch_size=4,embed_dim=16,depth=2,num_heads=2",
         "--device", "cpu", "--threads", "1", "--epochs", "0", "--algorithms", "local"]
 
 
-def test_demo_names_every_file_and_plots_percent(tmp_path, monkeypatch):
-    figures = []
-    save = plots._save
-
-    def keep(plt, fig, path):
-        figures.append(fig)
-        monkeypatch.setattr(plt, "close", lambda fig: None)
-        return save(plt, fig, path)
-
-    monkeypatch.setattr(plots, "_save", keep)
+def test_demo_names_every_file_and_plots_percent(tmp_path, saved_figures):
     out = tmp_path / "demo"
     res = CliRunner().invoke(app, ["demo", "--epochs", "1", "--out", str(out)])
     assert res.exit_code in (0, 1), res.output                      # 1: the claim fails after one epoch
@@ -33,7 +23,7 @@ def test_demo_names_every_file_and_plots_percent(tmp_path, monkeypatch):
     for name in written:                                             # every file named, by path or in its folder
         folder, _, file = name.rpartition("/")
         assert str(out / name) in last or (folder and f"{out / folder}/" in last and file in last), (name, last)
-    (fig,) = figures
+    ((_, fig),) = saved_figures
     ax = fig.axes[0]
     assert ax.get_ylabel().endswith("(%)")
     ticks = [float(t) for t in ax.get_yticks() if 0 <= t <= 1]

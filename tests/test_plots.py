@@ -43,21 +43,6 @@ def _results(seed: int, reached: bool) -> dict:
             "runs": [_run(n, i, reached) for i, n in enumerate(list_methods())]}
 
 
-@pytest.fixture
-def figures(monkeypatch):
-    """Every figure `plots` saves, kept open for inspection: [(file name, figure)]."""
-    saved = []
-    save = plots._save
-
-    def keep(plt, fig, path):
-        saved.append((str(path).rsplit("/", 1)[-1], fig))
-        monkeypatch.setattr(plt, "close", lambda fig: None)
-        return save(plt, fig, path)
-
-    monkeypatch.setattr(plots, "_save", keep)
-    return saved
-
-
 def _check_lines(ax) -> None:
     """The labelled lines of one axes: each draws a value, no two share (colour, line style)."""
     lines = [ln for ln in ax.get_lines() if not ln.get_label().startswith("_")]
@@ -82,15 +67,15 @@ def test_curve_styles_are_distinct_and_grouped_by_family():
 
 
 @pytest.mark.parametrize("reached", [False, True])
-def test_aedfl_figures_for_21_methods(figures, tmp_path, reached):
+def test_aedfl_figures_for_21_methods(saved_figures, tmp_path, reached):
     from dflbench.recipes.report import summarize_aedfl
 
     seeds = [_results(s, reached) for s in (0, 1)]
     write_results(seeds[0], tmp_path / "run")
     summarize_aedfl(load_recipe("aedfl-emnist-lenet5"), seeds, tmp_path)
-    names = {name for name, _ in figures}
+    names = {name for name, _ in saved_figures}
     assert {"accuracy_vs_time.png", "diagnostics.png", "consensus_vs_time.png", "costs.png"} <= names
-    for name, fig in figures:
+    for name, fig in saved_figures:
         if name == "costs.png":
             time_ax = fig.axes[0]
             notes = [t.get_text() for t in time_ax.texts]
@@ -108,21 +93,21 @@ def test_aedfl_figures_for_21_methods(figures, tmp_path, reached):
         legend_box = legend.get_window_extent(fig.canvas.get_renderer())
         for ax in fig.axes:                                            # the legend is outside every axes
             assert not legend_box.overlaps(ax.get_window_extent())
-    diagnostics = dict(figures)["diagnostics.png"]
+    diagnostics = dict(saved_figures)["diagnostics.png"]
     selection = next(ax for ax in diagnostics.axes if "cached-model kind" in ax.get_title())
     assert {ln.get_label() for ln in selection.get_lines()} >= {f"aedfl {b}" for b in BUCKETS}
 
 
-def test_a_figure_without_data_says_so(figures, tmp_path):
+def test_a_figure_without_data_says_so(saved_figures, tmp_path):
     plots.panels_plot(tmp_path / "empty.png", [plots.Panel("y", {"a": ([0, 1], [None, None])})], "x")
-    (_, fig), = figures
+    (_, fig), = saved_figures
     assert [t.get_text() for t in fig.axes[0].texts] == ["no data to draw"] and not fig.legends
     assert (tmp_path / "empty.png").stat().st_size > 0
 
 
-def test_percent_axis_shows_fractions_as_percent(figures, tmp_path):
+def test_percent_axis_shows_fractions_as_percent(saved_figures, tmp_path):
     plots.line_plot(tmp_path / "p.png", {"x": ([0, 1], [0.25, 0.5])}, "epoch", "accuracy (%)", percent=True)
-    (_, fig), = figures
+    (_, fig), = saved_figures
     ax = fig.axes[0]
     assert float(ax.yaxis.get_major_formatter()(0.5, 0)) == 50
     assert list(Line2D.get_ydata(ax.get_lines()[0])) == [0.25, 0.5]
