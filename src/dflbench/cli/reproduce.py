@@ -67,7 +67,9 @@ def execute(recipe: Recipe, scale: str | None, seeds: int, out: Path, sets: list
                 following = names[names.index(name) + 1] if names.index(name) + 1 < len(names) else "done"
                 progress.update(task, advance=1, description=f"{recipe.name} seed {seed}: {following}")
                 acc = run.get("accuracy", run.get("mean_accuracy"))
-                console.print(f"seed {seed} {name}: accuracy {acc:.4f}")
+                virtual = f" after {run['virtual_time']:.1f} virtual s" if "virtual_time" in run else ""
+                wall = run.get("wall_time", run.get("wall_time_s"))
+                console.print(f"seed {seed} {name}: accuracy {acc:.4f}{virtual} ({wall:.1f} s wall)", highlight=False)
 
             folders = run_seeds(recipe, cfg, seeds, out, started, done, moving)
     except FileNotFoundError as exc:
