@@ -11,8 +11,9 @@ from typer.testing import CliRunner
 
 from dflbench.cli import progress
 from dflbench.cli.main import app
+from dflbench.engines.async_sim import AsyncSimulator
 
-TINY = ["--model", "lenet5", "--devices", "4", "--max-updates", "3", "--batch-size", "8", "--eval-interval", "0.05",
+TINY = ["--model", "lenet5", "--devices", "4", "--max-updates", "3", "--batch-size", "8", "--eval-interval", "0.1",
         "--eval-samples", "32"]
 
 
@@ -37,7 +38,8 @@ def test_progress_lines_reach_a_file_before_the_run_ends(aedfl_npz, tmp_path):
 
 
 def test_evaluation_lines_at_most_every_interval(aedfl_npz, tmp_path, monkeypatch):
-    monkeypatch.setattr(progress, "EVERY", 0.0)         # every evaluation the progress hook sees
+    monkeypatch.setattr(progress, "EVERY", 0.0)         # every evaluation the progress hook sees,
+    monkeypatch.setattr(AsyncSimulator, "PROGRESS_EVERY", 0.0)    # and the hook sees every one
     res = CliRunner().invoke(app, ["aedfl", *TINY, "--dataset", f"npz:{aedfl_npz}", "--methods", "aedfl-0",
                                    "--out", str(tmp_path / "run")])
     assert res.exit_code == 0, res.output

@@ -180,4 +180,4 @@ def aedfl(
                                 on_progress=moving)
     paths = write_results(results, out)
     console.print(results_table(results))
-    console.print(f"wrote {', '.join(str(p) for p in paths.values())}")
+    console.print(f"wrote {', '.join(str(p) for p in paths.values())}", highlight=False, soft_wrap=True)

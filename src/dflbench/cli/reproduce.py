@@ -78,7 +78,7 @@ def execute(recipe: Recipe, scale: str | None, seeds: int, out: Path, sets: list
         raise FileNotFoundError(f"{exc}{hint}") from None
     report = write_report(recipe, scale, recipe.notes(scale, stand_in), folders, out,
                           cfg.methods if recipe.experiment == "aedfl" else None)
-    console.print(f"wrote {report} and {out / 'results.json'}")
+    console.print(f"wrote {report} and {out / 'results.json'}", highlight=False, soft_wrap=True)
     return report
 
 
