@@ -25,10 +25,11 @@ def _diagnostics(times: list[float]) -> dict:
             "selection_by_bucket": {b: list(every) for b in BUCKETS}}
 
 
-def _run(name: str, i: int, reached: bool) -> dict:
+def _run(name: str, i: int, reached: str) -> dict:
     times = [0.1 * k for k in range(21)]
     history = [{"time": t, "accuracy": 0.1 + 0.02 * i * t, "consensus": 1.0 / (1 + i + t)} for t in times]
-    run = {"method": name, "accuracy": history[-1]["accuracy"], "time_to_target": 1.0 if reached else None,
+    hit = reached == "all" or (reached == "some" and i % 2)              # "some": every second method
+    run = {"method": name, "accuracy": history[-1]["accuracy"], "time_to_target": 1.0 + i if hit else None,
            "mflops": 0.2 + 0.001 * i, "bytes_sent": 1e6 * (i + 1), "virtual_time": times[-1], "wall_time": 1.0,
            "final_consensus": history[-1]["consensus"], "options": {}, "history": history}
     if METHODS.get(name).metadata["kind"] == "aedfl":
@@ -36,7 +37,7 @@ def _run(name: str, i: int, reached: bool) -> dict:
     return run
 
 
-def _results(seed: int, reached: bool) -> dict:
+def _results(seed: int, reached: str) -> dict:
     cfg = {"model": "lenet5", "dataset": "fashion-mnist", "devices": 8, "target_acc": 0.9, "eval_samples": 100,
            "seed": seed}
     return {"config": cfg, "data": {"test_samples": 100},
@@ -66,7 +67,7 @@ def test_curve_styles_are_distinct_and_grouped_by_family():
     assert plots.curve_styles(["fedavg"])["fedavg"] == look["fedavg"]
 
 
-@pytest.mark.parametrize("reached", [False, True])
+@pytest.mark.parametrize("reached", ["none", "some", "all"])
 def test_aedfl_figures_for_21_methods(saved_figures, tmp_path, reached):
     from dflbench.recipes.report import summarize_aedfl
 
@@ -79,10 +80,12 @@ def test_aedfl_figures_for_21_methods(saved_figures, tmp_path, reached):
         if name == "costs.png":
             time_ax = fig.axes[0]
             notes = [t.get_text() for t in time_ax.texts]
-            if reached:
-                assert len(time_ax.patches) == 21 and not notes
-            else:
+            if reached == "none":
                 assert notes == ["no method reached the target"] and not time_ax.patches
+            else:                                                      # a bar, or "not reached" where none
+                bars = [p for p in time_ax.patches if math.isfinite(p.get_width())]
+                assert len(bars) == (21 if reached == "all" else 10) and len(notes) == 21 - len(bars)
+                assert set(notes) <= {" not reached"}
             assert all(len(ax.patches) == 21 for ax in fig.axes[1:])
             continue
         for ax in fig.axes:

@@ -148,7 +148,7 @@ def _save(plt, fig, path: str | Path) -> Path:
 
 def bar_panels(path: str | Path, labels: Sequence[str],
                panels: Mapping[str, tuple[Sequence[float | None], Sequence[float]]], title: str | None = None,
-               missing: str = "/", empty: str = "no method reached the target") -> Path:
+               missing: str = "not reached", empty: str = "no method reached the target") -> Path:
     """Horizontal bar charts side by side sharing `labels`: `panels[xlabel] = (means, stds)` (error bars). A None
     mean (e.g. a target never reached) is no bar but the text `missing` (the tables' "/"); a panel of None only
     has no axis, only its xlabel and the note `empty`. Returns `path`."""
