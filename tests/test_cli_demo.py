@@ -1,12 +1,13 @@
 """`dflbench demo` names every file it wrote, its accuracy plot reads in percent like its table, and the
-random-backbone warning prints once under torchrun (rank 0 only)."""
+random-backbone warning and Python's warnings print once under torchrun (rank 0 only)."""
 
 import json
+import warnings
 
 import pytest
 from typer.testing import CliRunner
 
-from dflbench.cli.main import app
+from dflbench.cli.main import app, warn_once_per_run
 
 TINY = ["--model", "vit_tiny_patch16_224", "--model-kwargs", "img_size=8,patch_size=4,embed_dim=16,depth=2,num_heads=2",
         "--device", "cpu", "--threads", "1", "--epochs", "0", "--algorithms", "local"]
@@ -41,3 +42,16 @@ def test_random_backbone_warning_prints_on_rank_0_only(tmp_path):
 
     assert len(warnings("0")) == 1
     assert warnings("1") == [] and warnings("3") == []
+
+
+def test_python_warnings_come_from_rank_0_only(monkeypatch):
+    for rank, shown in (("0", 1), ("2", 0), (None, 1)):
+        if rank is None:
+            monkeypatch.delenv("RANK", raising=False)
+        else:
+            monkeypatch.setenv("RANK", rank)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            warn_once_per_run()
+            warnings.warn("a per-run notice", UserWarning, stacklevel=1)
+        assert len(caught) == shown, rank

@@ -6,6 +6,8 @@ torchvision, captum), which took seconds of its start-up. `--help` imports them 
 
 from __future__ import annotations
 
+import os
+import warnings
 from importlib import import_module
 
 import click
@@ -78,8 +80,16 @@ def _root(_version_flag: bool = typer.Option(False, "--version", callback=_versi
     """dflbench command line."""
 
 
+def warn_once_per_run() -> None:
+    """Under torchrun, Python warnings only from rank 0: every rank runs the same code and printed each warning (torch's
+    own, e.g. its ProcessGroupGloo deprecation notice) once per rank."""
+    if os.environ.get("RANK", "0") != "0":
+        warnings.simplefilter("ignore")
+
+
 def main():
     from dflbench.malloc import configure
 
     configure()
+    warn_once_per_run()
     app(prog_name="dflbench")
