@@ -131,7 +131,8 @@ def aedfl(
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file whose [config] sets the run (see "
                                                                  "`dflbench run`); options given here override it."),
 ):
-    """Run AEDFL / ablations / baselines and print a Table 1-style table; write results.json, .csv and a PNG."""
+    """Run AEDFL / ablations / baselines and print a Table 1-style table; write results.json, results.csv,
+    accuracy_vs_time.png and, for the AEDFL variants, diagnostics.png."""
     console = Console()
     if list_methods_:
         console.print(methods_table())
