@@ -17,10 +17,13 @@ def one_thread():
 
 @pytest.fixture
 def saved_figures(monkeypatch):
-    """Every figure `dflbench.plots` saves during the test, kept open for inspection: [(file name, figure)]."""
+    """Every figure `dflbench.plots` saves during the test, kept open for inspection: [(file name, figure)]; closed
+    after the test."""
+    import matplotlib.pyplot as plt
+
     from dflbench import plots
 
-    saved, save = [], plots._save
+    saved, save, close = [], plots._save, plt.close
 
     def keep(plt, fig, path):
         saved.append((str(path).rsplit("/", 1)[-1], fig))
@@ -28,4 +31,6 @@ def saved_figures(monkeypatch):
         return save(plt, fig, path)
 
     monkeypatch.setattr(plots, "_save", keep)
-    return saved
+    yield saved
+    for _, fig in saved:
+        close(fig)
