@@ -5,6 +5,7 @@ naming the key; `--config` on `dflbench p2pft` is overridden by the options give
 stand-in."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -174,7 +175,10 @@ def test_aedfl_smoke_recipe_writes_the_report(tmp_path):
     out = tmp_path / "o"
     args = ["reproduce", "aedfl-emnist-lenet5", "--scale", "smoke", "--seeds", "2", "--out", str(out), "--set",
             f"dataset=npz:{data}", "--set", "methods=aedfl,fedavg", "--set", "lr=0.02", "--threads", "1"]
-    _ok(args)
+    output = _ok(args)
+    for seed, method in ((0, "aedfl"), (0, "fedavg"), (1, "aedfl"), (1, "fedavg")):  # progress lines for a log
+        assert f"seed {seed} {method}: started" in output
+        assert re.search(rf"seed {seed} {method}: accuracy [\d.]+ after [\d.]+ virtual s \([\d.]+ s wall\)", output)
     seed = json.loads((out / "seed-1" / "results.json").read_text())
     assert seed["config"]["lr"] == 0.02 and seed["config"]["seed"] == 1 and seed["config"]["devices"] == 8
     report = (out / "report.md").read_text()

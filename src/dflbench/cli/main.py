@@ -6,6 +6,8 @@ torchvision, captum), which took seconds of its start-up; `--help` and `--versio
 
 from __future__ import annotations
 
+import os
+import warnings
 from importlib import import_module
 
 import click
@@ -59,7 +61,23 @@ class _LazyGroup(TyperGroup):
             holder.add_typer(target, name=name)
         else:
             holder.command(name)(target)
-        return typer.main.get_command(holder).get_command(ctx, name)
+        return _literal_help(typer.main.get_command(holder).get_command(ctx, name))
+
+
+def _literal_help(command: click.Command | None) -> click.Command | None:
+    """`command` (and its subcommands) with every help text escaped for rich markup: typer reads help as markup,
+    where "[config]" in "a TOML file whose [config] table ..." is a style tag and vanished from the help."""
+    from rich.markup import escape
+
+    if command is None:
+        return None
+    command.help = command.help and escape(command.help)
+    for param in command.params:
+        if getattr(param, "help", None):
+            param.help = escape(param.help)
+    for sub in getattr(command, "commands", {}).values():
+        _literal_help(sub)
+    return command
 
 
 app = typer.Typer(cls=_LazyGroup, help="dflbench: decentralized fine-tuning and asynchronous decentralized FL in "
@@ -80,8 +98,16 @@ def _root(_version_flag: bool = typer.Option(False, "--version", callback=_versi
     """dflbench command line."""
 
 
+def warn_once_per_run() -> None:
+    """Under torchrun, Python warnings only from rank 0: every rank runs the same code and printed each warning (torch's
+    own, e.g. its ProcessGroupGloo deprecation notice) once per rank."""
+    if os.environ.get("RANK", "0") != "0":
+        warnings.simplefilter("ignore")
+
+
 def main():
     from dflbench.malloc import configure
 
     configure()
+    warn_once_per_run()
     app(prog_name="dflbench")

@@ -159,12 +159,14 @@ def read_results(out: str | Path) -> dict | None:
 
 
 def run_aedfl(cfg: AEDFLRunConfig, on_method_done: Callable[[dict, dict], None] | None = None,
-              previous: dict | None = None, on_progress: Callable[[str, float], None] | None = None) -> dict:
+              previous: dict | None = None,
+              on_progress: Callable[[str, float, dict | None], None] | None = None) -> dict:
     """Run every method of `cfg` on the same data, partition, profiles and initial model; returns the results.
     `on_method_done(run, results)` is called as each method finishes, with the results so far (the CLI writes them
     then, so a method that fails later cannot lose the ones before it). `previous`: an earlier results.json of this
-    configuration whose finished methods are kept, not run again (`finished_runs`). `on_progress(method, fraction)`:
-    how far the running method is (`AsyncSimulator.fraction_done`), about twice a wall second."""
+    configuration whose finished methods are kept, not run again (`finished_runs`). `on_progress(method, fraction,
+    latest)`: how far the running method is (`AsyncSimulator.fraction_done`) and its newest evaluation (a history
+    record, None before the first), at its start (0.0, None), then about twice a wall second."""
     done = finished_runs(cfg, previous)
     data, info = load_device_data(cfg)
     topo = exponential(cfg.devices)
@@ -188,7 +190,10 @@ def run_aedfl(cfg: AEDFLRunConfig, on_method_done: Callable[[dict, dict], None] 
         model = build_model(cfg, info)
         options = cfg.options(name)
         sim = AsyncSimulator(model, data, topo, profiles, make_method(name, options), sim_cfg, faults=faults)
-        res = sim.run(None if on_progress is None else (lambda f, n=name: on_progress(n, f)))
+        if on_progress is not None:
+            on_progress(name, 0.0, None)
+        res = sim.run(None if on_progress is None else
+                      (lambda f, n=name, s=sim: on_progress(n, f, s.result.history[-1] if s.result.history else None)))
         last = res.history[-1]
         run = {"method": name, "accuracy": res.accuracy, "consensus_accuracy": last["consensus_accuracy"],
                "time_to_target": res.time_to(cfg.target_acc),
