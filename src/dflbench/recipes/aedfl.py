@@ -37,7 +37,7 @@ from dflbench.io import atomic_write_csv, atomic_write_json
 from dflbench.methods.aedfl.diagnostics import BUCKETS, summary
 from dflbench.methods.registry import list_methods, make_method, method_options
 from dflbench.models import make_model
-from dflbench.plots import Panel, line_plot, panels_plot
+from dflbench.plots import Panel, panels_plot
 from dflbench.provenance import code_provenance
 from dflbench.topology import exponential
 
@@ -237,12 +237,18 @@ def write_results(results: dict, out: str | Path) -> dict[str, Path]:
              **{f"{key}_{label}": c[field] for key, c in r.get("convergence", {}).items() if c is not None
                 for field, label in (("converged", "converged"), ("accuracy", "plateau"))}} for r in results["runs"]]
     paths["csv"] = atomic_write_csv(out / "results.csv", rows)
-    curves = {r["method"]: ([h["time"] for h in r["history"]], [h["accuracy"] for h in r["history"]])
-              for r in results["runs"]}
+    def curves(key):
+        return {r["method"]: ([h["time"] for h in r["history"]], [h[key] for h in r["history"]])
+                for r in results["runs"] if all(h.get(key) is not None for h in r["history"])}
+
     title = (f"{cfg['model']} on {cfg['dataset']}, {cfg['devices']} devices, accuracy on "
              f"{evaluated_samples(results)} test samples")
-    pictures = {"png": lambda: line_plot(out / "accuracy_vs_time.png", curves, "virtual time (s)",
-                                         "mean test accuracy", title, cfg["target_acc"])}
+    accuracy = [Panel("accuracy of the consensus model", curves("consensus_accuracy"), hline=cfg["target_acc"],
+                      title="consensus model (server methods: the global model)"),
+                Panel("mean accuracy of the device models", curves("accuracy"), hline=cfg["target_acc"],
+                      title="device models, mean")]
+    pictures = {"png": lambda: panels_plot(out / "accuracy_vs_time.png", [p for p in accuracy if p.curves],
+                                           "virtual time (s)", title)}
     panels = diagnostics_panels(results["runs"])
     if panels:
         pictures["diagnostics_png"] = lambda: panels_plot(out / "diagnostics.png", panels, "virtual time (s)",
