@@ -76,7 +76,7 @@ def test_a_failing_figure_leaves_the_results(aedfl_npz, tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("no display")
 
-    monkeypatch.setattr(recipe, "line_plot", broken)
+    monkeypatch.setattr(recipe, "panels_plot", broken)
     out = tmp_path / "run"
     res = CliRunner().invoke(app, [*BASE, "--dataset", f"npz:{aedfl_npz}", "--methods", "aedfl-0", "--out", str(out)])
     assert res.exit_code == 0, res.output
