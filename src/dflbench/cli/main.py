@@ -20,7 +20,8 @@ COMMANDS = {
     "demo": ("demo", "demo",
              "P2P-FT in miniature: 4 nodes, class-disjoint digits, tiny ViT; exits 1 if the paper's claim fails."),
     "aedfl": ("aedfl", "aedfl",
-              "Run AEDFL / ablations / baselines and print a Table 1-style table; write results.json, .csv and a PNG."),
+              "Run AEDFL / ablations / baselines and print a Table 1-style table; write results.json, results.csv, "
+              "accuracy_vs_time.png and, for the AEDFL variants, diagnostics.png."),
     "p2pft": ("p2pft", "p2pft",
               "Fine-tune the last block + head over n peer-to-peer nodes and compare algorithms (P2P-FT Table I)."),
     "pretrain": ("pretrain", "pretrain", "Train a whole timm model on a dataset (AdamW) and save its state dict (our "
