@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import statistics
 import time
 from pathlib import Path
 from typing import Callable
@@ -21,7 +22,9 @@ import torch
 
 from dflbench.malloc import configure
 
-RESULTS_DIR = Path(__file__).resolve().parent.parent / ".benchmarks"
+# Where the ratio records go: .benchmarks/, or DFLBENCH_BENCH_RESULTS (bench/inject.py and bench/calibrate.py keep
+# their runs apart from the user's).
+RESULTS_DIR = Path(os.environ.get("DFLBENCH_BENCH_RESULTS") or Path(__file__).resolve().parent.parent / ".benchmarks")
 
 
 SCHEDSTAT = Path("/proc/thread-self/schedstat")
@@ -56,12 +59,11 @@ def _calls_per_sample(fn: Callable[[], object], target_s: float = 0.02) -> int:
     return max(1, math.ceil(target_s / max(_timed(fn), 1e-7)))
 
 
-def _interleaved_minima(fast: Callable[[], object], reference: Callable[[], object], rounds: int,
-                        warmup: int, budget_s: float = 1.5) -> tuple[float, float]:
-    """Minimum seconds per call of `fast` and of `reference` over samples timed alternately (fast, reference,
-    fast, ...): both see the same background load, and the minimum is the sample least disturbed by it
-    (interference only ever adds time). A sample is as many calls as take about 20 ms; at least `rounds` pairs,
-    and more while they fit in `budget_s` (cheap benchmarks get dozens of pairs, so a quiet one is among them)."""
+def _interleaved_pairs(fast: Callable[[], object], reference: Callable[[], object], rounds: int,
+                       warmup: int, budget_s: float = 1.5) -> list[tuple[float, float]]:
+    """(fast, reference) seconds per call, timed alternately (fast, reference, fast, ...): both see the same
+    background load. A sample is as many calls as take about 20 ms; at least `rounds` pairs, and more while they fit
+    in `budget_s` (cheap benchmarks get dozens of pairs, so quiet ones are among them)."""
     for _ in range(warmup):
         fast()
         reference()
@@ -69,7 +71,7 @@ def _interleaved_minima(fast: Callable[[], object], reference: Callable[[], obje
     pairs, start = [], time.perf_counter()
     while len(pairs) < rounds or time.perf_counter() - start < budget_s:
         pairs.append((_timed(fast, reps[0]), _timed(reference, reps[1])))
-    return min(p[0] for p in pairs), min(p[1] for p in pairs)
+    return pairs
 
 
 def save_record(name: str, record: dict) -> Path:
@@ -125,11 +127,14 @@ def assert_ratio(request):
     """
 
     def check(fast, reference, at_least: float, rounds: int = 5, warmup: int = 1, **info) -> float:
-        fast_s, ref_s = _interleaved_minima(fast, reference, rounds, warmup)
+        pairs = _interleaved_pairs(fast, reference, rounds, warmup)
+        fast_s, ref_s = min(p[0] for p in pairs), min(p[1] for p in pairs)
         ratio = ref_s / fast_s
+        median = statistics.median(r / f for f, r in pairs)
         name = "ratio-" + request.node.name.replace("[", "-").replace("]", "").replace("/", "_")
         save_record(name, {"test": request.node.nodeid, "fast_s": fast_s, "reference_s": ref_s,
-                           "ratio": ratio, "at_least": at_least, **info})
+                           "ratio": ratio, "ratio_median": median, "pairs": len(pairs), "at_least": at_least,
+                           **info})
         assert ratio >= at_least, (
             f"{request.node.nodeid}: fast path is only {ratio:.2f}x the reference "
             f"({fast_s * 1e3:.2f} ms vs {ref_s * 1e3:.2f} ms), expected at least {at_least}x")
