@@ -63,13 +63,19 @@ def slowed(fn, factor: float):
     return wrapper
 
 
-def patch(spec: str, factor: float) -> None:
-    """Replace the function named by `spec` ("module:Class.attr") with its `slowed` version."""
+def resolve(spec: str) -> tuple[object, str]:
+    """(owner, attribute name) of the function named by `spec` ("module:Class.attr")."""
     module, _, path = spec.partition(":")
     owner_name, _, attr = path.rpartition(".")
     owner = importlib.import_module(module)
     for part in owner_name.split("."):
         owner = getattr(owner, part)
+    return owner, attr
+
+
+def patch(spec: str, factor: float) -> None:
+    """Replace the function named by `spec` with its `slowed` version."""
+    owner, attr = resolve(spec)
     setattr(owner, attr, slowed(getattr(owner, attr), factor))
 
 

@@ -100,15 +100,9 @@ def test_slowed_costs_the_factor_in_thread_cpu_time():
 
 
 def test_every_target_names_real_functions_and_ci_benchmarks(monkeypatch):
-    import importlib
-
     for specs, guards in inject.TARGETS.values():
         for spec in specs:
-            module, _, path = spec.partition(":")
-            owner_name, _, attr = path.rpartition(".")
-            owner = importlib.import_module(module)
-            for part in owner_name.split("."):
-                owner = getattr(owner, part)
+            owner, attr = inject.resolve(spec)
             original = getattr(owner, attr)
             assert callable(original), spec
             monkeypatch.setattr(owner, attr, original)          # restored after the test
