@@ -218,6 +218,7 @@ def test_adpsgd_exchange_vs_plain_loop(assert_ratio):
     plain()
     torch.testing.assert_close(sim.x, x, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(method.read, read, rtol=1e-5, atol=1e-6)
-    # idle / cpu / memory: 0.150 / 0.152 / 0.146; a 1.5x slower on_arrive measured 0.093
-    assert_ratio(exchange, plain, at_least=0.12, exchanges=D, model="lenet5", params=sim.P,
+    # idle / cpu / memory: 0.150 / 0.152 / 0.146, then 0.136 / 0.130 in the first validation runs at load average 15
+    # (floor moved from 0.12 to 0.112); a 1.5x slower on_arrive measured 0.078-0.093
+    assert_ratio(exchange, plain, at_least=0.112, exchanges=D, model="lenet5", params=sim.P,
                  what="ADPSGD.on_arrive (pairwise average + delta) vs a loop")
