@@ -3,7 +3,7 @@
     python bench/calibrate.py [--runs 3] [--loads idle,cpu,memory] [--out .benchmarks/calibration] [-- PYTEST ARGS]
 
 Each run is CI's bench line (`pytest bench` in quick mode, or the pytest arguments after `--`) in a fresh process;
-its `ratio-*.json` records are kept under OUT/<load>-<i>/. Loads: `idle` (nothing added), `cpu` (a
+its `ratio-*.json` records are written to OUT/<load>-<i>/. Loads: `idle` (nothing added), `cpu` (a
 `while True: pass` process), `memory` (a process copying a 256 MB numpy array in a loop); the neighbour starts
 before the run and is stopped after it. Prints, per benchmark and load, the ratio's min / median / max and the
 floor, and the window a floor must lie in to hold on every run with margin (at most HOLD x the lowest ratio) and
@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -39,22 +38,20 @@ NEIGHBOURS = {
 
 
 def run_once(pytest_args: list[str], load: str, dest: Path) -> dict:
-    """One CI bench run beside the `load` neighbour; its records are moved to `dest`. {passed, seconds}."""
-    for old in RESULTS.glob("ratio-*.json"):
-        old.unlink()
+    """One CI bench run beside the `load` neighbour, its records written to `dest` (DFLBENCH_BENCH_RESULTS; the
+    user's .benchmarks/ records stay as they were). {passed, exit, seconds, load1}."""
+    dest.mkdir(parents=True, exist_ok=True)
     neighbour = None if NEIGHBOURS[load] is None else subprocess.Popen([sys.executable, "-c", NEIGHBOURS[load]])
     start = time.perf_counter()
     try:
         rc = subprocess.run([sys.executable, "-m", "pytest", *pytest_args], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL).returncode
+                            stderr=subprocess.DEVNULL, env={**os.environ, "DFLBENCH_BENCH_RESULTS": str(dest)}
+                            ).returncode
     finally:
         if neighbour is not None:
             neighbour.terminate()
             neighbour.wait()
     seconds = time.perf_counter() - start
-    dest.mkdir(parents=True, exist_ok=True)
-    for record in RESULTS.glob("ratio-*.json"):
-        shutil.move(record, dest / record.name)
     return {"passed": rc == 0, "exit": rc, "seconds": round(seconds, 1), "load1": os.getloadavg()[0]}
 
 

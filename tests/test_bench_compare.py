@@ -144,3 +144,10 @@ def test_calibration_summary_per_load(tmp_path):
     assert table["ratio-a"]["loads"]["idle"] == {"min": 2.0, "median": 2.1, "max": 2.2, "n": 2}
     assert table["ratio-a"]["loads"]["cpu"] == {"min": 1.9, "median": 2.0, "max": 2.1, "n": 3}
     assert table["ratio-a"]["median_of_pairs"]["cpu"]["min"] == pytest.approx(2.0)
+
+
+def test_calibration_run_beside_a_neighbour_reports_pytest_exit(tmp_path):
+    ok = calibrate.run_once(["--version"], "cpu", tmp_path / "cpu-0")
+    bad = calibrate.run_once([str(tmp_path / "missing_test.py")], "idle", tmp_path / "idle-0")
+    assert ok["passed"] and ok["exit"] == 0 and (tmp_path / "cpu-0").is_dir()
+    assert not bad["passed"] and bad["exit"] == 4          # pytest: file not found
