@@ -64,15 +64,12 @@ def summarise(out: Path) -> dict:
             data = json.loads(record.read_text())
             entry = table.setdefault(record.stem, {"floor": data["at_least"], "ratios": {}})
             entry["ratios"].setdefault(load, []).append(data["ratio"])
-            if "ratio_median" in data:
-                entry.setdefault("medians", {}).setdefault(load, []).append(data["ratio_median"])
+
     for entry in table.values():
         everything = [r for v in entry["ratios"].values() for r in v]
         entry["window"] = [CATCH * max(everything) / SLOWDOWN, HOLD * min(everything)]
         entry["loads"] = {load: {"min": min(v), "median": statistics.median(v), "max": max(v), "n": len(v)}
                           for load, v in entry.pop("ratios").items()}
-        entry["median_of_pairs"] = {load: {"min": min(v), "median": statistics.median(v), "max": max(v)}
-                                    for load, v in entry.pop("medians", {}).items()}
     return table
 
 

@@ -1,10 +1,12 @@
 """Benchmark helpers: same-run speed ratios (fast path vs reference) and JSON records under .benchmarks/.
 
 CI asserts ratios measured in one process, never absolute times: machines differ, ratios travel. Each ratio is
-min(reference) / min(fast) over repetitions timed alternately, on a clock that excludes the time other processes
-took the CPU (`_timed`), so an idle and a loaded machine measure the same thing. Each floor is set from the ratios
-seen in CI-mode runs on the 2-core CPU (8 idle, 8 beside a CPU-bound process, 11 beside four busy processes), at
-3/4 to 5/6 of the lowest; the distribution is written beside it. A fast path that slows by a third or more fails.
+the median of reference / fast over pairs of samples timed alternately, on a clock that excludes the time other
+processes took the CPU (`_timed`), so an idle and a loaded machine measure nearly the same thing. (Until issue 29 it
+was min(reference) / min(fast): with the 5 pairs a loaded machine leaves in the time budget, one quiet reference
+sample without a quiet fast one put AEDFL-rl's ratio at 0.51 where its pairs' median was 0.71; bench/RESULTS.md.)
+Each floor is set from CI-mode runs idle, beside a CPU-heavy and beside a memory-heavy process (bench/calibrate.py);
+the distribution is written beside it.
 """
 
 from __future__ import annotations
@@ -120,24 +122,23 @@ def synced():
 def assert_ratio(request):
     """`assert_ratio(fast, reference, at_least, rounds=5, warmup=1, **info)` -> measured ratio.
 
-    Times both callables in this process, alternately (minimum over at least `rounds` samples after `warmup` calls
-    each, on the `_timed` clock that excludes time lost to other processes), saves
-    reference_s / fast_s with the timings to .benchmarks/ratio-<test>.json and asserts the ratio
-    is at least `at_least`.
+    Times both callables in this process, alternately (at least `rounds` pairs of samples after `warmup` calls
+    each, on the `_timed` clock that excludes time lost to other processes), saves the median over the pairs of
+    reference / fast as `ratio` (with min(reference) / min(fast) as `ratio_of_minima` and the fastest samples as
+    fast_s / reference_s) to .benchmarks/ratio-<test>.json and asserts the ratio is at least `at_least`.
     """
 
     def check(fast, reference, at_least: float, rounds: int = 5, warmup: int = 1, **info) -> float:
         pairs = _interleaved_pairs(fast, reference, rounds, warmup)
         fast_s, ref_s = min(p[0] for p in pairs), min(p[1] for p in pairs)
-        ratio = ref_s / fast_s
-        median = statistics.median(r / f for f, r in pairs)
+        ratio = statistics.median(r / f for f, r in pairs)
         name = "ratio-" + request.node.name.replace("[", "-").replace("]", "").replace("/", "_")
         save_record(name, {"test": request.node.nodeid, "fast_s": fast_s, "reference_s": ref_s,
-                           "ratio": ratio, "ratio_median": median, "pairs": len(pairs), "at_least": at_least,
-                           **info})
+                           "ratio": ratio, "ratio_of_minima": ref_s / fast_s, "pairs": len(pairs),
+                           "at_least": at_least, **info})
         assert ratio >= at_least, (
-            f"{request.node.nodeid}: fast path is only {ratio:.2f}x the reference "
-            f"({fast_s * 1e3:.2f} ms vs {ref_s * 1e3:.2f} ms), expected at least {at_least}x")
+            f"{request.node.nodeid}: fast path is only {ratio:.2f}x the reference (median of {len(pairs)} pairs; "
+            f"fastest {fast_s * 1e3:.2f} ms vs {ref_s * 1e3:.2f} ms), expected at least {at_least}x")
         return ratio
 
     return check

@@ -4,7 +4,6 @@
 import ast
 import importlib.util
 import json
-import statistics
 import time
 from pathlib import Path
 
@@ -80,23 +79,19 @@ def test_update_writes_the_median_of_the_runs_and_a_run_passes_against_it(tmp_pa
 
 def test_slowed_costs_the_factor_in_thread_cpu_time():
     def work():
-        x = 0
+        """Pure-Python CPU work; returns the thread CPU time it took itself."""
+        start, x = time.thread_time(), 0
         for i in range(200_000):
             x += i * i
-        return x
-
-    def cpu(fn):
-        start = time.thread_time()
-        out = fn()
-        return time.thread_time() - start, out
+        return time.thread_time() - start
 
     slow = inject.slowed(work, 1.5)
-    ratios = []
-    for _ in range(5):                             # alternately; the median of the pairs
-        (plain_s, a), (slow_s, b) = cpu(work), cpu(slow)
-        assert a == b
-        ratios.append(slow_s / plain_s)
-    assert 1.35 < statistics.median(ratios) < 1.7
+    assert slow.__wrapped__ is work
+    for _ in range(3):                   # the same call measured inside and around the wrapper: load cannot move it
+        start = time.thread_time()
+        inner = slow()
+        total = time.thread_time() - start
+        assert 1.45 < total / inner < 1.6
 
 
 def test_every_target_names_real_functions_and_ci_benchmarks(monkeypatch):
@@ -137,13 +132,12 @@ def test_calibration_summary_per_load(tmp_path):
         for i, ratio in enumerate(ratios):
             folder = tmp_path / f"{load}-{i}"
             folder.mkdir()
-            (folder / "ratio-a.json").write_text(json.dumps({"ratio": ratio, "ratio_median": ratio + 0.1,
-                                                             "at_least": 1.5}))
+            (folder / "ratio-a.json").write_text(json.dumps({"ratio": ratio, "at_least": 1.5}))
     table = calibrate.summarise(tmp_path)
     assert table["ratio-a"]["floor"] == 1.5
     assert table["ratio-a"]["loads"]["idle"] == {"min": 2.0, "median": 2.1, "max": 2.2, "n": 2}
     assert table["ratio-a"]["loads"]["cpu"] == {"min": 1.9, "median": 2.0, "max": 2.1, "n": 3}
-    assert table["ratio-a"]["median_of_pairs"]["cpu"]["min"] == pytest.approx(2.0)
+    assert table["ratio-a"]["window"] == pytest.approx([1.05 * 2.2 / 1.5, 0.9 * 1.9])
 
 
 def test_calibration_run_beside_a_neighbour_reports_pytest_exit(tmp_path):
