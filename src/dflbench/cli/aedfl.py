@@ -17,6 +17,7 @@ from dflbench.recipes.config import explicit_params, with_config_file
 from dflbench.runtime.backend import check_runtime
 
 from .errors import user_errors
+from .progress import LogLines
 
 
 def results_table(results: dict) -> Table:
@@ -37,14 +38,16 @@ def results_table(results: dict) -> Table:
 
 
 def methods_table() -> Table:
-    """Every registered method: name, kind, paper, runtimes and its options with their defaults."""
-    table = Table(title="dflbench aedfl --methods (options: --method-opt METHOD.OPTION=VALUE)")
-    for col in ("method", "kind", "paper", "runtimes", "options"):
-        table.add_column(col)
+    """Every registered method: name; kind, runtimes and paper (wrapped); its options with their defaults, one a
+    line, never cut."""
+    table = Table(title="dflbench aedfl --list-methods (set an option: --method-opt METHOD.OPTION=VALUE)")
+    table.add_column("method", no_wrap=True)
+    table.add_column("kind; runtimes; paper", overflow="fold", min_width=16)
+    table.add_column("options", no_wrap=True)
     for name in list_methods():
-        entry = METHODS.get(name)
-        table.add_row(name, entry.metadata["kind"], entry.metadata["paper"], ", ".join(entry.metadata["runtimes"]),
-                      entry.describe_options("\n") or "-")
+        meta = METHODS.get(name).metadata
+        table.add_row(name, f"{meta['kind']}; {', '.join(meta['runtimes'])}; {meta['paper']}",
+                      METHODS.get(name).describe_options("\n") or "-")
     return table
 
 
@@ -93,9 +96,10 @@ def aedfl(
                                 help=f"Comma list of: {', '.join(list_methods())}."),
     alpha: float = typer.Option(0.5, "--alpha", help="Dirichlet concentration of the label split."),
     target_acc: float = typer.Option(0.8, "--target-acc", help="Target accuracy of the Time column."),
-    time_budget: Optional[float] = typer.Option(None, "--time-budget", help="Virtual-time budget (s)."),
-    max_updates: int = typer.Option(100, "--max-updates", help="T: local updates per device (each alive device "
-                                                              "does exactly T; 0: no limit, use --time-budget)."),
+    time_budget: float = typer.Option(30.0, "--time-budget", help="Virtual-time budget (s), the same for every "
+                                                                   "method (0: none, stop on --max-updates)."),
+    max_updates: int = typer.Option(0, "--max-updates", help="T: a cap of local updates per device (each alive "
+                                                            "device does at most T; 0: no cap)."),
     batch_size: int = typer.Option(32, "--batch-size"),
     local_steps: int = typer.Option(5, "--local-steps", help="SGD steps per local update."),
     lr: float = typer.Option(0.05, "--lr"),
@@ -109,8 +113,9 @@ def aedfl(
     heterogeneity: float = typer.Option(0.5, "--heterogeneity", help="Log-normal sigma of sampled profiles."),
     fault_prob: float = typer.Option(0.0, "--fault-prob", help="Failure probability after a local update."),
     corrupt: str = typer.Option("", "--corrupt", help="Harmful devices, a comma list of ids (e.g. 3,11)."),
-    corrupt_mode: str = typer.Option("noise", "--corrupt-mode", help="noise: they push noise models (AEDFL loop); "
-                                                                     "labels: they train on flipped labels."),
+    corrupt_mode: str = typer.Option("noise", "--corrupt-mode", help="noise: every model they send (to a "
+                                                                     "neighbour or a server, every method) is "
+                                                                     "noise; labels: they train on flipped labels."),
     prune_every: Optional[int] = typer.Option(None, "--prune-every", help="Prune at every k-th local update "
                                                                          "(the `every` option of the methods that "
                                                                          "prune on a schedule)."),
@@ -128,14 +133,15 @@ def aedfl(
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file whose [config] sets the run (see "
                                                                  "`dflbench run`); options given here override it."),
 ):
-    """Run AEDFL / ablations / baselines and print a Table 1-style table; write results.json, .csv and a PNG."""
+    """Run AEDFL / ablations / baselines and print a Table 1-style table; write results.json, results.csv,
+    accuracy_vs_time.png and, for the AEDFL variants, diagnostics.png."""
     console = Console()
     if list_methods_:
         console.print(methods_table())
         return
     names = _methods(methods)
     fields = dict(model=model, dataset=dataset, data_dir=None if data_dir is None else str(data_dir),
-                  devices=devices, methods=names, alpha=alpha, target_acc=target_acc, time_budget=time_budget,
+                  devices=devices, methods=names, alpha=alpha, target_acc=target_acc, time_budget=time_budget or None,
                   max_updates=max_updates or None, batch_size=batch_size, local_steps=local_steps, lr=lr,
                   slot_width=None if slot_width < 0 else slot_width, eval_interval=eval_interval,
                   eval_samples=eval_samples, train_samples=train_samples,
@@ -160,8 +166,12 @@ def aedfl(
             task = progress.add_task("methods", total=len(cfg.methods))
             inner = progress.add_task("", total=100)
 
-            def moving(name, fraction):                  # within a method: its share of T updates / the budget
+            lines = None if console.is_terminal else LogLines(console)
+
+            def moving(name, fraction, latest):          # within a method: its share of T updates / the budget
                 progress.update(inner, completed=100 * fraction, description=f"{name} (% of the run)")
+                if lines is not None:
+                    lines(name, fraction, latest)
 
             def done(r, so_far):
                 write_results(so_far, out)                # each finished method is on disk before the next runs
@@ -173,4 +183,4 @@ def aedfl(
                                 on_progress=moving)
     paths = write_results(results, out)
     console.print(results_table(results))
-    console.print(f"wrote {', '.join(str(p) for p in paths.values())}")
+    console.print(f"wrote {', '.join(str(p) for p in paths.values())}", highlight=False, soft_wrap=True)

@@ -45,6 +45,7 @@ from .async_stacked import DeviceData, StackedModel, local_sgd
 from .coordinator import Coordinator, FaultConfig
 from .cost import device_speed
 from .devices import DeviceProfiles
+from .evaluation import consensus_distance, consensus_model, mask_disagreement
 
 COMPLETE, ROUND, ARRIVE, FAIL, REJOIN, EVAL = range(6)
 SERVER = -1
@@ -108,7 +109,8 @@ class AsyncMethod(Protocol):
     def on_round(self, sim: "AsyncSimulator", payload: Any) -> None: ...
     def on_rejoin(self, sim: "AsyncSimulator", dev: int) -> None: ...
     def eval_models(self, sim: "AsyncSimulator") -> torch.Tensor: ...
-    # optional: on_evaluate(sim, record) is called after each evaluation (the record is in the history)
+    # optional: on_evaluate(sim, record) is called after each evaluation (the record is in the history);
+    # eval_masks(sim) -> [n, P] bool or None: the evaluated models' masks (pruning methods; engines.evaluation)
     def mflops(self, sim: "AsyncSimulator") -> float: ...
 
 
@@ -123,10 +125,12 @@ class RunResult:
     virtual_time: float = 0.0
     wall_time: float = 0.0
     stop_reason: str = ""
+    device_accuracy: list[float] = field(default_factory=list)   # each evaluated model's, at the last evaluation
 
-    def time_to(self, target: float) -> float | None:
-        """First virtual time at which the mean device accuracy reached `target` (None if never)."""
-        return next((h["time"] for h in self.history if h["accuracy"] >= target), None)
+    def time_to(self, target: float, key: str = "accuracy") -> float | None:
+        """First virtual time at which the history's `key` (the device mean `accuracy`, or `consensus_accuracy`)
+        reached `target` (None if never)."""
+        return next((h["time"] for h in self.history if h[key] >= target), None)
 
 
 class AsyncSimulator:
@@ -228,6 +232,15 @@ class AsyncSimulator:
             parts.append(self.method.fraction_done(self))
         return min(1.0, max(parts))
 
+    BUDGET_RTOL = 1e-9                  # relative slack of the budget test: sums of event times carry rounding
+
+    def over_budget(self, at: float) -> bool:
+        """True if virtual time `at` lies beyond `time_budget` (never without one). The test allows a relative
+        `BUDGET_RTOL`, so that k events of duration d end within a budget of k * d although their summed times
+        round above it."""
+        budget = self.cfg.time_budget
+        return budget is not None and at > budget * (1 + self.BUDGET_RTOL)
+
     def finish(self, reason: str) -> None:
         """The method ends the run (e.g. after its last round): no further event is handled."""
         self._finished = reason
@@ -301,7 +314,7 @@ class AsyncSimulator:
         reason = None
         while self._queue and reason is None:
             at = self._queue[0][0]
-            if c.time_budget is not None and at > c.time_budget:
+            if self.over_budget(at):
                 self.now, reason = c.time_budget, "time budget"
                 break
             if self.updates_done() or self._finished:
@@ -334,7 +347,7 @@ class AsyncSimulator:
                 if self._handle(e):
                     reason = "consensus threshold"
                     break
-        reason = reason or "no more events"
+        reason = reason or self._finished or "no more events"
         r = self.result
         if self.cfg.evaluate:
             self._evaluate()
@@ -405,35 +418,59 @@ class AsyncSimulator:
             y[idx] = classes - 1 - data.y[idx]
         return dataclasses.replace(data, y=y)
 
-    def corrupted(self, devs: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(noise models `[B, P]`, their losses `[B]` on the devices' own minibatches at this update) for devices
-        `devs` among `faults.corrupt` (`FaultConfig`): N(0, (corrupt_scale * std(x_b))^2) entries, Box-Muller from the
-        counter stream keyed by (device, update, entry)."""
-        keys = (self.cfg.seed, STREAM_CORRUPT, devs.view(-1, 1), self.t[devs].view(-1, 1),
-                torch.arange(self.P).view(1, -1))
+    def noise_senders(self, devs: torch.Tensor) -> torch.Tensor:
+        """`[B]` bool: which of the devices `devs` push noise models (`faults.corrupt` in noise mode)."""
+        f = self.faults
+        if f.corrupt_mode != "noise" or not f.corrupt:
+            return torch.zeros(devs.shape[0], dtype=torch.bool)
+        return torch.isin(devs.cpu(), torch.tensor(f.corrupt))
+
+    def outgoing(self, devs: torch.Tensor, x: torch.Tensor, masks: torch.Tensor | None = None) -> torch.Tensor:
+        """The models `[B, P]` that devices `devs` put on the wire when theirs are `x [B, P]`: `x` itself (no copy)
+        unless one of them pushes noise (`noise_senders`); then a copy whose rows of those devices are noise models,
+        N(0, (corrupt_scale * std(x_b))^2) entries (Box-Muller from the counter stream keyed by (device, update,
+        entry)), times the device's mask where `masks [B, P]` are given (a sparse model keeps its mask on the wire).
+        Every method calls it where a model leaves a device; a corrupted device's own model stays its honest
+        training, only what it sends is noise."""
+        rows = self.noise_senders(devs).nonzero().squeeze(1)
+        if len(rows) == 0:
+            return x
+        d, xr = devs[rows].cpu(), x[rows.to(x.device)]
+        keys = (self.cfg.seed, STREAM_CORRUPT, d.view(-1, 1), self.t[d].view(-1, 1), torch.arange(self.P).view(1, -1))
         u1, u2 = counter_uniform(*keys, 0), counter_uniform(*keys, 1)
         z = torch.sqrt(-2 * torch.log1p(-u1)) * torch.cos(2 * math.pi * u2)
-        noise = (z.to(x) * self.faults.corrupt_scale * x.std(dim=1, keepdim=True)).to(x.dtype)
-        xb, yb = self.data.batch(devs.to(self.dev), self.t[devs].to(self.dev), 0, self.cfg.batch_size, self.cfg.seed)
-        return noise, self.net.losses(noise, xb, yb).double().cpu()
+        noise = (z.to(xr) * self.faults.corrupt_scale * xr.std(dim=1, keepdim=True)).to(x.dtype)
+        if masks is not None:
+            noise = noise * masks[rows.to(masks.device)]
+        out = x.clone()
+        out[rows.to(x.device)] = noise
+        return out
 
-    def consensus_distance(self, x: torch.Tensor) -> float:
-        """Mean L2 distance between the models of any two distinct devices (AEDFL Sec. 3)."""
-        n = x.shape[0]
-        if n < 2:
-            return 0.0
-        centered = (x - x.mean(0, keepdim=True)).float()          # distances are shift-invariant
-        d = torch.cdist(centered, centered, compute_mode="use_mm_for_euclid_dist")
-        return float(d.sum() / (n * (n - 1)))
+    def own_losses(self, devs: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Losses `[B]` (float64, CPU) of the models `x [B, P]` on the devices' own minibatches at this update (the
+        loss a device announces with the model it sends)."""
+        xb, yb = self.data.batch(devs.to(self.dev), self.t[devs].to(self.dev), 0, self.cfg.batch_size, self.cfg.seed)
+        return self.net.losses(x, xb, yb).double().cpu()
 
     def _evaluate(self) -> dict:
-        """Every evaluated model's accuracy and loss on the test samples; models all equal (every device at time 0)
-        are evaluated once."""
+        """One evaluation by the protocol of `engines.evaluation` (docs/EVALUATION.md): every evaluated model's
+        accuracy and loss on the test samples (their mean is `accuracy`), the consensus model's (`consensus_accuracy`),
+        the consensus distance over shared entries and the mask disagreement. Models all equal (every device at time
+        0, a server's global model) are evaluated once, and then the consensus model is that model."""
         models = self.method.eval_models(self)
-        same = models.shape[0] > 1 and bool((models == models[:1]).all())
+        hook = getattr(self.method, "eval_masks", None)
+        masks = hook(self) if hook is not None else None
+        same = models.shape[0] == 1 or bool((models == models[:1]).all())
         acc, loss = self.net.accuracy_and_loss(models[:1] if same else models, self._x_eval, self._y_eval)
+        if same:
+            c_acc, c_loss = acc[0], loss[0]
+        else:
+            c_acc, c_loss = (v[0] for v in self.net.accuracy_and_loss(consensus_model(models, masks)[None],
+                                                                     self._x_eval, self._y_eval))
+        self.result.device_accuracy = (acc.expand(models.shape[0]) if same else acc).tolist()
         h = {"time": self.now, "wall": time.perf_counter() - self._wall0, "accuracy": float(acc.mean()),
-             "test_loss": float(loss.mean()), "consensus": self.consensus_distance(models),
+             "test_loss": float(loss.mean()), "consensus_accuracy": float(c_acc), "consensus_test_loss": float(c_loss),
+             "consensus": consensus_distance(models, masks), "mask_disagreement": mask_disagreement(masks),
              "bytes_sent": self.bytes_sent, "updates": int(self.t.sum()), "alive": int(self.alive.sum())}
         self.result.history.append(h)
         hook = getattr(self.method, "on_evaluate", None)

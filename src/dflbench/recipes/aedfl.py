@@ -31,12 +31,14 @@ from dflbench.engines.async_sim import AsyncConfig, AsyncSimulator
 from dflbench.engines.async_stacked import DeviceData
 from dflbench.engines.coordinator import FaultConfig
 from dflbench.engines.devices import load_profiles, sample_profiles
+from dflbench.engines.evaluation import convergence
 from dflbench.errors import UserError
 from dflbench.io import atomic_write_csv, atomic_write_json
 from dflbench.methods.aedfl.diagnostics import BUCKETS, summary
 from dflbench.methods.registry import list_methods, make_method, method_options
 from dflbench.models import make_model
-from dflbench.plots import Panel, line_plot, panels_plot
+from dflbench.plots import Panel, panels_plot
+from dflbench.provenance import code_provenance
 from dflbench.topology import exponential
 
 TEXT_DATASETS = ("imdb",)
@@ -44,8 +46,10 @@ TEXT_DATASETS = ("imdb",)
 
 @dataclass(frozen=True)
 class AEDFLRunConfig:
-    """One AEDFL experiment (Sec. 6.1); the defaults are a small setting (16 devices, 100 local updates of 5 SGD
-    steps each, a few minutes on a CPU) in which AEDFL and its baselines leave chance. `corrupt`: harmful
+    """One AEDFL experiment (Sec. 6.1); the defaults are a small setting (16 devices, every method given the same 30
+    virtual seconds, local updates of 5 SGD steps, a few minutes on a CPU) in which AEDFL and its baselines leave
+    chance. Methods stop on the virtual-time budget (docs/EVALUATION.md: equal virtual time); `max_updates` (T local
+    updates per device) stays available as a cap. `corrupt`: harmful
     neighbours (`FaultConfig`, mode `corrupt_mode`). `method_options`: per-method options, {method: {option:
     value}} (see `dflbench aedfl --list-methods`), for methods among `methods`; options left out keep their
     defaults."""
@@ -58,8 +62,8 @@ class AEDFLRunConfig:
     methods: tuple[str, ...] = ("aedfl", "fedavg", "ad-psgd")
     alpha: float = 0.5
     target_acc: float = 0.8
-    time_budget: float | None = None
-    max_updates: int | None = 100
+    time_budget: float | None = 30.0
+    max_updates: int | None = None
     batch_size: int = 32
     local_steps: int = 5
     lr: float = 0.05
@@ -155,12 +159,14 @@ def read_results(out: str | Path) -> dict | None:
 
 
 def run_aedfl(cfg: AEDFLRunConfig, on_method_done: Callable[[dict, dict], None] | None = None,
-              previous: dict | None = None, on_progress: Callable[[str, float], None] | None = None) -> dict:
+              previous: dict | None = None,
+              on_progress: Callable[[str, float, dict | None], None] | None = None) -> dict:
     """Run every method of `cfg` on the same data, partition, profiles and initial model; returns the results.
     `on_method_done(run, results)` is called as each method finishes, with the results so far (the CLI writes them
     then, so a method that fails later cannot lose the ones before it). `previous`: an earlier results.json of this
-    configuration whose finished methods are kept, not run again (`finished_runs`). `on_progress(method, fraction)`:
-    how far the running method is (`AsyncSimulator.fraction_done`), about twice a wall second."""
+    configuration whose finished methods are kept, not run again (`finished_runs`). `on_progress(method, fraction,
+    latest)`: how far the running method is (`AsyncSimulator.fraction_done`) and its newest evaluation (a history
+    record, None before the first), at its start (0.0, None), then about twice a wall second."""
     done = finished_runs(cfg, previous)
     data, info = load_device_data(cfg)
     topo = exponential(cfg.devices)
@@ -172,7 +178,7 @@ def run_aedfl(cfg: AEDFLRunConfig, on_method_done: Callable[[dict, dict], None] 
                           device=cfg.device)
     faults = FaultConfig(prob=cfg.fault_prob, downtime=cfg.downtime, corrupt=cfg.corrupt,
                          corrupt_mode=cfg.corrupt_mode)
-    results = {"config": asdict(cfg), "data": info, "runs": []}
+    results = {"config": asdict(cfg), "data": info, "code": code_provenance(), "runs": []}
     eval_n = evaluated_samples(results)
     for name in cfg.methods:
         if name in done:
@@ -184,13 +190,25 @@ def run_aedfl(cfg: AEDFLRunConfig, on_method_done: Callable[[dict, dict], None] 
         model = build_model(cfg, info)
         options = cfg.options(name)
         sim = AsyncSimulator(model, data, topo, profiles, make_method(name, options), sim_cfg, faults=faults)
-        res = sim.run(None if on_progress is None else (lambda f, n=name: on_progress(n, f)))
-        run = {"method": name, "accuracy": res.accuracy, "time_to_target": res.time_to(cfg.target_acc),
-               "mflops": sim.method.mflops(sim), "bytes_sent": res.bytes_sent, "virtual_time": res.virtual_time,
+        if on_progress is not None:
+            on_progress(name, 0.0, None)
+        res = sim.run(None if on_progress is None else
+                      (lambda f, n=name, s=sim: on_progress(n, f, s.result.history[-1] if s.result.history else None)))
+        last = res.history[-1]
+        run = {"method": name, "accuracy": res.accuracy, "consensus_accuracy": last["consensus_accuracy"],
+               "time_to_target": res.time_to(cfg.target_acc),
+               "consensus_time_to_target": res.time_to(cfg.target_acc, "consensus_accuracy"),
+               "convergence": {key: convergence(res.history, key) for key in ("accuracy", "consensus_accuracy")},
+               "device_accuracy": res.device_accuracy, "mflops": sim.method.mflops(sim), "bytes_sent": res.bytes_sent,
+               "virtual_time": res.virtual_time,
                "eval_samples": eval_n, "wall_time": res.wall_time, "device_steps": res.device_steps,
                "steps_per_s": res.device_steps / max(res.wall_time, 1e-9), "messages": sim.messages,
                "dropped": sim.dropped, "stop_reason": res.stop_reason,
-               "final_consensus": res.history[-1]["consensus"], "options": asdict(options), "history": res.history}
+               "final_consensus": last["consensus"], "final_mask_disagreement": last["mask_disagreement"],
+               "options": asdict(options), "history": res.history}
+        if cfg.corrupt and len(res.device_accuracy) == cfg.devices:   # decentralized: score honest devices apart
+            honest = [a for d, a in enumerate(res.device_accuracy) if d not in cfg.corrupt]
+            run["honest_accuracy"] = sum(honest) / len(honest)
         if hasattr(sim.method, "diagnostics"):
             run["diagnostics"] = sim.method.diagnostics
         if hasattr(sim.method, "personalized_accuracy"):
@@ -214,14 +232,23 @@ def write_results(results: dict, out: str | Path) -> dict[str, Path]:
     cfg = results["config"]
     out = Path(out)
     paths = {"json": atomic_write_json(out / "results.json", results)}
-    rows = [{k: v for k, v in r.items() if k not in ("history", "options")} for r in results["runs"]]
+    rows = [{**{k: v for k, v in r.items() if k not in ("history", "options", "diagnostics", "convergence",
+                                                        "device_accuracy")},
+             **{f"{key}_{label}": c[field] for key, c in r.get("convergence", {}).items() if c is not None
+                for field, label in (("converged", "converged"), ("accuracy", "plateau"))}} for r in results["runs"]]
     paths["csv"] = atomic_write_csv(out / "results.csv", rows)
-    curves = {r["method"]: ([h["time"] for h in r["history"]], [h["accuracy"] for h in r["history"]])
-              for r in results["runs"]}
+    def curves(key):
+        return {r["method"]: ([h["time"] for h in r["history"]], [h[key] for h in r["history"]])
+                for r in results["runs"] if all(h.get(key) is not None for h in r["history"])}
+
     title = (f"{cfg['model']} on {cfg['dataset']}, {cfg['devices']} devices, accuracy on "
              f"{evaluated_samples(results)} test samples")
-    pictures = {"png": lambda: line_plot(out / "accuracy_vs_time.png", curves, "virtual time (s)",
-                                         "mean test accuracy", title, cfg["target_acc"])}
+    accuracy = [Panel("accuracy of the consensus model", curves("consensus_accuracy"), hline=cfg["target_acc"],
+                      title="consensus model (server methods: the global model)"),
+                Panel("mean accuracy of the device models", curves("accuracy"), hline=cfg["target_acc"],
+                      title="device models, mean")]
+    pictures = {"png": lambda: panels_plot(out / "accuracy_vs_time.png", [p for p in accuracy if p.curves],
+                                           "virtual time (s)", title)}
     panels = diagnostics_panels(results["runs"])
     if panels:
         pictures["diagnostics_png"] = lambda: panels_plot(out / "diagnostics.png", panels, "virtual time (s)",
