@@ -10,8 +10,9 @@ baseline, the record committed with the code (CI has only the clean clone). Exit
 records without a baseline and baselines without a record are listed, not failed. Absolute times are not
 compared: machines differ, ratios travel.
 
-`--update` rewrites the baseline from one or more run folders (e.g. bench/calibrate.py's): each ratio is the
-median over the runs, stamped with the commit (`git rev-parse HEAD`); commit it with the change that moved it.
+`--update` rewrites the baseline from one or more run folders (e.g. bench/calibrate.py's): each ratio they hold is
+the median over the runs (the others keep their value), stamped with the commit (`git rev-parse HEAD`); commit it
+with the change that moved it.
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ def compare(ratios: dict[str, float], baseline: dict[str, float], tolerance: flo
 
 
 def update(runs: list[Path], baseline: Path) -> dict:
-    """Write `baseline` atomically: per ratio, the median over the run folders `runs`; returns the record."""
+    """Write `baseline` atomically: per ratio, the median over the run folders `runs` (ratios the runs lack keep
+    their value from the existing baseline); returns the record."""
     seen: dict[str, list[float]] = {}
     for run in runs:
         for name, ratio in load_ratios(run).items():
@@ -67,8 +69,10 @@ def update(runs: list[Path], baseline: Path) -> dict:
     if not seen:
         raise SystemExit(f"error: no ratio-*.json records in {', '.join(map(str, runs))}; run `make bench` first")
     git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True)
+    kept = json.loads(baseline.read_text())["ratios"] if baseline.is_file() else {}
+    ratios = {**kept, **{name: round(statistics.median(v), 3) for name, v in seen.items()}}
     record = {"about": ABOUT, "commit": git.stdout.strip() or "unknown", "runs": len(runs),
-              "ratios": {name: round(statistics.median(v), 3) for name, v in sorted(seen.items())}}
+              "ratios": dict(sorted(ratios.items()))}
     tmp = baseline.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=2) + "\n")
     os.replace(tmp, baseline)

@@ -71,6 +71,12 @@ def test_update_writes_the_median_of_the_runs_and_a_run_passes_against_it(tmp_pa
     assert compare.main(["--update", *map(str, runs), "--baseline", str(base)]) == 0
     record = json.loads(base.read_text())
     assert record["ratios"] == {"ratio-a": 2.0, "ratio-b": 4.4} and record["runs"] == 3 and record["commit"]
+    only_a = tmp_path / "only-a"
+    only_a.mkdir()
+    write(only_a, "ratio-a", 3.0)
+    compare.main(["--update", str(only_a), "--baseline", str(base)])
+    assert json.loads(base.read_text())["ratios"] == {"ratio-a": 3.0, "ratio-b": 4.4}     # b kept
+    compare.main(["--update", *map(str, runs), "--baseline", str(base)])
     assert compare.main([str(runs[1]), "--baseline", str(base)]) == 0          # 4.0 vs 4.4: -9%
     write(runs[1], "ratio-b", 2.9)                                              # -34%
     assert compare.main([str(runs[1]), "--baseline", str(base)]) == 1
