@@ -13,7 +13,7 @@ PEERS_STAMP := $(PEERS_VENV)/.peers-installed
 PEERS_PINS := "flwr[simulation]==1.42.0" pfl==0.6.0 flgo==0.4.4
 PEERS_ARGS ?= --clients 100 --clients-per-round 10 --rounds 30 --repeats 3
 
-.PHONY: setup test lint demo bench bench-compare bench-peers clean
+.PHONY: setup test lint demo bench bench-compare bench-inject bench-calibrate bench-peers clean
 
 setup: $(STAMP)
 
@@ -39,6 +39,14 @@ bench: setup
 
 bench-compare: setup
 	$(PY) bench/compare.py .benchmarks
+
+# issue 29: each method's own code slowed 1.5x must fail a named benchmark (bench/inject.py, a few minutes)
+bench-inject: setup
+	$(PY) bench/inject.py
+
+# CI's bench step run 3 times idle, beside a CPU-heavy and beside a memory-heavy process (about half an hour)
+bench-calibrate: setup
+	$(PY) bench/calibrate.py
 
 bench-peers: setup $(PEERS_STAMP)
 	$(PY) bench/peers/harness.py $(PEERS_ARGS)

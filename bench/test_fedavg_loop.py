@@ -59,9 +59,11 @@ def plain_loop_rounds(x, y, parts, clients: int, gen: torch.Generator) -> dict:
 
 
 # 2-core CPU, 1 thread, CI mode, load 3-9: at 100 clients/round 1.015, 1.006, 0.944; at 10: 0.998, 0.970
-# (bench/RESULTS.md, "FedAvg against the plain PyTorch loop"). Floors at 0.8 of the lowest. Issue 17's target, 1.5x
-# at 100 clients/round, is not met on this CPU.
-FLOORS = {100: 0.75, 10: 0.75}
+# (bench/RESULTS.md, "FedAvg against the plain PyTorch loop"). Issue 17's target, 1.5x at 100 clients/round, is not
+# met on this CPU. Recalibrated for issue 29 (2026-12-07, load average ~10, idle / beside a CPU-heavy / beside a
+# memory-heavy process): 100 clients 1.04 / 1.08 / 1.04, 10 clients 1.04 / 1.02 / 1.10; the floors sit at about 0.8
+# of the lowest and above 1.05 x the highest / 1.5, so a 1.5x slower FedAvg round (0.66-0.72 measured) fails.
+FLOORS = {100: 0.84, 10: 0.84}
 
 
 @pytest.mark.parametrize("clients", list(FLOORS))

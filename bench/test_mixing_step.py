@@ -98,5 +98,8 @@ def test_mixing_pushpull_step_vs_node_loop(assert_ratio, synced):
     assert torch.allclose(new_state.tracker, tau_ref, atol=1e-5)
     # ratio over 16 CI-mode runs (8 idle, 8 beside a CPU-bound process), 2-core CPU, 1 thread: min 2.51, median 2.7, max
     # 2.92;
-    # 11 runs beside four busy processes: min 2.02, median 2.7
-    assert_ratio(fast, ref, at_least=1.7 if DEVICE.type == "cpu" else 1.0, n=n, q=q, device=str(DEVICE))
+    # 11 runs beside four busy processes: min 2.02, median 2.7 (that host). On the 2026-12-07 host (load average ~10):
+    # idle 6.27, beside a CPU-heavy process 5.70, beside a memory-heavy one 6.86; a 1.5x slower PushPull.step
+    # measured 4.36. Floor 4.95: below 0.9 of the lowest, above 1.05 x the highest / 1.5 (bench/RESULTS.md,
+    # "Calibration"). The ratio is the host's: recalibrate with bench/calibrate.py on a host unlike this one.
+    assert_ratio(fast, ref, at_least=4.95 if DEVICE.type == "cpu" else 1.0, n=n, q=q, device=str(DEVICE))

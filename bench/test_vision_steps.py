@@ -62,21 +62,31 @@ def loop_grads(trainable, params, feats, labels):
 
 
 # ratio over 16 CI-mode runs (8 idle, 8 beside a CPU-bound process), 2-core CPU, 1 thread:
-# vmap min 1.67, median 1.9, max 2.03; fold min 2.10, median 2.3, max 2.44
-@pytest.mark.parametrize("method, at_least", [("vmap", 1.25), ("fold", 1.6)])
-def test_vision_node_grads_vs_loop(assert_ratio, node_setup, method, at_least):
+# vmap min 1.67, median 1.9, max 2.03; fold min 2.10, median 2.3, max 2.44. On the 2026-12-07 host (load average
+# ~10; idle / beside a CPU-heavy / beside a memory-heavy process): vmap 1.42 / 1.42 / 1.36, fold 1.68 / 1.62 / 1.55
+# (fold failed its 1.6 floor beside the memory-heavy process). Floors at 0.8 of the lowest, above 1.05 x the highest
+# / 1.5 (bench/RESULTS.md, "Calibration").
+GRAD_FLOORS = {"vmap": 1.1, "fold": 1.25}
+
+
+@pytest.mark.parametrize("method", list(GRAD_FLOORS))
+def test_vision_node_grads_vs_loop(assert_ratio, node_setup, method):
     trainable, params, feats, labels = node_setup
     stack = NodeStack(trainable, method)
     assert_ratio(lambda: stack.loss_and_grads(params, feats, labels),
-                 lambda: loop_grads(trainable, params, feats, labels), at_least=at_least,
+                 lambda: loop_grads(trainable, params, feats, labels), at_least=GRAD_FLOORS[method],
                  nodes=NODES, per_node_batch=PER_NODE, method=method, what="per-node loss + grads")
 
 
 # ratio over 16 CI-mode runs (8 idle, 8 beside a CPU-bound process), 2-core CPU, 1 thread:
 # vmap min 1.80, median 1.9, max 2.03; fold min 2.11, median 2.3, max 2.56; beside four busy processes (11 runs) vmap
-# min 1.32, fold min 2.15
-@pytest.mark.parametrize("method, at_least", [("vmap", 1.25), ("fold", 1.6)])
-def test_vision_forward_nodes_vs_loop(assert_ratio, node_setup, method, at_least):
+# min 1.32, fold min 2.15. On the 2026-12-07 host (idle / CPU-heavy / memory-heavy neighbour): vmap 1.50 / 1.41 /
+# 1.36, fold 1.84 / 1.76 / 1.70. Floors at 0.8 of the lowest, above 1.05 x the highest / 1.5.
+FORWARD_FLOORS = {"vmap": 1.1, "fold": 1.35}
+
+
+@pytest.mark.parametrize("method", list(FORWARD_FLOORS))
+def test_vision_forward_nodes_vs_loop(assert_ratio, node_setup, method):
     trainable, params, feats, _ = node_setup
     stack = NodeStack(trainable, method)
 
@@ -88,5 +98,5 @@ def test_vision_forward_nodes_vs_loop(assert_ratio, node_setup, method, at_least
         with torch.no_grad():
             torch.stack([functional_call(trainable, node_params(params, i), (feats[i],)) for i in range(NODES)])
 
-    assert_ratio(fast, loop, at_least=at_least, nodes=NODES, per_node_batch=PER_NODE, method=method,
+    assert_ratio(fast, loop, at_least=FORWARD_FLOORS[method], nodes=NODES, per_node_batch=PER_NODE, method=method,
                  what="forward_nodes logits")
