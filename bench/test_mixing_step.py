@@ -100,6 +100,8 @@ def test_mixing_pushpull_step_vs_node_loop(assert_ratio, synced):
     # 2.92;
     # 11 runs beside four busy processes: min 2.02, median 2.7 (that host). On the 2026-12-07 host (load average ~10):
     # idle 6.27, beside a CPU-heavy process 5.70, beside a memory-heavy one 6.86; a 1.5x slower PushPull.step
-    # measured 4.36. Floor 4.95: below 0.9 of the lowest, above 1.05 x the highest / 1.5 (bench/RESULTS.md,
-    # "Calibration"). The ratio is the host's: recalibrate with bench/calibrate.py on a host unlike this one.
-    assert_ratio(fast, ref, at_least=4.95 if DEVICE.type == "cpu" else 1.0, n=n, q=q, device=str(DEVICE))
+    # measured 4.36. The ratio is the host's (2.0-2.9 on the first host, 5.7-6.9 on this one, whose runs also had the
+    # dflbench.malloc allocator settings), and CI runs on a host of this kind that may be either: floor 3.0 holds on
+    # this host's loaded runs with margin and still catches a 2x slower step here, not 1.5x (a floor that did would
+    # fail the first host's unmodified code). bench/calibrate.py recalibrates on a given host.
+    assert_ratio(fast, ref, at_least=3.0 if DEVICE.type == "cpu" else 1.0, n=n, q=q, device=str(DEVICE))
