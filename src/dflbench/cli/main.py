@@ -27,6 +27,10 @@ COMMANDS = {
 class _LazyGroup(TyperGroup):
     """A typer group that imports a command's module only when the command is looked up."""
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["dflbench.argv"] = list(args)       # the command line, for the line that says how to continue
+        return super().parse_args(ctx, args)
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(COMMANDS) + [n for n in super().list_commands(ctx) if n not in COMMANDS]
 

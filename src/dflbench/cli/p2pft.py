@@ -11,20 +11,24 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from dflbench.errors import UserError
+from dflbench.engines.sync import checkpoint_epoch
+from dflbench.errors import UserError, check_numbers
 from dflbench.recipes.config import explicit_params, with_config_file
 from dflbench.recipes.p2pft import (
     RANDOM_BACKBONE,
     P2PFTConfig,
+    config_differences,
     list_p2pft_algorithms,
     parse_algorithms,
     parse_model_kwargs,
+    read_results,
     run_p2pft,
 )
 from dflbench.recipes.p2pft_distributed import run_p2pft_distributed
 from dflbench.runtime.backend import check_runtime
 
-from .errors import user_errors
+from .errors import FIGURE_FAILED, on_interrupt, user_errors
+from .output import guard_finished, prepare_out
 
 
 def results_table(results: dict) -> Table:
@@ -100,7 +104,10 @@ def p2pft(
                                                 help="Fine-tune on a random subset of the training set (the same "
                                                      "for every seed)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Recompute the frozen prefix every batch."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoints/*.pt."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoints/*.pt; the algorithms "
+                                "OUT/results.json holds stay in it."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the results and checkpoints OUT already "
+                                   "holds (without it, a run that would lose them is refused)."),
     attention: int = typer.Option(0, "--attention", help="Write Fig. 2 attention maps for N test images."),
     attention_method: str = typer.Option("auto", "--attention-method",
                                          help="auto (cls for ViT/DeiT, gradcam for Swin) | cls | rollout | gradcam "
@@ -132,16 +139,62 @@ def p2pft(
                            {"cache" if p == "no_cache" else p for p in explicit_params(ctx)})
     if cfg.backbone == "random":
         Console(stderr=True).print(f"[yellow]warning:[/] {RANDOM_BACKBONE}", highlight=False, soft_wrap=True)
-    if check_runtime(runtime) == "distributed":
+    distributed = check_runtime(runtime) == "distributed"
+    check_numbers({"peer_timeout": peer_timeout}, {"peer_timeout": ("--peer-timeout", "(0, inf)")})
+    prepare_out(out, resume, overwrite)
+    if not overwrite:
+        _guard(cfg, out, resume)
+    on_interrupt(lambda: _saved(cfg, out), "--resume")
+    if distributed:
         run = run_p2pft_distributed(cfg, out, resume=resume, backend=backend, timeout_s=peer_timeout)
         if run is None:  # ranks other than 0 print nothing
             return
     else:
         run = run_p2pft(cfg, out, resume=resume)
     console = Console()
-    print_partition(console, run.results)
-    console.print(results_table(run.results))
+    asked = {**run.results, "runs": [r for r in run.results["runs"] if r["algorithm"] in cfg.algorithms]}
+    print_partition(console, asked)
+    console.print(results_table(asked))
     att = run.results.get("attention", {})
     if "path" in att:
         console.print(f"wrote {att['path']} (node {att['node']}, classes it never saw, {att['method']} maps)")
     console.print(f"wrote {out / 'results.json'} and {out / 'results.csv'}")
+    if any("error" in fig for fig in (run.results["figures"]["accuracy"], att)):
+        raise typer.Exit(code=FIGURE_FAILED)             # the warning line is printed; the results are complete
+
+
+def _checkpoints(out: Path) -> dict[str, Path]:
+    """The training checkpoints an earlier run left in OUT/checkpoints, by algorithm."""
+    return {p.stem: p for p in sorted((out / "checkpoints").glob("*.pt"))}
+
+
+def _guard(cfg: P2PFTConfig, out: Path, resume: bool) -> None:
+    """Refuse a run that would lose what OUT holds (`guard_finished`): finished algorithms in results.json, or,
+    without it, the checkpoints of an interrupted run (kept by --resume only)."""
+    previous = read_results(out)
+    if previous is not None:
+        guard_finished(out / "results.json", [r["algorithm"] for r in previous["runs"]], cfg.algorithms,
+                       config_differences(cfg, previous), resume, unit="algorithms")
+    elif _checkpoints(out) and not resume:
+        raise UserError(f"{out / 'checkpoints'} holds unfinished runs of {', '.join(_checkpoints(out))}; continue "
+                        "them with --resume, give another --out, or replace them with --overwrite")
+    if resume:
+        kept = [f"{name} (epoch {_epoch(path)})" for name, path in _checkpoints(out).items()
+                if name in cfg.algorithms]
+        if kept:
+            Console().print(f"resuming from {out / 'checkpoints'}: {', '.join(kept)} of {cfg.epochs} epochs",
+                            highlight=False, soft_wrap=True)
+
+
+def _epoch(path: Path) -> int | str:
+    try:
+        return checkpoint_epoch(path)
+    except Exception:  # noqa: BLE001 - a damaged checkpoint is named when the run reads it
+        return "unreadable"
+
+
+def _saved(cfg: P2PFTConfig, out: Path) -> str:
+    """What an interrupted `dflbench p2pft` leaves: the epochs each algorithm's checkpoint holds."""
+    done = [f"{name} at epoch {_epoch(path)} of {cfg.epochs}" for name, path in _checkpoints(out).items()
+            if name in cfg.algorithms]
+    return f"{out / 'checkpoints'} holds {', '.join(done)}" if done else "no epoch had finished, nothing was saved"
