@@ -50,10 +50,9 @@ def check_numbers(obj: Any, ranges: Mapping[str, tuple[str, str]]) -> None:
         if value is None:
             continue
         low, high = (float(b.strip(" [()]")) for b in interval.split(","))
-        lo_ok = value > low if interval.startswith("(") else value >= low
-        hi_ok = value < high if interval.endswith(")") else value <= high
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and lo_ok
-                                                                                  and hi_ok):
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if not (number and (value > low if interval.startswith("(") else value >= low)
+                and (value < high if interval.endswith(")") else value <= high)):
             raise UserError(f"{name} must be {_describe(interval, low, high)}, got {value!r}")
 
 
