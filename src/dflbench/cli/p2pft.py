@@ -17,6 +17,7 @@ from dflbench.recipes.config import explicit_params, with_config_file
 from dflbench.recipes.p2pft import (
     RANDOM_BACKBONE,
     P2PFTConfig,
+    check_checkpoints,
     config_differences,
     list_p2pft_algorithms,
     parse_algorithms,
@@ -179,7 +180,8 @@ def _guard(cfg: P2PFTConfig, out: Path, resume: bool) -> None:
         raise UserError(f"{out / 'checkpoints'} holds unfinished runs of {', '.join(_checkpoints(out))}; continue "
                         "them with --resume, give another --out, or replace them with --overwrite")
     if resume:
-        kept = [f"{name} (epoch {_epoch(path)})" for name, path in _checkpoints(out).items()
+        check_checkpoints([p for name, p in _checkpoints(out).items() if name in cfg.algorithms])
+        kept = [f"{name} (epoch {checkpoint_epoch(path)})" for name, path in _checkpoints(out).items()
                 if name in cfg.algorithms]
         if kept:
             Console().print(f"resuming from {out / 'checkpoints'}: {', '.join(kept)} of {cfg.epochs} epochs",
