@@ -18,7 +18,6 @@ import traceback
 from importlib.metadata import version
 from typing import Callable
 
-import click
 import typer
 from rich.console import Console
 from rich.text import Text
@@ -49,8 +48,13 @@ def on_interrupt(saved: Callable[[], str], flag: str | None) -> None:
     _interrupt.update(saved=saved, flag=flag)
 
 
+def command_line(args: list[str]) -> None:
+    """Record the arguments of the running `dflbench` command (the app's group does, as it parses them)."""
+    _interrupt["argv"] = list(args)
+
+
 def _continue_command() -> str:
-    args = list(click.get_current_context().find_root().meta.get("dflbench.argv", []))
+    args = list(_interrupt.get("argv", []))
     flag = _interrupt.get("flag")
     if flag and flag not in args:
         args.append(flag)
@@ -78,7 +82,8 @@ def user_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        _interrupt.clear()
+        _interrupt.pop("saved", None)
+        _interrupt.pop("flag", None)
         main_thread = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
         try:

@@ -12,6 +12,8 @@ import click
 import typer
 from typer.core import TyperGroup
 
+from .errors import command_line
+
 # command name -> (module of dflbench.cli, its attribute: a command function or a Typer sub-app)
 COMMANDS = {
     "demo": ("demo", "demo"),
@@ -28,7 +30,7 @@ class _LazyGroup(TyperGroup):
     """A typer group that imports a command's module only when the command is looked up."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        ctx.meta["dflbench.argv"] = list(args)       # the command line, for the line that says how to continue
+        command_line(args)                           # for the line that says how an interrupted run continues
         return super().parse_args(ctx, args)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
