@@ -201,7 +201,8 @@ class P2PFTConfig:
         check_numbers(self, P2PFT_NUMBERS)
         mixing = [a for a in self.algorithms if ALGORITHMS.get(a).metadata["mixing"] not in (None, "local")]
         if mixing and self.nodes < 2:
-            raise UserError(f"--nodes {self.nodes}: {', '.join(mixing)} exchange(s) models over a graph of nodes; "
+            raise UserError(f"--nodes {self.nodes}: {', '.join(mixing)} exchange{'s' if len(mixing) == 1 else ''} "
+                            "models over a graph of nodes; "
                             "give --nodes 2 or more (or only --algorithms local,central)")
         if self.checkpoint is not None and self.pretrained:
             raise UserError("give either --checkpoint or --pretrained, not both")
