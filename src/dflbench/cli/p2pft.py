@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -164,9 +165,18 @@ def p2pft(
         raise typer.Exit(code=FIGURE_FAILED)             # the warning line is printed; the results are complete
 
 
-def _checkpoints(out: Path) -> dict[str, Path]:
-    """The training checkpoints an earlier run left in OUT/checkpoints, by algorithm."""
-    return {p.stem: p for p in sorted((out / "checkpoints").glob("*.pt"))}
+def _checkpoints(out: Path) -> dict[str, list[Path]]:
+    """The training checkpoints an earlier run left in OUT/checkpoints, by algorithm (the distributed runtime
+    writes one per rank, ALGORITHM.rankR.pt)."""
+    found: dict[str, list[Path]] = {}
+    for path in sorted((out / "checkpoints").glob("*.pt")):
+        found.setdefault(path.stem.split(".rank")[0], []).append(path)
+    return found
+
+
+def _epoch(paths: list[Path]) -> int:
+    """The epoch an algorithm's checkpoints hold (the least over its ranks' files)."""
+    return min(checkpoint_epoch(p) for p in paths)
 
 
 def _guard(cfg: P2PFTConfig, out: Path, resume: bool) -> None:
@@ -180,23 +190,20 @@ def _guard(cfg: P2PFTConfig, out: Path, resume: bool) -> None:
         raise UserError(f"{out / 'checkpoints'} holds unfinished runs of {', '.join(_checkpoints(out))}; continue "
                         "them with --resume, give another --out, or replace them with --overwrite")
     if resume:
-        check_checkpoints([p for name, p in _checkpoints(out).items() if name in cfg.algorithms])
-        kept = [f"{name} (epoch {checkpoint_epoch(path)})" for name, path in _checkpoints(out).items()
-                if name in cfg.algorithms]
-        if kept:
+        held = {name: paths for name, paths in _checkpoints(out).items() if name in cfg.algorithms}
+        check_checkpoints([p for paths in held.values() for p in paths])
+        kept = [f"{name} (epoch {_epoch(paths)})" for name, paths in held.items()]
+        if kept and os.environ.get("RANK", "0") == "0":     # one line per run, not per torchrun rank
             Console().print(f"resuming from {out / 'checkpoints'}: {', '.join(kept)} of {cfg.epochs} epochs",
                             highlight=False, soft_wrap=True)
 
 
-def _epoch(path: Path) -> int | str:
-    try:
-        return checkpoint_epoch(path)
-    except Exception:  # noqa: BLE001 - a damaged checkpoint is named when the run reads it
-        return "unreadable"
-
-
 def _saved(cfg: P2PFTConfig, out: Path) -> str:
     """What an interrupted `dflbench p2pft` leaves: the epochs each algorithm's checkpoint holds."""
-    done = [f"{name} at epoch {_epoch(path)} of {cfg.epochs}" for name, path in _checkpoints(out).items()
-            if name in cfg.algorithms]
+    done = []
+    for name, paths in _checkpoints(out).items():
+        try:
+            done.append(f"{name} at epoch {_epoch(paths)} of {cfg.epochs}")
+        except Exception:  # noqa: BLE001 - a file being replaced or damaged: say what is sure
+            done.append(f"{name} (epoch unknown)")
     return f"{out / 'checkpoints'} holds {', '.join(done)}" if done else "no epoch had finished, nothing was saved"
