@@ -33,6 +33,7 @@ import os
 import socket
 import threading
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Callable
 
@@ -268,11 +269,14 @@ class AsyncNode:
         """Train, push, report; returns this device's metrics (rank 0: also the gathered results)."""
         global _NODE, _SERVICE
         _NODE = self
+        clean = False
         self._t0 = time.monotonic()
         if self.rank == COORDINATOR:
             _SERVICE = CoordinatorService(self.n, self.cfg.heartbeat_timeout_s)
         opts = rpc.TensorPipeRpcBackendOptions(rpc_timeout=self.cfg.rpc_timeout_s, init_method="env://")
-        rpc.init_rpc(f"node{self.rank}", rank=self.rank, world_size=self.n, rpc_backend_options=opts)
+        with warnings.catch_warnings():     # torch's own rendezvous passes a gloo Backend as a group: its notice
+            warnings.filterwarnings("ignore", message="You are using a Backend .* as a ProcessGroup")
+            rpc.init_rpc(f"node{self.rank}", rank=self.rank, world_size=self.n, rpc_backend_options=opts)
         try:
             index = rpc.rpc_sync(f"node{COORDINATOR}", _register, args=(f"{socket.gethostname()}:{os.getpid()}",))
             beats = threading.Thread(target=self._heartbeats, daemon=True)
@@ -295,10 +299,15 @@ class AsyncNode:
             result = self._gathered() if self.rank == COORDINATOR else metrics
             self._stop.set()
             beats.join()
+            if self.rank == COORDINATOR:
+                with _SERVICE.lock:
+                    clean = all(_SERVICE._alive())
+            else:
+                clean = all(self.alive)
             return result
         finally:
             self._stop.set()
-            rpc.shutdown(graceful=False)
+            _shutdown(clean)
 
     def _wait_until(self, deadline: float, what: str) -> None:
         if time.monotonic() > deadline:
@@ -378,3 +387,15 @@ def _failed(fut, wait: bool = False) -> int:
         return 0
     except RuntimeError:
         return 1
+
+
+def _shutdown(clean: bool) -> None:
+    """Leave the RPC group: after a run in which every device stayed alive, together (graceful: every agent waits
+    for the others, so no peer logs a closed pipe); else at once, as a dead peer would block the graceful wait."""
+    if clean:
+        try:
+            rpc.shutdown(graceful=True)
+            return
+        except RuntimeError:
+            pass
+    rpc.shutdown(graceful=False)
