@@ -132,3 +132,16 @@ def test_an_interrupted_reproduction_names_its_finished_seeds(cli, tmp_path, mon
     assert result.output.strip().splitlines()[-1] == (
         f"interrupted: {tmp_path / 'r'} holds finished seed-0; partial results in seed-1; continue with: "
         f"{shlex.join(['dflbench', *args])}")
+
+
+def test_under_torchrun_the_line_starts_every_rank_again(cli, small_npz, tmp_path, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(aedfl_cli, "run_aedfl", interrupted)
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "x")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    args = cli.aedfl_args(small_npz, tmp_path / "o")
+    line = cli.one_error_line(args, code=130, prefix="interrupted: ")
+    assert line.endswith(f"continue with: {shlex.join(['torchrun', '--nproc-per-node', '4', '-m', 'dflbench', *args])}"
+                         " --resume")

@@ -168,7 +168,7 @@ def aedfl(
         guard_finished(out / "results.json", [r["method"] for r in previous["runs"]], cfg.methods,
                        config_differences(cfg, previous), resume)
     kept = finished_runs(cfg, previous) if resume else {}
-    on_interrupt(lambda: _saved(out), "--resume")
+    on_interrupt(lambda: _saved(out), None if distributed else "--resume")   # distributed: the same launch again
     if kept:
         console.print(f"resuming from {out / 'results.json'}: kept {', '.join(kept)} (finished earlier, not run "
                       f"again); running {', '.join(m for m in cfg.methods if m not in kept) or 'nothing'}",

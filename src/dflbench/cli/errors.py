@@ -54,11 +54,14 @@ def command_line(args: list[str]) -> None:
 
 
 def _continue_command() -> str:
+    """The command line that continues the interrupted command: under torchrun, every rank started again."""
     args = list(_interrupt.get("argv", []))
     flag = _interrupt.get("flag")
     if flag and flag not in args:
         args.append(flag)
-    return shlex.join(["dflbench", *args])
+    launcher = (["torchrun", "--nproc-per-node", os.environ["LOCAL_WORLD_SIZE"], "-m"]
+                if "TORCHELASTIC_RUN_ID" in os.environ and "LOCAL_WORLD_SIZE" in os.environ else [])
+    return shlex.join([*launcher, "dflbench", *args])
 
 
 def _interrupted(exc: KeyboardInterrupt) -> typer.Exit:
