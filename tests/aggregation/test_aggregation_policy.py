@@ -142,3 +142,17 @@ def test_pretraining_learns_the_heuristics():
     bank = PolicyBank(8, PolicyConfig(hidden=16), init=policy)       # every device starts from the pretrained net
     assert torch.allclose(bank.probabilities(test[:8], target[:8], torch.ones(8, 6, dtype=torch.bool)), p[:8],
                           atol=1e-6)
+
+
+def test_default_pretrained_selector_is_aedfl0s_rule():
+    """The policy every AEDFL device starts from (PolicySelector's defaults) selects each not-yet-aggregated model
+    and skips aggregated copies, whatever the staleness and loss: AEDFL-0's rule, before REINFORCE has data."""
+    from dflbench.methods.aedfl.selection import PolicySelector
+
+    selector = PolicySelector(500, 6, seed=0)
+    feats = synthetic_candidates(500, 6, torch.Generator().manual_seed(5))
+    fresh = feats[..., 0] < 0.5
+    with torch.no_grad():
+        p = selector.bank.probabilities(feats, fresh, torch.ones_like(fresh))
+    assert p[fresh].min() > 0.95 and p[~fresh].max() < 0.1          # 0.983 and 0.076 measured
+    assert p[fresh].mean() > 0.98 and p[~fresh].mean() < 0.02       # 0.991 and 0.013: the rule in 99% of decisions

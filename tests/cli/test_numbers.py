@@ -27,7 +27,8 @@ from dflbench.io import atomic_write_json, non_finite
     (["--heterogeneity", "-0.1"], "--heterogeneity must be a finite number >= 0, got -0.1"),
     (["--time-budget", "inf"], "--time-budget must be a finite number > 0, got inf"),
     (["--seed", "-1"], "--seed must be a finite number >= 0, got -1"),
-    (["--max-updates", "0"], "--max-updates 0 (no limit) needs --time-budget SECONDS to end the run"),
+    (["--max-updates", "0", "--time-budget", "0"], "the run has no end: give --time-budget SECONDS or --max-updates T "
+                                                   "(0 turns each off)"),
     (["--train-samples", "3"], "--train-samples 3 leaves devices without data: give at least one sample per device "
                                "(--devices 4)"),
 ])

@@ -5,6 +5,7 @@ import torch.nn.functional as F
 from dflbench.engines.async_sim import AsyncConfig, AsyncSimulator, Message
 from dflbench.engines.coordinator import FaultConfig
 from dflbench.engines.devices import DeviceProfiles, sample_profiles
+from dflbench.engines.evaluation import consensus_distance
 from dflbench.errors import UserError
 from dflbench.methods.aedfl.method import AEDFL, AEDFLConfig
 from dflbench.methods.aedfl.step import ModelMessage
@@ -172,7 +173,7 @@ def test_stop_criteria_and_consensus(tiny_data):
     assert res.stop_reason == "consensus threshold" and res.virtual_time < 1.0
     x = sim.x.double()
     ref = sum(float((x[i] - x[j]).norm()) for i in range(4) for j in range(4) if i != j) / 12
-    assert sim.consensus_distance(sim.x) == pytest.approx(ref, rel=1e-3)   # float32 Gram-matrix distances
+    assert consensus_distance(sim.x) == pytest.approx(ref, rel=1e-3)   # float32 Gram-matrix distances
     with pytest.raises(ValueError, match="stop criterion"):
         AsyncConfig()
 

@@ -51,7 +51,7 @@ def test_fedavg_round_matches_per_device_loop(aedfl_sim):
 
 
 def test_aedfl_pruning_masks_and_cost(aedfl_sim):
-    sim = aedfl_sim(make_method("aedfl-p", {"every": 1, "min_rate": 0.4}), max_updates=2)
+    sim = aedfl_sim(make_method("aedfl-p", {"every": 1, "min_rate": 0.4, "max_rate": 0.6}), max_updates=2)
     sim.run()
     m = sim.method
     rate = m.pruner.rate

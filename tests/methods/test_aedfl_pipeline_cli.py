@@ -23,7 +23,8 @@ def test_cli_writes_table1_results(aedfl_npz, tmp_path):
         assert r["time_to_target"] == (hit[0] if hit else None)
         assert r["history"][-1]["accuracy"] == r["accuracy"]
     lines = (out / "results.csv").read_text().splitlines()
-    assert lines[0].startswith("method,accuracy,time_to_target,mflops") and len(lines) == 4
+    assert lines[0].startswith("method,accuracy,consensus_accuracy,time_to_target,consensus_time_to_target,mflops")
+    assert len(lines) == 4
     assert (out / "accuracy_vs_time.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

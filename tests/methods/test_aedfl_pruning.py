@@ -142,7 +142,7 @@ def test_between_prunings_the_local_mask_is_applied_to_the_aggregate(aedfl_sim):
 
 
 def test_structured_masks_structural_mflops_and_rates_in_a_run(aedfl_sim):
-    sim = aedfl_sim(make_method("aedfl-p", {"every": 1, "min_rate": 0.4}), max_updates=2)
+    sim = aedfl_sim(make_method("aedfl-p", {"every": 1, "min_rate": 0.4, "max_rate": 0.6}), max_updates=2)
     sim.run()
     m = sim.method
     cand = m.pruner.candidates
@@ -237,3 +237,26 @@ def test_rates_differ_across_devices_and_over_time_on_real_digits():
     assert len(set(final.tolist())) > 1                                        # across devices
     per_device = [{r for dd, _, r in history if dd == d} for d in range(4)]
     assert sum(len(rates) > 1 for rates in per_device) >= 2, history          # over time
+
+
+def _lenet28_sim(method):
+    """LeNet-5 on 28x28 inputs with 10 classes (Table 1's Emnist/LeNet shape), 4 devices of synthetic data."""
+    from dflbench.engines.async_sim import AsyncConfig, AsyncSimulator
+    from dflbench.engines.async_stacked import DeviceData
+    from dflbench.engines.devices import sample_profiles
+    from dflbench.models import make_model
+    from dflbench.topology import exponential
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 10, (160,), generator=g)
+    x = (torch.randn(160, 1, 28, 28, generator=g) * 40 + 20 * y.view(-1, 1, 1, 1)).clamp(0, 255).to(torch.uint8)
+    data = DeviceData.from_indices(x, y, [list(range(i, 160, 4)) for i in range(4)], x[:32], y[:32])
+    torch.manual_seed(0)
+    return AsyncSimulator(make_model("lenet5", 10, 1, 28), data, exponential(4), sample_profiles(4, 1), method,
+                          AsyncConfig(batch_size=8, max_updates=3, eval_interval=1.0, eval_samples=16))
+
+
+def test_lenet5_dense_mfp_is_table1s():
+    """Table 1's dense LeNet MFP is 0.283: the pruning calibration (PruningConfig) is against our model's 0.282."""
+    sim = _lenet28_sim(make_method("aedfl-0"))
+    assert float(sim.model_mflops()) == pytest.approx(0.283, rel=0.01)

@@ -58,7 +58,8 @@ def test_prune_regrow_drops_smallest_weights_and_regrows_largest_gradients(aedfl
     gen = torch.Generator().manual_seed(3)
     x, g = torch.randn(2, sim.P, generator=gen), torch.randn(2, sim.P, generator=gen)
     masks = m.masks[:2].clone()
-    new = m.prune_regrow(x, g, masks)
+    assert m.rate(sim) == pytest.approx(0.4)                              # round 0 of 10: alpha
+    new = m.prune_regrow(x, g, masks, m.rate(sim))
     for b in range(2):                                                      # per-tensor loop reference
         for a, e in zip(m.bounds[:-1], m.bounds[1:]):
             kept = masks[b, a:e].nonzero().squeeze(1).tolist()
@@ -113,3 +114,14 @@ def test_personalized_accuracy_matches_a_per_client_loop(aedfl_sim):
         freq = {c: float((own == c).sum()) for c in correct}
         expected = sum(freq[c] * sum(v) / len(v) for c, v in correct.items()) / sum(freq.values())
         assert float(got[i]) == pytest.approx(expected, abs=1e-9)
+
+
+def test_a_budgeted_run_anneals_over_its_virtual_time(aedfl_sim):
+    sim = aedfl_sim(make_method("dispfl", {"alpha": 0.4}), max_updates=None, time_budget=2.0)
+    sim.method.setup(sim)
+    for now, expected in ((0.0, 0.4), (1.0, 0.2), (2.0, 0.0), (3.0, 0.0)):    # alpha / 2 (1 + cos(pi now / B))
+        sim.now = now
+        assert sim.method.rate(sim) == pytest.approx(expected, abs=1e-12)
+    with pytest.raises(Exception, match="anneal_rounds"):
+        bad = aedfl_sim(make_method("dispfl"), max_updates=None, consensus_threshold=0.1)
+        bad.method.setup(bad)

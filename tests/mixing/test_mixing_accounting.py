@@ -88,3 +88,18 @@ def test_consensus_distances_against_loops():
     same = torch.ones(3, 4)
     assert consensus_distance(same).item() == 0.0 and pairwise_consensus_distance(same).item() == 0.0
     assert pairwise_consensus_distance(torch.ones(1, 4)).item() == 0.0
+
+
+def test_masked_pairwise_consensus_distance_against_loop():
+    g = torch.Generator().manual_seed(3)
+    masks = torch.rand(5, 40, generator=g) > 0.4
+    x = torch.randn(5, 40, generator=g, dtype=torch.float64) * masks
+    loop = [torch.linalg.vector_norm((x[i] - x[j]) * (masks[i] & masks[j])).item()
+            for i in range(5) for j in range(i + 1, 5)]
+    assert pairwise_consensus_distance(x, masks=masks).item() == pytest.approx(sum(loop) / len(loop), rel=1e-10)
+    squared = pairwise_consensus_distance(x, squared=True, masks=masks).item()
+    assert squared == pytest.approx(sum(v * v for v in loop) / len(loop), rel=1e-10)
+    # models equal wherever both keep an entry: distance 0 whatever the masks
+    same = torch.randn(40, generator=g, dtype=torch.float64) * masks
+    assert pairwise_consensus_distance(same, masks=masks).item() == pytest.approx(0.0, abs=1e-12)
+    assert pairwise_consensus_distance(same).item() > 1.0

@@ -17,7 +17,7 @@ from dflbench.recipes.aedfl_distributed import distributed_method, run_aedfl_dis
 
 def _config(dataset: str, **kw) -> AEDFLRunConfig:
     base = dict(model="lenet5", dataset=dataset, devices=4, methods=("aedfl-dwu",), alpha=1.0, target_acc=0.3,
-                max_updates=20, local_steps=1, batch_size=8, lr=0.05, eval_samples=None)
+                max_updates=20, time_budget=None, local_steps=1, batch_size=8, lr=0.05, eval_samples=None)
     return AEDFLRunConfig(**{**base, **kw})
 
 

@@ -104,9 +104,10 @@ def aedfl(
                                 help=f"Comma list of: {', '.join(list_methods())}."),
     alpha: float = typer.Option(0.5, "--alpha", help="Dirichlet concentration of the label split."),
     target_acc: float = typer.Option(0.8, "--target-acc", help="Target accuracy of the Time column."),
-    time_budget: Optional[float] = typer.Option(None, "--time-budget", help="Virtual-time budget (s)."),
-    max_updates: int = typer.Option(100, "--max-updates", help="T: local updates per device (each alive device "
-                                                              "does exactly T; 0: no limit, use --time-budget)."),
+    time_budget: float = typer.Option(30.0, "--time-budget", help="Virtual-time budget (s), the same for every "
+                                                                   "method (0: none, stop on --max-updates)."),
+    max_updates: int = typer.Option(0, "--max-updates", help="T: a cap of local updates per device (each alive "
+                                                            "device does at most T; 0: no cap)."),
     batch_size: int = typer.Option(32, "--batch-size"),
     local_steps: int = typer.Option(5, "--local-steps", help="SGD steps per local update."),
     lr: float = typer.Option(0.05, "--lr"),
@@ -148,7 +149,7 @@ def aedfl(
         return
     names = _methods(methods)
     fields = dict(model=model, dataset=dataset, data_dir=None if data_dir is None else str(data_dir),
-                  devices=devices, methods=names, alpha=alpha, target_acc=target_acc, time_budget=time_budget,
+                  devices=devices, methods=names, alpha=alpha, target_acc=target_acc, time_budget=time_budget or None,
                   max_updates=max_updates or None, batch_size=batch_size, local_steps=local_steps, lr=lr,
                   slot_width=None if slot_width < 0 else slot_width, eval_interval=eval_interval,
                   eval_samples=eval_samples, train_samples=train_samples,

@@ -45,6 +45,7 @@ from .async_stacked import DeviceData, StackedModel, local_sgd
 from .coordinator import Coordinator, FaultConfig
 from .cost import device_speed
 from .devices import DeviceProfiles
+from .evaluation import consensus_distance, consensus_model, mask_disagreement
 
 COMPLETE, ROUND, ARRIVE, FAIL, REJOIN, EVAL = range(6)
 SERVER = -1
@@ -108,7 +109,8 @@ class AsyncMethod(Protocol):
     def on_round(self, sim: "AsyncSimulator", payload: Any) -> None: ...
     def on_rejoin(self, sim: "AsyncSimulator", dev: int) -> None: ...
     def eval_models(self, sim: "AsyncSimulator") -> torch.Tensor: ...
-    # optional: on_evaluate(sim, record) is called after each evaluation (the record is in the history)
+    # optional: on_evaluate(sim, record) is called after each evaluation (the record is in the history);
+    # eval_masks(sim) -> [n, P] bool or None: the evaluated models' masks (pruning methods; engines.evaluation)
     def mflops(self, sim: "AsyncSimulator") -> float: ...
 
 
@@ -123,10 +125,12 @@ class RunResult:
     virtual_time: float = 0.0
     wall_time: float = 0.0
     stop_reason: str = ""
+    device_accuracy: list[float] = field(default_factory=list)   # each evaluated model's, at the last evaluation
 
-    def time_to(self, target: float) -> float | None:
-        """First virtual time at which the mean device accuracy reached `target` (None if never)."""
-        return next((h["time"] for h in self.history if h["accuracy"] >= target), None)
+    def time_to(self, target: float, key: str = "accuracy") -> float | None:
+        """First virtual time at which the history's `key` (the device mean `accuracy`, or `consensus_accuracy`)
+        reached `target` (None if never)."""
+        return next((h["time"] for h in self.history if h[key] >= target), None)
 
 
 class AsyncSimulator:
@@ -417,23 +421,25 @@ class AsyncSimulator:
         xb, yb = self.data.batch(devs.to(self.dev), self.t[devs].to(self.dev), 0, self.cfg.batch_size, self.cfg.seed)
         return noise, self.net.losses(noise, xb, yb).double().cpu()
 
-    def consensus_distance(self, x: torch.Tensor) -> float:
-        """Mean L2 distance between the models of any two distinct devices (AEDFL Sec. 3)."""
-        n = x.shape[0]
-        if n < 2:
-            return 0.0
-        centered = (x - x.mean(0, keepdim=True)).float()          # distances are shift-invariant
-        d = torch.cdist(centered, centered, compute_mode="use_mm_for_euclid_dist")
-        return float(d.sum() / (n * (n - 1)))
-
     def _evaluate(self) -> dict:
-        """Every evaluated model's accuracy and loss on the test samples; models all equal (every device at time 0)
-        are evaluated once."""
+        """One evaluation by the protocol of `engines.evaluation` (docs/EVALUATION.md): every evaluated model's
+        accuracy and loss on the test samples (their mean is `accuracy`), the consensus model's (`consensus_accuracy`),
+        the consensus distance over shared entries and the mask disagreement. Models all equal (every device at time
+        0, a server's global model) are evaluated once, and then the consensus model is that model."""
         models = self.method.eval_models(self)
-        same = models.shape[0] > 1 and bool((models == models[:1]).all())
+        hook = getattr(self.method, "eval_masks", None)
+        masks = hook(self) if hook is not None else None
+        same = models.shape[0] == 1 or bool((models == models[:1]).all())
         acc, loss = self.net.accuracy_and_loss(models[:1] if same else models, self._x_eval, self._y_eval)
+        if same:
+            c_acc, c_loss = acc[0], loss[0]
+        else:
+            c_acc, c_loss = (v[0] for v in self.net.accuracy_and_loss(consensus_model(models, masks)[None],
+                                                                     self._x_eval, self._y_eval))
+        self.result.device_accuracy = (acc.expand(models.shape[0]) if same else acc).tolist()
         h = {"time": self.now, "wall": time.perf_counter() - self._wall0, "accuracy": float(acc.mean()),
-             "test_loss": float(loss.mean()), "consensus": self.consensus_distance(models),
+             "test_loss": float(loss.mean()), "consensus_accuracy": float(c_acc), "consensus_test_loss": float(c_loss),
+             "consensus": consensus_distance(models, masks), "mask_disagreement": mask_disagreement(masks),
              "bytes_sent": self.bytes_sent, "updates": int(self.t.sum()), "alive": int(self.alive.sum())}
         self.result.history.append(h)
         hook = getattr(self.method, "on_evaluate", None)

@@ -13,7 +13,9 @@ Round r, for every alive device i below T updates:
   3. `local_steps` masked SGD steps;
   4. mask update per tensor l: drop the k_l = ceil(a_r nnz_l) kept entries of smallest |w|, regrow the k_l entries
      of largest dense-gradient magnitude among the then-pruned ones (one minibatch at the trained model), with
-     a_r = alpha / 2 (1 + cos(pi min(r, T_end) / T_end)), T_end = `anneal_rounds` (default T = max_updates);
+     a_r = alpha / 2 (1 + cos(pi min(r, T_end) / T_end)), T_end = `anneal_rounds` (default T = max_updates; a
+     run stopped by a virtual-time budget B alone anneals over it, r / T_end read as the virtual time now / B:
+     our reading, since DisPFL anneals over the whole run and a budgeted run's round count is not known ahead);
      regrown entries start at zero unless they were just dropped.
 Evaluation: DisPFL's models are personalized, so `personalized_accuracy` scores device i's model (only its own)
 on the test distribution of its own labels: the class-conditional accuracies on the global test set weighted by
@@ -43,7 +45,7 @@ class DisPFLOptions:
     density: float = option(0.5, "fraction of all parameters kept by the ERK masks, in (0, 1]")
     alpha: float = option(0.5, "initial prune-and-regrow rate alpha (DisPFL's anneal factor), in [0, 1)")
     anneal_rounds: int | None = option(None, "T_end: rounds over which the rate anneals to 0 (cosine); default "
-                                       "max_updates")
+                                       "max_updates, or the run's virtual-time budget")
     neighbors: int = option(4, "peers each device draws at random every round, >= 1")
 
     def __post_init__(self):
@@ -81,9 +83,9 @@ class DisPFL(RoundMethod):
         self._init_common(sim)
         o = self.options
         self.T_end = o.anneal_rounds if o.anneal_rounds is not None else sim.cfg.max_updates
-        if self.T_end is None:
+        if self.T_end is None and sim.cfg.time_budget is None:
             raise UserError("dispfl: set anneal_rounds (the rounds of its cosine-annealed mask updates) when the run "
-                            "has no max_updates")
+                            "has neither max_updates nor a time budget")
         spec = sim.net.spec
         self.bounds = torch.tensor([0, *spec.numels]).cumsum(0).tolist()
         self.densities = erk_densities([torch.Size(s) for s in spec.shapes], o.density)
@@ -117,7 +119,7 @@ class DisPFL(RoundMethod):
         _, g = sim.net.loss_and_grad(x, xb, yb)                     # dense gradient: it scores the regrowth
         sim.t[devs] += 1
         sim.loss[devs] = loss
-        new_masks = self.prune_regrow(x, g, self.masks[devs])
+        new_masks = self.prune_regrow(x, g, self.masks[devs], self.rate(sim))
         sim.x[devs] = x * new_masks
         self.masks[devs] = new_masks
         nbytes = sim.model_bytes(self.masks[0])
@@ -131,14 +133,16 @@ class DisPFL(RoundMethod):
         return (2 * sim.profiles.latency[devs] + nbytes * ok.sum(1).double() / sim.profiles.bandwidth[devs]
                 + sim.work_time(devs, work))
 
-    def rate(self) -> float:
-        """a_r = alpha / 2 (1 + cos(pi min(r, T_end) / T_end))."""
-        return self.options.alpha / 2 * (1 + math.cos(math.pi * min(self.round, self.T_end) / self.T_end))
+    def rate(self, sim: AsyncSimulator) -> float:
+        """a_r = alpha / 2 (1 + cos(pi min(r, T_end) / T_end)); over the time budget B when T_end is unset:
+        r / T_end = now / B."""
+        done = (min(self.round, self.T_end) / self.T_end if self.T_end is not None
+                else min(sim.now, sim.cfg.time_budget) / sim.cfg.time_budget)
+        return self.options.alpha / 2 * (1 + math.cos(math.pi * done))
 
-    def prune_regrow(self, x: torch.Tensor, g: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        """Per tensor: drop the ceil(a_r nnz) kept entries of smallest |w|, regrow as many pruned entries of largest
-        |g| (DisPFL's fire_mask / regrow_mask); every device keeps its per-tensor counts."""
-        rate = self.rate()
+    def prune_regrow(self, x: torch.Tensor, g: torch.Tensor, masks: torch.Tensor, rate: float) -> torch.Tensor:
+        """Per tensor: drop the ceil(a_r nnz) kept entries of smallest |w| (a_r = `rate`), regrow as many pruned
+        entries of largest |g| (DisPFL's fire_mask / regrow_mask); every device keeps its per-tensor counts."""
         new = masks.clone()
         for a, b in zip(self.bounds[:-1], self.bounds[1:]):
             m = masks[:, a:b]
@@ -170,3 +174,7 @@ class DisPFL(RoundMethod):
 
     def mflops(self, sim: AsyncSimulator) -> float:
         return float(sim.model_mflops(self.masks).mean())
+
+    def eval_masks(self, sim: AsyncSimulator) -> torch.Tensor:
+        """The devices' masks for the evaluation protocol (`engines.evaluation`)."""
+        return self.masks

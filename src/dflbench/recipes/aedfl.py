@@ -29,12 +29,14 @@ from dflbench.engines.async_sim import AsyncConfig, AsyncSimulator
 from dflbench.engines.async_stacked import DeviceData
 from dflbench.engines.coordinator import FaultConfig
 from dflbench.engines.devices import load_profiles, sample_profiles
+from dflbench.engines.evaluation import convergence
 from dflbench.errors import UserError, check_numbers
 from dflbench.io import atomic_write_csv, atomic_write_json, differing_fields, read_results_file
 from dflbench.methods.aedfl.diagnostics import BUCKETS, summary
 from dflbench.methods.registry import list_methods, make_method, method_options
 from dflbench.models import make_model
 from dflbench.plots import Panel, line_plot, panels_plot
+from dflbench.provenance import code_provenance
 from dflbench.topology import exponential
 
 TEXT_DATASETS = ("imdb",)
@@ -57,8 +59,10 @@ AEDFL_NUMBERS = {
 
 @dataclass(frozen=True)
 class AEDFLRunConfig:
-    """One AEDFL experiment (Sec. 6.1); the defaults are a small setting (16 devices, 100 local updates of 5 SGD
-    steps each, a few minutes on a CPU) in which AEDFL and its baselines leave chance. `corrupt`: harmful
+    """One AEDFL experiment (Sec. 6.1); the defaults are a small setting (16 devices, every method given the same 30
+    virtual seconds, local updates of 5 SGD steps, a few minutes on a CPU) in which AEDFL and its baselines leave
+    chance. Methods stop on the virtual-time budget (docs/EVALUATION.md: equal virtual time); `max_updates` (T local
+    updates per device) stays available as a cap. `corrupt`: harmful
     neighbours (`FaultConfig`, mode `corrupt_mode`). `method_options`: per-method options, {method: {option:
     value}} (see `dflbench aedfl --list-methods`), for methods among `methods`; options left out keep their
     defaults."""
@@ -71,8 +75,8 @@ class AEDFLRunConfig:
     methods: tuple[str, ...] = ("aedfl", "fedavg", "ad-psgd")
     alpha: float = 0.5
     target_acc: float = 0.8
-    time_budget: float | None = None
-    max_updates: int | None = 100
+    time_budget: float | None = 30.0
+    max_updates: int | None = None
     batch_size: int = 32
     local_steps: int = 5
     lr: float = 0.05
@@ -103,7 +107,7 @@ class AEDFLRunConfig:
             raise UserError("give at least one method")
         check_numbers(self, AEDFL_NUMBERS)
         if self.max_updates is None and self.time_budget is None:
-            raise UserError("--max-updates 0 (no limit) needs --time-budget SECONDS to end the run")
+            raise UserError("the run has no end: give --time-budget SECONDS or --max-updates T (0 turns each off)")
         if self.train_samples is not None and self.train_samples < self.devices:
             raise UserError(f"--train-samples {self.train_samples} leaves devices without data: give at least one "
                             f"sample per device (--devices {self.devices})")
@@ -189,7 +193,7 @@ def run_aedfl(cfg: AEDFLRunConfig, on_method_done: Callable[[dict, dict], None] 
                           device=cfg.device)
     faults = FaultConfig(prob=cfg.fault_prob, downtime=cfg.downtime, corrupt=cfg.corrupt,
                          corrupt_mode=cfg.corrupt_mode)
-    results = {"config": asdict(cfg), "data": info, "runs": []}
+    results = {"config": asdict(cfg), "data": info, "code": code_provenance(), "runs": []}
     eval_n = evaluated_samples(results)
     for name in cfg.methods:
         if name in done:
@@ -202,12 +206,21 @@ def run_aedfl(cfg: AEDFLRunConfig, on_method_done: Callable[[dict, dict], None] 
         options = cfg.options(name)
         sim = AsyncSimulator(model, data, topo, profiles, make_method(name, options), sim_cfg, faults=faults)
         res = sim.run(None if on_progress is None else (lambda f, n=name: on_progress(n, f)))
-        run = {"method": name, "accuracy": res.accuracy, "time_to_target": res.time_to(cfg.target_acc),
-               "mflops": sim.method.mflops(sim), "bytes_sent": res.bytes_sent, "virtual_time": res.virtual_time,
+        last = res.history[-1]
+        run = {"method": name, "accuracy": res.accuracy, "consensus_accuracy": last["consensus_accuracy"],
+               "time_to_target": res.time_to(cfg.target_acc),
+               "consensus_time_to_target": res.time_to(cfg.target_acc, "consensus_accuracy"),
+               "convergence": {key: convergence(res.history, key) for key in ("accuracy", "consensus_accuracy")},
+               "device_accuracy": res.device_accuracy, "mflops": sim.method.mflops(sim), "bytes_sent": res.bytes_sent,
+               "virtual_time": res.virtual_time,
                "eval_samples": eval_n, "wall_time": res.wall_time, "device_steps": res.device_steps,
                "steps_per_s": res.device_steps / max(res.wall_time, 1e-9), "messages": sim.messages,
                "dropped": sim.dropped, "stop_reason": res.stop_reason,
-               "final_consensus": res.history[-1]["consensus"], "options": asdict(options), "history": res.history}
+               "final_consensus": last["consensus"], "final_mask_disagreement": last["mask_disagreement"],
+               "options": asdict(options), "history": res.history}
+        if cfg.corrupt and len(res.device_accuracy) == cfg.devices:   # decentralized: score honest devices apart
+            honest = [a for d, a in enumerate(res.device_accuracy) if d not in cfg.corrupt]
+            run["honest_accuracy"] = sum(honest) / len(honest)
         if hasattr(sim.method, "diagnostics"):
             run["diagnostics"] = sim.method.diagnostics
         if hasattr(sim.method, "personalized_accuracy"):
@@ -232,7 +245,10 @@ def write_results(results: dict, out: str | Path, pictures: bool = True) -> dict
     cfg = results["config"]
     out = Path(out)
     paths = {"json": atomic_write_json(out / "results.json", results)}
-    rows = [{k: v for k, v in r.items() if k not in ("history", "options")} for r in results["runs"]]
+    rows = [{**{k: v for k, v in r.items() if k not in ("history", "options", "diagnostics", "convergence",
+                                                        "device_accuracy")},
+             **{f"{key}_{label}": c[field] for key, c in r.get("convergence", {}).items() if c is not None
+                for field, label in (("converged", "converged"), ("accuracy", "plateau"))}} for r in results["runs"]]
     paths["csv"] = atomic_write_csv(out / "results.csv", rows)
     if not pictures:
         return paths

@@ -7,8 +7,9 @@ same initial model from the run seed and runs `AsyncNode` (asynchronous pushes o
 the method object the simulator would run (`make_method`, the same options), so its device update is the
 simulator's AEDFL step.
 Rank 0 turns the gathered per-device metrics into the simulator's run record (Table 1 fields; `time` and
-`time_to_target` are wall-clock seconds here, there is no virtual clock, and the consensus distance, which needs
-every model in one place, is None) and returns the same `{"config", "data", "runs"}` dict that
+`time_to_target` are wall-clock seconds here, there is no virtual clock, and what needs every model in one place
+is None: the consensus distance, the consensus model's accuracy and its time to target, the mask disagreement;
+docs/EVALUATION.md) and returns the same `{"config", "data", "runs"}` dict that
 `dflbench.recipes.aedfl.write_results` stores; the other ranks return None.
 
 Methods: AEDFL and every ablation (aedfl, aedfl-0, aedfl-rl, aedfl-dwu, aedfl-p, aedfl-rl-dwu), one per launch;
@@ -23,9 +24,11 @@ from dataclasses import asdict, replace
 import numpy as np
 import torch
 
+from dflbench.engines.evaluation import convergence
 from dflbench.errors import UserError
 from dflbench.methods.aedfl.method import AEDFL
 from dflbench.methods.registry import METHODS, list_methods, make_method
+from dflbench.provenance import code_provenance
 from dflbench.recipes.aedfl import AEDFLRunConfig, build_model, evaluated_samples, load_device_data
 from dflbench.runtime.async_node import AsyncNode, AsyncRuntimeConfig
 from dflbench.runtime.backend import DistEnv
@@ -77,7 +80,7 @@ def run_aedfl_distributed(cfg: AEDFLRunConfig, heartbeat_timeout_s: float = 10.0
     gathered = node.run()
     if rank != 0:
         return None
-    results = {"config": asdict(cfg), "data": info, "runs": []}
+    results = {"config": asdict(cfg), "data": info, "code": code_provenance(), "runs": []}
     results["runs"].append(to_run_record(cfg, gathered, evaluated_samples(results)))
     return results
 
@@ -98,7 +101,10 @@ def to_run_record(cfg: AEDFLRunConfig, g: dict, eval_samples: int) -> dict:
                     "updates": sum(n["updates"] for n in nodes), "alive": len(nodes)})
     reached = next((h["time"] for h in history if h["accuracy"] >= cfg.target_acc), None)
     mflops = float(np.mean([n["mflops"] for n in nodes]))
-    return {"method": cfg.methods[0], "accuracy": g["accuracy"], "time_to_target": reached, "mflops": mflops,
+    return {"method": cfg.methods[0], "accuracy": g["accuracy"], "consensus_accuracy": None,
+            "time_to_target": reached, "consensus_time_to_target": None,
+            "convergence": {"accuracy": convergence(history), "consensus_accuracy": None},
+            "device_accuracy": [n["accuracy"] for n in nodes], "final_mask_disagreement": None, "mflops": mflops,
             "bytes_sent": g["bytes_sent"], "virtual_time": g["wall_time"], "eval_samples": eval_samples,
             "wall_time": g["wall_time"],
             "device_steps": g["device_steps"], "steps_per_s": g["device_steps"] / max(g["wall_time"], 1e-9),

@@ -154,5 +154,9 @@ class AEDFL:
     def eval_models(self, sim: AsyncSimulator) -> torch.Tensor:
         return sim.x
 
+    def eval_masks(self, sim: AsyncSimulator) -> torch.Tensor | None:
+        """The devices' masks for the evaluation protocol (`engines.evaluation`); None without pruning."""
+        return self.step.masks if self.step.pruner is not None else None
+
     def mflops(self, sim: AsyncSimulator) -> float:
         return self.step.mflops(sim)

@@ -4,8 +4,9 @@ At a device's t-th update the policy samples a selection over its cache slots fr
 aggregated, staleness, announced loss). Sampling is slot by slot, c_m = [u_m < P(c_m = 1 | c_{m-1..1})]
 (`PolicyBank.sample`), with counter-based uniforms u_m keyed by (device, t, m), so a device's choices depend neither
 on which devices share its time slot nor on the host (simulator or a torch.distributed rank). The initial network is
-pre-trained on the paper's heuristic (select models not yet aggregated and fresh, `pretrain_policy` with soft
-targets) and copied to every device.
+pre-trained on the paper's heuristic, read as AEDFL-0's rule (select every model not aggregated yet, each once:
+`pretrain_policy`, soft targets 0.99 / 0.01), and copied to every device: before eq. 4.4 has data, AEDFL with RL
+selects as AEDFL-0 does.
 
 The reward (`reward`, eq. 4.4 with the window baseline l_i) comes in the same update, once the step has aggregated
 the selection: R_t = F_i(m_i^{t}; zeta') - F_i(m_i^{t-1/2}; zeta'), the loss change the aggregation caused, on a
