@@ -14,6 +14,7 @@ import json
 import math
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -133,7 +134,9 @@ def read_tensors(path: str | Path, what: str, fix: str) -> Any:
     runs. A truncated, foreign or unsafe file is a UserError naming it as `what` with `fix`, the way out."""
     path = Path(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():   # a foreign pickle's protocol notice: the error below says what is wrong
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises zip, pickle, EOF and runtime errors for such files
         reason = ("it holds objects other than tensors, refused because loading them could run code"
                   if "Weights only load failed" in str(exc) else f"{type(exc).__name__}: "
