@@ -1,9 +1,9 @@
 """Atomic result and checkpoint writing: write to a temporary file in the same folder, then rename; and the checks
 of the files and folders results go to or come from.
 
-A crash mid-write leaves the previous file intact, never a truncated one. JSON is strict: a NaN or infinity is
-never written (`atomic_write_json` raises ValueError instead). A file a user or an earlier run left is read by
-`read_json` / `read_tensors`, which turn a damaged or foreign file into one UserError naming it.
+A crash mid-write leaves the previous file intact, never a truncated one. JSON is strict: a NaN is never written
+(`atomic_write_json` raises ValueError instead) and an infinity is the string "inf". A file a user or an earlier
+run left is read by `read_json` / `read_tensors`, which turn a damaged or foreign file into one UserError naming it.
 """
 
 from __future__ import annotations
@@ -44,7 +44,22 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, default=_jsonable, allow_nan=False) + "\n")
+    """`obj` as strict JSON: an infinite float (a setting such as an unbounded threshold) is written as the string
+    "inf" / "-inf"; a NaN is refused with a ValueError naming where it is (a diverged result must be caught before
+    it is written, never stored as a bare NaN)."""
+    return atomic_write_text(path, json.dumps(_strict(obj), indent=2, default=_jsonable, allow_nan=False) + "\n")
+
+
+def _strict(obj: Any, where: str = "") -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        if math.isnan(obj):
+            raise ValueError(f"NaN at {where or 'the top'} is not JSON compliant")
+        return "inf" if obj > 0 else "-inf"
+    if isinstance(obj, Mapping):
+        return {k: _strict(v, f"{where}.{k}".lstrip(".")) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_strict(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+    return obj
 
 
 def atomic_write_csv(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> Path:

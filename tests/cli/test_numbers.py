@@ -74,9 +74,11 @@ def test_the_validator_reads_its_intervals():
 
 
 def test_results_json_is_strict(cli, tmp_path):
-    with pytest.raises(ValueError, match="not JSON compliant"):
+    with pytest.raises(ValueError, match=r"NaN at runs\[0\].loss is not JSON compliant"):
         atomic_write_json(tmp_path / "r.json", {"runs": [{"loss": math.nan}]})
     assert list(tmp_path.iterdir()) == []                # no file, no temporary left behind
+    atomic_write_json(tmp_path / "r.json", {"threshold": math.inf, "low": (-math.inf, 1.5)})
+    assert json.loads((tmp_path / "r.json").read_text()) == {"threshold": "inf", "low": ["-inf", 1.5]}
     assert non_finite({"runs": [{"history": [{"loss": 1.0}, {"loss": math.inf}]}]}) == "runs[0].history[1].loss"
     assert non_finite({"a": [1.0, 2, "x", None]}) is None
 

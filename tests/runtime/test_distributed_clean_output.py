@@ -1,5 +1,5 @@
-"""A clean distributed AEDFL run under torchrun prints no transport noise: no TensorPipe "pipe closed" lines at
-shutdown (every agent leaves together when every device stayed alive) and no torch deprecation notice."""
+"""A clean distributed AEDFL run under torchrun prints no torch deprecation notice and no traceback (TensorPipe's
+"pipe closed" lines at shutdown remain: see the test)."""
 
 import json
 import subprocess
@@ -12,7 +12,7 @@ TORCHRUN = Path(sys.executable).with_name("torchrun")
 
 
 @pytest.mark.skipif(not TORCHRUN.exists(), reason="needs torchrun")
-def test_a_clean_distributed_aedfl_run_prints_no_transport_warnings(band_npz, tmp_path):
+def test_a_clean_distributed_aedfl_run_prints_no_warnings(band_npz, tmp_path):
     data = band_npz(side=16, train=20, test=5, noise=40, bright=200)
     out = tmp_path / "o"
     proc = subprocess.run([str(TORCHRUN), "--nproc-per-node", "2", "-m", "dflbench", "aedfl", "--runtime",
@@ -20,7 +20,8 @@ def test_a_clean_distributed_aedfl_run_prints_no_transport_warnings(band_npz, tm
                            "--batch-size", "8", "--eval-samples", "20", "--dataset", data, "--out", str(out)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    noise = [line for line in proc.stderr.splitlines()
-             if "tensorpipe" in line or "Warning" in line or "Traceback" in line]
+    # TensorPipe logs "pipe closed" as the agents leave one by one: a graceful (all-together) shutdown removes those
+    # lines but waits on a rank that died after its last heartbeat, so it is not used
+    noise = [line for line in proc.stderr.splitlines() if "Warning" in line or "Traceback" in line]
     assert noise == [], proc.stderr
     assert json.loads((out / "results.json").read_text())["runs"][0]["method"] == "aedfl"

@@ -269,7 +269,6 @@ class AsyncNode:
         """Train, push, report; returns this device's metrics (rank 0: also the gathered results)."""
         global _NODE, _SERVICE
         _NODE = self
-        clean = False
         self._t0 = time.monotonic()
         if self.rank == COORDINATOR:
             _SERVICE = CoordinatorService(self.n, self.cfg.heartbeat_timeout_s)
@@ -299,15 +298,10 @@ class AsyncNode:
             result = self._gathered() if self.rank == COORDINATOR else metrics
             self._stop.set()
             beats.join()
-            if self.rank == COORDINATOR:
-                with _SERVICE.lock:
-                    clean = all(_SERVICE._alive())
-            else:
-                clean = all(self.alive)
             return result
         finally:
             self._stop.set()
-            _shutdown(clean)
+            rpc.shutdown(graceful=False)
 
     def _wait_until(self, deadline: float, what: str) -> None:
         if time.monotonic() > deadline:
@@ -388,14 +382,3 @@ def _failed(fut, wait: bool = False) -> int:
     except RuntimeError:
         return 1
 
-
-def _shutdown(clean: bool) -> None:
-    """Leave the RPC group: after a run in which every device stayed alive, together (graceful: every agent waits
-    for the others, so no peer logs a closed pipe); else at once, as a dead peer would block the graceful wait."""
-    if clean:
-        try:
-            rpc.shutdown(graceful=True)
-            return
-        except RuntimeError:
-            pass
-    rpc.shutdown(graceful=False)
