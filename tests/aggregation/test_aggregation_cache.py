@@ -1,6 +1,7 @@
 """NeighborCache and its slot table: slots match the topology's in-neighbours, atomic replacement under concurrent
 threads, validation, consistent reads, the aggregated flags and the memory estimate."""
 
+import os
 import threading
 
 import pytest
@@ -171,10 +172,26 @@ def test_reads_are_views_only_for_a_single_threaded_host_reading_every_row(net_s
 def test_memory_estimate(net_state):
     spec = FlatSpec.from_state_dict(net_state)
     cache = _cache(spec)
-    assert cache.nbytes == 8 * 3 * (4 * spec.numel + spec.numel)
-    assert cache.nbytes == cache.models.numel() * 4 + cache.masks.numel()
+    packed = (spec.numel + 7) // 8
+    assert cache.nbytes == 8 * 3 * (4 * spec.numel + packed)
+    assert cache.nbytes == cache.models.numel() * 4 + cache.pruned.numel()
     half = NeighborCache(cache.slots, spec, dtype=torch.bfloat16)
-    assert half.nbytes == 8 * 3 * (2 * spec.numel + spec.numel)
+    assert half.nbytes == 8 * 3 * (2 * spec.numel + packed)
+
+
+@pytest.mark.parametrize("numel", [1, 7, 8, 9, 61])
+def test_packed_masks_round_trip(numel):
+    """A mask is stored as its pruned entries, eight to a byte; reading it back gives the mask."""
+    from dflbench.aggregation.cache import pack_pruned, unpack_mask
+
+    mask = torch.rand(3, 2, numel, generator=torch.Generator().manual_seed(numel)) < 0.5
+    packed = pack_pruned(mask)
+    assert packed.shape == (3, 2, (numel + 7) // 8) and packed.dtype == torch.uint8
+    assert torch.equal(unpack_mask(packed, numel), mask)
+    assert int(pack_pruned(torch.ones(numel, dtype=torch.bool)).count_nonzero()) == 0     # all kept: zero bytes
+    ref = [sum(1 << b for b in range(8) if 8 * j + b < numel and not mask[0, 0, 8 * j + b]) for j in
+           range(packed.shape[-1])]
+    assert packed[0, 0].tolist() == ref
 
 
 @pytest.mark.gpu
@@ -185,3 +202,26 @@ def test_gpu_cache_takes_models_from_the_cpu(net_state):
     v = cache.read(torch.tensor([0]))
     assert v.models.is_cuda and v.masks.is_cuda
     assert torch.equal(v.models[0, 0].cpu(), flatten_state(net_state))
+
+
+def _resident_mb() -> float:
+    return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs Linux's /proc to read resident memory")
+def test_empty_slots_take_no_memory_until_written():
+    """The cache's zeros are not written at construction (`_untouched_zeros`): a 194 MB cache (32 devices x 31 slots
+    x 200 kB models) adds about nothing to the resident memory, and 20 slots filled in different rows about their
+    own 4 MB (not a 2 MB huge page each)."""
+    spec = FlatSpec.from_state_dict({"w": torch.zeros(50_000)})
+    before = _resident_mb()
+    cache = NeighborCache(in_neighbor_slots(torch.ones(32, 32, dtype=torch.bool)), spec)
+    assert float(cache.read(torch.arange(32)).models.sum()) == 0.0                  # reading empty slots is free
+    empty = _resident_mb() - before
+    for row in range(20):
+        cache.put(row, (row + 1) % 32, torch.ones(spec.numel), stamp=0, loss=1.0, samples=1,
+                  mask=torch.rand(spec.numel) < 0.5)
+    filled = _resident_mb() - before
+    assert cache.nbytes > 190 * 2**20 and empty < 10 and filled - empty < 12
+    assert int(cache.models[20:].count_nonzero()) == 0 and bool(cache.read(torch.tensor([25])).masks.all())
+    assert int(cache.models[:20].count_nonzero()) == 20 * spec.numel

@@ -167,3 +167,18 @@ def test_normalized_step_moves_the_most_sensitive_lambda_by_eta_in_eq_4_8s_direc
     assert torch.equal(dw.lam, before)
     with pytest.raises(ValueError, match="step_rule"):
         DynamicWeightsConfig(step_rule="adam")
+
+
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("block_size", [None, 1, 7])
+def test_lambda_grad_of_float32_models_in_blocks_equals_the_float64_computation(masked, block_size):
+    """float32 models with float64 lambdas, block by block (no [..., K, P] float64 copy): the numbers of the whole
+    computation on the models converted to float64 first."""
+    lam, samples, dt, loss, models, masks, active, _ = _problem(4)
+    g = torch.randn(models.shape[0], models.shape[-1], dtype=torch.float64)
+    m32, g32 = models.float(), g.float()
+    ours = lambda_grad(lam, samples, dt, loss, m32, g32, masks if masked else None, active, block_size=block_size)
+    ref = lambda_grad(lam, samples, dt, loss, m32.double(), g32.double(), masks if masked else None, active,
+                      block_size=models.shape[-1])
+    assert ours.dtype == torch.float64
+    torch.testing.assert_close(ours, ref, atol=1e-12, rtol=1e-10)

@@ -36,7 +36,8 @@ def one_error_line(args, code=2, prefix="error: ") -> str:
     """The one line a failing command prints (warnings aside), after checking its exit code and no traceback."""
     result = CliRunner().invoke(app, args)
     assert result.exit_code == code, result.output
-    lines = [line for line in result.output.splitlines() if line.strip() and not line.startswith("warning: ")]
+    lines = [line for line in result.output.splitlines() if line.strip() and not line.startswith("warning: ")
+             and not line.endswith(": started")]                  # progress lines off a terminal
     assert len(lines) == 1 and lines[0].startswith(prefix), result.output
     assert "Traceback" not in result.output
     return lines[0]

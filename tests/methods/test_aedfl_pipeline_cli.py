@@ -76,13 +76,13 @@ def test_a_failing_figure_leaves_the_results(aedfl_npz, tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("no display")
 
-    monkeypatch.setattr(recipe, "line_plot", broken)
+    monkeypatch.setattr(recipe, "panels_plot", broken)
     out = tmp_path / "run"
     res = CliRunner().invoke(app, [*BASE, "--dataset", f"npz:{aedfl_npz}", "--methods", "aedfl-0", "--out", str(out)])
     assert res.exit_code == 3, res.output                         # not a success: a picture is missing
     warnings = [line for line in res.output.splitlines() if "figure failed" in line]
-    assert warnings == [f"warning: the accuracy figure failed (RuntimeError: no display); {out / 'results.json'} is "
-                        "complete"], res.output
+    assert warnings == [f"warning: the {what} figure failed (RuntimeError: no display); {out / 'results.json'} is "
+                        "complete" for what in ("accuracy", "diagnostics")], res.output      # one line per picture
     assert "Traceback" not in res.output
     assert json.loads((out / "results.json").read_text())["runs"][0]["method"] == "aedfl-0"
     assert not (out / "accuracy_vs_time.png").exists()

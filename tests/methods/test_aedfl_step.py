@@ -78,7 +78,7 @@ def test_runtime_node_and_simulator_compute_the_same_update(aedfl_sim, name):
                      (node.step.masks[0], m.masks[d])):
             assert torch.equal(a, b)
         if pruning:                                                    # pruned at u = 2, 4 (every = 2)
-            assert torch.equal(msg.mask, sim_msg.mask) and (msg.rate >= 0.4 - 1e-6 if u >= 2 else msg.rate == 0)
+            assert torch.equal(msg.mask, sim_msg.mask) and (msg.rate >= 0.25 - 1e-6 if u >= 2 else msg.rate == 0)
             torch.testing.assert_close(node.step.dwu.lam[0], m.step.dwu.lam[d])
             for k, v in node.step.policy.bank.params.items():
                 torch.testing.assert_close(v[0], m.step.policy.bank.params[k][d])
@@ -128,3 +128,20 @@ def test_node_refuses_baselines_and_applies_one_senders_messages_in_order(aedfl_
     with pytest.raises(ValueError, match="version must be an integer"):
         node.receive(j, ModelMessage(sim.net.init, None, 0.5, 10, -1, None))
     assert node.rejected == 2 and torch.equal(node.step.cache.models[0, k], sim.net.init + 1)
+
+
+@pytest.mark.parametrize("name", ["aedfl", "aedfl-p", "aedfl-rl-dwu"])
+def test_update_in_chunks_of_devices_equals_one_pass(aedfl_sim, monkeypatch, name):
+    """A slot of 8 devices updated 3 at a time (`AEDFLStep.CHUNK`, bounding the [devices, K + 1, P] temporaries)
+    gives the models, losses and masks of one pass over all 8."""
+    runs = []
+    for chunk in (64, 3):
+        monkeypatch.setattr(AEDFLStep, "CHUNK", chunk)
+        opts = {"every": 2} if name in ("aedfl", "aedfl-p") else {}
+        sim = aedfl_sim(make_method(name, opts), D=8, slot_width=10.0, max_updates=4, evaluate=False)
+        res = sim.run()
+        runs.append((sim.x.clone(), sim.method.masks.clone(), sim.loss.clone(), res.device_steps, res.virtual_time))
+    (x1, m1, l1, s1, v1), (x2, m2, l2, s2, v2) = runs
+    assert torch.equal(m1, m2) and s1 == s2 and v1 == pytest.approx(v2, rel=1e-12)
+    torch.testing.assert_close(x2, x1, atol=1e-6, rtol=0)
+    torch.testing.assert_close(l2, l1, atol=1e-6, rtol=0)

@@ -276,3 +276,16 @@ def test_port_weights_stale_updates_by_staleness_and_drift_like_the_loop(aedfl_s
         raw.append(float(m.sizes[k]) * ((cos + 1) / 2 + 2.0 / (float(taus[k]) + 2.0)))
     ref = m.xg + sum(raw[k] / sum(raw) * (models[k] - m.start[k]) for k in range(3))
     torch.testing.assert_close(new, ref, rtol=1e-4, atol=1e-6)
+
+
+def test_fedavg_budget_of_k_rounds_time_gives_k_rounds(aedfl_sim):
+    """Issue 27: a budget of k rounds' time (one round's duration, server averaging included, times k) trains k
+    rounds, although the rounds' summed end times round above k times a round."""
+    one = aedfl_sim(make_method("fedavg", {"fraction": 1.0, "rounds": 1}), max_updates=None, time_budget=1e9)
+    d = one.run().virtual_time
+    for k in range(1, 11):
+        sim = aedfl_sim(make_method("fedavg", {"fraction": 1.0}), max_updates=None, time_budget=k * d,
+                        evaluate=False)
+        res = sim.run()
+        assert (sim.method.round, res.stop_reason) == (k, "time budget")
+        assert res.virtual_time == pytest.approx(k * d, rel=1e-9)

@@ -60,13 +60,14 @@ def _support(P):
     return support
 
 
-def test_device_curvature_equals_per_model_functions_and_autograd():
+@pytest.mark.parametrize("path", ["vmap", "loop"])
+def test_device_curvature_equals_per_model_functions_and_autograd(path):
     loss_fn, params, init, batch, probes = _mlp_problem()
     P = params.shape[1]
     support = _support(P)
     s = support.double()
     steps = int(support.sum())                                      # a full Lanczos run: the exact spectrum
-    curv = device_curvature(loss_fn, params, init, batch, probes, steps, support)
+    curv = device_curvature(loss_fn, params, init, batch, probes, steps, support, path=path)
     assert curv.nodes.shape == curv.weights.shape == (D, S * steps)
     for d in range(D):
         one = (batch[0][d], batch[1][d])
@@ -102,6 +103,32 @@ def test_device_curvature_equals_per_model_functions_and_autograd():
         device_curvature(loss_fn, params, init, batch, probes[:, 0], 4)
     with pytest.raises(ValueError, match="num_steps >= 2"):
         device_curvature(loss_fn, params, init, batch, probes, 1)
+    with pytest.raises(ValueError, match="path must be"):
+        device_curvature(loss_fn, params, init, batch, probes, 4, path="jit")
+
+
+def test_device_curvature_paths_agree_on_lenet5():
+    """The per-device reverse-over-reverse path gives the vmapped forward-over-reverse numbers (float32 LeNet-5,
+    a short Lanczos run as AEDFL's pruning makes it)."""
+    from dflbench.aggregation.flat import FlatSpec, unflatten
+    from dflbench.models import make_model
+
+    torch.manual_seed(0)
+    model = make_model("lenet5", 10, 1, 16)
+    spec = FlatSpec.from_state_dict(dict(model.named_parameters()))
+    init = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+    def loss_fn(flat, batch):
+        return F.cross_entropy(functional_call(model, unflatten(flat, spec), (batch[0],)), batch[1])
+
+    gen = torch.Generator().manual_seed(2)
+    params = init + 0.05 * torch.randn(3, init.numel(), generator=gen)
+    batch = (torch.randn(3, 8, 1, 16, 16, generator=gen), torch.randint(0, 10, (3, 8), generator=gen))
+    starts = torch.where(torch.rand(3, 2, init.numel(), generator=gen) < 0.5, -1.0, 1.0)
+    support = torch.rand(init.numel(), generator=gen) < 0.9
+    a, b = (device_curvature(loss_fn, params, init, batch, starts, 6, support, path=p) for p in ("vmap", "loop"))
+    for name in ("loss", "gradient", "diagonal", "lipschitz", "nodes", "weights"):
+        torch.testing.assert_close(getattr(b, name), getattr(a, name), atol=2e-4, rtol=2e-3)
 
 
 def test_device_curvature_lipschitz_is_zero_at_the_initial_model():
@@ -136,6 +163,8 @@ def test_eigengap_rule_on_a_planted_spectrum_returns_the_gaps_index():
     params = torch.zeros(1, P, dtype=torch.float64)
     starts = torch.where(torch.rand(1, 1, P, generator=torch.Generator().manual_seed(0)) < 0.5, -1.0, 1.0).double()
     curv = device_curvature(loss_fn, params, m0, (torch.zeros(1, 1),), starts, P)
+    loop = device_curvature(loss_fn, params, m0, (torch.zeros(1, 1),), starts, P, path="loop")
+    torch.testing.assert_close(loop.nodes, curv.nodes, atol=1e-9, rtol=0)
     torch.testing.assert_close(curv.lipschitz, lip_ref.reshape(1), atol=1e-12, rtol=0)
     assert 0.1 < 4 * float(lip_ref) < 2.2                                          # between the planted gaps
     torch.testing.assert_close(curv.nodes[0], lam.sort().values, atol=1e-9, rtol=0)

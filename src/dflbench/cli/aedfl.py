@@ -28,6 +28,7 @@ from dflbench.runtime.backend import check_runtime
 
 from .errors import FIGURE_FAILED, on_interrupt, user_errors
 from .output import guard_finished, prepare_out
+from .progress import LogLines
 
 
 def results_table(results: dict) -> Table:
@@ -48,14 +49,16 @@ def results_table(results: dict) -> Table:
 
 
 def methods_table() -> Table:
-    """Every registered method: name, kind, paper, runtimes and its options with their defaults."""
-    table = Table(title="dflbench aedfl --methods (options: --method-opt METHOD.OPTION=VALUE)")
-    for col in ("method", "kind", "paper", "runtimes", "options"):
-        table.add_column(col)
+    """Every registered method: name; kind, runtimes and paper (wrapped); its options with their defaults, one a
+    line, never cut."""
+    table = Table(title="dflbench aedfl --list-methods (set an option: --method-opt METHOD.OPTION=VALUE)")
+    table.add_column("method", no_wrap=True)
+    table.add_column("kind; runtimes; paper", overflow="fold", min_width=16)
+    table.add_column("options", no_wrap=True)
     for name in list_methods():
-        entry = METHODS.get(name)
-        table.add_row(name, entry.metadata["kind"], entry.metadata["paper"], ", ".join(entry.metadata["runtimes"]),
-                      entry.describe_options("\n") or "-")
+        meta = METHODS.get(name).metadata
+        table.add_row(name, f"{meta['kind']}; {', '.join(meta['runtimes'])}; {meta['paper']}",
+                      METHODS.get(name).describe_options("\n") or "-")
     return table
 
 
@@ -121,8 +124,9 @@ def aedfl(
     heterogeneity: float = typer.Option(0.5, "--heterogeneity", help="Log-normal sigma of sampled profiles."),
     fault_prob: float = typer.Option(0.0, "--fault-prob", help="Failure probability after a local update."),
     corrupt: str = typer.Option("", "--corrupt", help="Harmful devices, a comma list of ids (e.g. 3,11)."),
-    corrupt_mode: str = typer.Option("noise", "--corrupt-mode", help="noise: they push noise models (AEDFL loop); "
-                                                                     "labels: they train on flipped labels."),
+    corrupt_mode: str = typer.Option("noise", "--corrupt-mode", help="noise: every model they send (to a "
+                                                                     "neighbour or a server, every method) is "
+                                                                     "noise; labels: they train on flipped labels."),
     prune_every: Optional[int] = typer.Option(None, "--prune-every", help="Prune at every k-th local update "
                                                                          "(the `every` option of the methods that "
                                                                          "prune on a schedule)."),
@@ -142,7 +146,8 @@ def aedfl(
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file whose [config] sets the run (see "
                                                                  "`dflbench run`); options given here override it."),
 ):
-    """Run AEDFL / ablations / baselines and print a Table 1-style table; write results.json, .csv and a PNG."""
+    """Run AEDFL / ablations / baselines and print a Table 1-style table; write results.json, results.csv,
+    accuracy_vs_time.png and, for the AEDFL variants, diagnostics.png."""
     console = Console()
     if list_methods_:
         console.print(methods_table())
@@ -187,8 +192,12 @@ def aedfl(
             task = progress.add_task("methods", total=len(cfg.methods))
             inner = progress.add_task("", total=100)
 
-            def moving(name, fraction):                  # within a method: its share of T updates / the budget
+            lines = None if console.is_terminal else LogLines(console)
+
+            def moving(name, fraction, latest):          # within a method: its share of T updates / the budget
                 progress.update(inner, completed=100 * fraction, description=f"{name} (% of the run)")
+                if lines is not None:
+                    lines(name, fraction, latest)
 
             def done(r, so_far):
                 if r is kept.get(r["method"]):
@@ -206,7 +215,7 @@ def aedfl(
     written = keep_earlier_runs(results, previous, "method", "methods")
     paths = write_results(written, out)
     console.print(results_table(results))
-    console.print(f"wrote {', '.join(str(p) for p in paths.values())}")
+    console.print(f"wrote {', '.join(str(p) for p in paths.values())}", highlight=False, soft_wrap=True)
     if "png" not in paths or ("diagnostics_png" not in paths and diagnostics_panels(written["runs"])):
         raise typer.Exit(code=FIGURE_FAILED)               # the warning line is printed; the results are complete
 

@@ -11,12 +11,13 @@ from dflbench.recipes.demo import check_claim, demo_config
 from dflbench.recipes.p2pft import run_p2pft
 
 from .errors import user_errors
-from .p2pft import print_partition, results_table, set_threads
+from .p2pft import print_partition, results_table, set_threads, wrote
 
 
 @user_errors
 def demo(
-    out: Path = typer.Option(Path("runs/demo"), "--out", help="Output folder (results.json, results.csv)."),
+    out: Path = typer.Option(Path("runs/demo"), "--out", help="Output folder (results.json, results.csv, "
+                                                              "accuracy.png, checkpoints/)."),
     epochs: int = typer.Option(30, "--epochs"),
     threads: int = typer.Option(1, "--threads", help="torch CPU threads: 1 is fastest for this tiny model."),
 ):
@@ -30,6 +31,6 @@ def demo(
     console.print(results_table(run.results))
     holds, text = check_claim(run.results)
     console.print(text)
-    console.print(f"wrote {out / 'results.json'} and {out / 'results.csv'}")
+    console.print(wrote(run.results, out), highlight=False, soft_wrap=True)
     if not holds:
         raise typer.Exit(code=1)

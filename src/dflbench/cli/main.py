@@ -1,11 +1,13 @@
 """The `dflbench` typer app.
 
 Commands are imported when they run (`_LazyGroup`): `dflbench aedfl` never imports the P2P-FT stack (timm,
-torchvision, captum), which took seconds of its start-up. `--help` imports them all to list them.
+torchvision, captum), which took seconds of its start-up; `--help` and `--version` import no command (nor torch).
 """
 
 from __future__ import annotations
 
+import os
+import warnings
 from importlib import import_module
 
 import click
@@ -14,20 +16,29 @@ from typer.core import TyperGroup
 
 from .errors import command_line
 
-# command name -> (module of dflbench.cli, its attribute: a command function or a Typer sub-app)
+# command name -> (module of dflbench.cli, its attribute: a command function or a Typer sub-app, its one-line help
+# as the command states it: `--help` lists the commands without importing them; a test checks that they agree)
 COMMANDS = {
-    "demo": ("demo", "demo"),
-    "aedfl": ("aedfl", "aedfl"),
-    "p2pft": ("p2pft", "p2pft"),
-    "pretrain": ("pretrain", "pretrain"),
-    "topology": ("topology", "app"),
-    "reproduce": ("reproduce", "reproduce"),
-    "run": ("run", "run"),
+    "demo": ("demo", "demo",
+             "P2P-FT in miniature: 4 nodes, class-disjoint digits, tiny ViT; exits 1 if the paper's claim fails."),
+    "aedfl": ("aedfl", "aedfl",
+              "Run AEDFL / ablations / baselines and print a Table 1-style table; write results.json, .csv and a PNG."),
+    "p2pft": ("p2pft", "p2pft",
+              "Fine-tune the last block + head over n peer-to-peer nodes and compare algorithms (P2P-FT Table I)."),
+    "pretrain": ("pretrain", "pretrain", "Train a whole timm model on a dataset (AdamW) and save its state dict (our "
+                                         "offline ImageNet substitute)."),
+    "topology": ("topology", "app", "Inspect communication graphs and their mixing matrices."),
+    "reproduce": ("reproduce", "reproduce", "Reproduce a paper table: run a named recipe over seeds and write "
+                                            "report.md beside the paper's numbers."),
+    "run": ("run", "run", "Run the experiment a TOML file describes and write results.json, report.md and the PNGs."),
 }
 
 
 class _LazyGroup(TyperGroup):
-    """A typer group that imports a command's module only when the command is looked up."""
+    """A typer group that imports a command's module only when the command is looked up; its own `--help` lists
+    the commands by their help in `COMMANDS`, importing none of them."""
+
+    _listing = False
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         command_line(args)                           # for the line that says how an interrupted run continues
@@ -36,10 +47,19 @@ class _LazyGroup(TyperGroup):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(COMMANDS) + [n for n in super().list_commands(ctx) if n not in COMMANDS]
 
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        self._listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
+
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in COMMANDS:
             return super().get_command(ctx, name)
-        module, attr = COMMANDS[name]
+        module, attr, short_help = COMMANDS[name]
+        if self._listing:
+            return click.Command(name, short_help=short_help)
         target = getattr(import_module(f".{module}", __package__), attr)
         holder = typer.Typer(pretty_exceptions_enable=False)          # a parent, as app.add_typer/command made it
         holder.callback()(lambda: None)
@@ -47,7 +67,23 @@ class _LazyGroup(TyperGroup):
             holder.add_typer(target, name=name)
         else:
             holder.command(name)(target)
-        return typer.main.get_command(holder).get_command(ctx, name)
+        return _literal_help(typer.main.get_command(holder).get_command(ctx, name))
+
+
+def _literal_help(command: click.Command | None) -> click.Command | None:
+    """`command` (and its subcommands) with every help text escaped for rich markup: typer reads help as markup,
+    where "[config]" in "a TOML file whose [config] table ..." is a style tag and vanished from the help."""
+    from rich.markup import escape
+
+    if command is None:
+        return None
+    command.help = command.help and escape(command.help)
+    for param in command.params:
+        if getattr(param, "help", None):
+            param.help = escape(param.help)
+    for sub in getattr(command, "commands", {}).values():
+        _literal_help(sub)
+    return command
 
 
 app = typer.Typer(cls=_LazyGroup, help="dflbench: decentralized fine-tuning and asynchronous decentralized FL in "
@@ -68,8 +104,16 @@ def _root(_version_flag: bool = typer.Option(False, "--version", callback=_versi
     """dflbench command line."""
 
 
+def warn_once_per_run() -> None:
+    """Under torchrun, Python warnings only from rank 0: every rank runs the same code and printed each warning (torch's
+    own, e.g. its ProcessGroupGloo deprecation notice) once per rank."""
+    if os.environ.get("RANK", "0") != "0":
+        warnings.simplefilter("ignore")
+
+
 def main():
     from dflbench.malloc import configure
 
     configure()
+    warn_once_per_run()
     app(prog_name="dflbench")

@@ -139,7 +139,7 @@ def p2pft(
                   central_steps=central_steps)
     cfg = with_config_file(P2PFTConfig, config, fields,
                            {"cache" if p == "no_cache" else p for p in explicit_params(ctx)})
-    if cfg.backbone == "random":
+    if cfg.backbone == "random" and os.environ.get("RANK", "0") == "0":    # once under torchrun: rank 0's
         Console(stderr=True).print(f"[yellow]warning:[/] {RANDOM_BACKBONE}", highlight=False, soft_wrap=True)
     distributed = check_runtime(runtime) == "distributed"
     check_numbers({"peer_timeout": peer_timeout}, {"peer_timeout": ("--peer-timeout", "(0, inf)")})
@@ -160,7 +160,7 @@ def p2pft(
     att = run.results.get("attention", {})
     if "path" in att:
         console.print(f"wrote {att['path']} (node {att['node']}, classes it never saw, {att['method']} maps)")
-    console.print(f"wrote {out / 'results.json'} and {out / 'results.csv'}")
+    console.print(wrote(run.results, out), highlight=False, soft_wrap=True)
     if any("error" in fig for fig in (run.results["figures"]["accuracy"], att)):
         raise typer.Exit(code=FIGURE_FAILED)             # the warning line is printed; the results are complete
 
@@ -207,3 +207,16 @@ def _saved(cfg: P2PFTConfig, out: Path) -> str:
         except Exception:  # noqa: BLE001 - a file being replaced or damaged: say what is sure
             done.append(f"{name} (epoch unknown)")
     return f"{out / 'checkpoints'} holds {', '.join(done)}" if done else "no epoch had finished, nothing was saved"
+
+
+def wrote(results: dict, out: Path) -> str:
+    """'wrote OUT/results.json, OUT/results.csv, OUT/accuracy.png and OUT/checkpoints/ (...)': every file of a
+    P2P-FT run but the attention grid (its own line)."""
+    paths = [out / "results.json", out / "results.csv"]
+    figure = results.get("figures", {}).get("accuracy", {})
+    if "path" in figure:
+        paths.append(Path(figure["path"]))
+    names = sorted(p.name for p in (out / "checkpoints").glob("*.pt"))
+    if names:
+        return f"wrote {', '.join(map(str, paths))} and {out / 'checkpoints'}/ ({', '.join(names)}: training state)"
+    return f"wrote {', '.join(map(str, paths[:-1]))} and {paths[-1]}"

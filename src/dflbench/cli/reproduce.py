@@ -18,16 +18,19 @@ from dflbench.recipes.reproduce import SCALES, Recipe, list_recipes, load_recipe
 
 from .errors import on_interrupt, user_errors
 from .p2pft import set_threads
+from .progress import LogLines
 
 
 def recipes_table() -> Table:
-    table = Table(title="dflbench reproduce NAME --scale paper|cpu|smoke")
+    """Every shipped recipe: name, title, scales and its stand-in dataset (never cut: long words fold)."""
+    table = Table(title="dflbench reproduce NAME --scale paper|paper-cpu|cpu|smoke")
     table.add_column("recipe", no_wrap=True)
-    for col in ("title", "scales", "stand-in"):
-        table.add_column(col)
+    table.add_column("title", overflow="fold", min_width=20)
+    table.add_column("scales; stand-in", overflow="fold")
     for name in list_recipes():
         r = load_recipe(name)
-        table.add_row(name, r.title, ", ".join(r.scales), r.stand_in[1].get("dataset", "yes") if r.stand_in else "-")
+        stand_in = r.stand_in[1].get("dataset", "yes") if r.stand_in else "-"
+        table.add_row(name, r.title, f"{', '.join(r.scales)}; {stand_in}")
     return table
 
 
@@ -52,8 +55,12 @@ def execute(recipe: Recipe, scale: str | None, seeds: int, out: Path, sets: list
             task = progress.add_task(f"{recipe.name}", total=seeds * len(names))
             inner = progress.add_task("", total=100, visible=recipe.experiment == "aedfl")
 
-            def moving(seed, name, fraction):           # within an AEDFL method: its share of T updates / budget
+            lines = None if console.is_terminal else LogLines(console)
+
+            def moving(seed, name, fraction, latest):   # within an AEDFL method: its share of T updates / budget
                 progress.update(inner, completed=100 * fraction, description=f"seed {seed} {name} (% of the run)")
+                if lines is not None:
+                    lines(f"seed {seed} {name}", fraction, latest)
 
             def started(seed):
                 progress.update(task, description=f"{recipe.name} seed {seed}: {names[0]}")
@@ -63,7 +70,9 @@ def execute(recipe: Recipe, scale: str | None, seeds: int, out: Path, sets: list
                 following = names[names.index(name) + 1] if names.index(name) + 1 < len(names) else "done"
                 progress.update(task, advance=1, description=f"{recipe.name} seed {seed}: {following}")
                 acc = run.get("accuracy", run.get("mean_accuracy"))
-                console.print(f"seed {seed} {name}: accuracy {acc:.4f}")
+                virtual = f" after {run['virtual_time']:.1f} virtual s" if "virtual_time" in run else ""
+                wall = run.get("wall_time", run.get("wall_time_s"))
+                console.print(f"seed {seed} {name}: accuracy {acc:.4f}{virtual} ({wall:.1f} s wall)", highlight=False)
 
             folders = run_seeds(recipe, cfg, seeds, out, started, done, moving)
     except FileNotFoundError as exc:
@@ -72,7 +81,7 @@ def execute(recipe: Recipe, scale: str | None, seeds: int, out: Path, sets: list
         raise FileNotFoundError(f"{exc}{hint}") from None
     report = write_report(recipe, scale, recipe.notes(scale, stand_in), folders, out,
                           cfg.methods if recipe.experiment == "aedfl" else None)
-    console.print(f"wrote {report} and {out / 'results.json'}")
+    console.print(f"wrote {report} and {out / 'results.json'}", highlight=False, soft_wrap=True)
     return report
 
 
@@ -90,8 +99,9 @@ def _saved(out: Path) -> str:
 def reproduce(
     name: Optional[str] = typer.Argument(None, help="Recipe name (see --list)."),
     list_: bool = typer.Option(False, "--list", help="Print the recipes and exit."),
-    scale: str = typer.Option("cpu", "--scale", help="paper (the paper's setting, for a GPU) | cpu (shrunk to about "
-                                                     "15 min on a 2-core CPU) | smoke (under a minute)."),
+    scale: str = typer.Option("cpu", "--scale", help="paper (the paper's setting, for a GPU) | paper-cpu (the paper's "
+                                                     "setting as a CPU runs it, where a recipe has one: days) | cpu "
+                                                     "(shrunk to about 15 min on a 2-core CPU) | smoke (a minute)."),
     seeds: int = typer.Option(1, "--seeds", help="Seeds to run (seed, seed+1, ...); finished seeds are skipped. "
                                                  "P2P-FT seeds train stacked as one run per algorithm (same results; "
                                                  "--set batch_seeds=false: one after another)."),

@@ -80,9 +80,8 @@ def _debian_fashion_mnist(folder: Path) -> ImageData | None:
 
 @register_dataset("fashion-mnist")
 def load_fashion_mnist(root: Path, download: bool, image_size: int) -> ImageData:
-    """torchvision's `<root>/FashionMNIST/raw`, else idx .gz files in `root` itself or Debian's location."""
-    from torchvision.datasets import FashionMNIST
-
+    """torchvision's `<root>/FashionMNIST/raw`, else idx .gz files in `root` itself or Debian's location (read
+    without importing torchvision)."""
     if not download and not (root / "FashionMNIST" / "raw").is_dir():
         for folder in (root, DEBIAN_FASHION_MNIST):
             found = _debian_fashion_mnist(folder)
@@ -92,6 +91,8 @@ def load_fashion_mnist(root: Path, download: bool, image_size: int) -> ImageData
             f"dataset 'fashion-mnist' not found: looked in {root}/FashionMNIST/raw, {root} and "
             f"{DEBIAN_FASHION_MNIST}; install it with `apt-get install dataset-fashion-mnist`, pass --data-dir, "
             "or add --download")
+    from torchvision.datasets import FashionMNIST
+
     hint = f"torchvision expects {root}/FashionMNIST/raw"
     train = _open("fashion-mnist", FashionMNIST, root, download, hint, train=True)
     test = _open("fashion-mnist", FashionMNIST, root, download, hint, train=False)

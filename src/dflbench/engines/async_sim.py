@@ -232,6 +232,15 @@ class AsyncSimulator:
             parts.append(self.method.fraction_done(self))
         return min(1.0, max(parts))
 
+    BUDGET_RTOL = 1e-9                  # relative slack of the budget test: sums of event times carry rounding
+
+    def over_budget(self, at: float) -> bool:
+        """True if virtual time `at` lies beyond `time_budget` (never without one). The test allows a relative
+        `BUDGET_RTOL`, so that k events of duration d end within a budget of k * d although their summed times
+        round above it."""
+        budget = self.cfg.time_budget
+        return budget is not None and at > budget * (1 + self.BUDGET_RTOL)
+
     def finish(self, reason: str) -> None:
         """The method ends the run (e.g. after its last round): no further event is handled."""
         self._finished = reason
@@ -305,7 +314,7 @@ class AsyncSimulator:
         reason = None
         while self._queue and reason is None:
             at = self._queue[0][0]
-            if c.time_budget is not None and at > c.time_budget:
+            if self.over_budget(at):
                 self.now, reason = c.time_budget, "time budget"
                 break
             if self.updates_done() or self._finished:
@@ -338,7 +347,7 @@ class AsyncSimulator:
                 if self._handle(e):
                     reason = "consensus threshold"
                     break
-        reason = reason or "no more events"
+        reason = reason or self._finished or "no more events"
         r = self.result
         if self.cfg.evaluate:
             self._evaluate()
@@ -409,17 +418,39 @@ class AsyncSimulator:
             y[idx] = classes - 1 - data.y[idx]
         return dataclasses.replace(data, y=y)
 
-    def corrupted(self, devs: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(noise models `[B, P]`, their losses `[B]` on the devices' own minibatches at this update) for devices
-        `devs` among `faults.corrupt` (`FaultConfig`): N(0, (corrupt_scale * std(x_b))^2) entries, Box-Muller from the
-        counter stream keyed by (device, update, entry)."""
-        keys = (self.cfg.seed, STREAM_CORRUPT, devs.view(-1, 1), self.t[devs].view(-1, 1),
-                torch.arange(self.P).view(1, -1))
+    def noise_senders(self, devs: torch.Tensor) -> torch.Tensor:
+        """`[B]` bool: which of the devices `devs` push noise models (`faults.corrupt` in noise mode)."""
+        f = self.faults
+        if f.corrupt_mode != "noise" or not f.corrupt:
+            return torch.zeros(devs.shape[0], dtype=torch.bool)
+        return torch.isin(devs.cpu(), torch.tensor(f.corrupt))
+
+    def outgoing(self, devs: torch.Tensor, x: torch.Tensor, masks: torch.Tensor | None = None) -> torch.Tensor:
+        """The models `[B, P]` that devices `devs` put on the wire when theirs are `x [B, P]`: `x` itself (no copy)
+        unless one of them pushes noise (`noise_senders`); then a copy whose rows of those devices are noise models,
+        N(0, (corrupt_scale * std(x_b))^2) entries (Box-Muller from the counter stream keyed by (device, update,
+        entry)), times the device's mask where `masks [B, P]` are given (a sparse model keeps its mask on the wire).
+        Every method calls it where a model leaves a device; a corrupted device's own model stays its honest
+        training, only what it sends is noise."""
+        rows = self.noise_senders(devs).nonzero().squeeze(1)
+        if len(rows) == 0:
+            return x
+        d, xr = devs[rows].cpu(), x[rows.to(x.device)]
+        keys = (self.cfg.seed, STREAM_CORRUPT, d.view(-1, 1), self.t[d].view(-1, 1), torch.arange(self.P).view(1, -1))
         u1, u2 = counter_uniform(*keys, 0), counter_uniform(*keys, 1)
         z = torch.sqrt(-2 * torch.log1p(-u1)) * torch.cos(2 * math.pi * u2)
-        noise = (z.to(x) * self.faults.corrupt_scale * x.std(dim=1, keepdim=True)).to(x.dtype)
+        noise = (z.to(xr) * self.faults.corrupt_scale * xr.std(dim=1, keepdim=True)).to(x.dtype)
+        if masks is not None:
+            noise = noise * masks[rows.to(masks.device)]
+        out = x.clone()
+        out[rows.to(x.device)] = noise
+        return out
+
+    def own_losses(self, devs: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Losses `[B]` (float64, CPU) of the models `x [B, P]` on the devices' own minibatches at this update (the
+        loss a device announces with the model it sends)."""
         xb, yb = self.data.batch(devs.to(self.dev), self.t[devs].to(self.dev), 0, self.cfg.batch_size, self.cfg.seed)
-        return noise, self.net.losses(noise, xb, yb).double().cpu()
+        return self.net.losses(x, xb, yb).double().cpu()
 
     def _evaluate(self) -> dict:
         """One evaluation by the protocol of `engines.evaluation` (docs/EVALUATION.md): every evaluated model's

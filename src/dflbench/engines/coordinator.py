@@ -10,8 +10,9 @@ Faults: `FaultConfig(schedule=((device, fail_at, rejoin_at), ...), prob=p, downt
 device fails right after a local update and rejoins `d` seconds later with its model and its data.
 `corrupt=(j, ...)`: harmful neighbours. `corrupt_mode="noise"`: devices j push noise instead of their model
 (Gaussian entries with `corrupt_scale` times the standard deviation of the real model, keyed by device and update),
-announcing the loss that noise has on their own minibatch; honoured by the methods that push `ModelMessage`s (the
-AEDFL loop). `corrupt_mode="labels"`: devices j train on flipped labels y -> C - 1 - y (data poisoning; every method).
+announcing the loss that noise has on their own minibatch; every method sends its models through
+`AsyncSimulator.outgoing`, which does this, and a corrupt device's own model stays its honest training.
+`corrupt_mode="labels"`: devices j train on flipped labels y -> C - 1 - y (data poisoning; every method).
 """
 
 from __future__ import annotations

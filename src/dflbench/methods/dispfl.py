@@ -9,7 +9,8 @@ Round r, for every alive device i below T updates:
   1. neighbours: `neighbors` distinct devices drawn uniformly among the other alive devices (DisPFL's per-round
      random choice, `cs="random"`: a time-varying topology, not the exponential graph);
   2. aggregation: each entry is the mean over {i} and its neighbours of the models whose mask keeps it (models and
-     masks as they were at the start of the round), re-masked with i's mask (`rules.dispfl_aggregate`);
+     masks as they were at the start of the round; the neighbours' models as they put them on the wire,
+     `AsyncSimulator.outgoing`: noise from a harmful one), re-masked with i's mask (`rules.dispfl_aggregate`);
   3. `local_steps` masked SGD steps;
   4. mask update per tensor l: drop the k_l = ceil(a_r nnz_l) kept entries of smallest |w|, regrow the k_l entries
      of largest dense-gradient magnitude among the then-pruned ones (one minibatch at the trained model), with
@@ -113,7 +114,9 @@ class DisPFL(RoundMethod):
         ok = nb >= 0
         idx = torch.cat([devs.unsqueeze(1), torch.where(ok, nb, devs.unsqueeze(1))], 1)   # missing -> self
         valid = torch.cat([torch.ones_like(ok[:, :1]), ok], 1).unsqueeze(2).to(sim.dev)     # padding slots: no mask
-        agg = rules.dispfl_aggregate(sim.x[idx], self.masks[idx] & valid)
+        models = sim.outgoing(torch.arange(sim.D), sim.x, self.masks)[idx]
+        models[:, 0] = sim.x[devs]                                                          # its own, honest
+        agg = rules.dispfl_aggregate(models, self.masks[idx] & valid)
         x, loss, _ = sim.local_sgd(devs, agg, masks=self.masks[devs])
         xb, yb = sim.data.batch(devs.to(sim.dev), sim.t[devs].to(sim.dev), -1, sim.cfg.batch_size, sim.cfg.seed)
         _, g = sim.net.loss_and_grad(x, xb, yb)                     # dense gradient: it scores the regrowth

@@ -35,7 +35,7 @@ from dflbench.io import atomic_write_csv, atomic_write_json, differing_fields, r
 from dflbench.methods.aedfl.diagnostics import BUCKETS, summary
 from dflbench.methods.registry import list_methods, make_method, method_options
 from dflbench.models import make_model
-from dflbench.plots import Panel, line_plot, panels_plot
+from dflbench.plots import Panel, panels_plot
 from dflbench.provenance import code_provenance
 from dflbench.topology import exponential
 
@@ -176,12 +176,14 @@ def read_results(out: str | Path) -> dict | None:
 
 
 def run_aedfl(cfg: AEDFLRunConfig, on_method_done: Callable[[dict, dict], None] | None = None,
-              previous: dict | None = None, on_progress: Callable[[str, float], None] | None = None) -> dict:
+              previous: dict | None = None,
+              on_progress: Callable[[str, float, dict | None], None] | None = None) -> dict:
     """Run every method of `cfg` on the same data, partition, profiles and initial model; returns the results.
     `on_method_done(run, results)` is called as each method finishes, with the results so far (the CLI writes them
     then, so a method that fails later cannot lose the ones before it). `previous`: an earlier results.json of this
-    configuration whose finished methods are kept, not run again (`finished_runs`). `on_progress(method, fraction)`:
-    how far the running method is (`AsyncSimulator.fraction_done`), about twice a wall second."""
+    configuration whose finished methods are kept, not run again (`finished_runs`). `on_progress(method, fraction,
+    latest)`: how far the running method is (`AsyncSimulator.fraction_done`) and its newest evaluation (a history
+    record, None before the first), at its start (0.0, None), then about twice a wall second."""
     done = finished_runs(cfg, previous)
     data, info = load_device_data(cfg)
     topo = exponential(cfg.devices)
@@ -205,7 +207,10 @@ def run_aedfl(cfg: AEDFLRunConfig, on_method_done: Callable[[dict, dict], None] 
         model = build_model(cfg, info)
         options = cfg.options(name)
         sim = AsyncSimulator(model, data, topo, profiles, make_method(name, options), sim_cfg, faults=faults)
-        res = sim.run(None if on_progress is None else (lambda f, n=name: on_progress(n, f)))
+        if on_progress is not None:
+            on_progress(name, 0.0, None)
+        res = sim.run(None if on_progress is None else
+                      (lambda f, n=name, s=sim: on_progress(n, f, s.result.history[-1] if s.result.history else None)))
         last = res.history[-1]
         run = {"method": name, "accuracy": res.accuracy, "consensus_accuracy": last["consensus_accuracy"],
                "time_to_target": res.time_to(cfg.target_acc),
@@ -252,12 +257,19 @@ def write_results(results: dict, out: str | Path, pictures: bool = True) -> dict
     paths["csv"] = atomic_write_csv(out / "results.csv", rows)
     if not pictures:
         return paths
-    curves = {r["method"]: ([h["time"] for h in r["history"]], [h["accuracy"] for h in r["history"]])
-              for r in results["runs"]}
+
+    def curves(key):
+        return {r["method"]: ([h["time"] for h in r["history"]], [h[key] for h in r["history"]])
+                for r in results["runs"] if all(h.get(key) is not None for h in r["history"])}
+
     title = (f"{cfg['model']} on {cfg['dataset']}, {cfg['devices']} devices, accuracy on "
              f"{evaluated_samples(results)} test samples")
-    pictures = {"png": lambda: line_plot(out / "accuracy_vs_time.png", curves, "virtual time (s)",
-                                         "mean test accuracy", title, cfg["target_acc"])}
+    accuracy = [Panel("accuracy of the consensus model", curves("consensus_accuracy"), hline=cfg["target_acc"],
+                      title="consensus model (server methods: the global model)"),
+                Panel("mean accuracy of the device models", curves("accuracy"), hline=cfg["target_acc"],
+                      title="device models, mean")]
+    pictures = {"png": lambda: panels_plot(out / "accuracy_vs_time.png", [p for p in accuracy if p.curves],
+                                           "virtual time (s)", title)}
     panels = diagnostics_panels(results["runs"])
     if panels:
         pictures["diagnostics_png"] = lambda: panels_plot(out / "diagnostics.png", panels, "virtual time (s)",

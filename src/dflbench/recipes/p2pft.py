@@ -496,7 +496,8 @@ def _finish(seed: _Seed, data, device: str, runs: list[dict], sims: dict[str, Sy
     curves = {label(r["algorithm"]): ([h["epoch"] for h in r["history"]], [h["mean_accuracy"] for h in r["history"]])
               for r in runs}
     results["figures"] = {"accuracy": _picture(out, "accuracy", lambda: {"path": str(line_plot(
-        out / "accuracy.png", curves, "epoch", "mean test accuracy over nodes", f"{cfg.model} on {cfg.dataset}"))})}
+        out / "accuracy.png", curves, "epoch", "mean test accuracy over nodes (%)", f"{cfg.model} on {cfg.dataset}",
+        percent=True))})}
     if cfg.attention:
         results["attention"] = _picture(out, "attention", lambda: write_attention(
             out / "attention.png", seed.model, seed.tail, seed.transform, data, part, sims, cfg, device))

@@ -34,7 +34,7 @@ from dflbench.io import atomic_write_json, read_json
 from .config import EXPERIMENTS, build_config, check_keys, experiment_class, read_toml
 
 TOP_KEYS = ("experiment", "title", "config", "scales", "stand_in", "paper")
-SCALES = ("paper", "cpu", "smoke")
+SCALES = ("paper", "paper-cpu", "cpu", "smoke")
 PAPER_KEYS = {"aedfl": ("acc", "time", "mfp"), "p2pft": ("nodes",)}
 
 
@@ -162,15 +162,15 @@ def _differing_fields(finished: dict, record: dict) -> list[str]:
 def run_seeds(recipe: Recipe, cfg, seeds: int, out: str | Path,
               on_seed_start: Callable[[int], None] | None = None,
               on_run_done: Callable[[int, dict], None] | None = None,
-              on_progress: Callable[[int, str, float], None] | None = None) -> list[Path]:
+              on_progress: Callable[[int, str, float, dict | None], None] | None = None) -> list[Path]:
     """Run `seeds` seeds of `cfg` into `out/seed-S/`, skipping seeds already done with the same config; returns
     the seed folders. A finished AEDFL seed whose config differs only in its methods is done when it holds every
     method named (`write_report(methods=...)` reports those), and continued when they add to its own: its methods
     are kept and the new ones run (`run_aedfl`'s method-level resume). `on_seed_start(seed)` and
     `on_run_done(seed, run)` (after each method / algorithm) report progress; `on_progress(seed, method,
-    fraction)` within an AEDFL method (`run_aedfl`). P2P-FT seeds not yet done train together (`run_p2pft_seeds`:
-    each algorithm's seeds stacked into one run) unless `batch_seeds` is false; a seed's `done.json` is written
-    when its results are."""
+    fraction, latest)` within an AEDFL method (`run_aedfl`). P2P-FT seeds not yet done train together
+    (`run_p2pft_seeds`: each algorithm's seeds stacked into one run) unless `batch_seeds` is false; a seed's
+    `done.json` is written when its results are."""
     if seeds < 1:
         raise UserError(f"--seeds must be >= 1, got {seeds}")
     out = Path(out)
@@ -216,13 +216,13 @@ def run_seeds(recipe: Recipe, cfg, seeds: int, out: str | Path,
             on_seed_start(seed)
         _run_one(recipe.experiment, seed_cfg, folder,
                  None if on_run_done is None else (lambda run, s=seed: on_run_done(s, run)),
-                 None if on_progress is None else (lambda name, f, s=seed: on_progress(s, name, f)))
+                 None if on_progress is None else (lambda name, f, h, s=seed: on_progress(s, name, f, h)))
         atomic_write_json(folder / "done.json", record)
     return folders
 
 
 def _run_one(experiment: str, cfg, folder: Path, on_run_done: Callable[[dict], None] | None,
-             on_progress: Callable[[str, float], None] | None = None) -> None:
+             on_progress: Callable[[str, float, dict | None], None] | None = None) -> None:
     """One seed of one experiment, written to `folder` by the experiment's own writer."""
     if experiment == "aedfl":
         from .aedfl import read_results, run_aedfl, write_results

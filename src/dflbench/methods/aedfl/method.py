@@ -114,17 +114,18 @@ class AEDFL:
 
     @staticmethod
     def _corrupt(sim: AsyncSimulator, devs: torch.Tensor, messages: list) -> list:
-        """The messages with those of `sim.faults.corrupt` devices replaced by noise (`AsyncSimulator.corrupted`)."""
-        bad = [b for b, d in enumerate(devs.tolist()) if d in sim.faults.corrupt]
-        if not bad or sim.faults.corrupt_mode != "noise":
+        """The messages as they go on the wire (`AsyncSimulator.outgoing`): a noise-pushing device's model is its
+        noise model (under its mask), announced with that noise's loss on its own minibatch (`own_losses`)."""
+        bad = sim.noise_senders(devs).nonzero().squeeze(1).tolist()
+        if not bad:
             return messages
-        rows = torch.tensor(bad)
-        noise, losses = sim.corrupted(devs[rows], torch.stack([messages[b].model for b in bad]))
+        who = devs[bad]
+        masks = None if messages[bad[0]].mask is None else torch.stack([messages[b].mask for b in bad])
+        noise = sim.outgoing(who, torch.stack([messages[b].model for b in bad]), masks)
+        losses = sim.own_losses(who, noise)
         messages = list(messages)
         for k, b in enumerate(bad):
-            mask = messages[b].mask
-            messages[b] = replace(messages[b], model=noise[k] if mask is None else noise[k] * mask,
-                                  loss=float(losses[k]))
+            messages[b] = replace(messages[b], model=noise[k], loss=float(losses[k]))
         return messages
 
     # ---- messages, faults, metrics ---------------------------------------------------------------------

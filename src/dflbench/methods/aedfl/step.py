@@ -163,8 +163,19 @@ class AEDFLStep:
         self.cache.put(row, src, message.model, stamp=stamp, loss=message.loss, samples=message.samples,
                        mask=message.mask, rate=message.rate)
 
+    CHUNK = 32          # devices per pass of `update`: its temporaries are [CHUNK, K + 1, P], not [B, K + 1, P]
+
     def update(self, host: StepHost, rows: torch.Tensor, x: torch.Tensor) -> StepResult:
-        """One local update of the devices in rows `rows [B]` (distinct) from their models `x [B, P]`."""
+        """One local update of the devices in rows `rows [B]` (distinct) from their models `x [B, P]`, `CHUNK`
+        devices at a time (a device's update does not depend on the others in its batch)."""
+        if len(rows) <= self.CHUNK:
+            return self._update(host, rows, x)
+        parts = [self._update(host, rows[s:s + self.CHUNK], x[s:s + self.CHUNK])
+                 for s in range(0, len(rows), self.CHUNK)]
+        return StepResult(*(torch.cat([getattr(r, f) for r in parts]) for f in ("x", "loss", "t", "pruned", "cost")),
+                          [m for r in parts for m in r.messages], torch.cat([r.work for r in parts]))
+
+    def _update(self, host: StepHost, rows: torch.Tensor, x: torch.Tensor) -> StepResult:
         pruner = self.pruner
         cfg = host.cfg
         masks = self.masks[rows] if pruner is not None else None
@@ -189,20 +200,20 @@ class AEDFLStep:
         active = torch.cat([local, chosen], 1)
         dev = x_half.device
         slot_masks = torch.cat([masks.unsqueeze(1), view.masks], 1) if masks is not None else None
-        models = torch.cat([x_half.unsqueeze(1), view.models], 1) if self.dwu is not None else None
+        stack = masks is not None or self.dwu is not None                  # the K+1 models, stacked once
+        models = torch.cat([x_half.unsqueeze(1), view.models], 1) if stack else None
         probe = None
         if self.dwu is not None or self.policy is not None:
             probe = host.data.batch(rows.to(dev), t.to(dev), HELD_BACK, cfg.batch_size, cfg.seed)
         if self.dwu is not None:                                                    # Algorithm 1 lines 3-5
             args = (samples.to(dev), stale.to(dev), slot_loss.to(dev))
             w_now = self.dwu.weights(*args, active=active.to(dev), devices=rows).to(x_half.dtype)
-            _, g_agg = host.net.loss_and_grad(_aggregate(x_half, view.models, w_now, slot_masks), *probe)
-            w = self.dwu.step(models.double(), g_agg.double(), *args, masks=slot_masks, active=active.to(dev),
-                              devices=rows)
+            _, g_agg = host.net.loss_and_grad(_aggregate(x_half, view.models, w_now, models, slot_masks), *probe)
+            w = self.dwu.step(models, g_agg, *args, masks=slot_masks, active=active.to(dev), devices=rows)
         else:
             w = static_weights(active, self.degree[rows])
         w = w.to(device=dev, dtype=x_half.dtype)
-        x_full = _aggregate(x_half, view.models, w, slot_masks, remask=False)        # eq. 4.11 / 4.9
+        x_full = _aggregate(x_half, view.models, w, models, slot_masks, remask=False)        # eq. 4.11 / 4.9
         x_new = x_full if masks is None else x_full * masks
         if self.policy is not None:
             self.policy.reward(rows, (host.net.losses(x_new, *probe) - host.net.losses(x_half, *probe)).cpu())
@@ -241,10 +252,10 @@ class AEDFLStep:
         return work
 
 
-def _aggregate(local: torch.Tensor, cache: torch.Tensor, w: torch.Tensor, masks: torch.Tensor | None,
-               remask: bool = True) -> torch.Tensor:
-    """Eq. 4.11 over [local, cache] with masks `[B, K+1, P]` (`remask=False`: the full model, before the local
-    mask); eq. 4.9 without masks, never stacking the K+1 models."""
+def _aggregate(local: torch.Tensor, cache: torch.Tensor, w: torch.Tensor, models: torch.Tensor | None,
+               masks: torch.Tensor | None, remask: bool = True) -> torch.Tensor:
+    """Eq. 4.11 over the stacked `models [B, K+1, P]` = [local, cache] with masks `[B, K+1, P]` (`remask=False`: the
+    full model, before the local mask); eq. 4.9 without masks, from `local` and `cache` (no stacking needed)."""
     if masks is not None:
-        return masked_average(torch.cat([local.unsqueeze(1), cache], 1), w, masks, remask=remask)
+        return masked_average(models, w, masks, remask=remask)
     return w[:, :1] * local + torch.bmm(w[:, None, 1:], cache).squeeze(1)

@@ -7,7 +7,9 @@ Device i, one local update:
   2. while it computes, x_i may change: a neighbour that averages with i replaces x_i (the stale read of step 1);
   3. at completion it picks a random out-neighbour j and the two exchange models (one `comm_time`, both directions
      at once); when the exchange arrives, atomically x_i, x_j <- (x_i + x_j) / 2 with the models of that moment
-     (`rules.adpsgd_pairwise`), then x_i <- x_i + delta_i, and i's next update starts (reading its new model).
+     (`rules.adpsgd_pairwise`: each side averages its model with the one the other put on the wire,
+     `AsyncSimulator.outgoing`, so a harmful device sends noise and keeps its own honest average), then
+     x_i <- x_i + delta_i, and i's next update starts (reading its new model).
 A partner that had done its T updates (or is deemed dead) at step 3 is out: x_i <- x_i + delta_i at once, no
 transfer. A partner that fails during the exchange is out as well; a device that fails during it drops the update
 (its rejoin starts a new one from its model)."""
@@ -58,7 +60,9 @@ class ADPSGD(DecentralizedMethod):
         at = sim.now
         if sim.alive[j]:
             pair = torch.tensor([i, j])
-            sim.x[pair] = rules.adpsgd_pairwise(sim.x[pair], torch.tensor([[0, 1]]))
+            x = sim.x[pair]
+            both = torch.stack([x, sim.outgoing(pair, x).flip(0)], 1).flatten(0, 1)   # x_i, sent_j, x_j, sent_i
+            sim.x[pair] = rules.adpsgd_pairwise(both, torch.tensor([[0, 1], [2, 3]]))[0::2]
             at += float(sim.work_time(torch.tensor([i]), average_macs(2, sim.P))[0])   # the average: engines.cost
         self._apply(sim, i, msg.payload["delta"], at)
 

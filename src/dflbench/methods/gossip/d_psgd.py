@@ -1,7 +1,8 @@
 """D-PSGD (Lian et al. 2017), the synchronous counterpart of AD-PSGD (not in AEDFL Table 1): in each round every
-alive device takes its local steps, then x <- W x with W the uniform row-stochastic weights over in-neighbors and
-self (`dflbench.topology.uniform`), restricted to the alive devices still below T updates and renormalised; a round
-lasts as long as the slowest device."""
+alive device takes its local steps, then x_i <- W_ii x_i + sum_{j != i} W_ij s_j with W the uniform row-stochastic
+weights over in-neighbors and self (`dflbench.topology.uniform`), restricted to the alive devices still below T
+updates and renormalised, and s_j the model j puts on the wire (`AsyncSimulator.outgoing`: x_j, or noise from a
+harmful device, whose own row keeps its honest x_j); a round lasts as long as the slowest device."""
 
 from __future__ import annotations
 
@@ -36,7 +37,11 @@ class DPSGD(RoundMethod):
         sim.loss[devs] = loss
         W = self.W * alive.to(self.W.dtype).to(sim.dev).unsqueeze(0)
         W = W / W.sum(1, keepdim=True)
-        sim.x[devs] = (W @ sim.x)[devs]
+        sent = sim.outgoing(torch.arange(sim.D), sim.x)
+        mixed = W @ sent
+        if sent is not sim.x:                                             # a device mixes its own row, not its noise
+            mixed += W.diagonal().unsqueeze(1) * (sim.x - sent)
+        sim.x[devs] = mixed[devs]
         nbytes = sim.model_bytes()
         sim.bytes_sent += int(self.out_deg[devs].sum()) * nbytes
         sim.messages += int(self.out_deg[devs].sum())

@@ -2,10 +2,10 @@
 the global model, evaluated as THE model of the run, and the asynchronous protocol of the buffered rules.
 
 Asynchronous (`AsyncServer`): a device trains from the last global model it received (`client_lr` may scale its
-step, `grad_fn` change its gradients), uploads, and waits for the server's reply (the current global model; none
-once it has done T = `max_updates` updates) before its next update. An update counts towards T when its upload
-reaches the server, so the run (which stops once every device has T) ends after the last upload is applied, not
-while it is in flight.
+step, `grad_fn` change its gradients), uploads (`AsyncSimulator.outgoing`: a harmful device uploads noise), and
+waits for the server's reply (the current global model; none once it has done T = `max_updates` updates) before its
+next update. An update counts towards T when its upload reaches the server, so the run (which stops once every
+device has T) ends after the last upload is applied, not while it is in flight.
 Staleness tau = server version now - the version the device started from; `apply(d, x_k, tau)` is the rule's
 server step for one arrival. `BufferedServer` collects K = `buffer` arrivals and hands them to `aggregate` at once
 (one server version per buffer); arrivals still buffered when the run stops are not applied.
@@ -76,9 +76,10 @@ class AsyncServer(ServerMethod):
         x, loss, _ = sim.local_sgd(devs, sim.x[devs], lr=self.client_lr(sim, devs), grad_fn=self.grad_fn(sim, devs))
         sim.loss[devs] = loss
         sim.x[devs] = x
+        upload = sim.outgoing(devs, x)                               # noise from a harmful device (FaultConfig)
         nbytes = sim.model_bytes()
         for b, d in enumerate(devs.tolist()):
-            sim.send(d, SERVER, {"x": x[b].clone(), "version": int(self.start_version[d])}, nbytes,
+            sim.send(d, SERVER, {"x": upload[b].clone(), "version": int(self.start_version[d])}, nbytes,
                      at=float(times[b]))
 
     def on_arrive(self, sim: AsyncSimulator, msg: Message) -> None:

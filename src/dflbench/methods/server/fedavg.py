@@ -1,12 +1,14 @@
 """The synchronous server baselines of AEDFL Table 1: FedAvg and the two that change one part of its round.
 
 A round (`FedAvg.on_round`): the server samples m = ceil(C * alive) of the devices the coordinator deems alive,
-without replacement (counter-based, keyed by the round; only devices below T = `max_updates` updates are drawn,
-at most all of them); they train from the global model in ONE vmapped batch; the round lasts until the slowest
-returns (download + compute + upload), and at its end the round's average becomes the global model and the devices'
-update counts grow. Every trained round's average reaches the final model: the run ends after `rounds` R rounds
-(`sim.finish`), when every device has T updates (the last round's end counts the updates, so it is applied before
-the stop), or at `time_budget`, where a round that could not end within the budget is not started.
+without replacement (counter-based, keyed by the round; only devices below T = `max_updates` updates are drawn, at
+most all of them); they train from the global model in ONE vmapped batch; the round lasts until the slowest returns
+(download + compute + upload), and at its end the average of the uploaded models (`AsyncSimulator.outgoing`: a
+harmful device uploads noise) becomes the global model and the devices' update counts grow. Every trained round's
+average reaches the final model: the run ends after `rounds` R rounds (`sim.finish`), when every device has T
+updates (the last round's end counts the updates, so it is applied before the stop), or at `time_budget`, where a
+round that could not end within the budget is not started and the run ends (a budget of k rounds' time gives k
+rounds: `AsyncSimulator.over_budget`).
   fedavg  (McMahan et al. 2017, Alg. 1)  x <- sum_k p_k x_k, p_k = s_k / sum_j s_j over the sampled devices
   fedprox (Li et al. 2020, Alg. 2)       local objective F_k(w) + mu/2 ||w - w^t||^2 (`rules.fedprox_term`) and
                                          partial work: a fraction of the sampled devices (Sec. 5.2: "stragglers",
@@ -109,11 +111,12 @@ class FedAvg(ServerMethod):
         compute = steps_t * sim.cfg.batch_size * sim.profiles.time_per_sample[devs] * sim.cost_fraction[devs]
         aggregation = float(sim.work_time(torch.tensor(SERVER), average_macs(len(devs), sim.P)))   # engines.cost
         end = sim.now + float((2 * comm + compute).max()) + aggregation
-        if sim.cfg.time_budget is not None and end > sim.cfg.time_budget:
-            return                                                   # its average could not count: not trained
+        if sim.over_budget(end):                                     # its average could not count: not trained
+            sim.finish("time budget")
+            return
         x0 = self.xg.unsqueeze(0).expand(len(devs), -1)
         x, loss, _ = sim.local_sgd(devs, x0, steps=steps, grad_fn=self.grad_fn())
-        self.pending = self.aggregate(x, devs, steps)
+        self.pending = self.aggregate(sim.outgoing(devs, x), devs, steps)   # as uploaded: noise from harmful ones
         self.round += 1
         sim.bytes_sent += 2 * nbytes * len(devs)
         sim.messages += 2 * len(devs)

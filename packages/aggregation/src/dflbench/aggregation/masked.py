@@ -10,7 +10,8 @@ model, whose pruned entries still carry the neighbors' values (AEDFL Sec. 5 prun
 
 All shapes carry a leading device batch: models `[..., K, P]`, weights `[..., K]`, masks `[..., K, P]`; the
 result is `[..., P]`. Two batched matrix products over K, no loop over entries, models or devices. On CPU and
-without autograd, the entries go in cache-sized blocks (`block_size`, default CPU_BLOCK) through preallocated
+without autograd, the entries go in cache-sized blocks (`block_size`, default CPU_BLOCK entries of 8 models: fewer
+entries per block for a device batch, no fewer than 1,024) through preallocated
 buffers: the temporaries stay in cache and no fresh memory is faulted in per call, about 2x faster than one pass
 over [K, P] temporaries (bench/test_aggregation_masked.py). With autograd (e.g. differentiating w.r.t. the
 weights) or on GPU, one pass over all entries.
@@ -54,8 +55,8 @@ def masked_average(models, weights, masks=None, *, remask: bool = True, block_si
         return (w @ models).squeeze(-2)                             # eq. 4.9
     p = models.shape[-1]
     needs_grad = torch.is_grad_enabled() and (models.requires_grad or w.requires_grad)
-    if block_size is None:
-        block_size = p if models.is_cuda else CPU_BLOCK
+    if block_size is None:                                          # CPU: CPU_BLOCK entries of K = 8 models
+        block_size = p if models.is_cuda else max(1024, 8 * CPU_BLOCK // max(1, w.numel()))
     if needs_grad or block_size >= p:
         return _eq_4_11(models, w, masks, remask)
     return _eq_4_11_blocked(models, w, masks, remask, block_size)

@@ -56,8 +56,14 @@ def secant_lipschitz(op: HessianOperator, delta: Tensor, gradient: Tensor | None
     already computed."""
     g_now = op.flatten(op.gradient()) if gradient is None else gradient
     g_init = op.flatten(op.gradient(op.unflatten(op.params_flat() + delta)))
+    return secant_residual(op.matvec(delta), g_init, g_now, delta)
+
+
+def secant_residual(h_delta: Tensor, g_init: Tensor, g_now: Tensor, delta: Tensor) -> Tensor:
+    """`secant_lipschitz` from its parts: || H Delta m - (g(m + Delta m) - g(m)) || / || Delta m ||, 0 for
+    Delta m = 0."""
     norm = delta.norm()
-    residual = (op.matvec(delta) - (g_init - g_now)).norm()
+    residual = (h_delta - (g_init - g_now)).norm()
     return torch.where(norm > 0, residual / norm.clamp(min=torch.finfo(norm.dtype).tiny), torch.zeros_like(norm))
 
 
