@@ -48,14 +48,11 @@ def on_interrupt(saved: Callable[[], str], flag: str | None) -> None:
     _interrupt.update(saved=saved, flag=flag)
 
 
-def command_line(args: list[str]) -> None:
-    """Record the arguments of the running `dflbench` command (the app's group does, as it parses them)."""
-    _interrupt["argv"] = list(args)
-
-
 def _continue_command() -> str:
     """The command line that continues the interrupted command: under torchrun, every rank started again."""
-    args = list(_interrupt.get("argv", []))
+    from .main import _LazyGroup  # the app's group records the command line as it parses it
+
+    args = list(_LazyGroup.argv)
     flag = _interrupt.get("flag")
     if flag and flag not in args:
         args.append(flag)

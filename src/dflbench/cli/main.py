@@ -14,15 +14,14 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from .errors import command_line
-
 # command name -> (module of dflbench.cli, its attribute: a command function or a Typer sub-app, its one-line help
 # as the command states it: `--help` lists the commands without importing them; a test checks that they agree)
 COMMANDS = {
     "demo": ("demo", "demo",
              "P2P-FT in miniature: 4 nodes, class-disjoint digits, tiny ViT; exits 1 if the paper's claim fails."),
     "aedfl": ("aedfl", "aedfl",
-              "Run AEDFL / ablations / baselines and print a Table 1-style table; write results.json, .csv and a PNG."),
+              "Run AEDFL / ablations / baselines and print a Table 1-style table; write results.json, results.csv, "
+              "accuracy_vs_time.png and, for the AEDFL variants, diagnostics.png."),
     "p2pft": ("p2pft", "p2pft",
               "Fine-tune the last block + head over n peer-to-peer nodes and compare algorithms (P2P-FT Table I)."),
     "pretrain": ("pretrain", "pretrain", "Train a whole timm model on a dataset (AdamW) and save its state dict (our "
@@ -40,8 +39,10 @@ class _LazyGroup(TyperGroup):
 
     _listing = False
 
+    argv: list[str] = []  # the command line, for the line that says how an interrupted run continues
+
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        command_line(args)                           # for the line that says how an interrupted run continues
+        _LazyGroup.argv = list(args)
         return super().parse_args(ctx, args)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
