@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from dflbench.cli.main import app, warn_once_per_run
 
 TINY = ["--model", "vit_tiny_patch16_224", "--model-kwargs", "img_size=8,patch_size=4,embed_dim=16,depth=2,num_heads=2",
-        "--device", "cpu", "--threads", "1", "--epochs", "0", "--algorithms", "local"]
+        "--device", "cpu", "--threads", "1", "--epochs", "1", "--algorithms", "local"]
 
 
 def test_demo_names_every_file_and_plots_percent(tmp_path, saved_figures):

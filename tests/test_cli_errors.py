@@ -35,7 +35,7 @@ def test_user_errors_raised_by_the_root_and_by_packages_are_one_line(tmp_path):
     _user_error(["p2pft", "--runtime", "mpi", *out], "unknown runtime 'mpi'")
     # a package's ValueError on user input, named by the option it came from
     _user_error(["p2pft", *TINY, "--policy", "last_two", *out], "--policy: unknown freezing policy 'last_two'")
-    _user_error(["p2pft", *TINY, "--momentum", "1.5", *out], "--lr/--momentum: momentum must lie in [0, 1), got 1.5")
+    _user_error(["p2pft", *TINY, "--momentum", "1.5", *out], "--momentum must be a number in [0, 1), got 1.5")
     _user_error(["topology", "show", "ring", "--nodes", "0"], "topology 'ring' on 0 nodes:", "node count")
     _user_error(["p2pft", *TINY[:2], "--model-kwargs", "img_size=8,patch_size=4,colour=1", "--device", "cpu",
                  "--algorithms", "local", *out], "--model-kwargs", "unexpected keyword argument 'colour'")

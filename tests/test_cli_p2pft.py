@@ -27,7 +27,7 @@ def _one_line_error(args, *needles):
 
 
 def test_random_backbone_warning_is_one_stderr_line(tmp_path):
-    result = runner.invoke(app, ["p2pft", *TINY, "--epochs", "0", "--algorithms", "local", "--out", str(tmp_path)])
+    result = runner.invoke(app, ["p2pft", *TINY, "--algorithms", "local", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert [line for line in result.output.splitlines() if "randomly initialised" in line] == [
         "warning: the backbone is randomly initialised (no --pretrained or --checkpoint): fine-tuning its last block "
@@ -38,7 +38,7 @@ def test_random_backbone_warning_is_one_stderr_line(tmp_path):
 def test_baseline_variants_run_on_the_topology_graph(tmp_path):
     """--algorithms reaches every DGD / GT-DGD form; each runs on --topology's own row-stochastic weights (hub_ring:
     not doubly stochastic) and results.json records them."""
-    result = runner.invoke(app, ["p2pft", *TINY, "--epochs", "0", "--algorithms", "dgd-eq1,dgd-cta,gt-dgd-atc,gt-dgd",
+    result = runner.invoke(app, ["p2pft", *TINY, "--algorithms", "dgd-eq1,dgd-cta,gt-dgd-atc,gt-dgd",
                                  "--topology", "hub_ring", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     runs = json.loads((tmp_path / "results.json").read_text())["runs"]
@@ -102,12 +102,12 @@ def test_train_samples_keeps_the_same_subset_for_every_seed(tmp_path):
     hists = []
     for seed in (0, 1):
         out = tmp_path / f"s{seed}"
-        result = runner.invoke(app, ["p2pft", *TINY, "--dataset", "digits", "--train-samples", "300", "--epochs",
-                                     "0", "--algorithms", "local", "--seed", str(seed), "--out", str(out)])
+        result = runner.invoke(app, ["p2pft", *TINY, "--dataset", "digits", "--train-samples", "300",
+                                     "--algorithms", "local", "--seed", str(seed), "--out", str(out)])
         assert result.exit_code == 0, result.output
         res = json.loads((out / "results.json").read_text())
         assert res["data"]["train"] == 300 and res["config"]["train_samples"] == 300
         hists.append(torch.tensor(res["partition"]["class_histograms"]).sum(0))
     assert int(hists[0].sum()) == 300 and torch.equal(hists[0], hists[1])
-    _one_line_error(["p2pft", *TINY, "--train-samples", "5000", "--epochs", "0", "--out", str(tmp_path / "x")],
+    _one_line_error(["p2pft", *TINY, "--train-samples", "5000", "--out", str(tmp_path / "x")],
                     "train_samples must be in 1..")

@@ -8,8 +8,10 @@ their ValueError into a UserError naming the option the input came from.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Iterator
 
 
 class UserError(ValueError):
@@ -35,3 +37,27 @@ def user_input(option: str, *errors: type[Exception]) -> Iterator[None]:
         raise
     except caught as exc:
         raise UserError(f"{option}: {exc}") from exc
+
+
+def check_numbers(obj: Any, ranges: Mapping[str, tuple[str, str]]) -> None:
+    """The one check of numeric options: for each field of `obj` (a dataclass or a mapping) in `ranges` ({field:
+    (name, interval)}), its value must be None (where the field is optional), or a finite number inside `interval`
+    ("[2, inf)", "(0, 1]", ...), else a UserError naming the option as the user gives it (`name`, e.g. "--lr").
+    Config dataclasses call it in `__post_init__`, so command-line flags, TOML files and `--set` are checked alike,
+    before any data loads."""
+    for field, (name, interval) in ranges.items():
+        value = obj[field] if isinstance(obj, Mapping) else getattr(obj, field)
+        if value is None:
+            continue
+        low, high = (float(b.strip(" [()]")) for b in interval.split(","))
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if not (number and (value > low if interval.startswith("(") else value >= low)
+                and (value < high if interval.endswith(")") else value <= high)):
+            raise UserError(f"{name} must be {_describe(interval, low, high)}, got {value!r}")
+
+
+def _describe(interval: str, low: float, high: float) -> str:
+    """'(0, inf)' -> 'a finite number > 0'; '[0, 1)' -> 'a number in [0, 1)'."""
+    if math.isinf(high):
+        return f"a finite number {'>' if interval.startswith('(') else '>='} {low:g}"
+    return f"a number in {interval[0]}{low:g}, {high:g}{interval[-1]}"

@@ -256,5 +256,5 @@ def test_run_config_validates_its_method_options():
         AEDFLRunConfig(methods=("fedbuff",), method_options={"fedavg": {"fraction": 0.5}})
     with pytest.raises(ValueError, match="method 'fedbuff' has no option 'fraction'"):
         AEDFLRunConfig(methods=("fedbuff",), method_options={"fedbuff": {"fraction": 0.5}})
-    with pytest.raises(ValueError, match="need at least 2 devices"):
+    with pytest.raises(ValueError, match="--devices must be a finite number >= 2, got 1"):
         AEDFLRunConfig(devices=1)

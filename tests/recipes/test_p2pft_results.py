@@ -80,6 +80,10 @@ def test_results_are_on_disk_before_the_first_picture(tmp_path, monkeypatch):
 ])
 def test_resume_refuses_another_runs_checkpoint(tmp_path, change, field):
     run_p2pft(_cfg(algorithms=("p2pft",)), tmp_path)
+    with pytest.raises(ValueError, match=f"results.json holds results of another configuration \\(differs in "
+                                         f".*{field}"):
+        run_p2pft(_cfg(algorithms=("p2pft",), **change), tmp_path, resume=True)
+    (tmp_path / "results.json").unlink()                  # an interrupted run: only its checkpoints are there
     with pytest.raises(ValueError, match=f"belongs to a different run \\(differs in .*{field}"):
         run_p2pft(_cfg(algorithms=("p2pft",), **change), tmp_path, resume=True)
 
@@ -91,6 +95,7 @@ def test_resume_refuses_a_changed_backbone_checkpoint(tmp_path):
     torch.save(model.state_dict(), ckpt)
     run_p2pft(_cfg(algorithms=("p2pft",), checkpoint=str(ckpt)), tmp_path / "run")
     torch.save({k: v + 1 for k, v in model.state_dict().items()}, ckpt)
+    (tmp_path / "run" / "results.json").unlink()          # the checkpoint's fingerprint is what refuses it
     with pytest.raises(ValueError, match="checkpoint_sha256"):
         run_p2pft(_cfg(algorithms=("p2pft",), checkpoint=str(ckpt)), tmp_path / "run", resume=True)
 

@@ -164,8 +164,12 @@ def test_aedfl_resume_keeps_finished_methods_and_refuses_another_setting(tmp_pat
     runs = json.loads((tmp_path / "o" / "results.json").read_text())["runs"]
     assert [r["method"] for r in runs] == ["fedavg", "fedbuff"]
     assert runs[1] == first                                       # kept as written, not run again
-    _ok([*base, "--methods", "fedavg", "--resume"])               # a subset keeps only what it names
-    assert [r["method"] for r in json.loads((tmp_path / "o" / "results.json").read_text())["runs"]] == ["fedavg"]
+    said = _ok([*base, "--methods", "fedavg", "--resume"])        # a subset runs nothing and keeps every method
+    assert f"resuming from {tmp_path / 'o' / 'results.json'}: kept fedavg, fedbuff (finished earlier" in said
+    assert "running nothing" in said
+    results = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert [r["method"] for r in results["runs"]] == ["fedavg", "fedbuff"] and results["runs"][1] == first
+    assert results["config"]["methods"] == ["fedavg", "fedbuff"]
     line = _error([*base, "--methods", "fedavg", "--lr", "0.01", "--resume"])
     assert "another configuration" in line and "lr" in line
 

@@ -11,12 +11,23 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from dflbench.errors import UserError
+from dflbench.io import keep_earlier_runs, non_finite
 from dflbench.methods.registry import METHODS, list_methods, parse_method_option
-from dflbench.recipes.aedfl import AEDFLRunConfig, evaluated_samples, read_results, run_aedfl, write_results
+from dflbench.recipes.aedfl import (
+    AEDFLRunConfig,
+    config_differences,
+    diagnostics_panels,
+    evaluated_samples,
+    finished_runs,
+    read_results,
+    run_aedfl,
+    write_results,
+)
 from dflbench.recipes.config import explicit_params, with_config_file
 from dflbench.runtime.backend import check_runtime
 
-from .errors import user_errors
+from .errors import FIGURE_FAILED, on_interrupt, user_errors
+from .output import guard_finished, prepare_out
 from .progress import LogLines
 
 
@@ -127,7 +138,9 @@ def aedfl(
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     out: Path = typer.Option(Path("runs/aedfl"), "--out", help="Output folder."),
     resume: bool = typer.Option(False, "--resume", help="Keep the methods OUT/results.json already holds for this "
-                                "same configuration and run only the others."),
+                                "same configuration and run only the others (all of them stay in results.json)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the results OUT already holds (without it, "
+                                   "a run that would drop or overwrite finished methods is refused)."),
     runtime: str = typer.Option("simulator", "--runtime", help="simulator (virtual clock) | distributed (one "
                                                               "device per torchrun rank, real time)."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file whose [config] sets the run (see "
@@ -151,15 +164,28 @@ def aedfl(
                   seed=seed, device=device)
     cfg = with_config_file(AEDFLRunConfig, config, fields,
                            {PARAM_FIELDS.get(p, p) for p in explicit_params(ctx)})
-    if check_runtime(runtime) == "distributed":
-        if resume:
-            raise UserError("--resume keeps finished methods of the simulator runtime; the distributed runtime runs "
-                            "its methods again (drop --resume)")
+    distributed = check_runtime(runtime) == "distributed"
+    if distributed and resume:
+        raise UserError("--resume keeps finished methods of the simulator runtime; the distributed runtime runs "
+                        "its methods again (drop --resume)")
+    prepare_out(out, resume, overwrite)
+    previous = None if overwrite else read_results(out)
+    if previous is not None:
+        guard_finished(out / "results.json", [r["method"] for r in previous["runs"]], cfg.methods,
+                       config_differences(cfg, previous), resume)
+    kept = finished_runs(cfg, previous) if resume else {}
+    on_interrupt(lambda: _saved(out), None if distributed else "--resume")   # distributed: the same launch again
+    if kept:
+        console.print(f"resuming from {out / 'results.json'}: kept {', '.join(kept)} (finished earlier, not run "
+                      f"again); running {', '.join(m for m in cfg.methods if m not in kept) or 'nothing'}",
+                      highlight=False, soft_wrap=True)
+    if distributed:
         from dflbench.recipes.aedfl_distributed import run_aedfl_distributed  # torch.distributed.rpc: only here
 
         results = run_aedfl_distributed(cfg)
         if results is None:  # ranks other than 0 write nothing
             return
+        _check_finite(results["runs"], out)
     else:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, disable=not console.is_terminal, transient=True) as progress:
@@ -174,13 +200,41 @@ def aedfl(
                     lines(name, fraction, latest)
 
             def done(r, so_far):
-                write_results(so_far, out)                # each finished method is on disk before the next runs
+                if r is kept.get(r["method"]):
+                    progress.advance(task)
+                    return
+                _check_finite([r], out)
+                so_far = keep_earlier_runs(so_far, previous, "method", "methods")
+                write_results(so_far, out, pictures=False)   # on disk before the next method runs
                 progress.advance(task)
                 console.print(f"{r['method']}: accuracy {r['accuracy']:.4f} after {r['virtual_time']:.1f} "
                               f"virtual s ({r['wall_time']:.1f} s wall)")
 
-            results = run_aedfl(cfg, on_method_done=done, previous=read_results(out) if resume else None,
+            results = run_aedfl(cfg, on_method_done=done, previous=previous if resume else None,
                                 on_progress=moving)
-    paths = write_results(results, out)
+    written = keep_earlier_runs(results, previous, "method", "methods")
+    paths = write_results(written, out)
     console.print(results_table(results))
     console.print(f"wrote {', '.join(str(p) for p in paths.values())}", highlight=False, soft_wrap=True)
+    if "png" not in paths or ("diagnostics_png" not in paths and diagnostics_panels(written["runs"])):
+        raise typer.Exit(code=FIGURE_FAILED)               # the warning line is printed; the results are complete
+
+
+def _saved(out: Path) -> str:
+    """What an interrupted `dflbench aedfl` leaves: the finished methods in OUT/results.json."""
+    try:
+        held = [r["method"] for r in (read_results(out) or {}).get("runs", [])]
+    except UserError:
+        held = []
+    return (f"{out / 'results.json'} holds the finished methods {', '.join(held)}" if held
+            else "no method had finished, nothing was saved")
+
+
+def _check_finite(runs: list[dict], out: Path) -> None:
+    """A run whose numbers became NaN/Inf (its models diverged) stops the command with one line; the methods
+    finished before it stay in OUT/results.json."""
+    for r in runs:
+        where = non_finite(r)
+        if where is not None:
+            raise UserError(f"--lr: {r['method']} diverged ({where} is not finite); lower the learning rate; "
+                            f"{_saved(out)}")

@@ -39,6 +39,12 @@ class _LazyGroup(TyperGroup):
 
     _listing = False
 
+    argv: list[str] = []  # the command line, for the line that says how an interrupted run continues
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        _LazyGroup.argv = list(args)
+        return super().parse_args(ctx, args)
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(COMMANDS) + [n for n in super().list_commands(ctx) if n not in COMMANDS]
 

@@ -12,20 +12,25 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from dflbench.errors import UserError
+from dflbench.engines.sync import checkpoint_epoch
+from dflbench.errors import UserError, check_numbers
 from dflbench.recipes.config import explicit_params, with_config_file
 from dflbench.recipes.p2pft import (
     RANDOM_BACKBONE,
     P2PFTConfig,
+    check_checkpoints,
+    config_differences,
     list_p2pft_algorithms,
     parse_algorithms,
     parse_model_kwargs,
+    read_results,
     run_p2pft,
 )
 from dflbench.recipes.p2pft_distributed import run_p2pft_distributed
 from dflbench.runtime.backend import check_runtime
 
-from .errors import user_errors
+from .errors import FIGURE_FAILED, on_interrupt, user_errors
+from .output import guard_finished, prepare_out
 
 
 def results_table(results: dict) -> Table:
@@ -101,7 +106,10 @@ def p2pft(
                                                 help="Fine-tune on a random subset of the training set (the same "
                                                      "for every seed)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Recompute the frozen prefix every batch."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoints/*.pt."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoints/*.pt; the algorithms "
+                                "OUT/results.json holds stay in it."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the results and checkpoints OUT already "
+                                   "holds (without it, a run that would lose them is refused)."),
     attention: int = typer.Option(0, "--attention", help="Write Fig. 2 attention maps for N test images."),
     attention_method: str = typer.Option("auto", "--attention-method",
                                          help="auto (cls for ViT/DeiT, gradcam for Swin) | cls | rollout | gradcam "
@@ -133,19 +141,72 @@ def p2pft(
                            {"cache" if p == "no_cache" else p for p in explicit_params(ctx)})
     if cfg.backbone == "random" and os.environ.get("RANK", "0") == "0":    # once under torchrun: rank 0's
         Console(stderr=True).print(f"[yellow]warning:[/] {RANDOM_BACKBONE}", highlight=False, soft_wrap=True)
-    if check_runtime(runtime) == "distributed":
+    distributed = check_runtime(runtime) == "distributed"
+    check_numbers({"peer_timeout": peer_timeout}, {"peer_timeout": ("--peer-timeout", "(0, inf)")})
+    prepare_out(out, resume, overwrite)
+    if not overwrite:
+        _guard(cfg, out, resume)
+    on_interrupt(lambda: _saved(cfg, out), "--resume")
+    if distributed:
         run = run_p2pft_distributed(cfg, out, resume=resume, backend=backend, timeout_s=peer_timeout)
         if run is None:  # ranks other than 0 print nothing
             return
     else:
         run = run_p2pft(cfg, out, resume=resume)
     console = Console()
-    print_partition(console, run.results)
-    console.print(results_table(run.results))
+    asked = {**run.results, "runs": [r for r in run.results["runs"] if r["algorithm"] in cfg.algorithms]}
+    print_partition(console, asked)
+    console.print(results_table(asked))
     att = run.results.get("attention", {})
     if "path" in att:
         console.print(f"wrote {att['path']} (node {att['node']}, classes it never saw, {att['method']} maps)")
     console.print(wrote(run.results, out), highlight=False, soft_wrap=True)
+    if any("error" in fig for fig in (run.results["figures"]["accuracy"], att)):
+        raise typer.Exit(code=FIGURE_FAILED)             # the warning line is printed; the results are complete
+
+
+def _checkpoints(out: Path) -> dict[str, list[Path]]:
+    """The training checkpoints an earlier run left in OUT/checkpoints, by algorithm (the distributed runtime
+    writes one per rank, ALGORITHM.rankR.pt)."""
+    found: dict[str, list[Path]] = {}
+    for path in sorted((out / "checkpoints").glob("*.pt")):
+        found.setdefault(path.stem.split(".rank")[0], []).append(path)
+    return found
+
+
+def _epoch(paths: list[Path]) -> int:
+    """The epoch an algorithm's checkpoints hold (the least over its ranks' files)."""
+    return min(checkpoint_epoch(p) for p in paths)
+
+
+def _guard(cfg: P2PFTConfig, out: Path, resume: bool) -> None:
+    """Refuse a run that would lose what OUT holds (`guard_finished`): finished algorithms in results.json, or,
+    without it, the checkpoints of an interrupted run (kept by --resume only)."""
+    previous = read_results(out)
+    if previous is not None:
+        guard_finished(out / "results.json", [r["algorithm"] for r in previous["runs"]], cfg.algorithms,
+                       config_differences(cfg, previous), resume, unit="algorithms")
+    elif _checkpoints(out) and not resume:
+        raise UserError(f"{out / 'checkpoints'} holds unfinished runs of {', '.join(_checkpoints(out))}; continue "
+                        "them with --resume, give another --out, or replace them with --overwrite")
+    if resume:
+        held = {name: paths for name, paths in _checkpoints(out).items() if name in cfg.algorithms}
+        check_checkpoints([p for paths in held.values() for p in paths])
+        kept = [f"{name} (epoch {_epoch(paths)})" for name, paths in held.items()]
+        if kept and os.environ.get("RANK", "0") == "0":     # one line per run, not per torchrun rank
+            Console().print(f"resuming from {out / 'checkpoints'}: {', '.join(kept)} of {cfg.epochs} epochs",
+                            highlight=False, soft_wrap=True)
+
+
+def _saved(cfg: P2PFTConfig, out: Path) -> str:
+    """What an interrupted `dflbench p2pft` leaves: the epochs each algorithm's checkpoint holds."""
+    done = []
+    for name, paths in _checkpoints(out).items():
+        try:
+            done.append(f"{name} at epoch {_epoch(paths)} of {cfg.epochs}")
+        except Exception:  # noqa: BLE001 - a file being replaced or damaged: say what is sure
+            done.append(f"{name} (epoch unknown)")
+    return f"{out / 'checkpoints'} holds {', '.join(done)}" if done else "no epoch had finished, nothing was saved"
 
 
 def wrote(results: dict, out: Path) -> str:

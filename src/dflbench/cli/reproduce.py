@@ -12,10 +12,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from dflbench.errors import UserError
+from dflbench.io import writable_folder
 from dflbench.recipes.config import merge, parse_sets
 from dflbench.recipes.reproduce import SCALES, Recipe, list_recipes, load_recipe, run_seeds
 
-from .errors import user_errors
+from .errors import on_interrupt, user_errors
 from .p2pft import set_threads
 from .progress import LogLines
 
@@ -43,6 +44,8 @@ def execute(recipe: Recipe, scale: str | None, seeds: int, out: Path, sets: list
                                ("download", True if download else None)) if v is not None}
     cfg = recipe.resolve(scale, merge(extra, parse_sets(sets)), stand_in)
     names = cfg.methods if recipe.experiment == "aedfl" else cfg.algorithms
+    writable_folder(out)
+    on_interrupt(lambda: _saved(out), None)
     console = Console()
     for note in recipe.notes(scale, stand_in):
         console.print(f"note: {note}", highlight=False, soft_wrap=True)
@@ -80,6 +83,16 @@ def execute(recipe: Recipe, scale: str | None, seeds: int, out: Path, sets: list
                           cfg.methods if recipe.experiment == "aedfl" else None)
     console.print(f"wrote {report} and {out / 'results.json'}", highlight=False, soft_wrap=True)
     return report
+
+
+def _saved(out: Path) -> str:
+    """What an interrupted reproduction leaves: its finished seeds (the rerun skips them; an AEDFL seed also keeps
+    its finished methods)."""
+    done = sorted(p.parent.name for p in out.glob("seed-*/done.json"))
+    started = sorted(p.parent.name for p in out.glob("seed-*/results.json") if p.parent.name not in done)
+    parts = ([f"finished {', '.join(done)}"] if done else []) + (
+        [f"partial results in {', '.join(started)}"] if started else [])
+    return f"{out} holds {'; '.join(parts)}" if parts else "no seed had finished, nothing was saved"
 
 
 @user_errors

@@ -8,6 +8,7 @@ returning `ImageData`.
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -72,19 +73,40 @@ def load_digits(root: Path, download: bool, image_size: int) -> ImageData:
 
 
 def load_npz(path: Path) -> ImageData:
-    """`npz:PATH`: arrays x_train, y_train, x_test, y_test (uint8 NHWC or NHW), optional `classes`."""
+    """`npz:PATH`: arrays x_train, y_train, x_test, y_test (uint8 NHWC or NHW) of equal lengths per split, optional
+    `classes`. A file numpy cannot read as such an archive (truncated, not an npz, object arrays) is a UserError
+    naming it."""
     if not path.is_file():
         raise FileNotFoundError(f"npz dataset {str(path)!r} does not exist; give npz:PATH to a file with arrays "
                                 "x_train, y_train, x_test, y_test")
-    with np.load(path, allow_pickle=False) as z:
-        missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in z.files]
-        if missing:
-            raise UserError(f"{path}: missing arrays {missing}; it has {z.files}")
-        y_train = torch.as_tensor(z["y_train"].astype(np.int64))
-        y_test = torch.as_tensor(z["y_test"].astype(np.int64))
-        if "classes" in z.files:
-            classes = tuple(str(c) for c in z["classes"].tolist())
-        else:
-            classes = tuple(str(c) for c in range(int(max(y_train.max(), y_test.max())) + 1))
-        return ImageData(f"npz:{path}", to_nchw_uint8(z["x_train"]), y_train, to_nchw_uint8(z["x_test"]),
-                         y_test, classes)
+    how = "save one with numpy.savez(PATH, x_train=..., y_train=..., x_test=..., y_test=...)"
+    if not zipfile.is_zipfile(path):
+        raise UserError(f"{path} is not a readable npz dataset (not a zip archive of named arrays); {how}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in z.files]
+            if missing:
+                raise UserError(f"{path}: missing arrays {missing}; it has {z.files}")
+            arrays = {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test", "classes") if k in z.files}
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - numpy raises zip, EOF, OS and value errors for damaged files
+        reason = ("it holds object arrays, refused because loading them could run code" if "allow_pickle" in str(exc)
+                  else f"{type(exc).__name__}: {exc}")
+        raise UserError(f"{path} is not a readable npz dataset ({reason}); {how}") from None
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.ndim < 1 or y.ndim != 1 or len(x) != len(y) or not np.issubdtype(y.dtype, np.integer):
+            raise UserError(f"{path}: x_{split} ({len(x) if x.ndim else 0} images) and y_{split} (shape "
+                            f"{y.shape}, {y.dtype}) must hold one integer label per image; {how}")
+    y_train = torch.as_tensor(arrays["y_train"].astype(np.int64))
+    y_test = torch.as_tensor(arrays["y_test"].astype(np.int64))
+    if "classes" in arrays:
+        classes = tuple(str(c) for c in arrays["classes"].tolist())
+    else:
+        classes = tuple(str(c) for c in range(int(max(y_train.max(), y_test.max())) + 1))
+    try:
+        x_train, x_test = to_nchw_uint8(arrays["x_train"]), to_nchw_uint8(arrays["x_test"])
+    except UserError as exc:
+        raise UserError(f"{path}: {exc}") from None
+    return ImageData(f"npz:{path}", x_train, y_train, x_test, y_test, classes)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from dflbench.errors import UserError
+
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".bmp", ".gif", ".webp")
 
 
@@ -53,12 +55,20 @@ def find_tree(path: Path, required_dir: str) -> FileTree | None:
     return None
 
 
-def decode_images(blobs: list[bytes], image_size: int) -> torch.Tensor:
-    """Decode encoded images to RGB uint8 `[N, 3, H, W]`; if sizes differ, resize (shorter side) + center crop."""
+def decode_images(blobs: list[bytes], image_size: int, names: list[str] | None = None) -> torch.Tensor:
+    """Decode encoded images to RGB uint8 `[N, 3, H, W]`; if sizes differ, resize (shorter side) + center crop.
+    A file that is not a readable image is a UserError naming it (`names[i]`, else its index)."""
     from PIL import Image
     from torchvision.transforms.v2 import functional as F
 
-    imgs = [F.pil_to_tensor(Image.open(io.BytesIO(b)).convert("RGB")) for b in blobs]
+    imgs = []
+    for i, blob in enumerate(blobs):
+        try:
+            imgs.append(F.pil_to_tensor(Image.open(io.BytesIO(blob)).convert("RGB")))
+        except (OSError, ValueError, SyntaxError) as exc:    # PIL's errors for damaged or foreign files
+            name = names[i] if names is not None else f"image {i}"
+            raise UserError(f"{name} is not a readable image ({type(exc).__name__}: {exc}); remove or replace "
+                            "it") from None
     if len({tuple(t.shape) for t in imgs}) > 1:
         imgs = [F.center_crop(F.resize(t, image_size, antialias=True), [image_size, image_size]) for t in imgs]
     return torch.stack(imgs)

@@ -31,7 +31,7 @@ def load_image_folder(path: Path, image_size: int) -> ImageData:
         bad = sorted({n.split("/")[1] for n in items} - set(index))
         if bad:
             raise UserError(f"folder dataset {str(path)!r}: {split}/ has classes {bad} missing from train/")
-        x = decode_images([tree.read(n) for n in items], image_size)
+        x = decode_images([tree.read(n) for n in items], image_size, [f"{tree}/{n}" for n in items])
         return x, torch.tensor([index[n.split("/")[1]] for n in items], dtype=torch.int64)
 
     x_tr, y_tr = load("train")

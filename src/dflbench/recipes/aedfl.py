@@ -15,9 +15,7 @@ keeping the methods a results.json of the same configuration already holds (`fin
 
 from __future__ import annotations
 
-import json
 import sys
-import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,8 +30,8 @@ from dflbench.engines.async_stacked import DeviceData
 from dflbench.engines.coordinator import FaultConfig
 from dflbench.engines.devices import load_profiles, sample_profiles
 from dflbench.engines.evaluation import convergence
-from dflbench.errors import UserError
-from dflbench.io import atomic_write_csv, atomic_write_json
+from dflbench.errors import UserError, check_numbers
+from dflbench.io import atomic_write_csv, atomic_write_json, differing_fields, read_results_file
 from dflbench.methods.aedfl.diagnostics import BUCKETS, summary
 from dflbench.methods.registry import list_methods, make_method, method_options
 from dflbench.models import make_model
@@ -42,6 +40,21 @@ from dflbench.provenance import code_provenance
 from dflbench.topology import exponential
 
 TEXT_DATASETS = ("imdb",)
+
+
+# numeric fields -> (the option as the user gives it, the interval it must lie in); None is allowed where the field is
+# optional (`dflbench.errors.check_numbers`)
+AEDFL_NUMBERS = {
+    "devices": ("--devices", "[2, inf)"), "alpha": ("--alpha", "(0, inf)"), "target_acc": ("--target-acc", "(0, 1]"),
+    "time_budget": ("--time-budget", "(0, inf)"), "max_updates": ("--max-updates", "[1, inf)"),
+    "batch_size": ("--batch-size", "[1, inf)"), "local_steps": ("--local-steps", "[1, inf)"),
+    "lr": ("--lr", "(0, inf)"), "slot_width": ("--slot-width", "[0, inf)"),
+    "eval_interval": ("--eval-interval", "(0, inf)"), "eval_samples": ("--eval-samples", "[1, inf)"),
+    "train_samples": ("--train-samples", "[1, inf)"), "heterogeneity": ("--heterogeneity", "[0, inf)"),
+    "time_per_sample": ("time_per_sample", "(0, inf)"), "bandwidth": ("bandwidth", "(0, inf)"),
+    "latency": ("latency", "[0, inf)"), "fault_prob": ("--fault-prob", "[0, 1)"), "downtime": ("downtime", "(0, inf)"),
+    "max_len": ("max_len", "[1, inf)"), "vocab_size": ("vocab_size", "[2, inf)"), "seed": ("--seed", "[0, inf)"),
+}
 
 
 @dataclass(frozen=True)
@@ -92,12 +105,12 @@ class AEDFLRunConfig:
             raise UserError(f"unknown methods {unknown}; valid: {', '.join(list_methods())}")
         if not self.methods:
             raise UserError("give at least one method")
-        if self.devices < 2:
-            raise UserError(f"need at least 2 devices, got {self.devices}")
-        if not self.alpha > 0:
-            raise UserError(f"the Dirichlet alpha must be positive, got {self.alpha}")
-        if not 0 < self.target_acc <= 1:
-            raise UserError(f"target accuracy must be in (0, 1], got {self.target_acc}")
+        check_numbers(self, AEDFL_NUMBERS)
+        if self.max_updates is None and self.time_budget is None:
+            raise UserError("the run has no end: give --time-budget SECONDS or --max-updates T (0 turns each off)")
+        if self.train_samples is not None and self.train_samples < self.devices:
+            raise UserError(f"--train-samples {self.train_samples} leaves devices without data: give at least one "
+                            f"sample per device (--devices {self.devices})")
         for name in self.method_options:
             if name not in self.methods:
                 raise UserError(f"options are given for method {name!r}, which is not among the methods to run "
@@ -137,25 +150,29 @@ def build_model(cfg: AEDFLRunConfig, info: dict) -> torch.nn.Module:
     return make_model(cfg.model, info["num_classes"], info["in_channels"], info["image_size"])
 
 
+def config_differences(cfg: AEDFLRunConfig, previous: dict) -> list[str]:
+    """The config fields, other than `methods`, in which `previous` (a results.json) differs from `cfg`, sorted."""
+    return differing_fields(asdict(cfg), previous.get("config", {}), ("methods",))
+
+
 def finished_runs(cfg: AEDFLRunConfig, previous: dict | None) -> dict[str, dict]:
-    """The runs of `previous` (a results.json) that `cfg` would compute again, by method: those of methods among
-    `cfg.methods` when every other config field is equal. A `previous` of another experiment is refused, naming the
-    fields that differ, so a resume never mixes two settings in one table."""
+    """Every run of `previous` (a results.json) by method, when every config field but `methods` equals `cfg`'s:
+    `run_aedfl` keeps those among `cfg.methods` (`dflbench.io.keep_earlier_runs` the others). A `previous` of
+    another experiment is refused, naming the fields that differ, so a resume never mixes two settings in one
+    table."""
     if previous is None:
         return {}
-    ours = json.loads(json.dumps(asdict(cfg)))
-    theirs = previous.get("config", {})
-    differ = sorted(k for k in ours.keys() | theirs.keys() if k != "methods" and ours.get(k) != theirs.get(k))
+    differ = config_differences(cfg, previous)
     if differ:
         raise UserError(f"the results to resume from are of another configuration (differs in {', '.join(differ)}); "
                         "use another output folder or run without resuming")
-    return {r["method"]: r for r in previous.get("runs", []) if r["method"] in cfg.methods}
+    return {r["method"]: r for r in previous["runs"]}
 
 
 def read_results(out: str | Path) -> dict | None:
-    """`out`/results.json if an earlier run wrote one (the input of a resume), else None."""
-    path = Path(out) / "results.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    """`out`/results.json if an earlier run wrote one (the input of a resume), else None; a damaged or foreign
+    file is a UserError naming it (`dflbench.io.read_results_file`)."""
+    return read_results_file(out, "method")
 
 
 def run_aedfl(cfg: AEDFLRunConfig, on_method_done: Callable[[dict, dict], None] | None = None,
@@ -226,9 +243,10 @@ def evaluated_samples(results: dict) -> int:
     return total if n is None else min(n, total)
 
 
-def write_results(results: dict, out: str | Path) -> dict[str, Path]:
-    """results.json and results.csv (one row per method, without its history and options) under `out`, then
-    accuracy_vs_time.png; a failing picture is reported on stderr and leaves the two results files (no "png" key)."""
+def write_results(results: dict, out: str | Path, pictures: bool = True) -> dict[str, Path]:
+    """results.json and results.csv (one row per method, without its history and options) under `out`, then (with
+    `pictures`) accuracy_vs_time.png and diagnostics.png; a failing picture is one warning line on stderr and leaves
+    the two results files (no "png" key)."""
     cfg = results["config"]
     out = Path(out)
     paths = {"json": atomic_write_json(out / "results.json", results)}
@@ -237,6 +255,9 @@ def write_results(results: dict, out: str | Path) -> dict[str, Path]:
              **{f"{key}_{label}": c[field] for key, c in r.get("convergence", {}).items() if c is not None
                 for field, label in (("converged", "converged"), ("accuracy", "plateau"))}} for r in results["runs"]]
     paths["csv"] = atomic_write_csv(out / "results.csv", rows)
+    if not pictures:
+        return paths
+
     def curves(key):
         return {r["method"]: ([h["time"] for h in r["history"]], [h[key] for h in r["history"]])
                 for r in results["runs"] if all(h.get(key) is not None for h in r["history"])}
@@ -257,7 +278,6 @@ def write_results(results: dict, out: str | Path) -> dict[str, Path]:
         try:
             paths[key] = draw()
         except Exception as exc:  # noqa: BLE001 - a picture must never lose the results written above
-            traceback.print_exc(file=sys.stderr)
             what = "accuracy" if key == "png" else "diagnostics"
             print(f"warning: the {what} figure failed ({type(exc).__name__}: {exc}); {paths['json']} is complete",
                   file=sys.stderr)

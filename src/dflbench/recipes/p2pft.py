@@ -22,7 +22,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import sys
-import traceback
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -32,8 +31,15 @@ import torch
 
 from dflbench.data import BatchTransform, load_dataset, partition, random_subset
 from dflbench.engines import SyncConfig, SyncResult, SyncSimulator, TailInputs
-from dflbench.errors import UserError, user_input
-from dflbench.io import atomic_write_csv, atomic_write_json
+from dflbench.errors import UserError, check_numbers, user_input
+from dflbench.io import (
+    atomic_write_csv,
+    atomic_write_json,
+    differing_fields,
+    keep_earlier_runs,
+    read_results_file,
+    read_tensors,
+)
 from dflbench.mixing import NonFiniteError, from_topology, make_algorithm
 from dflbench.plots import line_plot
 from dflbench.registry import Registry
@@ -146,6 +152,15 @@ RANDOM_BACKBONE = ("the backbone is randomly initialised (no --pretrained or --c
                    "block says little about P2P-FT; see `dflbench pretrain`")
 
 
+# numeric fields -> (the option as the user gives it, the interval it must lie in; `dflbench.errors.check_numbers`)
+P2PFT_NUMBERS = {
+    "nodes": ("--nodes", "[1, inf)"), "epochs": ("--epochs", "[1, inf)"), "lr": ("--lr", "(0, inf)"),
+    "momentum": ("--momentum", "[0, 1)"), "batch_size": ("--batch-size", "[1, inf)"), "seed": ("--seed", "[0, inf)"),
+    "image_size": ("--image-size", "[1, inf)"), "train_samples": ("--train-samples", "[1, inf)"),
+    "attention": ("--attention", "[0, inf)"),
+}
+
+
 @dataclass(frozen=True)
 class P2PFTConfig:
     """One P2P-FT experiment. Paper defaults (Sec. IV): 4 nodes, directed strongly connected graph, lr 1e-3,
@@ -183,15 +198,14 @@ class P2PFTConfig:
 
     def __post_init__(self):
         parse_algorithms(self.algorithms)
-        if self.nodes < 1:
-            raise UserError(f"--nodes must be >= 1, got {self.nodes}")
-        if self.epochs < 0 or self.batch_size < 1 or not self.lr > 0:
-            raise UserError(f"need epochs >= 0, batch size >= 1 and lr > 0 (got {self.epochs}, {self.batch_size}, "
-                            f"{self.lr})")
+        check_numbers(self, P2PFT_NUMBERS)
+        mixing = [a for a in self.algorithms if ALGORITHMS.get(a).metadata["mixing"] not in (None, "local")]
+        if mixing and self.nodes < 2:
+            raise UserError(f"--nodes {self.nodes}: {', '.join(mixing)} exchange{'s' if len(mixing) == 1 else ''} "
+                            "models over a graph of nodes; "
+                            "give --nodes 2 or more (or only --algorithms local,central)")
         if self.checkpoint is not None and self.pretrained:
             raise UserError("give either --checkpoint or --pretrained, not both")
-        if self.attention < 0:
-            raise UserError(f"--attention must be >= 0, got {self.attention}")
         if self.attention_method not in ATTENTION_METHODS:
             raise UserError(f"unknown attention method {self.attention_method!r}; valid: "
                             f"{', '.join(ATTENTION_METHODS)}")
@@ -324,6 +338,8 @@ def _train(name: str, sims: list[SyncSimulator], seeds: list[_Seed], resume: boo
     have the same shape (`SyncSimulator.stack_groups`), one by one when `batch` is False. Returns the results
     and, per seed, the seeds it trained with."""
     paths = [s.out / "checkpoints" / f"{name}.pt" for s in seeds]
+    if resume:
+        check_checkpoints(paths)
     if batch is False:
         groups, split = [[i] for i in range(len(sims))], []
     else:
@@ -348,6 +364,44 @@ def _train(name: str, sims: list[SyncSimulator], seeds: list[_Seed], resume: boo
         for i, res in zip(group, out):
             results[i], with_seeds[i] = res, [seeds[j].cfg.seed for j in group]
     return results, with_seeds
+
+
+# config fields that do not change what a run computes: a results.json that differs only in them is this run's
+SAME_RUN = ("algorithms", "device", "cache", "batch_seeds", "attention", "attention_method", "attention_node")
+
+
+def config_differences(cfg: P2PFTConfig, previous: dict) -> list[str]:
+    """The config fields, less `SAME_RUN`, in which `previous` (a results.json) differs from `cfg`, sorted."""
+    return differing_fields({**asdict(cfg), "model_kwargs": dict(cfg.model_kwargs)}, previous.get("config", {}),
+                            SAME_RUN)
+
+
+def read_results(out: str | Path) -> dict | None:
+    """`out`/results.json if an earlier run wrote one, else None; a damaged or foreign file is a UserError naming
+    it (`dflbench.io.read_results_file`)."""
+    return read_results_file(out, "algorithm")
+
+
+def earlier_results(cfg: P2PFTConfig, out: Path) -> dict | None:
+    """The results.json a resumed run keeps the other algorithms of; one of another configuration is refused,
+    naming the fields that differ."""
+    previous = read_results(out)
+    differ = [] if previous is None else config_differences(cfg, previous)
+    if differ:
+        raise UserError(f"{out / 'results.json'} holds results of another configuration (differs in "
+                        f"{', '.join(differ)}); use another output folder or run without resuming")
+    return previous
+
+
+def check_checkpoints(paths: list[Path]) -> None:
+    """Every existing checkpoint a resume would read holds tensors and plain data only (`dflbench.io.read_tensors`)
+    and a SyncSimulator's keys; a damaged, foreign or unsafe file is a UserError naming it."""
+    fix = "delete it to train that algorithm from the start, give another --out, or use --overwrite"
+    for path in paths:
+        if path.is_file():
+            ckpt = read_tensors(path, "a checkpoint of an earlier run", fix)
+            if not (isinstance(ckpt, dict) and {"epoch", "fingerprint", "state", "history"} <= ckpt.keys()):
+                raise UserError(f"{path} (a checkpoint of an earlier run) is not a dflbench training checkpoint; {fix}")
 
 
 def run_p2pft(cfg: P2PFTConfig, out_dir: str | Path, resume: bool = False, progress: bool | None = None,
@@ -388,6 +442,7 @@ def run_p2pft_seeds(cfgs: list[P2PFTConfig], out_dirs: list[str | Path], resume:
             done += run_p2pft_seeds([c], [out], resume, progress, runtime, report)
         return done
     cfg = cfgs[0]
+    earlier = [earlier_results(c, Path(out)) if resume and runtime.lead else None for c, out in zip(cfgs, out_dirs)]
     device = str(resolve_device(cfg.device)) if runtime.device is None else runtime.device
     data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download, cfg.image_size)
     keep = random_subset(len(data.y_train), cfg.train_samples, 0)
@@ -415,13 +470,14 @@ def run_p2pft_seeds(cfgs: list[P2PFTConfig], out_dirs: list[str | Path], resume:
                 on_run_done(s, runs[s][-1])
     if not runtime.lead:
         return [None] * len(seeds)
-    return [_finish(seed, data, device, seed_runs, seed_sims, runtime) for seed, seed_runs, seed_sims
-            in zip(seeds, runs, sims)]
+    return [_finish(seed, data, device, seed_runs, seed_sims, runtime, previous) for seed, seed_runs, seed_sims,
+            previous in zip(seeds, runs, sims, earlier)]
 
 
 def _finish(seed: _Seed, data, device: str, runs: list[dict], sims: dict[str, SyncResult],
-            runtime: P2PFTRuntime) -> P2PFTRun:
-    """One seed's results.json / results.csv, then its pictures."""
+            runtime: P2PFTRuntime, previous: dict | None) -> P2PFTRun:
+    """One seed's results.json / results.csv, then its pictures; the runs of other algorithms a resumed folder
+    held (`previous`) are kept after this run's."""
     cfg, out, part, topology = seed.cfg, seed.out, seed.part, seed.topology
     results = {
         "config": {**asdict(cfg), "model_kwargs": dict(cfg.model_kwargs), "device": device,
@@ -435,6 +491,7 @@ def _finish(seed: _Seed, data, device: str, runs: list[dict], sims: dict[str, Sy
         "topology": None if topology is None else {"name": topology.name, "weights": topology.weights.tolist()},
         "runs": runs,
     }
+    results = keep_earlier_runs(results, previous, "algorithm", "algorithms")
     write_results(out, results)                                   # results first: a picture can never lose them
     curves = {label(r["algorithm"]): ([h["epoch"] for h in r["history"]], [h["mean_accuracy"] for h in r["history"]])
               for r in runs}
@@ -449,12 +506,11 @@ def _finish(seed: _Seed, data, device: str, runs: list[dict], sims: dict[str, Sy
 
 
 def _picture(out: Path, what: str, draw: Callable[[], dict]) -> dict:
-    """Draw a figure after the results are on disk; a failure is printed (with its traceback) and recorded as
+    """Draw a figure after the results are on disk; a failure is one warning line on stderr and recorded as
     {"error": ...} in results.json instead of ending the run."""
     try:
         return draw()
     except Exception as exc:  # noqa: BLE001 - any failure of a picture must leave the results
-        traceback.print_exc(file=sys.stderr)
         print(f"warning: the {what} figure failed ({type(exc).__name__}: {exc}); the results in {out} are complete",
               file=sys.stderr)
         return {"error": f"{type(exc).__name__}: {exc}"}

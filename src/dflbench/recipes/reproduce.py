@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from dflbench.errors import UserError
-from dflbench.io import atomic_write_json
+from dflbench.io import atomic_write_json, read_json
 
 from .config import EXPERIMENTS, build_config, check_keys, experiment_class, read_toml
 
@@ -182,7 +182,8 @@ def run_seeds(recipe: Recipe, cfg, seeds: int, out: str | Path,
         record = {"recipe": recipe.name, "experiment": recipe.experiment, "config": _config_record(seed_cfg)}
         done = folder / "done.json"
         if done.is_file():
-            finished = json.loads(done.read_text())
+            finished = read_json(done, "the record of a finished seed", "delete it to run that seed again, or give "
+                                 "another --out")
             if finished == record:
                 continue
             differ = _differing_fields(finished, record)

@@ -33,6 +33,7 @@ import os
 import socket
 import threading
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Callable
 
@@ -272,7 +273,9 @@ class AsyncNode:
         if self.rank == COORDINATOR:
             _SERVICE = CoordinatorService(self.n, self.cfg.heartbeat_timeout_s)
         opts = rpc.TensorPipeRpcBackendOptions(rpc_timeout=self.cfg.rpc_timeout_s, init_method="env://")
-        rpc.init_rpc(f"node{self.rank}", rank=self.rank, world_size=self.n, rpc_backend_options=opts)
+        with warnings.catch_warnings():     # torch's own rendezvous passes a gloo Backend as a group: its notice
+            warnings.filterwarnings("ignore", message="You are using a Backend .* as a ProcessGroup")
+            rpc.init_rpc(f"node{self.rank}", rank=self.rank, world_size=self.n, rpc_backend_options=opts)
         try:
             index = rpc.rpc_sync(f"node{COORDINATOR}", _register, args=(f"{socket.gethostname()}:{os.getpid()}",))
             beats = threading.Thread(target=self._heartbeats, daemon=True)
@@ -378,3 +381,4 @@ def _failed(fut, wait: bool = False) -> int:
         return 0
     except RuntimeError:
         return 1
+

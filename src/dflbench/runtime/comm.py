@@ -32,17 +32,34 @@ from dflbench.runtime.backend import node_placement
 
 class PeerFailure(RunAborted):
     """A point-to-point exchange with a peer rank failed: the peer died, or stopped answering within the process
-    group's timeout. `rank` is this process, `peer` the rank whose message failed."""
+    group's timeout. `rank` is this process, `peer` the rank that failed and `via` the rank whose message failed
+    here when that is another one (a survivor that stopped on `peer`'s failure before answering this rank)."""
 
-    def __init__(self, rank: int, peer: int, cause: BaseException, hint: str = ""):
-        self.rank, self.peer, self.cause = rank, peer, cause
+    def __init__(self, rank: int, peer: int, cause: BaseException, hint: str = "", via: int | None = None):
+        self.rank, self.peer, self.cause, self.via = rank, peer, cause, via
         first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-        super().__init__(f"rank {rank}: the exchange with rank {peer} failed ({first[:200]}); rank {peer} died or "
-                         "stopped answering within the peer timeout" + (f"; {hint}" if hint else ""))
+        exchange = peer if via is None else via
+        after = "" if via is None or via == peer else f" after rank {peer} failed first"
+        super().__init__(f"rank {rank}: the exchange with rank {exchange} failed ({first[:200]}){after}; rank {peer} "
+                         "died or stopped answering within the peer timeout" + (f"; {hint}" if hint else ""))
 
     def with_hint(self, hint: str) -> "PeerFailure":
         """The same failure with what the caller can do about it appended to the message."""
-        return PeerFailure(self.rank, self.peer, self.cause, hint)
+        return PeerFailure(self.rank, self.peer, self.cause, hint, self.via)
+
+    @classmethod
+    def agreed(cls, rank: int, peer: int, cause: BaseException) -> "PeerFailure":
+        """The failure every surviving rank reports: the first failed rank any rank recorded in the process group's
+        store (this one records `peer` if none is there yet), so that a rank whose exchange failed only because a
+        survivor stopped still names the rank that died or hung."""
+        try:
+            first = int(dist.distributed_c10d._get_default_store().compare_set(FAILED_KEY, "", str(peer)))
+        except Exception:  # noqa: BLE001 - no store (or it is gone): name the rank whose message failed
+            first = peer
+        return cls(rank, first, cause, via=None if first == peer else peer)
+
+
+FAILED_KEY = "dflbench/failed_rank"  # the process-group store key of the first rank a survivor lost
 
 
 @dataclass(frozen=True)
@@ -161,12 +178,12 @@ class DistributedCommunicator(Communicator):
             try:
                 reqs = dist.batch_isend_irecv(ops)
             except RuntimeError as exc:
-                raise PeerFailure(self.rank, ops[0].peer, exc) from exc
+                raise PeerFailure.agreed(self.rank, ops[0].peer, exc) from exc
             for op, req in zip(ops, reqs):
                 try:
                     req.wait()
                 except RuntimeError as exc:     # gloo: connection closed / reset, or the group timeout
-                    raise PeerFailure(self.rank, op.peer, exc) from exc
+                    raise PeerFailure.agreed(self.rank, op.peer, exc) from exc
         gathered = torch.cat([flat] + bufs) if bufs else flat
         w = plan.weights_on(flat.device, flat.dtype)
         with torch.autocast(flat.device.type, enabled=False):

@@ -65,8 +65,10 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises pickle/zip/runtime errors for files that are not checkpoints
-        raise ValueError(f"checkpoint {path} is not a readable torch state dict ({type(err).__name__}: "
-                         f"{str(err).splitlines()[0] if str(err) else ''}); save one with "
+        reason = ("it holds objects other than tensors, refused because loading them could run code"
+                  if "Weights only load failed" in str(err) else
+                  f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+        raise ValueError(f"checkpoint {path} is not a readable torch state dict ({reason}); save one with "
                          "torch.save(model.state_dict(), path)") from err
     for key in ("state_dict", "model", "state_dict_ema"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
