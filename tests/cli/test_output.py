@@ -56,7 +56,7 @@ def test_resume_with_another_method_list_keeps_every_finished_method(tmp_path, c
     result = runner.invoke(app, cli.aedfl_args(data, out, "--methods", "ad-psgd,fedbuff", "--resume"))
     assert result.exit_code == 0, result.output
     assert "kept fedavg, fedbuff (finished earlier, not run again); running ad-psgd" in result.output
-    table = result.output[result.output.index("Acc on"):]
+    table = result.output[result.output.index("accuracy on"):]
     assert "ad-psgd" in table and "fedbuff" in table and "fedavg" not in table      # the table: the asked ones
     runs = json.loads((out / "results.json").read_text())["runs"]
     assert [r["method"] for r in runs] == ["ad-psgd", "fedbuff", "fedavg"]

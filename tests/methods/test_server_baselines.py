@@ -252,7 +252,7 @@ def test_cli_rounds_and_fraction_and_the_evaluation_size_in_every_table(aedfl_np
                                    "--method-opt", "fedavg.rounds=2", "--method-opt", "fedavg.fraction=0.5",
                                    "--out", str(out)], env={"COLUMNS": "300"})
     assert res.exit_code == 0, res.output
-    assert "Acc on 40 of 64 test samples" in " ".join(res.output.split())      # the title may wrap
+    assert "accuracy on 40 of 64 test samples" in " ".join(res.output.split())  # the title may wrap
     (run,) = json.loads((out / "results.json").read_text())["runs"]
     assert run["stop_reason"] == "2 rounds" and run["device_steps"] == 2 * 3 and run["eval_samples"] == 40
     with open(out / "results.csv") as f:

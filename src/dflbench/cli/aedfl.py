@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -32,19 +33,38 @@ from .progress import LogLines
 
 
 def results_table(results: dict) -> Table:
-    """Table 1 layout: Acc (global test set), Time (virtual s to the target accuracy, '/' if never), MFP, plus the
-    personalized accuracy of personalized methods ('-' for the others) and MB sent."""
+    """Table 1 layout on the evaluation protocol (docs/EVALUATION.md): both accuracy columns at the end, the
+    consensus column's convergence accuracy and whether it flattened, virtual seconds until the consensus column
+    reached the target ('/' if never), MFP, the personalized accuracy where a method has one, MB sent; short
+    headings (it fits 80 columns; each method's wall time is printed as it finishes) and a caption that says what
+    each one is."""
     cfg = results["config"]
     table = Table(title=f"{cfg['model']} on {cfg['dataset']}, {cfg['devices']} devices, "
-                        f"alpha {cfg['alpha']}, target {cfg['target_acc']}, Acc on "
-                        f"{evaluated_samples(results)} of {results['data']['test_samples']} test samples")
-    for col in ("method", "Acc", "Time", "MFP", "Pers. acc", "MB sent", "wall (s)"):
-        table.add_column(col, justify="left" if col == "method" else "right")
+                        f"alpha {cfg['alpha']}, target {cfg['target_acc']}, accuracy on "
+                        f"{evaluated_samples(results)} of {results['data']['test_samples']} test samples",
+                  caption="devices: the device models' mean accuracy; consens.: their average model's (a server "
+                          "method's global model in both); plateau: the consensus column's last 20% of evaluations; "
+                          "flat: they gained under 1 point; to tgt: virtual s until the consensus column reached "
+                          "the target (/: never); MFP: MFLOPs per sample; pers.: accuracy on each device's own "
+                          "labels; MB sent (each method's wall time is on its own line above)",
+                  box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False)
+    pers = any(r.get("personalized_accuracy") is not None for r in results["runs"])
+    heads = ("method", "devices", "consens.", "plateau", "flat", "to tgt", "MFP") + (("pers.",) if pers else ()) \
+        + ("MB",)
+    for col in heads:
+        table.add_column(col, justify="left" if col == "method" else "right", no_wrap=True)
+
+    def num(value, digits=3):
+        return "-" if value is None else f"{value:.{digits}f}"
+
     for r in results["runs"]:
-        t = r["time_to_target"]
-        pers = r.get("personalized_accuracy")
-        table.add_row(r["method"], f"{r['accuracy']:.4f}", "/" if t is None else f"{t:.1f}", f"{r['mflops']:.3f}",
-                      "-" if pers is None else f"{pers:.4f}", f"{r['bytes_sent'] / 1e6:.1f}", f"{r['wall_time']:.1f}")
+        t = r.get("consensus_time_to_target", r["time_to_target"])
+        plateau = (r.get("convergence") or {}).get("consensus_accuracy") or {}
+        flat = {True: "yes", False: "no"}.get(plateau.get("converged"), "-")
+        row = [r["method"], num(r["accuracy"]), num(r.get("consensus_accuracy")), num(plateau.get("accuracy")), flat,
+               "/" if t is None else f"{t:.1f}", f"{r['mflops']:.3f}"]
+        row += [num(r.get("personalized_accuracy"))] if pers else []
+        table.add_row(*row, f"{r['bytes_sent'] / 1e6:.1f}")
     return table
 
 
