@@ -170,3 +170,15 @@ def test_dispfl_aggregates_its_own_model_with_the_neighbours_sent_ones(aedfl_sim
         for k in range(nb.shape[1]):
             torch.testing.assert_close(models[b, 1 + k], sent[nb[b, k]], rtol=0, atol=0)
     assert bool((nb == BAD).any())
+
+
+def test_sageflow_public_set_keeps_the_clean_labels(aedfl_sim):
+    """Labels mode poisons the corrupt devices' training data, not the server's own public set: Sageflow scores
+    uploads against the labels the data had before the flip."""
+    faults = FaultConfig(corrupt=(0, 1, 2, 3), corrupt_mode="labels")
+    sim = aedfl_sim(make_method("sageflow", {"public_samples": 64}), D=4, faults=faults)
+    sim.method.setup(sim)
+    clean = aedfl_sim(make_method("sageflow", {"public_samples": 64}), D=4)
+    clean.method.setup(clean)
+    assert not torch.equal(sim.data.y, clean.data.y)                  # every device trains on flipped labels
+    assert torch.equal(sim.method.y_pub, clean.method.y_pub)

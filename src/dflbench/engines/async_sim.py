@@ -149,6 +149,7 @@ class AsyncSimulator:
                 raise UserError(f"the fault settings name device {dev}, valid: 0..{self.D - 1}")
         self.dev = torch.device(config.device)
         self.data = self._poisoned(data) if self.faults.corrupt and self.faults.corrupt_mode == "labels" else data
+        self.clean_y = data.y          # the labels before any poisoning: what a server's own (public) data holds
         self.net = StackedModel(model)
         self.P = self.net.numel
         self.x = self.net.init.to(self.dev).unsqueeze(0).repeat(self.D, 1)     # [D, P] device models

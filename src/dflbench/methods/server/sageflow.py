@@ -10,7 +10,8 @@ loss-weighted averaging, every K arrivals:
 None kept: the global model stays.
 Departure (stated): Sageflow's server holds public data; dflbench has none, so the public set is `public_samples`
 images drawn (seeded) from the devices' pooled training data, i.e. from the same distribution, as the paper
-assumes. No adversaries are simulated, and the default E_th = log C drops only uploads predicting uniformly: a
+assumes; with harmful neighbours in labels mode (`FaultConfig`) it keeps the labels the data had before the flip
+(`AsyncSimulator.clean_y`), as a server's own data would. The default E_th = log C drops only uploads predicting uniformly: a
 freshly initialised LeNet-5 already predicts with 0.99-0.999 log C (measured on the tests' data), so a lower E_th
 drops every early upload of one-step local updates and the global model never leaves its initialisation (Sageflow
 tunes E_th for models trained several local epochs); lower it when simulating adversaries."""
@@ -73,7 +74,7 @@ class Sageflow(BufferedServer):
         n = sim.data.x.shape[0]
         idx = torch.randperm(n, generator=torch.Generator().manual_seed(sim.cfg.seed))[:self.options.public_samples]
         self.x_pub = sim.data.prepare(sim.data.x[idx.to(sim.data.x.device)])
-        self.y_pub = sim.data.y[idx.to(sim.data.y.device)]
+        self.y_pub = sim.clean_y[idx.to(sim.clean_y.device)]     # the server's data: never a corrupt device's labels
         super().setup(sim)
 
     def upload_macs(self, sim) -> float:
