@@ -194,6 +194,8 @@ def summarize_aedfl(recipe: Recipe, seeds: list[dict], out: Path) -> tuple[dict,
                                      "MFLOPs": col("mflops"), "MB sent": col("mb_sent")}, title)
 
     _figure(out, "costs", costs, figures)
+    if cfg.get("corrupt"):
+        lines += [""] + harmful_lines(runs, cfg["corrupt"], cfg.get("corrupt_mode", "noise"), cfg["devices"])
     panels = diagnostics_panels(runs)
     if panels:
         _figure(out, "diagnostics", lambda p: panels_plot(p, panels, "virtual time (s)", f"AEDFL modules: {title}"),
@@ -229,6 +231,48 @@ def diagnostics_panels(runs: dict[str, list[dict]]) -> list[Panel]:
     if buckets:
         panels.append(Panel("selection probability", buckets, title="selection by cached-model kind (first seed)"))
     return panels
+
+
+def sender_means(diagnostics: dict, key: str, senders: set[int]) -> float | None:
+    """The mean of `diagnostics[key]` (a per-sender list at each evaluation) over the second half of the
+    evaluations and the devices in `senders` (None entries skipped); None when there is no value."""
+    series = diagnostics.get(key) or []
+    vals = [v for row in series[len(series) // 2:] for j, v in enumerate(row)
+            if j in senders and v is not None and math.isfinite(v)]
+    return float(np.mean(vals)) if vals else None
+
+
+def harmful_lines(runs: dict[str, list[dict]], corrupt: list[int], mode: str, devices: int) -> list[str]:
+    """The harmful-neighbour table: per method the honest devices' accuracy (the mean of the device models that are
+    not corrupt; a server method's global model, which is what every device uses), and, where a method selects or
+    weighs neighbours, the mean selection probability and lambda of the corrupt senders and of the honest ones over
+    the second half of the run (`methods.aedfl.diagnostics`)."""
+    bad = set(corrupt)
+    good = set(range(devices)) - bad
+    head = ("| method | Acc honest devices | Acc devices | Acc consensus | P(select) corrupt senders | "
+            "P(select) honest senders | lambda corrupt | lambda honest |")
+    lines = [f"## Harmful neighbours: devices {', '.join(map(str, corrupt))} of {devices}, mode `{mode}`", "",
+             head, "|" + "---|" * (head.count("|") - 1)]
+
+    def col(values):
+        vals = [v for v in values if v is not None]
+        return fmt(vals) if vals else "-"
+
+    for name, rs in runs.items():
+        honest = [r.get("honest_accuracy", r["accuracy"]) for r in rs]
+        diag = [r.get("diagnostics") or {} for r in rs]
+        lines.append(f"| {name} | {fmt(honest)} | {fmt([r['accuracy'] for r in rs])} | "
+                     f"{fmt([r['history'][-1][_consensus_key(r)] for r in rs])} | "
+                     + " | ".join(col([sender_means(d, key, who) for d in diag])
+                                  for key, who in (("selection_probability", bad), ("selection_probability", good),
+                                                   ("lambda", bad), ("lambda", good))) + " |")
+    lines += ["", f"Mode `{mode}`: " + ("the corrupt devices send Gaussian noise of their model's scale wherever a "
+                                        "model leaves them, and train honestly" if mode == "noise" else
+                                        "the corrupt devices train on flipped labels (y -> C - 1 - y)")
+              + ". *Acc honest devices*: the mean test accuracy of the other devices' models (a server method: its "
+              "global model); selection and lambda: means over the second half of the evaluations and over the "
+              "senders of each group (`-`: the method does not select or weigh)."]
+    return lines
 
 
 def verdict(ours: tuple[float, float], theirs: tuple[float, float], seeds: int, higher_is_better: bool = True) -> str:

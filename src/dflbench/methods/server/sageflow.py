@@ -9,12 +9,12 @@ loss-weighted averaging, every K arrivals:
      x <- (1 - gamma) x + gamma z.
 None kept: the global model stays.
 Departure (stated): Sageflow's server holds public data; dflbench has none, so the public set is `public_samples`
-images drawn (seeded) from the devices' pooled training data, i.e. from the same distribution, as the paper
-assumes; with harmful neighbours in labels mode (`FaultConfig`) it keeps the labels the data had before the flip
-(`AsyncSimulator.clean_y`), as a server's own data would. The default E_th = log C drops only uploads predicting uniformly: a
-freshly initialised LeNet-5 already predicts with 0.99-0.999 log C (measured on the tests' data), so a lower E_th
-drops every early upload of one-step local updates and the global model never leaves its initialisation (Sageflow
-tunes E_th for models trained several local epochs); lower it when simulating adversaries."""
+images drawn (seeded) from the devices' pooled training data, i.e. from the same distribution, as the paper assumes;
+with harmful neighbours in labels mode (`FaultConfig`) it keeps the labels the data had before the flip
+(`AsyncSimulator.clean_y`), as a server's own data would. The default E_th = log C drops only uploads predicting
+uniformly: a freshly initialised LeNet-5 already predicts with 0.99-0.999 log C (measured on the tests' data), so a
+lower E_th drops every early upload of one-step local updates and the global model never leaves its initialisation
+(Sageflow tunes E_th for models trained several local epochs); lower it when simulating adversaries."""
 
 from __future__ import annotations
 
