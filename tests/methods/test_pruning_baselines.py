@@ -169,3 +169,24 @@ def test_mflops_are_counted_from_the_pruned_structure(aedfl_sim):
     torch.testing.assert_close(m.pruner.mflops(sim, m.masks), macs / 1e6)
     assert m.mflops(sim) == pytest.approx(float(macs.mean()) / 1e6)
     torch.testing.assert_close(sim.cost_fraction, macs / dense)
+
+
+@pytest.mark.parametrize("name, paper", [("hrank", 0.277), ("fedap", 0.278)])
+def test_layerwise_default_rates_give_table_1_compute_on_lenet5(name, paper):
+    """HRank's and FedAP's default rate removes from LeNet-5 about the MACs Table 1 reports (dense 0.283): at 0.05
+    each layer's floor(rate * units) prunes linear neurons only (conv1 6 and conv2 16 channels keep all), and the
+    structural count of that structure is within 1.5% of the paper's fraction."""
+    from dflbench.models.registry import make_model
+    from dflbench.pruning import prune_model, structured_mfp
+
+    torch.manual_seed(0)
+    model = make_model("lenet5", 10, 1, 28)
+    rate = make_method(name).options.rate
+    x, y = torch.randn(32, 1, 28, 28), torch.randint(0, 10, (32,))
+    cfg = PruningConfig(rule=name, approximation="diagonal", slq_steps=4, layerwise=name == "hrank")
+    res = prune_model(model, F.cross_entropy, (x, y), rate, config=cfg,
+                      initial_params={k: v.detach() + 0.01 * torch.randn_like(v) for k, v in model.named_parameters()})
+    dense = structured_mfp(model, x[:1], torch.ones(1, sum(p.numel() for p in model.parameters()), dtype=torch.bool))
+    ratio = float(structured_mfp(model, x[:1], res.flat_mask(model).bool()[None])[0] / dense[0])
+    assert ratio == pytest.approx(paper / 0.283, abs=0.015)
+    assert ratio < 1.0
