@@ -190,3 +190,42 @@ def test_layerwise_default_rates_give_table_1_compute_on_lenet5(name, paper):
     ratio = float(structured_mfp(model, x[:1], res.flat_mask(model).bool()[None])[0] / dense[0])
     assert ratio == pytest.approx(paper / 0.283, abs=0.015)
     assert ratio < 1.0
+
+
+def test_fedap_keeps_each_devices_first_layer_rates_and_charges_their_spectra_once(aedfl_sim, monkeypatch):
+    """FedAP sets a device's layer rates at its first pruning (the Hessian spectra) and keeps them: later prunings
+    prune the same count per layer, ranked by HRank, and only the first is charged the spectra's products."""
+    import dflbench.methods.pruning_baselines as pb
+
+    calls = []
+    real = pb.prune_model
+    monkeypatch.setattr(pb, "prune_model", lambda *a, **k: calls.append(k["config"].rule) or real(*a, **k))
+    sim = aedfl_sim(make_method("fedap", {"every": 2, "rate": 0.4}), max_updates=4)
+    sim.run()
+    pr = sim.method.pruner
+    assert set(pr.layer_rates) == set(range(sim.D))                      # every device pruned at t = 2 and t = 4
+    assert calls.count("fedap") == sim.D and calls.count("hrank") == sim.D
+    cand, kept = _units_kept(sim, sim.method.masks)
+    sizes = torch.tensor([g.num_units for g in cand.groups])
+    for d, rates in pr.layer_rates.items():
+        pruned = torch.tensor([int((~k[d]).sum()) for k in kept])
+        assert torch.equal(pruned, torch.minimum(torch.floor(rates * sizes).long(), sizes - 1))
+    pr.layer_rates.pop(0)                                                # device 0 as before its first pruning
+    first, later = pr.work_macs(sim, torch.tensor([0])), pr.work_macs(sim, torch.tensor([1]))
+    assert float(first[0]) > float(later[0]) > 0                         # spectra charged once per device
+
+
+def test_prune_model_applies_given_group_rates_with_another_rules_scores():
+    """`group_rates` replaces the rule's selection: hrank scores cut at the given per-layer rates."""
+    from dflbench.models.registry import make_model
+    from dflbench.pruning import prune_model, select_units
+
+    torch.manual_seed(0)
+    model = make_model("lenet5", 10, 1, 28)
+    x, y = torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    rates = torch.tensor([0.5, 0.25, 0.1, 0.0], dtype=torch.float64)
+    res = prune_model(model, F.cross_entropy, (x, y), 0.2, config=PruningConfig(rule="hrank"), group_rates=rates)
+    assert torch.equal(res.group_rates, rates)
+    assert torch.equal(res.keep_units, select_units(res.scores, res.candidates, 0.2, group_rates=rates))
+    pruned = [int((~res.keep_units[s:e]).sum()) for _, s, e in res.candidates.group_slices()]
+    assert pruned == [int(r * g.num_units) for r, g in zip(rates.tolist(), res.candidates.groups)]

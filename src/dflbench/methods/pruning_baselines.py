@@ -8,7 +8,11 @@ on its current local minibatch, structured units (conv channels, linear neurons;
                              lowest average rank (HRank's per-layer ranking at per-layer rates)
   fedap  (Zhang et al. 2022) per-layer rates from each layer's Hessian spectrum, sharing out the overall `rate`
                              (`dflbench.pruning.scoring.fedap_scores`), HRank scores inside a layer; the device's local
-                             batch replaces FedAP's server-side shared data, which a decentralized network does not have
+                             batch replaces FedAP's server-side shared data, which a decentralized network does not
+                             have. FedAP sets its layer rates once, from the server's data; here each device sets them
+                             at its first pruning and keeps them, re-ranking units by HRank at later prunings (the
+                             spectra at every pruning cost 32 Hessian products per call and gave FedAP half the
+                             updates of HRank in the same virtual time)
   hap    (Yu et al. 2022)    HAP's sensitivity tr(H_uu) / |u| ||w_u||^2 (Hutchinson), the floor(rate * units) least
                              sensitive units of the whole model, a layer losing at most `layer_limit` of its units
                              (HAP's prune_ratio_limit; at 0.95 a LeNet-5 conv layer still keeps only one channel)
@@ -85,31 +89,39 @@ class PackagePruner(ScheduledPruner):
                                          slq_steps=cfg.slq_steps, slq_runs=cfg.slq_runs, layerwise=rule == "hrank",
                                          max_group_rate=cfg.layer_limit if rule == "hap" else 1.0)
         self.rate.fill_(cfg.rate)
+        self.layer_rates: dict[int, torch.Tensor] = {}    # fedap: each device's layer rates, from its first pruning
+        self.hrank = PackagePruningConfig(rule="hrank")
         self.model = sim.net.template
         self.init = {k: v.detach().clone() for k, v in self.model.named_parameters()}
         self.example = sim.data.prepare(sim.data.x_test[:1]).cpu()
         self.layers = len(find_candidates(self.model, self.example).groups)
 
-    def work_macs(self, host) -> float:
+    def work_macs(self, host, rows: torch.Tensor) -> float | torch.Tensor:
         """MACs of one pruning call (`engines.cost`) on one minibatch of b samples: hrank a forward pass for the
         feature maps (their ranks' SVDs, tiny next to it, are not counted), hap `num_probes` Hessian-vector products,
-        fedap a forward pass plus `slq_runs * slq_steps` Hessian-vector products per prunable layer."""
+        fedap a forward pass, plus at a device's first pruning `slq_runs * slq_steps` Hessian-vector products per
+        prunable layer (its layer rates)."""
         mfp, b = float(self.dense), host.cfg.batch_size
         if self.rule == "hap":
             return self.cfg.num_probes * hvp_macs(mfp, b)
         work = forward_macs(mfp, b)
-        if self.rule == "fedap":
-            work += self.layers * self.cfg.slq_runs * self.cfg.slq_steps * hvp_macs(mfp, b)
-        return work
+        if self.rule != "fedap":
+            return work
+        first = torch.tensor([int(d) not in self.layer_rates for d in rows.tolist()], dtype=torch.float64)
+        return work + first * self.layers * self.cfg.slq_runs * self.cfg.slq_steps * hvp_macs(mfp, b)
 
 
     def prune(self, sim, devs, x, masks, w, active, neighbor_rates):
         xb, yb = sim.data.batch(devs.to(sim.dev), sim.t[devs].to(sim.dev), -1, sim.cfg.batch_size, sim.cfg.seed)
         new = []
-        for b in range(len(devs)):
+        for b, dev in enumerate(devs.tolist()):
             vector_to_parameters(x[b].detach().cpu(), self.model.parameters())
+            kept = self.layer_rates.get(dev)
             res = prune_model(self.model, F.cross_entropy, (xb[b].cpu(), yb[b].cpu()), self.cfg.rate,
-                              config=self.pcfg, initial_params=self.init, seed=sim.cfg.seed + int(devs[b]))
+                              config=self.pcfg if kept is None else self.hrank, initial_params=self.init,
+                              seed=sim.cfg.seed + dev, group_rates=kept)
+            if self.rule == "fedap" and kept is None:
+                self.layer_rates[dev] = res.group_rates
             new.append(res.flat_mask(self.model).to(torch.bool))
         new = torch.stack(new).to(sim.dev)
         return new, self.mflops(sim, new) / self.dense

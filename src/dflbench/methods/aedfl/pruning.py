@@ -128,8 +128,9 @@ class ScheduledPruner:
     def mflops(self, host, masks: torch.Tensor) -> torch.Tensor:
         return host.model_mflops(masks)
 
-    def work_macs(self, host) -> float:
-        """MACs one pruning call of one device costs (`engines.cost`); every pruner states its own."""
+    def work_macs(self, host, rows: torch.Tensor) -> float | torch.Tensor:
+        """MACs the pruning call of each of the devices `rows` costs (`engines.cost`; a float: the same for each),
+        asked just before the call; every pruner states its own."""
         raise NotImplementedError(f"{type(self).__name__} must state the work of a pruning call (work_macs)")
 
 
@@ -149,7 +150,7 @@ class AdaptivePruner(ScheduledPruner):
 
         self._loss = loss
 
-    def work_macs(self, host) -> float:
+    def work_macs(self, host, rows: torch.Tensor) -> float:
         """MACs of one pruning call (`engines.cost`) on one minibatch: the gradients at m and m^o, the
         `hutchinson` SLQ runs' `lanczos_steps` Hessian products each, and the secant's product along Delta m."""
         mfp, b = float(self.dense), host.cfg.batch_size

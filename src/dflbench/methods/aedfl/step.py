@@ -226,11 +226,11 @@ class AEDFLStep:
             due = pruner.due(t)
             if due.any():
                 pruned = rows[due]
+                work[due] += pruner.work_macs(host, pruned)            # before `prune`, which may change it
                 new_masks, cost = pruner.prune(host, pruned, x_full[due], self.masks[pruned], w[due].cpu(),
                                                active[due], view.rate[due])
                 self.masks[pruned] = new_masks
                 x_new[due] = x_full[due] * new_masks
-                work[due] += pruner.work_macs(host)
         messages = [ModelMessage(model=x_new[b], mask=None if pruner is None else self.masks[r].clone(),
                                  loss=float(loss[b]), samples=int(self.sizes[r]), version=int(t[b]),
                                  rate=None if pruner is None else float(pruner.rate[r]))

@@ -126,6 +126,7 @@ class PruneResult:
     rate: float
     achieved_rate: float
     candidates: CandidateSet
+    group_rates: Tensor | None = None       # the per-group rates the selection used (None: one global selection)
 
     def flat_mask(self, model: nn.Module) -> Tensor:
         """The mask as one vector aligned with `model.state_dict()` (see `masks.flat_mask`)."""
@@ -141,12 +142,14 @@ def _batch(batch) -> tuple[Tensor, Tensor]:
 def prune_model(model: nn.Module, criterion: Callable[[Tensor, Tensor], Tensor], batch, rate: float, *,
                 config: PruningConfig = PruningConfig(), max_grad_norm: float | None = None,
                 initial_params: Mapping[str, Tensor] | None = None, candidates: CandidateSet | None = None,
-                seed: int = 0) -> PruneResult:
+                seed: int = 0, group_rates: Tensor | None = None) -> PruneResult:
     """Score every candidate unit of `model` on the local `batch` with `config.rule` and keep the best.
 
     `rate` is the fraction of candidate units to prune (p_i of 5.16), over the whole model or, with
     `config.layerwise` or a layer-adaptive rule, per group; the model is not modified.
     `max_grad_norm` (rule "aedfl") is ||g||_max of 5.15; `initial_params` (rule "fedap") is m^o.
+    `group_rates` `[groups]`: per-group rates that replace the rule's and `config.layerwise` (e.g. rates a layer-
+    adaptive rule chose earlier, `PruneResult.group_rates`, now applied with another rule's scores).
     """
     rate = check_rate(rate)
     inputs, _ = _batch(batch)
@@ -159,14 +162,15 @@ def prune_model(model: nn.Module, criterion: Callable[[Tensor, Tensor], Tensor],
                          make_generator(seed), max_grad_norm,
                          None if initial_params is None else dict(initial_params), rate)
     result = get_scoring_rule(config.rule)(ctx)
-    group_rates = result.group_rates
+    if group_rates is None:
+        group_rates = result.group_rates
     if group_rates is None and config.layerwise:
         group_rates = torch.full((len(cand.groups),), rate, dtype=torch.float64)
     keep = select_units(result.scores, cand, rate, min_units_kept=config.min_units_kept, group_rates=group_rates,
                         max_group_rate=config.max_group_rate)
     masks = {n: m.to(params[n].device) for n, m in cand.param_masks(keep).items()}
     achieved = float((~keep).sum()) / cand.num_units
-    return PruneResult(keep, masks, result.scores, rate, achieved, cand)
+    return PruneResult(keep, masks, result.scores, rate, achieved, cand, group_rates)
 
 
 def local_rate(model: nn.Module, criterion: Callable[[Tensor, Tensor], Tensor], batch,
