@@ -268,19 +268,24 @@ def _run_distributed(cfg: AEDFLRunConfig, out: Path, previous: dict | None, kept
         if stop.signal is not None and not stop.failed:
             raise (Terminated() if stop.signal == "SIGTERM" else KeyboardInterrupt()) from None
         wrote = "wrote" if stop.results is not None else "rank 0 writes"
-        raise RunAborted(f"{stop}; {wrote} the other devices' results to {out / 'results.json'} as a partial run; "
-                         f"run {cfg.methods[0]} again with: {_continue_command()}") from None
+        raise RunAborted(f"{stop}; {wrote} the reporting devices' results to {out / 'results.json'} as a partial "
+                         f"run; run {cfg.methods[0]} again with: {_continue_command()}") from None
 
 
 def _saved(out: Path) -> str:
-    """What an interrupted `dflbench aedfl` leaves: the methods in OUT/results.json (partial ones marked)."""
+    """What an interrupted `dflbench aedfl` leaves: the methods in OUT/results.json, finished or partial (a
+    distributed run that stopped early); under torchrun the ranks but 0 say that rank 0 writes them."""
+    if os.environ.get("RANK", "0") != "0":
+        return f"rank 0 writes what finished to {out / 'results.json'}"
     try:
-        held = [r["method"] + (" (partial: it stopped early)" if r.get("partial") else "")
-                for r in (read_results(out) or {}).get("runs", [])]
+        runs = (read_results(out) or {}).get("runs", [])
     except UserError:
-        held = []
-    return (f"{out / 'results.json'} holds the finished methods {', '.join(held)}" if held
-            else "no method had finished, nothing was saved")
+        runs = []
+    done = [r["method"] for r in runs if not r.get("partial")]
+    partial = [r["method"] for r in runs if r.get("partial")]
+    held = ([f"the finished methods {', '.join(done)}"] if done else []) + \
+        ([f"the partial run (stopped early) of {', '.join(partial)}"] if partial else [])
+    return f"{out / 'results.json'} holds {' and '.join(held)}" if held else "no method had finished, nothing was saved"
 
 
 def _check_finite(runs: list[dict], out: Path) -> None:

@@ -138,9 +138,12 @@ class CoordinatorService:
                     self.stopping = f"device {i} sent no heartbeat for {self.timeout:g} s"
         return [i not in self.failed for i in range(self.n)]
 
-    def report(self, i: int, metrics: dict) -> None:
+    def report(self, i: int, metrics: dict, halt: str | None = None) -> None:
+        """Device i's final metrics (with `halt`: why it stopped early by itself, as `beat` takes it)."""
         with self.lock:
             self.reports[i] = metrics
+            if halt is not None and self.stopping is None:
+                self.stopping = halt
 
     def settled(self, i: int) -> dict | None:
         """None until every device has reported or is deemed failed; then the run's outcome: `failed` (device ids,
@@ -184,8 +187,8 @@ def _beat(i: int, halt: str | None = None) -> tuple[list[bool], str | None]:
     return _SERVICE.beat(i, halt)
 
 
-def _report(i: int, metrics: dict) -> None:
-    _SERVICE.report(i, metrics)
+def _report(i: int, metrics: dict, halt: str | None = None) -> None:
+    _SERVICE.report(i, metrics, halt)
 
 
 def _settled(i: int) -> dict | None:
@@ -323,7 +326,7 @@ class AsyncNode:
         beats.start()
         metrics = self._train(callback)
         metrics["index"] = index
-        self._ask(_report, self.rank, metrics, timeout=self.cfg.rpc_timeout_s)
+        self._ask(_report, self.rank, metrics, self._own_halt, timeout=self.cfg.rpc_timeout_s)
         deadline = time.monotonic() + self.cfg.finish_timeout_s
         while (outcome := self._ask(_settled, self.rank)) is None:
             self._wait_until(deadline, "the other devices did not finish")
