@@ -58,6 +58,7 @@ from dflbench.errors import RunAborted, UserError
 from dflbench.methods.aedfl.method import AEDFL
 from dflbench.methods.aedfl.step import AEDFLConfig, AEDFLStep, ModelMessage
 from dflbench.runtime.backend import quiet_transport, resolve_device
+from dflbench.runtime.comm import transport_error
 
 COORDINATOR = 0
 
@@ -448,9 +449,9 @@ class CoordinatorLost(RunAborted):
 
     def __init__(self, rank: int, cause: BaseException):
         self.rank = rank
-        first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-        super().__init__(f"rank {rank}: rank 0 (the coordinator) died or stopped answering ({first[:200]}); it "
-                         "writes the results, so nothing was written: start the run again")
+        super().__init__(f"rank {rank}: rank 0 (the coordinator) died or stopped answering "
+                         f"({transport_error(cause)}); it writes the results, so nothing was written: start the run "
+                         "again")
 
 
 @contextmanager
