@@ -51,3 +51,30 @@ def test_env_reads_torchrun_variables(monkeypatch):
     e = DistEnv.from_env(device="cpu")
     assert (e.rank, e.world_size, e.local_rank, e.backend) == (2, 4, 2, "gloo")
     assert e.local_nodes(8).tolist() == [4, 5]
+
+
+def test_resume_reruns_a_partial_run_and_keeps_the_finished_ones(band_npz, tmp_path):
+    """A run record marked partial (what a distributed run that lost a device leaves) is not finished: --resume runs
+    that method again, says so in one line, and keeps the other methods; an interrupt line tells them apart."""
+    import json
+
+    from dflbench.cli.aedfl import _saved
+
+    out = tmp_path / "o"
+    args = ["aedfl", "--dataset", band_npz(side=16, train=20, test=5, noise=40, bright=200), "--devices", "4",
+            "--max-updates", "1", "--batch-size", "8", "--local-steps", "1", "--eval-samples", "20", "--out", str(out),
+            "--methods", "fedavg,fedbuff"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    results = json.loads((out / "results.json").read_text())
+    reason = "device 2 failed (rank 2: no heartbeat for 10 s, killed, crashed or stopped)"
+    results["runs"][1].update(partial=True, stop_reason=reason, failed_nodes=[2])
+    (out / "results.json").write_text(json.dumps(results))
+    assert _saved(out) == (f"{out / 'results.json'} holds the finished methods fedavg and the partial run (stopped "
+                           "early) of fedbuff")
+    res = CliRunner().invoke(app, [*args, "--resume"])
+    assert res.exit_code == 0, res.output
+    assert (f"resuming from {out / 'results.json'}: kept fedavg (finished earlier, not run again); running fedbuff "
+            f"again (its run stopped early: {reason})") in res.output.replace("\n", " ")
+    after = json.loads((out / "results.json").read_text())["runs"]
+    assert [r["method"] for r in after] == ["fedavg", "fedbuff"] and after[0] == results["runs"][0]
+    assert not after[1].get("partial") and after[1]["stop_reason"] != reason
