@@ -121,8 +121,33 @@ def _rank_tracebacks(text: str) -> int:
                and not (k + 1 < len(lines) and "torchrun" in lines[k + 1]))
 
 
-def _lines(text: str, prefix: str) -> list[str]:
-    return [line for line in text.splitlines() if line.startswith(prefix)]
+def _fault(args: list[str], tmp_path: Path, ready, what: str, sig: signal.Signals) -> str:
+    """Launch `args`, wait until `ready(run)`, inject `sig` into rank 2; check that the survivors ended within
+    --peer-timeout + 10 s, each with one line naming rank 2 (returned: {rank: line}), torchrun exited non-zero, and
+    no rank printed a traceback, a warning or a TensorPipe line."""
+    run = Launch(args, tmp_path / "run.log")
+    try:
+        run.wait_for(lambda: ready(run), 120, what)
+        ended = _inject(run, sig)
+    finally:
+        run.kill()
+    text = run.text()
+    assert run.proc.returncode != 0 and ended < PEER_TIMEOUT + 10, (ended, text)
+    assert _rank_tracebacks(text) == 0, text
+    assert not [line for line in text.splitlines() if "tensorpipe" in line or "Warning" in line], text
+    lines = {line.split(":")[1].strip(): line for line in text.splitlines() if line.startswith("aborted: ")}
+    assert sorted(lines) == [f"rank {r}" for r in range(RANKS) if r != VICTIM], text
+    return lines
+
+
+def _resume(args: list[str], tmp_path: Path) -> str:
+    """The same command with --resume, which must succeed; its output."""
+    resumed = Launch([*args, "--resume"], tmp_path / "resume.log")
+    try:
+        assert resumed.proc.wait(180) == 0, resumed.text()
+    finally:
+        resumed.kill()
+    return resumed.text()
 
 
 def _p2pft_args(data: str, out: Path) -> list[str]:
@@ -135,26 +160,11 @@ def _p2pft_args(data: str, out: Path) -> list[str]:
 def test_p2pft_rank_fault_is_named_and_resume_completes(tmp_path, sig):
     out = tmp_path / "out"
     args = _p2pft_args(_bands(tmp_path / "bands.npz", 8, 30, 5), out)
-    run = Launch(args, tmp_path / "run.log")
-    try:
-        run.wait_for(lambda: (out / "checkpoints" / f"p2pft.rank{VICTIM}.pt").exists(), 120, "first checkpoint")
-        ended = _inject(run, sig)
-    finally:
-        run.kill()
-    text = run.text()
-    assert run.proc.returncode != 0
-    assert ended < PEER_TIMEOUT + 10, text
-    lines = _lines(text, "aborted: ")
-    assert len(lines) == RANKS - 1 and all(f"rank {VICTIM} died or stopped answering" in line for line in lines), text
-    assert {line.split(":")[1].strip() for line in lines} == {f"rank {r}" for r in range(RANKS) if r != VICTIM}
-    assert _rank_tracebacks(text) == 0, text
+    lines = _fault(args, tmp_path, lambda run: (out / "checkpoints" / f"p2pft.rank{VICTIM}.pt").exists(),
+                   "first checkpoint", sig)
+    assert all(f"rank {VICTIM} died or stopped answering" in line and "--resume" in line for line in lines.values())
     assert not (out / "results.json").exists()
-    resumed = Launch([*args, "--resume"], tmp_path / "resume.log")
-    try:
-        assert resumed.proc.wait(180) == 0, resumed.text()
-    finally:
-        resumed.kill()
-    assert "resuming from" in resumed.text()
+    assert "resuming from" in _resume(args, tmp_path)
     results = json.loads((out / "results.json").read_text())
     assert results["runs"][0]["algorithm"] == "p2pft" and results["runs"][0]["history"][-1]["epoch"] == 60
 
@@ -169,32 +179,14 @@ def _aedfl_args(data: str, out: Path) -> list[str]:
 def test_aedfl_rank_fault_is_named_partial_record_written_and_resume_completes(tmp_path, sig):
     out = tmp_path / "out"
     args = _aedfl_args(_bands(tmp_path / "bands.npz", 16, 40, 10), out)
-    run = Launch(args, tmp_path / "run.log")
-    try:
-        run.wait_for(lambda: "aedfl-dwu: training on" in run.text(), 120, "training")
-        time.sleep(0.5)
-        ended = _inject(run, sig)
-    finally:
-        run.kill()
-    text = run.text()
-    assert run.proc.returncode != 0
-    assert ended < PEER_TIMEOUT + 10, text
-    lines = _lines(text, "aborted: ")
+    lines = _fault(args, tmp_path, lambda run: "aedfl-dwu: training on" in run.text(), "training", sig)
     failure = f"device {VICTIM} failed (rank {VICTIM}: no heartbeat for {PEER_TIMEOUT:g} s, killed, crashed or stopped)"
-    assert len(lines) == RANKS - 1 and all(failure in line and "--resume" in line for line in lines), text
-    assert {line.split(":")[1].strip() for line in lines} == {f"rank {r}" for r in range(RANKS) if r != VICTIM}
-    assert not [line for line in text.splitlines() if "tensorpipe" in line or "Warning" in line], text
-    assert _rank_tracebacks(text) == 0, text
-    run_record = json.loads((out / "results.json").read_text())["runs"][0]
-    assert run_record["partial"] is True and run_record["failed_nodes"] == [VICTIM]
-    assert run_record["stop_reason"] == failure
-    assert [n["node"] for n in run_record["per_node"]] == [r for r in range(RANKS) if r != VICTIM]
-    resumed = Launch([*args, "--resume"], tmp_path / "resume.log")
-    try:
-        assert resumed.proc.wait(180) == 0, resumed.text()
-    finally:
-        resumed.kill()
-    assert f"running aedfl-dwu again (its run stopped early: {failure})" in resumed.text()
+    assert all(failure in line and "--resume" in line for line in lines.values()), lines
+    assert f"wrote the reporting devices' results to {out / 'results.json'} as a partial run" in lines["rank 0"]
+    partial = json.loads((out / "results.json").read_text())["runs"][0]
+    assert partial["partial"] is True and partial["failed_nodes"] == [VICTIM] and partial["stop_reason"] == failure
+    assert [n["node"] for n in partial["per_node"]] == [r for r in range(RANKS) if r != VICTIM]
+    assert f"running aedfl-dwu again (its run stopped early: {failure})" in _resume(args, tmp_path)
     record = json.loads((out / "results.json").read_text())["runs"][0]
     assert record["partial"] is False and record["failed_nodes"] == [] and record["stop_reason"] == "time budget"
     assert [n["node"] for n in record["per_node"]] == list(range(RANKS))
