@@ -79,3 +79,15 @@ def test_quiet_transport_raises_the_cpp_log_threshold_inside_the_block_only(monk
     monkeypatch.setenv("TORCH_CPP_LOG_LEVEL", "INFO")   # the user's choice is kept
     with backend.quiet_transport():
         assert level.value == before
+
+
+def test_after_a_signal_a_silent_device_is_failed_within_the_grace(monkeypatch):
+    """torchrun SIGKILLs every rank 30 s after its SIGTERM: a longer heartbeat timeout is cut to SIGNAL_GRACE_S."""
+    from dflbench.runtime import async_node
+
+    monkeypatch.setattr(async_node, "SIGNAL_GRACE_S", TIMEOUT)
+    svc = CoordinatorService(2, 100 * TIMEOUT)
+    svc.report(0, {}, halt="rank 0 received SIGTERM")
+    time.sleep(TIMEOUT * 1.5)
+    assert svc.settled(0) == {"failed": [1], "partial": True, "stop_reason": f"device 1 failed (rank 1: no "
+                              f"heartbeat for {TIMEOUT:g} s, killed, crashed or stopped)"}

@@ -28,7 +28,8 @@ A failure stops the run early, on every rank: the coordinator deems a device fai
 `heartbeat_timeout_s` (it was killed, crashed or stopped), and a rank that receives SIGTERM or SIGINT (torchrun
 sends SIGTERM to every rank as soon as one process dies; Ctrl-C sends SIGINT) tells the coordinator with its next
 beat. Every beat's answer carries the stop, so each surviving device ends its current update, reports and waits
-until every device has reported or is deemed failed; rank 0 then returns the gathered results marked `partial`,
+until every device has reported or is deemed failed (after a signal, silent for at most `SIGNAL_GRACE_S`, within
+torchrun's 30 s); rank 0 then returns the gathered results marked `partial`,
 listing the failed devices and saying why the run stopped. The run is not continued without the lost device: under
 torchrun a dead process makes the launcher stop every rank (SIGTERM, SIGKILL 30 s later), and a hung one keeps it
 waiting until some rank exits. A lost coordinator (rank 0) is `CoordinatorLost` on every other rank.
@@ -61,6 +62,7 @@ from dflbench.runtime.backend import quiet_transport, resolve_device
 from dflbench.runtime.comm import transport_error
 
 COORDINATOR = 0
+SIGNAL_GRACE_S = 20.0   # after a rank's SIGTERM / SIGINT, the longest wait for a silent device (torchrun kills at 30)
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,7 @@ class CoordinatorService:
         self.reports: dict[int, dict] = {}
         self.failed: dict[int, float] = {}
         self.stopping: str | None = None      # why the run stops early (the first failure or signal), else None
+        self.limit = timeout_s                # the silence after which a device is failed (shorter after a signal)
         self.acked: set[int] = set()
         self.lock = threading.Lock()
 
@@ -125,26 +128,31 @@ class CoordinatorService:
         with self.lock:
             self.last_beat[i] = time.monotonic()
             self.failed.pop(i, None)
-            if halt is not None and self.stopping is None:
-                self.stopping = halt
+            self._halt(halt)
             return self._alive(), self.stopping
+
+    def _halt(self, reason: str | None) -> None:
+        """A device stops early by itself (a signal): the run stops, and since torchrun SIGKILLs every rank 30 s
+        after its SIGTERM, a silent device is failed after at most `SIGNAL_GRACE_S` from now on."""
+        if reason is not None:
+            self.stopping = self.stopping or reason
+            self.limit = min(self.timeout, SIGNAL_GRACE_S)
 
     def _alive(self) -> list[bool]:
         now = time.monotonic()
         for i in range(self.n):
-            if i not in self.reports and i not in self.failed and now - self.last_beat[i] > self.timeout:
+            if i not in self.reports and i not in self.failed and now - self.last_beat[i] > self.limit:
                 self.failed[i] = now - self.start
                 self.table.device_failed(i, now - self.start)
                 if self.stopping is None:
-                    self.stopping = f"device {i} sent no heartbeat for {self.timeout:g} s"
+                    self.stopping = f"device {i} sent no heartbeat for {self.limit:g} s"
         return [i not in self.failed for i in range(self.n)]
 
     def report(self, i: int, metrics: dict, halt: str | None = None) -> None:
         """Device i's final metrics (with `halt`: why it stopped early by itself, as `beat` takes it)."""
         with self.lock:
             self.reports[i] = metrics
-            if halt is not None and self.stopping is None:
-                self.stopping = halt
+            self._halt(halt)
 
     def settled(self, i: int) -> dict | None:
         """None until every device has reported or is deemed failed; then the run's outcome: `failed` (device ids,
@@ -158,7 +166,7 @@ class CoordinatorService:
             if failed:
                 lost = ", ".join(map(str, failed))
                 reason = (f"device{'s' * (len(failed) > 1)} {lost} failed (rank{'s' * (len(failed) > 1)} {lost}: "
-                          f"no heartbeat for {self.timeout:g} s, killed, crashed or stopped)")
+                          f"no heartbeat for {self.limit:g} s, killed, crashed or stopped)")
             return {"failed": failed, "stop_reason": reason, "partial": reason is not None}
 
     def acknowledge(self, i: int) -> None:
@@ -173,7 +181,7 @@ class CoordinatorService:
         the coordinator may leave."""
         with self.lock:
             now = time.monotonic()
-            return all(i in self.acked or now - self.last_beat[i] > self.timeout for i in self.reports)
+            return all(i in self.acked or now - self.last_beat[i] > self.limit for i in self.reports)
 
 
 _SERVICE: CoordinatorService | None = None
