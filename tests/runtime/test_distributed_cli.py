@@ -78,3 +78,11 @@ def test_resume_reruns_a_partial_run_and_keeps_the_finished_ones(band_npz, tmp_p
     after = json.loads((out / "results.json").read_text())["runs"]
     assert [r["method"] for r in after] == ["fedavg", "fedbuff"] and after[0] == results["runs"][0]
     assert not after[1].get("partial") and after[1]["stop_reason"] != reason
+
+
+@pytest.mark.parametrize("value", ["0.5", "nan", "-3"])
+def test_aedfl_peer_timeout_is_checked_before_anything_runs(value, tmp_path):
+    res = CliRunner().invoke(app, ["aedfl", "--runtime", "distributed", "--peer-timeout", value, "--out",
+                                   str(tmp_path / "o")])
+    assert res.exit_code == 2 and f"--peer-timeout must be a finite number >= 1, got {value}" in res.output
+    assert not (tmp_path / "o").exists()

@@ -165,7 +165,7 @@ def aedfl(
     runtime: str = typer.Option("simulator", "--runtime", help="simulator (virtual clock) | distributed (one "
                                                               "device per torchrun rank, real time)."),
     peer_timeout: float = typer.Option(10.0, "--peer-timeout", help="distributed: seconds without a heartbeat "
-                                       "before a device is deemed failed and the run stops (under torchrun's 30 s)."),
+                                       "before a device is deemed failed and the run stops."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file whose [config] sets the run (see "
                                                                  "`dflbench run`); options given here override it."),
 ):
@@ -188,7 +188,7 @@ def aedfl(
     cfg = with_config_file(AEDFLRunConfig, config, fields,
                            {PARAM_FIELDS.get(p, p) for p in explicit_params(ctx)})
     distributed = check_runtime(runtime) == "distributed"
-    check_numbers({"peer_timeout": peer_timeout}, {"peer_timeout": ("--peer-timeout", "(0, inf)")})
+    check_numbers({"peer_timeout": peer_timeout}, {"peer_timeout": ("--peer-timeout", "[1, inf)")})
     prepare_out(out, resume, overwrite)
     previous = None if overwrite else read_results(out)
     if previous is not None:
