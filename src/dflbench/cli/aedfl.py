@@ -250,9 +250,9 @@ def _run_distributed(cfg: AEDFLRunConfig, out: Path, previous: dict | None, kept
     interrupt line (exit 130 / 143)."""
     from dflbench.recipes.aedfl_distributed import RunStopped, run_aedfl_distributed  # torch.distributed.rpc: here
 
-    if cfg.methods[0] in kept:
-        return {**previous, "runs": [kept[cfg.methods[0]]]} if os.environ.get("RANK", "0") == "0" else None
     lead = os.environ.get("RANK", "0") == "0"
+    if cfg.methods[0] in kept:
+        return {**previous, "runs": [kept[cfg.methods[0]]]} if lead else None
 
     def started(t: int) -> None:           # one line (rank 0's) when training runs on every rank
         if t == 1 and lead:
