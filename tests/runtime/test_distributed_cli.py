@@ -86,3 +86,23 @@ def test_aedfl_peer_timeout_is_checked_before_anything_runs(value, tmp_path):
                                    str(tmp_path / "o")])
     assert res.exit_code == 2 and f"--peer-timeout must be a finite number >= 1, got {value}" in res.output
     assert not (tmp_path / "o").exists()
+
+
+def test_distributed_resume_keeps_a_finished_run_without_launching(band_npz, tmp_path, monkeypatch):
+    """--resume of a distributed launch whose method finished earlier runs nothing: rank 0 prints the kept table, the
+    other ranks return (no process group or RPC is started)."""
+    import json
+
+    out = tmp_path / "o"
+    args = ["aedfl", "--dataset", band_npz(side=16, train=20, test=5, noise=40, bright=200), "--devices", "2",
+            "--max-updates", "1", "--batch-size", "8", "--local-steps", "1", "--eval-samples", "20", "--out", str(out),
+            "--methods", "aedfl-dwu"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    before = json.loads((out / "results.json").read_text())["runs"]
+    for rank in ("1", "0"):
+        monkeypatch.setenv("RANK", rank)
+        res = CliRunner().invoke(app, [*args, "--runtime", "distributed", "--resume"])
+        assert res.exit_code == 0, res.output
+        assert ("kept aedfl-dwu (finished earlier, not run again); running nothing" in res.output) == (rank == "0")
+    assert "aedfl-dwu" in res.output[res.output.index("accuracy on"):]
+    assert json.loads((out / "results.json").read_text())["runs"] == before
