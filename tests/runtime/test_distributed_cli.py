@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -56,8 +58,6 @@ def test_env_reads_torchrun_variables(monkeypatch):
 def test_resume_reruns_a_partial_run_and_keeps_the_finished_ones(band_npz, tmp_path):
     """A run record marked partial (what a distributed run that lost a device leaves) is not finished: --resume runs
     that method again, says so in one line, and keeps the other methods; an interrupt line tells them apart."""
-    import json
-
     from dflbench.cli.aedfl import _saved
 
     out = tmp_path / "o"
@@ -91,8 +91,6 @@ def test_aedfl_peer_timeout_is_checked_before_anything_runs(value, tmp_path):
 def test_distributed_resume_keeps_a_finished_run_without_launching(band_npz, tmp_path, monkeypatch):
     """--resume of a distributed launch whose method finished earlier runs nothing: rank 0 prints the kept table, the
     other ranks return (no process group or RPC is started)."""
-    import json
-
     out = tmp_path / "o"
     args = ["aedfl", "--dataset", band_npz(side=16, train=20, test=5, noise=40, bright=200), "--devices", "2",
             "--max-updates", "1", "--batch-size", "8", "--local-steps", "1", "--eval-samples", "20", "--out", str(out),
