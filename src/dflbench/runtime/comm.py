@@ -59,6 +59,15 @@ class PeerFailure(RunAborted):
             first = peer
         return cls(rank, first, cause, via=None if first == peer else peer)
 
+    @staticmethod
+    def recorded() -> int | None:
+        """The first failed rank a survivor recorded in the process group's store (None: none, or no store)."""
+        try:
+            store = dist.distributed_c10d._get_default_store()
+            return int(store.get(FAILED_KEY)) if store.check([FAILED_KEY]) and store.get(FAILED_KEY) else None
+        except Exception:  # noqa: BLE001 - no store (or it is gone)
+            return None
+
 
 def transport_error(cause: BaseException) -> str:
     """What a transport error says, in a few words: its first line without gloo's source location ("[/path/pair.cc:545]
