@@ -142,3 +142,37 @@ def test_a_hung_rank_is_declared_dead_after_the_peer_timeout(launch, band_npz, t
     assert time.monotonic() - start < 40
     messages = [(tmp_path / f"error.rank{r}.txt").read_text() for r in (0, 1, 3)]
     assert all(m.startswith("PeerFailure: ") and "rank 2" in m for m in messages), messages
+
+
+def _worker_dies_before_its_checkpoint(rank: int, cfg: P2PFTConfig, out: str, epoch: int) -> None:
+    """Rank 2 exits hard when it is about to write its checkpoint of `epoch` (after that epoch's last exchange)."""
+    import os
+
+    from dflbench.runtime.sync import DistributedSyncSimulator
+
+    if rank == 2:
+        real = DistributedSyncSimulator.save_checkpoint
+
+        def dying(self, path, payload):
+            if payload["epoch"] == epoch:
+                os._exit(9)
+            return real(self, path, payload)
+
+        DistributedSyncSimulator.save_checkpoint = dying
+    run_p2pft_distributed(cfg, out, progress=False, backend="gloo", timeout_s=20.0)
+
+
+def test_ranks_a_checkpoint_apart_resume_from_the_epoch_all_hold(launch, band_npz, tmp_path):
+    """Rank 2 dies between epoch 2's last exchange and its checkpoint: the others hold epoch 2, it holds epoch 1;
+    the resume goes back to epoch 1 everywhere (the kept previous checkpoints) and ends as the simulator does."""
+    cfg = _config(band_npz(side=8, train=20, test=5, noise=40, bright=200))
+    out = tmp_path / "dist"
+    out.mkdir()
+    _exit_codes(launch(_worker_dies_before_its_checkpoint, 4, cfg, str(out), 2, join=False), 60.0)
+    epochs = [torch.load(out / "checkpoints" / f"p2pft.rank{r}.pt", weights_only=True)["epoch"] for r in range(4)]
+    assert epochs == [2, 2, 1, 2]
+    launch(_worker_resume, 4, cfg, str(out))
+    sim = run_p2pft(cfg, tmp_path / "sim", progress=False).results
+    dist = json.loads((out / "results.json").read_text())
+    assert dist["runs"][0]["node_accuracy"] == sim["runs"][0]["node_accuracy"]
+    assert [h["epoch"] for h in dist["runs"][0]["history"]] == list(range(cfg.epochs + 1))

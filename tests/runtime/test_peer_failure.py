@@ -5,7 +5,7 @@ from datetime import timedelta
 
 import torch.distributed as dist
 
-from dflbench.runtime.comm import PeerFailure
+from dflbench.runtime.comm import PeerFailure, transport_error
 from dflbench.runtime.launch import free_port
 
 
@@ -29,3 +29,15 @@ def test_later_failures_name_the_first_failed_rank():
 def test_without_a_process_group_the_failed_exchange_is_named():
     failure = PeerFailure.agreed(1, 3, RuntimeError("timed out"))
     assert (failure.peer, failure.via) == (3, None) and "rank 3 died" in str(failure)
+
+
+def test_transport_errors_are_cut_to_what_happened():
+    gloo = ("[/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:545] Read error [127.0.0.1]:34980: "
+            "Connection reset by peer. This is typically caused by a remote worker hanging or bugs in the application")
+    assert transport_error(RuntimeError(gloo)) == "Read error [127.0.0.1]:34980: Connection reset by peer"
+    tensorpipe = "eof (this error originated at tensorpipe/transport/shm/connection_impl.cc:259)"
+    assert transport_error(RuntimeError(tensorpipe)) == "eof"
+    assert transport_error(RuntimeError("")) == "RuntimeError"
+    line = str(PeerFailure(0, 2, RuntimeError(gloo)))
+    assert line.startswith("rank 0: the exchange with rank 2 failed (Read error [127.0.0.1]:34980: Connection reset "
+                           "by peer); rank 2 died")

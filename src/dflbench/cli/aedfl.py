@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Optional
 
@@ -11,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from dflbench.errors import UserError
+from dflbench.errors import RunAborted, UserError, check_numbers
 from dflbench.io import keep_earlier_runs, non_finite
 from dflbench.methods.registry import METHODS, list_methods, parse_method_option
 from dflbench.recipes.aedfl import (
@@ -27,7 +28,7 @@ from dflbench.recipes.aedfl import (
 from dflbench.recipes.config import explicit_params, with_config_file
 from dflbench.runtime.backend import check_runtime
 
-from .errors import FIGURE_FAILED, on_interrupt, user_errors
+from .errors import FIGURE_FAILED, Terminated, _continue_command, on_interrupt, user_errors
 from .output import guard_finished, prepare_out
 from .progress import LogLines
 
@@ -163,6 +164,8 @@ def aedfl(
                                    "a run that would drop or overwrite finished methods is refused)."),
     runtime: str = typer.Option("simulator", "--runtime", help="simulator (virtual clock) | distributed (one "
                                                               "device per torchrun rank, real time)."),
+    peer_timeout: float = typer.Option(10.0, "--peer-timeout", help="distributed: seconds without a heartbeat "
+                                       "before a device is deemed failed and the run stops."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file whose [config] sets the run (see "
                                                                  "`dflbench run`); options given here override it."),
 ):
@@ -185,24 +188,23 @@ def aedfl(
     cfg = with_config_file(AEDFLRunConfig, config, fields,
                            {PARAM_FIELDS.get(p, p) for p in explicit_params(ctx)})
     distributed = check_runtime(runtime) == "distributed"
-    if distributed and resume:
-        raise UserError("--resume keeps finished methods of the simulator runtime; the distributed runtime runs "
-                        "its methods again (drop --resume)")
+    check_numbers({"peer_timeout": peer_timeout}, {"peer_timeout": ("--peer-timeout", "[1, inf)")})
     prepare_out(out, resume, overwrite)
     previous = None if overwrite else read_results(out)
     if previous is not None:
         guard_finished(out / "results.json", [r["method"] for r in previous["runs"]], cfg.methods,
                        config_differences(cfg, previous), resume)
     kept = finished_runs(cfg, previous) if resume else {}
-    on_interrupt(lambda: _saved(out), None if distributed else "--resume")   # distributed: the same launch again
-    if kept:
-        console.print(f"resuming from {out / 'results.json'}: kept {', '.join(kept)} (finished earlier, not run "
-                      f"again); running {', '.join(m for m in cfg.methods if m not in kept) or 'nothing'}",
+    on_interrupt(lambda: _saved(out), "--resume")
+    partial = {r["method"]: r["stop_reason"] for r in (previous or {}).get("runs", []) if r.get("partial")}
+    if resume and (kept or partial) and os.environ.get("RANK", "0") == "0":      # once under torchrun: rank 0's
+        again = [f"{m} again (its run stopped early: {partial[m]})" if m in partial else m
+                 for m in cfg.methods if m not in kept]
+        console.print(f"resuming from {out / 'results.json'}: " + (f"kept {', '.join(kept)} (finished earlier, not "
+                      "run again); " if kept else "") + f"running {', '.join(again) or 'nothing'}",
                       highlight=False, soft_wrap=True)
     if distributed:
-        from dflbench.recipes.aedfl_distributed import run_aedfl_distributed  # torch.distributed.rpc: only here
-
-        results = run_aedfl_distributed(cfg)
+        results = _run_distributed(cfg, out, previous, kept, peer_timeout)
         if results is None:  # ranks other than 0 write nothing
             return
         _check_finite(results["runs"], out)
@@ -240,14 +242,50 @@ def aedfl(
         raise typer.Exit(code=FIGURE_FAILED)               # the warning line is printed; the results are complete
 
 
-def _saved(out: Path) -> str:
-    """What an interrupted `dflbench aedfl` leaves: the finished methods in OUT/results.json."""
+def _run_distributed(cfg: AEDFLRunConfig, out: Path, previous: dict | None, kept: dict,
+                     peer_timeout: float) -> dict | None:
+    """Rank 0: the results of `cfg`'s one method run on the torchrun ranks (a finished run of it that --resume kept
+    is not run again); the other ranks: None. A run that stops early is first written by rank 0 as a partial record
+    beside OUT's other methods; then a failed device is one line on every rank naming it (exit 3), a signal the
+    interrupt line (exit 130 / 143)."""
+    from dflbench.recipes.aedfl_distributed import RunStopped, run_aedfl_distributed  # torch.distributed.rpc: here
+
+    lead = os.environ.get("RANK", "0") == "0"
+    if cfg.methods[0] in kept:
+        return {**previous, "runs": [kept[cfg.methods[0]]]} if lead else None
+
+    def started(t: int) -> None:           # one line (rank 0's) when training runs on every rank
+        if t == 1 and lead:
+            Console().print(f"{cfg.methods[0]}: training on {cfg.devices} devices (one per torchrun rank); a device "
+                            f"without a heartbeat for {peer_timeout:g} s stops the run", highlight=False,
+                            soft_wrap=True)
+
     try:
-        held = [r["method"] for r in (read_results(out) or {}).get("runs", [])]
+        return run_aedfl_distributed(cfg, heartbeat_timeout_s=peer_timeout, on_update=started)
+    except RunStopped as stop:
+        if stop.results is not None:
+            write_results(keep_earlier_runs(stop.results, previous, "method", "methods"), out, pictures=False)
+        if stop.signal is not None and not stop.failed:
+            raise (Terminated() if stop.signal == "SIGTERM" else KeyboardInterrupt()) from None
+        wrote = "wrote" if stop.results is not None else "rank 0 writes"
+        raise RunAborted(f"{stop}; {wrote} the reporting devices' results to {out / 'results.json'} as a partial "
+                         f"run; run {cfg.methods[0]} again with: {_continue_command()}") from None
+
+
+def _saved(out: Path) -> str:
+    """What an interrupted `dflbench aedfl` leaves: the methods in OUT/results.json, finished or partial (a
+    distributed run that stopped early); under torchrun the ranks but 0 say that rank 0 writes them."""
+    if os.environ.get("RANK", "0") != "0":
+        return f"rank 0 writes what finished to {out / 'results.json'}"
+    try:
+        runs = (read_results(out) or {}).get("runs", [])
     except UserError:
-        held = []
-    return (f"{out / 'results.json'} holds the finished methods {', '.join(held)}" if held
-            else "no method had finished, nothing was saved")
+        runs = []
+    done = [r["method"] for r in runs if not r.get("partial")]
+    partial = [r["method"] for r in runs if r.get("partial")]
+    held = ([f"the finished methods {', '.join(done)}"] if done else []) + \
+        ([f"the partial run (stopped early) of {', '.join(partial)}"] if partial else [])
+    return f"{out / 'results.json'} holds {' and '.join(held)}" if held else "no method had finished, nothing was saved"
 
 
 def _check_finite(runs: list[dict], out: Path) -> None:

@@ -290,6 +290,10 @@ class SyncSimulator:
                             "use another --out folder or drop --resume")
         return MixingState.from_dict(ckpt["state"]), ckpt["epoch"], ckpt["history"], ckpt["wall_time_s"]
 
+    def save_checkpoint(self, path: Path, payload: dict) -> None:
+        """Write one part's checkpoint atomically (the distributed runtime also keeps the one before)."""
+        atomic_torch_save(path, payload)
+
     # --- the run --------------------------------------------------------------------------------------
 
     def run(self, checkpoint: str | Path | None = None, resume: bool = False,
@@ -356,9 +360,9 @@ class SyncSimulator:
                     elapsed[s] += share
                     histories[s].append(self._record(epoch, part_acc, part_loss, part_state, elapsed[s]))
                     if paths[s] is not None:
-                        atomic_torch_save(paths[s], {"fingerprint": fps[s], "state": part_state.to_dict(),
-                                                     "epoch": epoch, "history": histories[s],
-                                                     "wall_time_s": elapsed[s]})
+                        self.save_checkpoint(paths[s], {"fingerprint": fps[s], "state": part_state.to_dict(),
+                                                        "epoch": epoch, "history": histories[s],
+                                                        "wall_time_s": elapsed[s]})
                 bar.update(task, completed=epoch,
                            description=f"{self.name} epoch {epoch}/{cfg.epochs} mean acc {np.mean(acc):.4f}")
         return [SyncResult(self.name, st.params, h[-1]["node_accuracy"], h, w, st.bytes_sent.tolist(), st.step)

@@ -156,7 +156,8 @@ def config_differences(cfg: AEDFLRunConfig, previous: dict) -> list[str]:
 
 
 def finished_runs(cfg: AEDFLRunConfig, previous: dict | None) -> dict[str, dict]:
-    """Every run of `previous` (a results.json) by method, when every config field but `methods` equals `cfg`'s:
+    """Every finished run of `previous` (a results.json; not a `partial` one, which stopped early) by method, when
+    every config field but `methods` equals `cfg`'s:
     `run_aedfl` keeps those among `cfg.methods` (`dflbench.io.keep_earlier_runs` the others). A `previous` of
     another experiment is refused, naming the fields that differ, so a resume never mixes two settings in one
     table."""
@@ -166,7 +167,7 @@ def finished_runs(cfg: AEDFLRunConfig, previous: dict | None) -> dict[str, dict]
     if differ:
         raise UserError(f"the results to resume from are of another configuration (differs in {', '.join(differ)}); "
                         "use another output folder or run without resuming")
-    return {r["method"]: r for r in previous["runs"]}
+    return {r["method"]: r for r in previous["runs"] if not r.get("partial")}
 
 
 def read_results(out: str | Path) -> dict | None:

@@ -15,17 +15,23 @@ docs/EVALUATION.md) and returns the same `{"config", "data", "runs"}` dict that
 Methods: AEDFL and every ablation (aedfl, aedfl-0, aedfl-rl, aedfl-dwu, aedfl-p, aedfl-rl-dwu), one per launch;
 the baselines run on the simulator only. Devices fail for real here (a dead process), so the simulator's fault
 injection (`fault_prob`) is refused.
+
+A run that stops early (a device killed, crashed or stopped; SIGTERM or Ctrl-C: `AsyncNode`'s module docstring)
+raises `RunStopped` on every rank, naming the failed devices (device i is rank i); on rank 0 it carries the
+results of the devices that reported, whose run record is marked `partial` with its `stop_reason` and
+`failed_nodes`, for the caller to write.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, replace
+from typing import Callable
 
 import numpy as np
 import torch
 
 from dflbench.engines.evaluation import convergence
-from dflbench.errors import UserError
+from dflbench.errors import RunAborted, UserError
 from dflbench.methods.aedfl.method import AEDFL
 from dflbench.methods.registry import METHODS, list_methods, make_method
 from dflbench.provenance import code_provenance
@@ -62,8 +68,10 @@ def runtime_config(cfg: AEDFLRunConfig, heartbeat_timeout_s: float = 10.0, eval_
                               eval_every=eval_every, eval_samples=cfg.eval_samples, seed=cfg.seed, device=cfg.device)
 
 
-def run_aedfl_distributed(cfg: AEDFLRunConfig, heartbeat_timeout_s: float = 10.0, eval_every: int = 10) -> dict | None:
-    """Run `cfg`'s single method across the ranks; rank 0 returns the results dict (see the module docstring)."""
+def run_aedfl_distributed(cfg: AEDFLRunConfig, heartbeat_timeout_s: float = 10.0, eval_every: int = 10,
+                          on_update: Callable[[int], None] | None = None) -> dict | None:
+    """Run `cfg`'s single method across the ranks; rank 0 returns the results dict (see the module docstring).
+    `on_update(t)` runs on every rank after its t-th local update."""
     rt = runtime_config(cfg, heartbeat_timeout_s, eval_every)
     env = DistEnv.from_env(cfg.device)
     rt = replace(rt, device=str(env.device))
@@ -77,12 +85,24 @@ def run_aedfl_distributed(cfg: AEDFLRunConfig, heartbeat_timeout_s: float = 10.0
     model = build_model(cfg, info)
     node = AsyncNode(model, data.prepare(data.x[idx]), data.y[idx], data.prepare(data.x_test), data.y_test,
                      exponential(cfg.devices), rt, rank, env.world_size, distributed_method(cfg))
-    gathered = node.run()
-    if rank != 0:
-        return None
-    results = {"config": asdict(cfg), "data": info, "code": code_provenance(), "runs": []}
-    results["runs"].append(to_run_record(cfg, gathered, evaluated_samples(results)))
+    gathered = node.run(on_update)
+    results = None
+    if rank == 0:
+        results = {"config": asdict(cfg), "data": info, "code": code_provenance(), "runs": []}
+        results["runs"].append(to_run_record(cfg, gathered, evaluated_samples(results)))
+    if gathered["partial"]:
+        raise RunStopped(rank, gathered["failed_nodes"], gathered["stop_reason"], node.signal, results)
     return results
+
+
+class RunStopped(RunAborted):
+    """The distributed run stopped early on rank `rank`: `failed` lists the failed devices (= ranks), `reason` says
+    why the run stopped, `signal` names the signal this rank received (None), and on rank 0 `results` holds the
+    reporting devices' results (the run record marked partial) for the caller to write."""
+
+    def __init__(self, rank: int, failed: list[int], reason: str, signal: str | None, results: dict | None):
+        self.rank, self.failed, self.reason, self.signal, self.results = rank, failed, reason, signal, results
+        super().__init__(f"rank {rank}: the run stopped early: {reason}")
 
 
 def to_run_record(cfg: AEDFLRunConfig, g: dict, eval_samples: int) -> dict:
@@ -111,5 +131,5 @@ def to_run_record(cfg: AEDFLRunConfig, g: dict, eval_samples: int) -> dict:
             "messages": sum(n["messages"] for n in nodes), "dropped": sum(n["failed_sends"] for n in nodes),
             "stop_reason": g["stop_reason"], "final_consensus": None,
             "options": asdict(cfg.options(cfg.methods[0])), "history": history,
-            "runtime": "distributed", "failed_nodes": g["failed_nodes"],
+            "runtime": "distributed", "failed_nodes": g["failed_nodes"], "partial": g["partial"],
             "per_node": [{k: v for k, v in n.items() if k != "history"} for n in nodes]}

@@ -22,18 +22,28 @@ collective; the TCPStore would route every model through one server. Only the fl
 metadata (sender, version = its local update count, loss, sample count; with pruning the bool mask [P] and the
 pruning rate) cross processes; training data never does. Sending overlaps the next update. Neighbours the
 coordinator deems failed are not chosen; a send that fails is counted. The run ends after `max_updates` local
-updates (or `time_budget_s`); each device reports its metrics to rank 0, which waits for every device that is not
-failed and returns the gathered results with the failed devices listed (the AEDFL recipe's distributed driver
-turns them into the experiment's results).
+updates (or `time_budget_s`); each device reports its metrics to rank 0, which returns the gathered results.
+
+A failure stops the run early, on every rank: the coordinator deems a device failed when no beat came for
+`heartbeat_timeout_s` (it was killed, crashed or stopped), and a rank that receives SIGTERM or SIGINT (torchrun
+sends SIGTERM to every rank as soon as one process dies; Ctrl-C sends SIGINT) tells the coordinator with its next
+beat. Every beat's answer carries the stop, so each surviving device ends its current update, reports and waits
+until every device has reported or is deemed failed (after a signal, silent for at most `SIGNAL_GRACE_S`, within
+torchrun's 30 s); rank 0 then returns the gathered results marked `partial`,
+listing the failed devices and saying why the run stopped. The run is not continued without the lost device: under
+torchrun a dead process makes the launcher stop every rank (SIGTERM, SIGKILL 30 s later), and a hung one keeps it
+waiting until some rank exits. A lost coordinator (rank 0) is `CoordinatorLost` on every other rank.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import threading
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Callable
 
@@ -45,12 +55,14 @@ from dflbench.aggregation import in_neighbor_slots
 from dflbench.engines.async_rng import STREAM_NEIGHBOR, counter_randint
 from dflbench.engines.async_stacked import DeviceData, StackedModel
 from dflbench.engines.coordinator import Coordinator
-from dflbench.errors import UserError
+from dflbench.errors import RunAborted, UserError
 from dflbench.methods.aedfl.method import AEDFL
 from dflbench.methods.aedfl.step import AEDFLConfig, AEDFLStep, ModelMessage
-from dflbench.runtime.backend import resolve_device
+from dflbench.runtime.backend import quiet_transport, resolve_device
+from dflbench.runtime.comm import transport_error
 
 COORDINATOR = 0
+SIGNAL_GRACE_S = 20.0   # after a rank's SIGTERM / SIGINT, the longest wait for a silent device (torchrun kills at 30)
 
 
 @dataclass(frozen=True)
@@ -90,7 +102,8 @@ class AsyncRuntimeConfig:
 # ---- rank 0: the coordinator -----------------------------------------------------------------------------
 
 class CoordinatorService:
-    """Index table, heartbeats (rank 0's monotonic clock) and the final reports of `n` devices."""
+    """Index table, heartbeats (rank 0's monotonic clock), the run's early stop and the final reports of `n`
+    devices."""
 
     def __init__(self, n: int, timeout_s: float):
         self.n, self.timeout = n, timeout_s
@@ -99,6 +112,8 @@ class CoordinatorService:
         self.last_beat = [self.start] * n
         self.reports: dict[int, dict] = {}
         self.failed: dict[int, float] = {}
+        self.stopping: str | None = None      # why the run stops early (the first failure or signal), else None
+        self.limit = timeout_s                # the silence after which a device is failed (shorter after a signal)
         self.acked: set[int] = set()
         self.lock = threading.Lock()
 
@@ -106,31 +121,53 @@ class CoordinatorService:
         with self.lock:
             return self.table.register(uid)
 
-    def beat(self, i: int) -> list[bool]:
-        """Record a heartbeat of device i; return the alive view (True = not deemed failed). A device deemed
+    def beat(self, i: int, halt: str | None = None) -> tuple[list[bool], str | None]:
+        """Record a heartbeat of device i (with `halt`: why it stops early, e.g. it received SIGTERM); return the
+        alive view (True = not deemed failed) and why the run stops early (None: it does not). A device deemed
         failed that beats again (it was only slow) is alive again."""
         with self.lock:
             self.last_beat[i] = time.monotonic()
             self.failed.pop(i, None)
-            return self._alive()
+            self._halt(halt)
+            return self._alive(), self.stopping
+
+    def _halt(self, reason: str | None) -> None:
+        """A device stops early by itself (a signal): the run stops, and since torchrun SIGKILLs every rank 30 s
+        after its SIGTERM, a silent device is failed after at most `SIGNAL_GRACE_S` from now on."""
+        if reason is not None:
+            self.stopping = self.stopping or reason
+            self.limit = min(self.timeout, SIGNAL_GRACE_S)
 
     def _alive(self) -> list[bool]:
         now = time.monotonic()
         for i in range(self.n):
-            if i not in self.reports and i not in self.failed and now - self.last_beat[i] > self.timeout:
+            if i not in self.reports and i not in self.failed and now - self.last_beat[i] > self.limit:
                 self.failed[i] = now - self.start
                 self.table.device_failed(i, now - self.start)
+                if self.stopping is None:
+                    self.stopping = f"device {i} sent no heartbeat for {self.limit:g} s"
         return [i not in self.failed for i in range(self.n)]
 
-    def report(self, i: int, metrics: dict) -> None:
+    def report(self, i: int, metrics: dict, halt: str | None = None) -> None:
+        """Device i's final metrics (with `halt`: why it stopped early by itself, as `beat` takes it)."""
         with self.lock:
             self.reports[i] = metrics
+            self._halt(halt)
 
-    def settled(self, i: int) -> bool:
-        """Every device has reported or is deemed failed."""
+    def settled(self, i: int) -> dict | None:
+        """None until every device has reported or is deemed failed; then the run's outcome: `failed` (device ids,
+        deemed failed and never reported), `stop_reason` (None for a run that ran to its end) and `partial`."""
         with self.lock:
             self._alive()
-            return all(j in self.reports or j in self.failed for j in range(self.n))
+            if not all(j in self.reports or j in self.failed for j in range(self.n)):
+                return None
+            failed = sorted(i for i in self.failed if i not in self.reports)
+            reason = self.stopping
+            if failed:
+                lost = ", ".join(map(str, failed))
+                reason = (f"device{'s' * (len(failed) > 1)} {lost} failed (rank{'s' * (len(failed) > 1)} {lost}: "
+                          f"no heartbeat for {self.limit:g} s, killed, crashed or stopped)")
+            return {"failed": failed, "stop_reason": reason, "partial": reason is not None}
 
     def acknowledge(self, i: int) -> None:
         """Device i has RECEIVED the answer that the run is settled (a separate call: recording it while answering
@@ -140,9 +177,11 @@ class CoordinatorService:
             self.acked.add(i)
 
     def all_acked(self) -> bool:
-        """Every reporting device has seen the run settled, so the coordinator may leave."""
+        """Every reporting device has seen the run settled (or has since sent no beat for the heartbeat timeout), so
+        the coordinator may leave."""
         with self.lock:
-            return set(self.reports) <= self.acked
+            now = time.monotonic()
+            return all(i in self.acked or now - self.last_beat[i] > self.limit for i in self.reports)
 
 
 _SERVICE: CoordinatorService | None = None
@@ -153,15 +192,15 @@ def _register(uid: str) -> int:
     return _SERVICE.register(uid)
 
 
-def _beat(i: int) -> list[bool]:
-    return _SERVICE.beat(i)
+def _beat(i: int, halt: str | None = None) -> tuple[list[bool], str | None]:
+    return _SERVICE.beat(i, halt)
 
 
-def _report(i: int, metrics: dict) -> None:
-    _SERVICE.report(i, metrics)
+def _report(i: int, metrics: dict, halt: str | None = None) -> None:
+    _SERVICE.report(i, metrics, halt)
 
 
-def _settled(i: int) -> bool:
+def _settled(i: int) -> dict | None:
     return _SERVICE.settled(i)
 
 
@@ -217,6 +256,10 @@ class AsyncNode:
         self._last_version: dict[int, int] = {}
         self._recv_lock = threading.Lock()
         self._stop = threading.Event()
+        self.signal: str | None = None          # SIGTERM / SIGINT, when this rank received one during the run
+        self._own_halt: str | None = None       # why this rank stops early by itself (a signal)
+        self._halt: str | None = None           # why it stops early: its own signal or the coordinator's stop
+        self._lost: BaseException | None = None  # the error of the beat that found the coordinator gone
 
     def model_mflops(self, masks: torch.Tensor | None = None) -> float | torch.Tensor:
         """MFP per sample (`StackedModel.mfp` on a test input), dense or under `masks [1, P]`."""
@@ -266,57 +309,92 @@ class AsyncNode:
 
     # -- the run ---------------------------------------------------------------------------------------
     def run(self, callback: Callable[[int], None] | None = None) -> dict:
-        """Train, push, report; returns this device's metrics (rank 0: also the gathered results)."""
+        """Train, push, report; returns this device's metrics (rank 0: the gathered results) with the run's outcome:
+        `failed_nodes`, `stop_reason` and `partial` (the run stopped early: a failed device or a signal; see the
+        module docstring). SIGTERM and SIGINT stop the run early while it runs (`self.signal` names the one this
+        rank received); `CoordinatorLost` when rank 0 stops answering."""
         global _NODE, _SERVICE
         _NODE = self
         self._t0 = time.monotonic()
         if self.rank == COORDINATOR:
             _SERVICE = CoordinatorService(self.n, self.cfg.heartbeat_timeout_s)
         opts = rpc.TensorPipeRpcBackendOptions(rpc_timeout=self.cfg.rpc_timeout_s, init_method="env://")
-        with warnings.catch_warnings():     # torch's own rendezvous passes a gloo Backend as a group: its notice
-            warnings.filterwarnings("ignore", message="You are using a Backend .* as a ProcessGroup")
-            rpc.init_rpc(f"node{self.rank}", rank=self.rank, world_size=self.n, rpc_backend_options=opts)
+        with quiet_transport(), _stop_signals(self._on_signal):
+            with warnings.catch_warnings():  # torch's own rendezvous passes a gloo Backend as a group: its notice
+                warnings.filterwarnings("ignore", message="You are using a Backend .* as a ProcessGroup")
+                rpc.init_rpc(f"node{self.rank}", rank=self.rank, world_size=self.n, rpc_backend_options=opts)
+            try:
+                return self._run(callback)
+            finally:
+                self._stop.set()
+                rpc.shutdown(graceful=False)
+
+    def _run(self, callback) -> dict:
+        index = self._ask(_register, f"{socket.gethostname()}:{os.getpid()}", timeout=self.cfg.rpc_timeout_s)
+        beats = threading.Thread(target=self._heartbeats, daemon=True)
+        beats.start()
+        metrics = self._train(callback)
+        metrics["index"] = index
+        self._ask(_report, self.rank, metrics, self._own_halt, timeout=self.cfg.rpc_timeout_s)
+        deadline = time.monotonic() + self.cfg.finish_timeout_s
+        while (outcome := self._ask(_settled, self.rank)) is None:
+            self._wait_until(deadline, "the other devices did not finish")
+        self._stop.set()                    # from here on a beat may find the coordinator gone
+        if self.rank == COORDINATOR:
+            _SERVICE.acknowledge(self.rank)
+        else:
+            try:
+                rpc.rpc_sync(f"node{COORDINATOR}", _acknowledge, args=(self.rank,))
+            except RuntimeError:
+                pass        # the run is settled and reported: the coordinator took the ack and left first
+        while self.rank == COORDINATOR and not _SERVICE.all_acked():
+            self._wait_until(deadline, "the other devices did not see the end of the run")
+        beats.join()
+        if self.rank == COORDINATOR:
+            return self._gathered(outcome)
+        return {**metrics, "failed_nodes": outcome["failed"], "partial": outcome["partial"],
+                "stop_reason": outcome["stop_reason"] or self._end_reason()}
+
+    def _on_signal(self, signum, frame) -> None:
+        """SIGTERM / SIGINT: end the current update, report and settle (the coordinator hears it with the next beat)."""
+        name = signal.Signals(signum).name
+        self.signal = self.signal or name
+        self._own_halt = self._own_halt or f"rank {self.rank} received {name}"
+        self._halt = self._halt or self._own_halt
+
+    def _ask(self, fn, *args, timeout: float | None = None):
+        """`fn(*args)` on the coordinator (within `timeout`, default the heartbeat timeout); CoordinatorLost when it
+        fails or the heartbeats found the coordinator gone."""
+        if self._lost is not None:
+            raise CoordinatorLost(self.rank, self._lost)
         try:
-            index = rpc.rpc_sync(f"node{COORDINATOR}", _register, args=(f"{socket.gethostname()}:{os.getpid()}",))
-            beats = threading.Thread(target=self._heartbeats, daemon=True)
-            beats.start()
-            metrics = self._train(callback)
-            metrics["index"] = index
-            rpc.rpc_sync(f"node{COORDINATOR}", _report, args=(self.rank, metrics))
-            deadline = time.monotonic() + self.cfg.finish_timeout_s
-            while not rpc.rpc_sync(f"node{COORDINATOR}", _settled, args=(self.rank,)):
-                self._wait_until(deadline, "the other devices did not finish")
-            if self.rank == COORDINATOR:
-                _SERVICE.acknowledge(self.rank)
-            else:
-                try:
-                    rpc.rpc_sync(f"node{COORDINATOR}", _acknowledge, args=(self.rank,))
-                except RuntimeError:
-                    pass        # the run is settled and reported: the coordinator took the ack and left first
-            while self.rank == COORDINATOR and not _SERVICE.all_acked():
-                self._wait_until(deadline, "the other devices did not see the end of the run")
-            result = self._gathered() if self.rank == COORDINATOR else metrics
-            self._stop.set()
-            beats.join()
-            return result
-        finally:
-            self._stop.set()
-            rpc.shutdown(graceful=False)
+            return rpc.rpc_sync(f"node{COORDINATOR}", fn, args=args,
+                                timeout=self.cfg.heartbeat_timeout_s if timeout is None else timeout)
+        except RuntimeError as exc:
+            raise CoordinatorLost(self.rank, exc) from exc
 
     def _wait_until(self, deadline: float, what: str) -> None:
         if time.monotonic() > deadline:
-            raise TimeoutError(f"device {self.rank}: {what} within {self.cfg.finish_timeout_s} s")
+            raise RunAborted(f"rank {self.rank}: {what} within {self.cfg.finish_timeout_s} s")
         time.sleep(self.cfg.heartbeat_interval_s / 2)
 
     def _heartbeats(self) -> None:
+        """Beat every interval; take the alive view and the run's early stop from the answer. A beat that fails
+        (rank 0 died, or gave no answer within the heartbeat timeout) stops this device: the coordinator is lost."""
         while not self._stop.is_set():
             try:
-                self.alive = rpc.rpc_sync(f"node{COORDINATOR}", _beat, args=(self.rank,))
-            except RuntimeError:
-                if self._stop.is_set():
-                    return
-                raise
+                self.alive, stop = rpc.rpc_sync(f"node{COORDINATOR}", _beat, args=(self.rank, self._own_halt),
+                                                timeout=self.cfg.heartbeat_timeout_s)
+            except RuntimeError as exc:
+                if not self._stop.is_set():
+                    self._lost = exc
+                    self._halt = self._halt or "rank 0 (the coordinator) stopped answering"
+                return
+            self._halt = self._halt or stop
             self._stop.wait(self.cfg.heartbeat_interval_s)
+
+    def _end_reason(self) -> str:
+        return "time budget" if self.cfg.time_budget_s is not None else "max updates"
 
     def _train(self, callback) -> dict:
         cfg = self.cfg
@@ -325,7 +403,8 @@ class AsyncNode:
         sent = failed_sends = nbytes = 0
         history = []
         t = 0
-        while t < cfg.max_updates and (cfg.time_budget_s is None or time.monotonic() - start < cfg.time_budget_s):
+        while (t < cfg.max_updates and self._halt is None
+               and (cfg.time_budget_s is None or time.monotonic() - start < cfg.time_budget_s)):
             dst, msg = self.local_update()
             t = msg.version
             if dst >= 0:
@@ -344,8 +423,10 @@ class AsyncNode:
             history.append(record)
             if callback is not None:
                 callback(t)
-        for f in pending:
-            failed_sends += _failed(f, wait=True)
+        deadline = time.monotonic() + cfg.heartbeat_timeout_s    # a push to a hung device is counted as failed
+        while any(not f.done() for f in pending) and self._halt is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        failed_sends += sum(1 for f in pending if not f.done() or _failed(f))
         acc, test_loss = self.evaluate()
         return {"node": self.rank, "updates": t, "accuracy": acc, "test_loss": test_loss,
                 "mflops": self.step.mflops(self),
@@ -354,10 +435,10 @@ class AsyncNode:
                 "rejected": self.rejected, "out_of_order": self.out_of_order,
                 "wall_time_s": time.monotonic() - start, "history": history}
 
-    def _gathered(self) -> dict:
+    def _gathered(self, outcome: dict) -> dict:
         svc = _SERVICE
         with svc.lock:
-            reports, failed = dict(svc.reports), dict(svc.failed)
+            reports, failed = dict(svc.reports), {i: svc.failed[i] for i in outcome["failed"]}
         nodes = [reports[i] for i in sorted(reports)]
         accs = [r["accuracy"] for r in nodes]
         return {"method": self.method.name, "runtime": "distributed",
@@ -366,19 +447,39 @@ class AsyncNode:
                 "bytes_sent": sum(r["bytes_sent"] for r in nodes),
                 "device_steps": sum(r["updates"] * self.cfg.local_steps for r in nodes),
                 "wall_time": max((r["wall_time_s"] for r in nodes), default=0.0),
-                "stop_reason": "time budget" if self.cfg.time_budget_s is not None else "max updates",
+                "stop_reason": outcome["stop_reason"] or self._end_reason(), "partial": outcome["partial"],
                 "failed_nodes": sorted(failed), "failed_at_s": {str(i): failed[i] for i in sorted(failed)},
                 "nodes": nodes}
 
 
-def _failed(fut, wait: bool = False) -> int:
-    """1 if the RPC future ended in an error (e.g. the receiver died), else 0."""
+class CoordinatorLost(RunAborted):
+    """Rank 0, the coordinator, died or stopped answering: this rank cannot report, and nothing is written."""
+
+    def __init__(self, rank: int, cause: BaseException):
+        self.rank = rank
+        super().__init__(f"rank {rank}: rank 0 (the coordinator) died or stopped answering "
+                         f"({transport_error(cause)}); it writes the results, so nothing was written: start the run "
+                         "again")
+
+
+@contextmanager
+def _stop_signals(handler):
+    """`handler` for SIGTERM and SIGINT inside the block (main thread only; elsewhere signals stay as they are)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        if wait:
-            fut.wait()
-        else:
-            fut.value()
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _failed(fut) -> int:
+    """1 if the finished RPC future ended in an error (e.g. the receiver died), else 0."""
+    try:
+        fut.value()
         return 0
     except RuntimeError:
         return 1
-

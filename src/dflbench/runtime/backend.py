@@ -10,9 +10,12 @@ Nodes are placed on ranks in contiguous blocks: with n nodes on w ranks, rank r 
 
 from __future__ import annotations
 
+import ctypes
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -111,3 +114,32 @@ def init_process_group(env: DistEnv, timeout_s: float = 300.0) -> None:
 def destroy_process_group() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+@contextmanager
+def quiet_transport():
+    """Inside the block torch's C++ log prints ERROR lines and up, not WARNING: TensorPipe logs one warning per
+    connection a peer closes ("RPC agent for node1 encountered error when reading incoming request from node2: pipe
+    closed" / "eof"), for every agent that leaves before the others at the end of a run and for a peer that died;
+    the runtime reports a lost peer itself, in one line. torch reads TORCH_CPP_LOG_LEVEL only when it is imported;
+    this sets the threshold that variable sets (c10's FLAGS_caffe2_log_level, 1 = WARNING, 2 = ERROR) for the
+    block only. A TORCH_CPP_LOG_LEVEL the user chose is left alone, and a build without that flag is unchanged."""
+    level = _cpp_log_level() if "TORCH_CPP_LOG_LEVEL" not in os.environ else None
+    if level is None:
+        yield
+        return
+    before, level.value = level.value, max(level.value, 2)
+    try:
+        yield
+    finally:
+        level.value = before
+
+
+def _cpp_log_level() -> ctypes.c_int | None:
+    """c10's FLAGS_caffe2_log_level in the loaded libc10 (None where it cannot be found)."""
+    for lib in sorted((Path(torch.__file__).parent / "lib").glob("libc10.*")):
+        try:
+            return ctypes.c_int.in_dll(ctypes.CDLL(str(lib)), "FLAGS_caffe2_log_level")
+        except (OSError, ValueError):
+            continue
+    return None

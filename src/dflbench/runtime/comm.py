@@ -19,6 +19,7 @@ naming the peer rank whose message failed, so the run stops instead of stalling 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -37,10 +38,10 @@ class PeerFailure(RunAborted):
 
     def __init__(self, rank: int, peer: int, cause: BaseException, hint: str = "", via: int | None = None):
         self.rank, self.peer, self.cause, self.via = rank, peer, cause, via
-        first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        first = transport_error(cause)
         exchange = peer if via is None else via
         after = "" if via is None or via == peer else f" after rank {peer} failed first"
-        super().__init__(f"rank {rank}: the exchange with rank {exchange} failed ({first[:200]}){after}; rank {peer} "
+        super().__init__(f"rank {rank}: the exchange with rank {exchange} failed ({first}){after}; rank {peer} "
                          "died or stopped answering within the peer timeout" + (f"; {hint}" if hint else ""))
 
     def with_hint(self, hint: str) -> "PeerFailure":
@@ -57,6 +58,25 @@ class PeerFailure(RunAborted):
         except Exception:  # noqa: BLE001 - no store (or it is gone): name the rank whose message failed
             first = peer
         return cls(rank, first, cause, via=None if first == peer else peer)
+
+    @staticmethod
+    def recorded() -> int | None:
+        """The first failed rank a survivor recorded in the process group's store (None: none, or no store)."""
+        try:
+            store = dist.distributed_c10d._get_default_store()
+            return int(store.get(FAILED_KEY)) if store.check([FAILED_KEY]) and store.get(FAILED_KEY) else None
+        except Exception:  # noqa: BLE001 - no store (or it is gone)
+            return None
+
+
+def transport_error(cause: BaseException) -> str:
+    """What a transport error says, in a few words: its first line without gloo's source location ("[/path/pair.cc:545]
+    "), TensorPipe's "(this error originated at ...)" and the advice after the first sentence."""
+    text = str(cause).strip()
+    first = text.splitlines()[0] if text else type(cause).__name__
+    first = re.sub(r"^\[[^\]]*\]\s*", "", first)
+    first = re.sub(r"\s*\(this error originated at [^)]*\)", "", first)
+    return first.split(". ")[0][:200]
 
 
 FAILED_KEY = "dflbench/failed_rank"  # the process-group store key of the first rank a survivor lost

@@ -9,11 +9,15 @@ batched `NodeStack` call over the local rows. Each rank loads its data itself: n
 
 At the end rank 0 gathers per-node metrics only (accuracy, loss, bytes sent; `dist.gather_object`) and returns
 a `SyncResult` with the full per-node history, identical in layout to the simulator's, for the same results.json.
-Every rank checkpoints its own rows to `<checkpoint stem>.rank<r><suffix>`.
+Every rank checkpoints its own rows to `<checkpoint stem>.rank<r><suffix>` and keeps the epoch before in
+`previous/` beside it: a rank that dies between the last exchange of an epoch and its checkpoint leaves the
+others one epoch ahead, so a resume first agrees on the least epoch every rank holds (an all-reduce) and the
+ranks ahead go back to their previous checkpoint.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -22,9 +26,11 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from dflbench.engines.sync import SyncConfig, SyncResult, SyncSimulator, TailInputs
+from dflbench.engines.sync import SyncConfig, SyncResult, SyncSimulator, TailInputs, checkpoint_epoch
+from dflbench.errors import RunAborted, UserError
+from dflbench.io import atomic_torch_save
 from dflbench.mixing import Algorithm
-from dflbench.runtime.comm import DistributedCommunicator
+from dflbench.runtime.comm import DistributedCommunicator, PeerFailure, transport_error
 
 
 class LocalRows:
@@ -61,18 +67,60 @@ class DistributedSyncSimulator(SyncSimulator):
         if checkpoint is not None:
             p = Path(checkpoint)
             path = p.with_name(f"{p.stem}.rank{self.comm.rank}{p.suffix}")
+            if resume:
+                self.agree_on_epoch(path)
         local = super().run(path, resume, progress if self.comm.rank == 0 else False, context)
         return self.gather(local)
+
+    def save_checkpoint(self, path: Path, payload: dict) -> None:
+        """This rank's checkpoint, the one it replaces moved to `previous/` first (see the module docstring)."""
+        if path.is_file():
+            previous_checkpoint(path).parent.mkdir(exist_ok=True)
+            os.replace(path, previous_checkpoint(path))
+        atomic_torch_save(path, payload)
+
+    def agree_on_epoch(self, path: Path) -> None:
+        """Leave at `path` the checkpoint of the least epoch any rank holds (none: every rank starts afresh)."""
+        previous = previous_checkpoint(path)
+        if not path.is_file() and previous.is_file():     # stopped between keeping the previous one and the next
+            os.replace(previous, path)
+        mine = checkpoint_epoch(path)
+        least = torch.tensor([-1 if mine is None else mine])
+        dist.all_reduce(least, op=dist.ReduceOp.MIN, group=self.comm.group)
+        least = int(least)
+        if mine is None or mine == least:
+            return
+        if least < 0:
+            os.replace(path, previous)
+        elif checkpoint_epoch(previous) == least:
+            os.replace(previous, path)
+        else:
+            raise UserError(f"rank {self.comm.rank}: {path} holds epoch {mine}, another rank's checkpoint epoch "
+                            f"{least}, and {previous} is not at epoch {least}: the ranks cannot resume together; "
+                            "rerun with --overwrite")
 
     def gather(self, local: SyncResult) -> SyncResult:
         """Rank 0: the per-node metrics of every rank merged in node order (metrics only cross processes)."""
         mine = {"nodes": self.comm.local.tolist(), "history": local.history, "bytes_sent": local.bytes_sent,
                 "wall_time_s": local.wall_time_s}
         parts = [None] * self.comm.world_size if self.comm.rank == 0 else None
-        dist.gather_object(mine, parts, dst=0, group=self.comm.group)
+        try:
+            dist.gather_object(mine, parts, dst=0, group=self.comm.group)
+        except RuntimeError as exc:      # a rank died or hung after its last exchange
+            failed = PeerFailure.recorded()
+            if failed is not None:
+                raise PeerFailure(self.comm.rank, failed, exc) from exc
+            raise RunAborted(f"rank {self.comm.rank}: gathering the ranks' final metrics failed "
+                             f"({transport_error(exc)}); a rank died or stopped answering within the peer timeout; "
+                             "the finished epochs are checkpointed: start every rank again with --resume") from exc
         if self.comm.rank != 0:
             return local
         return merge_results(local.algorithm, local.params, parts, self.n_total, local.steps)
+
+
+def previous_checkpoint(path: Path) -> Path:
+    """Where a rank keeps the checkpoint before `path`'s: `previous/` beside it (out of the CLI's `*.pt` listing)."""
+    return path.parent / "previous" / path.name
 
 
 def merge_results(algorithm: str, params: dict, parts: list[dict], n: int, steps: int) -> SyncResult:
