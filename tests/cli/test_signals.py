@@ -118,7 +118,7 @@ def test_a_failing_picture_keeps_the_results_and_exits_non_zero(cli, tmp_path, m
 
 
 def test_an_interrupted_reproduction_names_its_finished_seeds(cli, tmp_path, monkeypatch):
-    def one_seed_then_ctrl_c(recipe, cfg, seeds, out, *callbacks):
+    def one_seed_then_ctrl_c(recipe, cfg, out, seeds, *callbacks):
         (out / "seed-0").mkdir(parents=True)
         (out / "seed-0" / "done.json").write_text("{}")
         (out / "seed-1").mkdir()

@@ -24,10 +24,11 @@ from dflbench.recipes.aedfl import (
     run_aedfl,
     write_results,
 )
-from dflbench.recipes.config import explicit_params, with_config_file
+from dflbench.recipes.config import with_config_file
 from dflbench.runtime.backend import check_runtime
 
 from .errors import FIGURE_FAILED, on_interrupt, user_errors
+from .options import NONE, field_option, given
 from .output import guard_finished, prepare_out
 from .progress import LogLines
 
@@ -111,42 +112,33 @@ def collect_method_options(methods: tuple[str, ...], items: list[str],
     return options
 
 
-# command-line parameters that set a differently named config field (the others share the field's name)
-PARAM_FIELDS = {"method_opt": "method_options", "prune_every": "method_options"}
+F = AEDFLRunConfig
 
 
 @user_errors
 def aedfl(
-    ctx: typer.Context,
-    model: str = typer.Option("lenet5", "--model", help="lenet5, resnet8, vgg9 or textcnn."),
-    dataset: str = typer.Option("fashion-mnist", "--dataset", help="Dataset name (imdb for textcnn), npz:PATH, "
-                                                                     "folder:PATH."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Where the dataset lives."),
-    devices: int = typer.Option(16, "--devices", help="Number of devices."),
-    methods: str = typer.Option("aedfl,fedavg,ad-psgd", "--methods",
-                                help=f"Comma list of: {', '.join(list_methods())}."),
-    alpha: float = typer.Option(0.5, "--alpha", help="Dirichlet concentration of the label split."),
-    target_acc: float = typer.Option(0.8, "--target-acc", help="Target accuracy of the Time column."),
-    time_budget: float = typer.Option(30.0, "--time-budget", help="Virtual-time budget (s), the same for every "
-                                                                   "method (0: none, stop on --max-updates)."),
-    max_updates: int = typer.Option(0, "--max-updates", help="T: a cap of local updates per device (each alive "
-                                                            "device does at most T; 0: no cap)."),
-    batch_size: int = typer.Option(32, "--batch-size"),
-    local_steps: int = typer.Option(5, "--local-steps", help="SGD steps per local update."),
-    lr: float = typer.Option(0.05, "--lr"),
-    slot_width: float = typer.Option(0.01, "--slot-width", help="Virtual seconds batched together (0: only "
-                                                                 "simultaneous events; -1: exact mode)."),
-    eval_interval: float = typer.Option(1.0, "--eval-interval", help="Virtual seconds between evaluations."),
-    eval_samples: int = typer.Option(1000, "--eval-samples", help="Test samples per evaluation."),
-    train_samples: Optional[int] = typer.Option(None, "--train-samples", help="Use a random subset of the "
-                                                                              "training set."),
-    profiles: Optional[Path] = typer.Option(None, "--profiles", help="Device profiles CSV/TOML (else sampled)."),
-    heterogeneity: float = typer.Option(0.5, "--heterogeneity", help="Log-normal sigma of sampled profiles."),
-    fault_prob: float = typer.Option(0.0, "--fault-prob", help="Failure probability after a local update."),
-    corrupt: str = typer.Option("", "--corrupt", help="Harmful devices, a comma list of ids (e.g. 3,11)."),
-    corrupt_mode: str = typer.Option("noise", "--corrupt-mode", help="noise: every model they send (to a "
-                                                                     "neighbour or a server, every method) is "
-                                                                     "noise; labels: they train on flipped labels."),
+    model: Optional[str] = field_option(F, "model"),
+    dataset: Optional[str] = field_option(F, "dataset"),
+    data_dir: Optional[Path] = field_option(F, "data_dir"),
+    download: bool = field_option(F, "download", flag=True),
+    devices: Optional[int] = field_option(F, "devices"),
+    methods: Optional[str] = field_option(F, "methods"),
+    alpha: Optional[float] = field_option(F, "alpha"),
+    target_acc: Optional[float] = field_option(F, "target_acc"),
+    time_budget: Optional[float] = field_option(F, "time_budget"),
+    max_updates: Optional[int] = field_option(F, "max_updates"),
+    batch_size: Optional[int] = field_option(F, "batch_size"),
+    local_steps: Optional[int] = field_option(F, "local_steps"),
+    lr: Optional[float] = field_option(F, "lr"),
+    slot_width: Optional[float] = field_option(F, "slot_width"),
+    eval_interval: Optional[float] = field_option(F, "eval_interval"),
+    eval_samples: Optional[int] = field_option(F, "eval_samples"),
+    train_samples: Optional[int] = field_option(F, "train_samples"),
+    profiles: Optional[Path] = field_option(F, "profiles"),
+    heterogeneity: Optional[float] = field_option(F, "heterogeneity"),
+    fault_prob: Optional[float] = field_option(F, "fault_prob"),
+    corrupt: Optional[str] = field_option(F, "corrupt"),
+    corrupt_mode: Optional[str] = field_option(F, "corrupt_mode"),
     prune_every: Optional[int] = typer.Option(None, "--prune-every", help="Prune at every k-th local update "
                                                                          "(the `every` option of the methods that "
                                                                          "prune on a schedule)."),
@@ -154,8 +146,8 @@ def aedfl(
                                                                    "fedbuff.buffer=10 (see --list-methods)."),
     list_methods_: bool = typer.Option(False, "--list-methods", help="Print the methods, their papers, runtimes "
                                                                      "and options, and exit."),
-    seed: int = typer.Option(0, "--seed"),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    seed: Optional[int] = field_option(F, "seed"),
+    device: Optional[str] = field_option(F, "device"),
     out: Path = typer.Option(Path("runs/aedfl"), "--out", help="Output folder."),
     resume: bool = typer.Option(False, "--resume", help="Keep the methods OUT/results.json already holds for this "
                                 "same configuration and run only the others (all of them stay in results.json)."),
@@ -172,18 +164,18 @@ def aedfl(
     if list_methods_:
         console.print(methods_table())
         return
-    names = _methods(methods)
-    fields = dict(model=model, dataset=dataset, data_dir=None if data_dir is None else str(data_dir),
-                  devices=devices, methods=names, alpha=alpha, target_acc=target_acc, time_budget=time_budget or None,
-                  max_updates=max_updates or None, batch_size=batch_size, local_steps=local_steps, lr=lr,
-                  slot_width=None if slot_width < 0 else slot_width, eval_interval=eval_interval,
-                  eval_samples=eval_samples, train_samples=train_samples,
-                  profiles=None if profiles is None else str(profiles), heterogeneity=heterogeneity,
-                  fault_prob=fault_prob, corrupt=_devices(corrupt), corrupt_mode=corrupt_mode,
-                  method_options=collect_method_options(names, method_opt, prune_every),
-                  seed=seed, device=device)
-    cfg = with_config_file(AEDFLRunConfig, config, fields,
-                           {PARAM_FIELDS.get(p, p) for p in explicit_params(ctx)})
+    names = None if methods is None else _methods(methods)
+    options = collect_method_options(names or F.methods, method_opt, prune_every)
+    cfg = with_config_file(F, config, given(
+        model=model, dataset=dataset, data_dir=None if data_dir is None else str(data_dir), download=download,
+        devices=devices, methods=names, alpha=alpha, target_acc=target_acc,
+        time_budget=None if time_budget is None else (time_budget or NONE), max_updates=None if max_updates is None
+        else (max_updates or NONE), batch_size=batch_size, local_steps=local_steps, lr=lr,
+        slot_width=None if slot_width is None else (NONE if slot_width < 0 else slot_width),
+        eval_interval=eval_interval, eval_samples=eval_samples, train_samples=train_samples,
+        profiles=None if profiles is None else str(profiles), heterogeneity=heterogeneity, fault_prob=fault_prob,
+        corrupt=None if corrupt is None else _devices(corrupt), corrupt_mode=corrupt_mode,
+        method_options=options or None, seed=seed, device=device))
     distributed = check_runtime(runtime) == "distributed"
     if distributed and resume:
         raise UserError("--resume keeps finished methods of the simulator runtime; the distributed runtime runs "

@@ -54,14 +54,17 @@ SERVER = -1
 @dataclass(frozen=True)
 class AsyncConfig:
     """Simulation settings. `slot_width=None` is the exact one-event-at-a-time mode; `evaluate=False` skips all
-    evaluation (no history, accuracy NaN: throughput measurements)."""
+    evaluation (no history, accuracy NaN: throughput measurements). An experiment builds it from its run config
+    (`dflbench.recipes.aedfl.AEDFLRunConfig.async_config`); `local_steps`, `slot_width` and `time_budget` have no
+    default here (keyword-only, required): the run config holds theirs, and the defaults both share are equal (a
+    test compares them)."""
 
     batch_size: int = 32
-    local_steps: int = 1
+    local_steps: int = field(kw_only=True)
     lr: float = 0.05
-    slot_width: float | None = 0.0
+    slot_width: float | None = field(kw_only=True)
     max_updates: int | None = None
-    time_budget: float | None = None
+    time_budget: float | None = field(kw_only=True)
     consensus_threshold: float | None = None
     eval_interval: float = 1.0
     eval_samples: int | None = 1000

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +34,10 @@ from dflbench.errors import UserError, check_numbers
 from dflbench.io import atomic_write_csv, atomic_write_json, differing_fields, read_results_file
 from dflbench.methods.aedfl.diagnostics import BUCKETS, summary
 from dflbench.methods.registry import list_methods, make_method, method_options
-from dflbench.models import make_model
+from dflbench.models import list_models, make_model
 from dflbench.plots import Panel, panels_plot
 from dflbench.provenance import code_provenance
+from dflbench.registry import option
 from dflbench.topology import exponential
 
 TEXT_DATASETS = ("imdb",)
@@ -67,37 +68,42 @@ class AEDFLRunConfig:
     value}} (see `dflbench aedfl --list-methods`), for methods among `methods`; options left out keep their
     defaults."""
 
-    model: str = "lenet5"
-    dataset: str = "fashion-mnist"
-    data_dir: str | None = None
-    download: bool = False
-    devices: int = 16
-    methods: tuple[str, ...] = ("aedfl", "fedavg", "ad-psgd")
-    alpha: float = 0.5
-    target_acc: float = 0.8
-    time_budget: float | None = 30.0
-    max_updates: int | None = None
-    batch_size: int = 32
-    local_steps: int = 5
-    lr: float = 0.05
-    slot_width: float | None = 0.01
-    eval_interval: float = 1.0
-    eval_samples: int | None = 1000
-    train_samples: int | None = None
-    profiles: str | None = None
-    heterogeneity: float = 0.5
-    time_per_sample: float = 1e-3
-    bandwidth: float = 1e7
-    latency: float = 0.01
-    fault_prob: float = 0.0
-    downtime: float = 1.0
-    corrupt: tuple[int, ...] = ()
-    corrupt_mode: str = "noise"
-    max_len: int = 256
-    vocab_size: int = 20000
-    seed: int = 0
-    device: str = "cpu"
-    method_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    model: str = option("lenet5", f"One of {', '.join(list_models())}.")
+    dataset: str = option("fashion-mnist", "Dataset name (imdb for textcnn), npz:PATH, folder:PATH.")
+    data_dir: str | None = option(None, "Where the dataset lives.")
+    download: bool = option(False, "Allow torchvision / IMDB downloads.")
+    devices: int = option(16, "Number of devices.")
+    methods: tuple[str, ...] = option(("aedfl", "fedavg", "ad-psgd"), f"Comma list of: {', '.join(list_methods())}.")
+    alpha: float = option(0.5, "Dirichlet concentration of the label split.")
+    target_acc: float = option(0.8, "Target accuracy of the Time column.")
+    time_budget: float | None = option(30.0, "Virtual-time budget (s), the same for every method (0: none, stop on "
+                                             "--max-updates).")
+    max_updates: int | None = option(None, "T: a cap of local updates per device (each alive device does at most "
+                                           "T; 0: no cap).")
+    batch_size: int = option(32, "Samples per local SGD step.")
+    local_steps: int = option(5, "SGD steps per local update.")
+    lr: float = option(0.05, "Learning rate of the local SGD steps.")
+    slot_width: float | None = option(0.01, "Virtual seconds batched together (0: only simultaneous events; -1: "
+                                            "exact mode).")
+    eval_interval: float = option(1.0, "Virtual seconds between evaluations.")
+    eval_samples: int | None = option(1000, "Test samples per evaluation.")
+    train_samples: int | None = option(None, "Use a random subset of the training set.")
+    profiles: str | None = option(None, "Device profiles CSV/TOML (else sampled).")
+    heterogeneity: float = option(0.5, "Log-normal sigma of sampled profiles.")
+    time_per_sample: float = option(1e-3, "Median compute time per training sample (s) of sampled profiles.")
+    bandwidth: float = option(1e7, "Median link bandwidth (bytes/s) of sampled profiles.")
+    latency: float = option(0.01, "Median message latency (s) of sampled profiles.")
+    fault_prob: float = option(0.0, "Failure probability after a local update.")
+    downtime: float = option(1.0, "Virtual seconds a failed device stays down.")
+    corrupt: tuple[int, ...] = option((), "Harmful devices, a comma list of ids (e.g. 3,11).")
+    corrupt_mode: str = option("noise", "noise: every model they send (to a neighbour or a server, every method) "
+                                        "is noise; labels: they train on flipped labels.")
+    max_len: int = option(256, "Tokens kept per IMDB review.")
+    vocab_size: int = option(20000, "IMDB vocabulary size.")
+    seed: int = option(0, "Seed of the split, profiles, initial model and every random choice.")
+    device: str = option("cpu", "cpu or cuda.")
+    method_options: Mapping[str, Mapping[str, Any]] = option(doc="Per-method options, {method: {option: value}} "
+                                                                 "(see --list-methods).", factory=dict)
 
     def __post_init__(self):
         unknown = [m for m in self.methods if m not in list_methods()]
@@ -116,6 +122,13 @@ class AEDFLRunConfig:
                 raise UserError(f"options are given for method {name!r}, which is not among the methods to run "
                                 f"({', '.join(self.methods)}); add it to the methods or drop its options")
             self.options(name)                                       # unknown options, bad values: ValueError
+
+    def async_config(self) -> AsyncConfig:
+        """The simulator's settings of this run."""
+        return AsyncConfig(batch_size=self.batch_size, local_steps=self.local_steps, lr=self.lr,
+                           slot_width=self.slot_width, max_updates=self.max_updates, time_budget=self.time_budget,
+                           eval_interval=self.eval_interval, eval_samples=self.eval_samples, seed=self.seed,
+                           device=self.device)
 
     def options(self, name: str):
         """The options instance of method `name` in this run (`method_options` over the defaults)."""
@@ -189,10 +202,7 @@ def run_aedfl(cfg: AEDFLRunConfig, on_method_done: Callable[[dict, dict], None] 
     topo = exponential(cfg.devices)
     profiles = load_profiles(cfg.profiles, cfg.devices) if cfg.profiles else sample_profiles(
         cfg.devices, cfg.seed, cfg.time_per_sample, cfg.bandwidth, cfg.latency, cfg.heterogeneity)
-    sim_cfg = AsyncConfig(batch_size=cfg.batch_size, local_steps=cfg.local_steps, lr=cfg.lr,
-                          slot_width=cfg.slot_width, max_updates=cfg.max_updates, time_budget=cfg.time_budget,
-                          eval_interval=cfg.eval_interval, eval_samples=cfg.eval_samples, seed=cfg.seed,
-                          device=cfg.device)
+    sim_cfg = cfg.async_config()
     faults = FaultConfig(prob=cfg.fault_prob, downtime=cfg.downtime, corrupt=cfg.corrupt,
                          corrupt_mode=cfg.corrupt_mode)
     results = {"config": asdict(cfg), "data": info, "code": code_provenance(), "runs": []}

@@ -12,8 +12,18 @@ A config file names its experiment and holds the dataclass's fields in `[config]
 
 Values are checked against the field types with `dflbench.registry.coerce` (the same coercion as method options:
 text is parsed, so `--set lr=0.01` works; "none" is None for an optional field). `--set a.b=v` writes into a
-nested table (`--set method_options.fedbuff.buffer=4`). Tables are merged key by key, later sources win:
-file < scale < `--set`. An unknown key is a UserError naming it and listing the valid ones.
+nested table (`--set method_options.fedbuff.buffer=4`). An unknown key is a UserError naming it and listing the
+valid ones.
+
+Every default lives once, in its config dataclass (a field's `dflbench.registry.option`: default and doc, the doc being
+its command-line help). The sources of a run merge over those defaults key by key (nested tables too), later sources
+winning, in one order:
+
+    dataclass defaults < file [config] < [scales.SCALE.config] < [stand_in.config] < --set < command-line options
+
+(`dflbench run` / `reproduce` give a file, a scale, the stand-in and `--set`, with `--data-dir` / `--download` as the
+command-line options; `dflbench aedfl|p2pft --config FILE` give a file and the options; an option not given on the
+command line is None and takes no part.)
 """
 
 from __future__ import annotations
@@ -129,23 +139,15 @@ def build_config(experiment: str, *tables: Mapping, where: str = "config"):
     return cls(**config_values(cls, merged, where))
 
 
-def with_config_file(cls: type, path: str | Path | None, cli: dict, explicit: set[str]):
-    """`cls(**values)` for a command that also takes `--config FILE`: the command's defaults, then the file's
-    `[config]`, then the options given on the command line (`explicit`, field names). Mapping fields merge."""
+def with_config_file(cls: type, path: str | Path | None, given: Mapping[str, Any]):
+    """`cls(**values)` for a command that also takes `--config FILE`: the dataclass defaults, then the file's
+    `[config]`, then `given`, the options given on the command line (field names, typed values). Mapping fields
+    merge."""
     if path is None:
-        return cls(**cli)
+        return cls(**given)
     doc = read_toml(path)
     name = next((k for k, v in EXPERIMENTS.items() if v == (cls.__module__, cls.__qualname__)), None)
     if doc.get("experiment", name) != name:
         raise UserError(f"{path} configures experiment {doc['experiment']!r}; use it with `dflbench "
                         f"{doc['experiment']}` or `dflbench run`")
-    from_file = config_values(cls, doc.get("config", {}), f"{path} [config]")
-    given = {k: v for k, v in cli.items() if k in explicit}
-    return cls(**merge(merge(cli, from_file), given))
-
-
-def explicit_params(ctx) -> set[str]:
-    """Names of the parameters of command context `ctx` that the user gave (command line or environment). Compared
-    by name: typer ships its own copy of click, whose ParameterSource is not click's."""
-    given = ("COMMANDLINE", "ENVIRONMENT")
-    return {p.name for p in ctx.command.params if getattr(ctx.get_parameter_source(p.name), "name", None) in given}
+    return cls(**merge(config_values(cls, doc.get("config", {}), f"{path} [config]"), given))

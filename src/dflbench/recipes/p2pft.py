@@ -42,7 +42,7 @@ from dflbench.io import (
 )
 from dflbench.mixing import NonFiniteError, from_topology, make_algorithm
 from dflbench.plots import line_plot
-from dflbench.registry import Registry
+from dflbench.registry import Registry, option
 from dflbench.runtime.backend import resolve_device
 from dflbench.topology import from_adjacency, list_topologies, make_topology
 from dflbench.vision import architecture_of, create_model, parse_policy, split_for_cache
@@ -169,32 +169,38 @@ class P2PFTConfig:
     images and stacked seeds share one feature cache (seeds vary the initial head, the sampling and a seeded graph).
     `batch_seeds` only chooses how several seeds run (`run_p2pft_seeds`), never what they compute."""
 
-    model: str = "vit_small_patch16_224"
-    dataset: str = "digits"
-    train_samples: int | None = None
-    nodes: int = 4
-    topology: str = "hub_ring"
-    split: str = "classes"
-    algorithms: tuple[str, ...] = ("local", "p2pft", "central")
-    epochs: int = 100
-    lr: float = 1e-3
-    momentum: float = 0.0
-    batch_size: int = 32
-    device: str = "auto"
-    seed: int = 0
-    policy: str = "last_block"
-    checkpoint: str | None = None
-    pretrained: bool = False
-    model_kwargs: tuple[tuple[str, Any], ...] = ()
-    data_dir: str | None = None
-    download: bool = False
-    image_size: int = 224
-    cache: bool = True
-    attention: int = 0
-    attention_method: str = "auto"
-    attention_node: int = 1
-    central_steps: str = "match"
-    batch_seeds: bool | None = None  # several seeds (run_p2pft_seeds): stacked where possible / always / never
+    model: str = option("vit_small_patch16_224", "timm model name.")
+    dataset: str = option("digits", "Dataset name, npz:PATH or folder:PATH.")
+    train_samples: int | None = option(None, "Fine-tune on a random subset of the training set (the same for every "
+                                             "seed).")
+    nodes: int = option(4, "Number of nodes.")
+    topology: str = option("hub_ring", "Topology name or adjacency:PATH (hub_ring: directed, A != B).")
+    split: str = option("classes", "classes[:ROW] | dirichlet:ALPHA | iid | shards:K.")
+    algorithms: tuple[str, ...] = option(("local", "p2pft", "central"),
+                                         f"Comma list of: {', '.join(ALGORITHMS.list())}.")
+    epochs: int = option(100, "Training epochs.")
+    lr: float = option(1e-3, "Learning rate of every node.")
+    momentum: float = option(0.0, "Heavy-ball momentum on every node's direction.")
+    batch_size: int = option(32, "Per-node batch size (central: nodes x this).")
+    device: str = option("auto", "auto | cpu | cuda.")
+    seed: int = option(0, "Seed of the initial tail, the batches and a seeded graph.")
+    policy: str = option("last_block", "Freezing policy.")
+    checkpoint: str | None = option(None, "Backbone state dict (dflbench pretrain).")
+    pretrained: bool = option(False, "timm pretrained weights (needs the network).")
+    model_kwargs: tuple[tuple[str, Any], ...] = option((), "timm kwargs, e.g. img_size=32,patch_size=4.")
+    data_dir: str | None = option(None, "Dataset root folder.")
+    download: bool = option(False, "Allow torchvision downloads.")
+    image_size: int = option(224, "Load size for datasets with varying image sizes.")
+    cache: bool = option(True, "Train on the frozen prefix's cached features (--no-cache: recompute the prefix every "
+                               "batch).")
+    attention: int = option(0, "Write Fig. 2 attention maps for N test images.")
+    attention_method: str = option("auto", "auto (cls for ViT/DeiT, gradcam for Swin) | cls | rollout | gradcam | "
+                                           "integrated_gradients.")
+    attention_node: int = option(1, "Node (from 1) whose unseen classes Fig. 2 shows.")
+    central_steps: str = option("match", "match (central takes the nodes' steps per epoch) | epoch (one pass over "
+                                         "the union per epoch).")
+    batch_seeds: bool | None = option(None, "Several seeds: stacked where possible (none) / always (true) / never "
+                                            "(false); never changes what they compute.")
 
     def __post_init__(self):
         parse_algorithms(self.algorithms)

@@ -35,6 +35,7 @@ from .config import EXPERIMENTS, build_config, check_keys, experiment_class, rea
 
 TOP_KEYS = ("experiment", "title", "config", "scales", "stand_in", "paper")
 SCALES = ("paper", "paper-cpu", "cpu", "smoke")
+SEEDS = 1  # seeds a reproduction runs unless told
 PAPER_KEYS = {"aedfl": ("acc", "time", "mfp"), "p2pft": ("nodes",)}
 
 
@@ -159,7 +160,7 @@ def _differing_fields(finished: dict, record: dict) -> list[str]:
     return top + sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
 
 
-def run_seeds(recipe: Recipe, cfg, seeds: int, out: str | Path,
+def run_seeds(recipe: Recipe, cfg, out: str | Path, seeds: int = SEEDS,
               on_seed_start: Callable[[int], None] | None = None,
               on_run_done: Callable[[int, dict], None] | None = None,
               on_progress: Callable[[int, str, float, dict | None], None] | None = None) -> list[Path]:
