@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from dflbench.errors import UserError
+from dflbench.errors import UserError, for_option
 from dflbench.io import keep_earlier_runs, non_finite
 from dflbench.methods.registry import METHODS, list_methods, parse_method_option
 from dflbench.recipes.aedfl import (
@@ -107,7 +107,8 @@ def collect_method_options(methods: tuple[str, ...], items: list[str],
             if name in METHODS and "every" in METHODS.get(name).defaults():
                 options[name] = {"every": prune_every}
     for item in items:
-        name, field, value = parse_method_option(item)
+        with for_option("--method-opt"):
+            name, field, value = parse_method_option(item)
         options.setdefault(name, {})[field] = value
     return options
 

@@ -30,7 +30,7 @@ from dflbench.engines.async_stacked import DeviceData
 from dflbench.engines.coordinator import FaultConfig
 from dflbench.engines.devices import load_profiles, sample_profiles
 from dflbench.engines.evaluation import convergence
-from dflbench.errors import UserError, check_numbers
+from dflbench.errors import UserError, check_numbers, for_option
 from dflbench.io import atomic_write_csv, atomic_write_json, differing_fields, read_results_file
 from dflbench.methods.aedfl.diagnostics import BUCKETS, summary
 from dflbench.methods.registry import list_methods, make_method, method_options
@@ -106,12 +106,21 @@ class AEDFLRunConfig:
                                                                  "(see --list-methods).", factory=dict)
 
     def __post_init__(self):
+        """Every field is checked here, before any data loads; an error names the option as the user gives it."""
         unknown = [m for m in self.methods if m not in list_methods()]
         if unknown:
-            raise UserError(f"unknown methods {unknown}; valid: {', '.join(list_methods())}")
+            raise UserError(f"--methods: unknown methods {unknown}; valid: {', '.join(list_methods())}")
         if not self.methods:
-            raise UserError("give at least one method")
+            raise UserError("--methods: give at least one method")
         check_numbers(self, AEDFL_NUMBERS)
+        if self.model not in list_models():
+            raise UserError(f"--model: unknown model {self.model!r}; valid: {', '.join(list_models())}")
+        outside = [d for d in self.corrupt if not 0 <= d < self.devices]
+        if outside or len(set(self.corrupt)) != len(self.corrupt):
+            raise UserError(f"--corrupt: give distinct device ids in 0..{self.devices - 1}, got "
+                            f"{','.join(map(str, self.corrupt))}")
+        with for_option("--corrupt-mode"):
+            self.faults()
         if self.max_updates is None and self.time_budget is None:
             raise UserError("the run has no end: give --time-budget SECONDS or --max-updates T (0 turns each off)")
         if self.train_samples is not None and self.train_samples < self.devices:
@@ -121,7 +130,13 @@ class AEDFLRunConfig:
             if name not in self.methods:
                 raise UserError(f"options are given for method {name!r}, which is not among the methods to run "
                                 f"({', '.join(self.methods)}); add it to the methods or drop its options")
-            self.options(name)                                       # unknown options, bad values: ValueError
+            with for_option("--method-opt"):
+                self.options(name)                                   # unknown options, bad values
+
+    def faults(self) -> FaultConfig:
+        """The simulated faults of this run: failures (`fault_prob`, `downtime`) and harmful devices."""
+        return FaultConfig(prob=self.fault_prob, downtime=self.downtime, corrupt=self.corrupt,
+                           corrupt_mode=self.corrupt_mode)
 
     def async_config(self) -> AsyncConfig:
         """The simulator's settings of this run."""
@@ -203,8 +218,7 @@ def run_aedfl(cfg: AEDFLRunConfig, on_method_done: Callable[[dict, dict], None] 
     profiles = load_profiles(cfg.profiles, cfg.devices) if cfg.profiles else sample_profiles(
         cfg.devices, cfg.seed, cfg.time_per_sample, cfg.bandwidth, cfg.latency, cfg.heterogeneity)
     sim_cfg = cfg.async_config()
-    faults = FaultConfig(prob=cfg.fault_prob, downtime=cfg.downtime, corrupt=cfg.corrupt,
-                         corrupt_mode=cfg.corrupt_mode)
+    faults = cfg.faults()
     results = {"config": asdict(cfg), "data": info, "code": code_provenance(), "runs": []}
     eval_n = evaluated_samples(results)
     for name in cfg.methods:

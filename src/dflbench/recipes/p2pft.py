@@ -29,9 +29,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from dflbench.data import BatchTransform, load_dataset, partition, random_subset
+from dflbench.data import BatchTransform, load_dataset, parse_split, partition, random_subset
 from dflbench.engines import SyncConfig, SyncResult, SyncSimulator, TailInputs
-from dflbench.errors import UserError, check_numbers, user_input
+from dflbench.errors import UserError, check_numbers, for_option, user_input
 from dflbench.io import (
     atomic_write_csv,
     atomic_write_json,
@@ -45,7 +45,7 @@ from dflbench.plots import line_plot
 from dflbench.registry import Registry, option
 from dflbench.runtime.backend import resolve_device
 from dflbench.topology import from_adjacency, list_topologies, make_topology
-from dflbench.vision import architecture_of, create_model, parse_policy, split_for_cache
+from dflbench.vision import architecture_of, check_model_name, create_model, parse_policy, split_for_cache
 
 # CLI name -> a dflbench.mixing algorithm (`mixing`: its name; None: ONE centralized model trained on the union of
 # the nodes' data) and the label of plots.
@@ -100,9 +100,10 @@ def parse_algorithms(spec: str | tuple[str, ...] | list[str]) -> tuple[str, ...]
     names = tuple(a.strip() for a in (spec.split(",") if isinstance(spec, str) else spec) if a.strip())
     bad = [a for a in names if a not in ALGORITHMS]
     if bad or not names:
-        raise UserError(f"unknown algorithm(s) {', '.join(bad) or '(none given)'}; valid: {', '.join(ALGORITHMS)}")
+        raise UserError(f"--algorithms: unknown algorithm(s) {', '.join(bad) or '(none given)'}; valid: "
+                        f"{', '.join(ALGORITHMS)}")
     if len(set(names)) != len(names):
-        raise UserError(f"algorithm list {','.join(names)} repeats a name")
+        raise UserError(f"--algorithms: {','.join(names)} repeats a name")
     return names
 
 
@@ -203,6 +204,7 @@ class P2PFTConfig:
                                             "(false); never changes what they compute.")
 
     def __post_init__(self):
+        """Every field is checked here, before any data loads; an error names the option as the user gives it."""
         parse_algorithms(self.algorithms)
         check_numbers(self, P2PFT_NUMBERS)
         mixing = [a for a in self.algorithms if ALGORITHMS.get(a).metadata["mixing"] not in (None, "local")]
@@ -210,10 +212,16 @@ class P2PFTConfig:
             raise UserError(f"--nodes {self.nodes}: {', '.join(mixing)} exchange{'s' if len(mixing) == 1 else ''} "
                             "models over a graph of nodes; "
                             "give --nodes 2 or more (or only --algorithms local,central)")
+        with for_option("--split"):
+            parse_split(self.split)
+        with for_option("--model"):
+            check_model_name(self.model)
+        if mixing:
+            self.graph()
         if self.checkpoint is not None and self.pretrained:
             raise UserError("give either --checkpoint or --pretrained, not both")
         if self.attention_method not in ATTENTION_METHODS:
-            raise UserError(f"unknown attention method {self.attention_method!r}; valid: "
+            raise UserError(f"--attention-method: unknown attention method {self.attention_method!r}; valid: "
                             f"{', '.join(ATTENTION_METHODS)}")
         if not 1 <= self.attention_node <= self.nodes:
             raise UserError(f"--attention-node must be in 1..{self.nodes} (nodes are numbered from 1), got "
@@ -224,6 +232,12 @@ class P2PFTConfig:
             make_algorithm("local", self.lr, momentum=self.momentum)
         with user_input("--policy"):
             parse_policy(self.policy)
+
+    def graph(self):
+        """The communication graph of `topology` on `nodes` (seeded by `seed` where the generator draws); a bad spec
+        is a UserError naming --topology."""
+        with for_option("--topology"):
+            return build_topology(self.topology, self.nodes, self.seed)
 
     @property
     def backbone(self) -> str:
@@ -299,7 +313,7 @@ def _prepare(cfg: P2PFTConfig, out: Path, device: str, data, runtime: P2PFTRunti
     """Build one seed's run; its feature cache is an earlier seed's when their frozen prefixes are equal (a
     pretrained or checkpoint backbone), so the prefix runs once for all seeds."""
     needs_graph = any(ALGORITHMS.get(a).metadata["mixing"] not in (None, "local") for a in cfg.algorithms)
-    topology = build_topology(cfg.topology, cfg.nodes, cfg.seed) if needs_graph else None
+    topology = cfg.graph() if needs_graph else None
     with user_input("--algorithms"):  # every algorithm (and its matrices) is checked before any of them trains
         algorithms = {name: ALGORITHMS.make(name, None, lr=cfg.lr, momentum=cfg.momentum, topology=topology)
                       for name in cfg.algorithms}

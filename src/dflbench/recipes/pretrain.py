@@ -21,11 +21,18 @@ import torch
 import torch.nn.functional as F
 
 from dflbench.data import BatchTransform, load_dataset
-from dflbench.errors import UserError, user_input
+from dflbench.errors import check_numbers, for_option, user_input
 from dflbench.io import atomic_torch_save, atomic_write_json
 from dflbench.registry import option
 from dflbench.runtime.backend import resolve_device
-from dflbench.vision import create_model
+from dflbench.vision import check_model_name, create_model
+
+# numeric fields -> (the option as the user gives it, the interval it must lie in; `dflbench.errors.check_numbers`)
+PRETRAIN_NUMBERS = {
+    "epochs": ("--epochs", "[1, inf)"), "lr": ("--lr", "(0, inf)"), "weight_decay": ("--weight-decay", "[0, inf)"),
+    "batch_size": ("--batch-size", "[1, inf)"), "seed": ("--seed", "[0, inf)"),
+    "image_size": ("--image-size", "[1, inf)"),
+}
 
 
 @dataclass(frozen=True)
@@ -44,9 +51,10 @@ class PretrainConfig:
     image_size: int = option(224, "Load size for datasets with varying image sizes.")
 
     def __post_init__(self):
-        if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0 or self.weight_decay < 0:
-            raise UserError(f"need epochs >= 1, batch size >= 1, lr > 0, weight decay >= 0 (got {self.epochs}, "
-                            f"{self.batch_size}, {self.lr}, {self.weight_decay})")
+        """Every field is checked here, before any data loads; an error names the option as the user gives it."""
+        check_numbers(self, PRETRAIN_NUMBERS)
+        with for_option("--model"):
+            check_model_name(self.model)
 
 
 @torch.no_grad()
