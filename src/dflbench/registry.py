@@ -187,6 +187,15 @@ def option(default: Any = dataclasses.MISSING, doc: str = "", *, factory: Any = 
     return dataclasses.field(default=default, default_factory=factory, metadata={"doc": doc})
 
 
+def field_default(source: Any, name: str) -> Any:
+    """Field `name`'s default in dataclass `source` (its factory's value for a mutable one), or its value when
+    `source` is an instance."""
+    if not isinstance(source, type):
+        return getattr(source, name)
+    f = next(f for f in dataclasses.fields(source) if f.name == name)
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
 def option_doc(f: dataclasses.Field) -> str:
     return f.metadata.get("doc", "")
 

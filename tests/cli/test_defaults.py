@@ -11,22 +11,22 @@ import typer
 from rich.markup import escape
 
 from dflbench.cli.main import app
-from dflbench.cli.options import field_default, shown
+from dflbench.cli.options import shown
 from dflbench.engines.async_sim import AsyncConfig
 from dflbench.recipes.aedfl import AEDFLRunConfig
 from dflbench.recipes.demo import DEMO
 from dflbench.recipes.p2pft import P2PFTConfig
 from dflbench.recipes.pretrain import PretrainConfig
-from dflbench.registry import option_doc
+from dflbench.registry import field_default, option_doc
 from dflbench.runtime.async_node import AsyncRuntimeConfig
 
 CLI = Path(__file__).parents[2] / "src" / "dflbench" / "cli"
 # command -> (its config (class or instance: the defaults shown), options that are no field, options that set a field
 # of another name)
 COMMANDS = {
-    "aedfl": (AEDFLRunConfig, {"prune_every", "method_opt", "list_methods_", "out", "resume", "overwrite", "runtime",
-                               "config"}, {}),
-    "p2pft": (P2PFTConfig, {"out", "resume", "overwrite", "threads", "runtime", "backend", "peer_timeout", "config"},
+    "aedfl": (AEDFLRunConfig, {"prune_every", "method_opt", "list_methods_", "out", "resume", "overwrite", "config"},
+              {}),
+    "p2pft": (P2PFTConfig, {"out", "resume", "overwrite", "threads", "backend", "peer_timeout", "config"},
               {"no_cache": "cache"}),
     "pretrain": (PretrainConfig, {"out", "threads"}, {}),
     "demo": (DEMO, {"out", "threads"}, {}),

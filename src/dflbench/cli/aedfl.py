@@ -25,7 +25,6 @@ from dflbench.recipes.aedfl import (
     write_results,
 )
 from dflbench.recipes.config import with_config_file
-from dflbench.runtime.backend import check_runtime
 
 from .errors import FIGURE_FAILED, on_interrupt, user_errors
 from .options import NONE, field_option, given
@@ -154,8 +153,7 @@ def aedfl(
                                 "same configuration and run only the others (all of them stay in results.json)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the results OUT already holds (without it, "
                                    "a run that would drop or overwrite finished methods is refused)."),
-    runtime: str = typer.Option("simulator", "--runtime", help="simulator (virtual clock) | distributed (one "
-                                                              "device per torchrun rank, real time)."),
+    runtime: Optional[str] = field_option(F, "runtime"),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file whose [config] sets the run (see "
                                                                  "`dflbench run`); options given here override it."),
 ):
@@ -176,8 +174,8 @@ def aedfl(
         eval_interval=eval_interval, eval_samples=eval_samples, train_samples=train_samples,
         profiles=None if profiles is None else str(profiles), heterogeneity=heterogeneity, fault_prob=fault_prob,
         corrupt=None if corrupt is None else _devices(corrupt), corrupt_mode=corrupt_mode,
-        method_options=options or None, seed=seed, device=device))
-    distributed = check_runtime(runtime) == "distributed"
+        method_options=options or None, seed=seed, device=device, runtime=runtime))
+    distributed = cfg.runtime == "distributed"
     if distributed and resume:
         raise UserError("--resume keeps finished methods of the simulator runtime; the distributed runtime runs "
                         "its methods again (drop --resume)")

@@ -14,7 +14,7 @@ from typing import Any
 
 import typer
 
-from dflbench.registry import option_doc
+from dflbench.registry import field_default, option_doc
 
 
 def shown(value: Any) -> str | None:
@@ -30,14 +30,6 @@ def with_default(doc: str, default: Any) -> str:
     """`doc` followed by '[default: VALUE]' where the default shows (`shown`)."""
     text = shown(default)
     return doc if text is None else f"{doc} [default: {text}]"
-
-
-def field_default(source: Any, name: str) -> Any:
-    """Field `name`'s default in dataclass `source`, or its value when `source` is an instance."""
-    if not isinstance(source, type):
-        return getattr(source, name)
-    f = next(f for f in dataclasses.fields(source) if f.name == name)
-    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
 def field_option(source: Any, name: str, *decls: str, flag: bool = False) -> Any:

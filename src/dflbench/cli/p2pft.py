@@ -26,7 +26,6 @@ from dflbench.recipes.p2pft import (
     run_p2pft,
 )
 from dflbench.recipes.p2pft_distributed import check_timeout, run_p2pft_distributed
-from dflbench.runtime.backend import check_runtime
 
 from .errors import FIGURE_FAILED, on_interrupt, user_errors
 from .options import NONE, field_option, given, param_option
@@ -113,8 +112,7 @@ def p2pft(
     attention_node: Optional[int] = field_option(F, "attention_node"),
     central_steps: Optional[str] = field_option(F, "central_steps"),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default: torch's)."),
-    runtime: str = typer.Option("simulator", "--runtime",
-                                help="simulator (one process) | distributed (one rank per node group, torchrun)."),
+    runtime: Optional[str] = field_option(F, "runtime"),
     backend: Optional[str] = param_option(run_p2pft_distributed, "backend",
                                           help="torch.distributed backend: auto | gloo | nccl."),
     peer_timeout: Optional[float] = param_option(run_p2pft_distributed, "timeout_s", "--peer-timeout",
@@ -133,10 +131,11 @@ def p2pft(
         model_kwargs=None if model_kwargs is None else parse_model_kwargs(model_kwargs),
         data_dir=None if data_dir is None else str(data_dir), download=download, image_size=image_size,
         train_samples=train_samples, cache=NONE if no_cache else None, attention=attention,
-        attention_method=attention_method, attention_node=attention_node, central_steps=central_steps))
+        attention_method=attention_method, attention_node=attention_node, central_steps=central_steps,
+        runtime=runtime))
     if cfg.backbone == "random" and os.environ.get("RANK", "0") == "0":    # once under torchrun: rank 0's
         Console(stderr=True).print(f"[yellow]warning:[/] {RANDOM_BACKBONE}", highlight=False, soft_wrap=True)
-    distributed = check_runtime(runtime) == "distributed"
+    distributed = cfg.runtime == "distributed"
     check_timeout(peer_timeout)
     prepare_out(out, resume, overwrite)
     if not overwrite:

@@ -38,7 +38,10 @@ from dflbench.models import list_models, make_model
 from dflbench.plots import Panel, panels_plot
 from dflbench.provenance import code_provenance
 from dflbench.registry import option
+from dflbench.runtime.backend import check_runtime
 from dflbench.topology import exponential
+
+from .config import recorded_config
 
 TEXT_DATASETS = ("imdb",)
 
@@ -102,6 +105,8 @@ class AEDFLRunConfig:
     vocab_size: int = option(20000, "IMDB vocabulary size.")
     seed: int = option(0, "Seed of the split, profiles, initial model and every random choice.")
     device: str = option("cpu", "cpu or cuda.")
+    runtime: str = option("simulator", "simulator (virtual clock) | distributed (one device per torchrun rank, real "
+                                       "time).")
     method_options: Mapping[str, Mapping[str, Any]] = option(doc="Per-method options, {method: {option: value}} "
                                                                  "(see --list-methods).", factory=dict)
 
@@ -121,6 +126,8 @@ class AEDFLRunConfig:
                             f"{','.join(map(str, self.corrupt))}")
         with for_option("--corrupt-mode"):
             self.faults()
+        with for_option("--runtime"):
+            check_runtime(self.runtime)
         if self.max_updates is None and self.time_budget is None:
             raise UserError("the run has no end: give --time-budget SECONDS or --max-updates T (0 turns each off)")
         if self.train_samples is not None and self.train_samples < self.devices:
@@ -180,7 +187,7 @@ def build_model(cfg: AEDFLRunConfig, info: dict) -> torch.nn.Module:
 
 def config_differences(cfg: AEDFLRunConfig, previous: dict) -> list[str]:
     """The config fields, other than `methods`, in which `previous` (a results.json) differs from `cfg`, sorted."""
-    return differing_fields(asdict(cfg), previous.get("config", {}), ("methods",))
+    return differing_fields(asdict(cfg), recorded_config(AEDFLRunConfig, previous.get("config", {})), ("methods",))
 
 
 def finished_runs(cfg: AEDFLRunConfig, previous: dict | None) -> dict[str, dict]:

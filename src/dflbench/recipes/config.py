@@ -28,7 +28,9 @@ command line is None and takes no part.)
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import json
 import typing
 from collections.abc import Mapping
 from pathlib import Path
@@ -37,7 +39,7 @@ from typing import Any
 import tomllib
 
 from dflbench.errors import UserError
-from dflbench.registry import coerce, type_name
+from dflbench.registry import coerce, field_default, type_name
 
 # experiment -> (module, config class), imported on first use: `dflbench aedfl` never loads the P2P-FT stack
 # (torchvision, timm, captum), which costs seconds of start-up (bench/RESULTS.md, "Start-up")
@@ -137,6 +139,14 @@ def build_config(experiment: str, *tables: Mapping, where: str = "config"):
     for table in tables:
         merged = merge(merged, table)
     return cls(**config_values(cls, merged, where))
+
+
+def recorded_config(cls: type, config: Mapping) -> dict:
+    """A config recorded in a results.json / done.json, with the fields added to `cls` since then at their defaults
+    (as JSON): a field added later held its default in every run recorded before it (`runtime`, for one), so an
+    old record still resumes and compares equal."""
+    added = {f.name: field_default(cls, f.name) for f in dataclasses.fields(cls) if f.name not in config}
+    return {**json.loads(json.dumps(added, default=str)), **config}
 
 
 def with_config_file(cls: type, path: str | Path | None, given: Mapping[str, Any]):

@@ -43,9 +43,11 @@ from dflbench.io import (
 from dflbench.mixing import NonFiniteError, from_topology, make_algorithm
 from dflbench.plots import line_plot
 from dflbench.registry import Registry, option
-from dflbench.runtime.backend import resolve_device
+from dflbench.runtime.backend import check_runtime, resolve_device
 from dflbench.topology import from_adjacency, list_topologies, make_topology
 from dflbench.vision import architecture_of, check_model_name, create_model, parse_policy, split_for_cache
+
+from .config import recorded_config
 
 # CLI name -> a dflbench.mixing algorithm (`mixing`: its name; None: ONE centralized model trained on the union of
 # the nodes' data) and the label of plots.
@@ -200,6 +202,7 @@ class P2PFTConfig:
     attention_node: int = option(1, "Node (from 1) whose unseen classes Fig. 2 shows.")
     central_steps: str = option("match", "match (central takes the nodes' steps per epoch) | epoch (one pass over "
                                          "the union per epoch).")
+    runtime: str = option("simulator", "simulator (one process) | distributed (one rank per node group, torchrun).")
     batch_seeds: bool | None = option(None, "Several seeds: stacked where possible (none) / always (true) / never "
                                             "(false); never changes what they compute.")
 
@@ -216,6 +219,8 @@ class P2PFTConfig:
             parse_split(self.split)
         with for_option("--model"):
             check_model_name(self.model)
+        with for_option("--runtime"):
+            check_runtime(self.runtime)
         if mixing:
             self.graph()
         if self.checkpoint is not None and self.pretrained:
@@ -392,8 +397,8 @@ SAME_RUN = ("algorithms", "device", "cache", "batch_seeds", "attention", "attent
 
 def config_differences(cfg: P2PFTConfig, previous: dict) -> list[str]:
     """The config fields, less `SAME_RUN`, in which `previous` (a results.json) differs from `cfg`, sorted."""
-    return differing_fields({**asdict(cfg), "model_kwargs": dict(cfg.model_kwargs)}, previous.get("config", {}),
-                            SAME_RUN)
+    return differing_fields({**asdict(cfg), "model_kwargs": dict(cfg.model_kwargs)},
+                            recorded_config(P2PFTConfig, previous.get("config", {})), SAME_RUN)
 
 
 def read_results(out: str | Path) -> dict | None:

@@ -31,7 +31,7 @@ from typing import Any
 from dflbench.errors import UserError
 from dflbench.io import atomic_write_json, read_json
 
-from .config import EXPERIMENTS, build_config, check_keys, experiment_class, read_toml
+from .config import EXPERIMENTS, build_config, check_keys, experiment_class, read_toml, recorded_config
 
 TOP_KEYS = ("experiment", "title", "config", "scales", "stand_in", "paper")
 SCALES = ("paper", "paper-cpu", "cpu", "smoke")
@@ -146,9 +146,10 @@ def load_recipe_file(path: str | Path) -> Recipe:
 
 
 def _config_record(cfg) -> dict:
-    """The resolved config a finished seed is recorded with; P2P-FT's `batch_seeds` is left out (it chooses how
-    seeds run, not what they compute), so a folder finished in one mode is kept in the other."""
-    record = json.loads(json.dumps(asdict(cfg), default=str))
+    """The resolved config (a config dataclass, or a recorded one as a dict) a finished seed is recorded and compared
+    with; P2P-FT's `batch_seeds` is left out (it chooses how seeds run, not what they compute), so a folder finished
+    in one mode is kept in the other."""
+    record = json.loads(json.dumps(cfg if isinstance(cfg, dict) else asdict(cfg), default=str))
     record.pop("batch_seeds", None)
     return record
 
@@ -174,6 +175,9 @@ def run_seeds(recipe: Recipe, cfg, out: str | Path, seeds: int = SEEDS,
     `done.json` is written when its results are."""
     if seeds < 1:
         raise UserError(f"--seeds must be >= 1, got {seeds}")
+    if cfg.runtime != "simulator":
+        raise UserError(f"runtime = {cfg.runtime!r}: a reproduction runs its seeds on the simulator; run the config "
+                        f"with `dflbench {recipe.experiment} --config FILE` under torchrun instead")
     out = Path(out)
     folders, pending = [], []
     for seed in range(cfg.seed, cfg.seed + seeds):
@@ -185,6 +189,8 @@ def run_seeds(recipe: Recipe, cfg, out: str | Path, seeds: int = SEEDS,
         if done.is_file():
             finished = read_json(done, "the record of a finished seed", "delete it to run that seed again, or give "
                                  "another --out")
+            finished = {**finished, "config": _config_record(recorded_config(
+                experiment_class(recipe.experiment, recipe.name), finished.get("config", {})))}
             if finished == record:
                 continue
             differ = _differing_fields(finished, record)
