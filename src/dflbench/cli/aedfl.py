@@ -21,7 +21,7 @@ from dflbench.recipes.aedfl import (
     evaluated_samples,
     finished_runs,
     read_results,
-    run_aedfl,
+    run_aedfl_into,
     write_results,
 )
 from dflbench.recipes.config import with_config_file
@@ -197,10 +197,12 @@ def aedfl(
         if results is None:  # ranks other than 0 write nothing
             return
         _check_finite(results["runs"], out)
+        written = keep_earlier_runs(results, previous, "method", "methods")
+        paths = write_results(written, out)
     else:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, disable=not console.is_terminal, transient=True) as progress:
-            task = progress.add_task("methods", total=len(cfg.methods))
+            task = progress.add_task("methods", total=len(cfg.methods), completed=len(kept))
             inner = progress.add_task("", total=100)
 
             lines = None if console.is_terminal else LogLines(console)
@@ -210,22 +212,14 @@ def aedfl(
                 if lines is not None:
                     lines(name, fraction, latest)
 
-            def done(r, so_far):
-                if r is kept.get(r["method"]):
-                    progress.advance(task)
-                    return
+            def done(r, so_far):                        # then run_aedfl_into writes it, before the next method
                 _check_finite([r], out)
-                so_far = keep_earlier_runs(so_far, previous, "method", "methods")
-                write_results(so_far, out, pictures=False)   # on disk before the next method runs
                 progress.advance(task)
                 console.print(f"{r['method']}: accuracy {r['accuracy']:.4f} after {r['virtual_time']:.1f} "
                               f"virtual s ({r['wall_time']:.1f} s wall)")
 
-            results = run_aedfl(cfg, on_method_done=done, previous=previous if resume else None,
-                                on_progress=moving)
-    written = keep_earlier_runs(results, previous, "method", "methods")
-    paths = write_results(written, out)
-    console.print(results_table(results))
+            written, paths = run_aedfl_into(cfg, out, previous, resume, done, moving)
+    console.print(results_table({**written, "runs": [r for r in written["runs"] if r["method"] in cfg.methods]}))
     console.print(f"wrote {', '.join(str(p) for p in paths.values())}", highlight=False, soft_wrap=True)
     if "png" not in paths or ("diagnostics_png" not in paths and diagnostics_panels(written["runs"])):
         raise typer.Exit(code=FIGURE_FAILED)               # the warning line is printed; the results are complete

@@ -31,7 +31,7 @@ from dflbench.engines.coordinator import FaultConfig
 from dflbench.engines.devices import load_profiles, sample_profiles
 from dflbench.engines.evaluation import convergence
 from dflbench.errors import UserError, check_numbers, for_option
-from dflbench.io import atomic_write_csv, atomic_write_json, differing_fields, read_results_file
+from dflbench.io import atomic_write_csv, atomic_write_json, differing_fields, keep_earlier_runs, read_results_file
 from dflbench.methods.aedfl.diagnostics import BUCKETS, summary
 from dflbench.methods.registry import list_methods, make_method, method_options
 from dflbench.models import list_models, make_model
@@ -272,6 +272,29 @@ def evaluated_samples(results: dict) -> int:
     shuffled test set, all of it when None)."""
     n, total = results["config"]["eval_samples"], results["data"]["test_samples"]
     return total if n is None else min(n, total)
+
+
+def run_aedfl_into(cfg: AEDFLRunConfig, out: str | Path, previous: dict | None = None, resume: bool = True,
+                   on_method_done: Callable[[dict, dict], None] | None = None,
+                   on_progress: Callable[[str, float, dict | None], None] | None = None) -> tuple[dict, dict]:
+    """`run_aedfl` writing `out` as each method finishes: the results so far (results.json, results.csv; the
+    methods of `previous`, an earlier results.json of `out`, that this run does not hold stay in them,
+    `keep_earlier_runs`) go to disk before the next method starts, and with the pictures at the end. `resume`: keep
+    `previous`'s finished methods of this configuration instead of running them again. `on_method_done(run,
+    results)` runs first for each method that ran (it may raise to stop the run: what is written stays).
+    Returns (the results written, `write_results`'s paths). Used by `dflbench aedfl`, `run` and `reproduce`."""
+    kept = finished_runs(cfg, previous) if resume else {}
+
+    def done(run: dict, so_far: dict) -> None:
+        if run is kept.get(run["method"]):
+            return
+        if on_method_done is not None:
+            on_method_done(run, so_far)
+        write_results(keep_earlier_runs(so_far, previous, "method", "methods"), out, pictures=False)
+
+    results = run_aedfl(cfg, on_method_done=done, previous=previous if resume else None, on_progress=on_progress)
+    written = keep_earlier_runs(results, previous, "method", "methods")
+    return written, write_results(written, out)
 
 
 def write_results(results: dict, out: str | Path, pictures: bool = True) -> dict[str, Path]:

@@ -517,7 +517,7 @@ def _finish(seed: _Seed, data, device: str, runs: list[dict], sims: dict[str, Sy
         "runs": runs,
     }
     results = keep_earlier_runs(results, previous, "algorithm", "algorithms")
-    write_results(out, results)                                   # results first: a picture can never lose them
+    write_results(results, out)                                   # results first: a picture can never lose them
     curves = {label(r["algorithm"]): ([h["epoch"] for h in r["history"]], [h["mean_accuracy"] for h in r["history"]])
               for r in runs}
     results["figures"] = {"accuracy": _picture(out, "accuracy", lambda: {"path": str(line_plot(
@@ -526,7 +526,7 @@ def _finish(seed: _Seed, data, device: str, runs: list[dict], sims: dict[str, Sy
     if cfg.attention:
         results["attention"] = _picture(out, "attention", lambda: write_attention(
             out / "attention.png", seed.model, seed.tail, seed.transform, data, part, sims, cfg, device))
-    write_results(out, results)
+    write_results(results, out)
     return P2PFTRun(results, sims)
 
 
@@ -583,7 +583,7 @@ def write_attention(path: Path, model, tail, transform, data, part, sims: dict[s
             "method": method}
 
 
-def write_results(out: Path, results: dict) -> None:
+def write_results(results: dict, out: Path) -> None:
     """results.json (everything) and results.csv (one row per algorithm: per-node and mean accuracy, cost)."""
     atomic_write_json(out / "results.json", results)
     rows = []

@@ -232,15 +232,10 @@ def _run_one(experiment: str, cfg, folder: Path, on_run_done: Callable[[dict], N
              on_progress: Callable[[str, float, dict | None], None] | None = None) -> None:
     """One seed of one experiment, written to `folder` by the experiment's own writer."""
     if experiment == "aedfl":
-        from .aedfl import read_results, run_aedfl, write_results
+        from .aedfl import read_results, run_aedfl_into
 
-        def done(run, so_far):
-            write_results(so_far, folder)
-            if on_run_done is not None:
-                on_run_done(run)
-
-        write_results(run_aedfl(cfg, on_method_done=done, previous=read_results(folder),
-                                on_progress=on_progress), folder)
+        run_aedfl_into(cfg, folder, read_results(folder), on_progress=on_progress,
+                       on_method_done=None if on_run_done is None else (lambda run, _: on_run_done(run)))
     else:
         from .p2pft import run_p2pft
 
