@@ -40,7 +40,7 @@ CASES = [
     (AEDFL + ["--method-opt", "fedbuff.buffer=0", "--methods", "fedbuff"], "--method-opt"),
     (AEDFL + ["--model", "lenet6"], "--model"), (AEDFL + ["--corrupt", "9"], "--corrupt"),
     (AEDFL + ["--corrupt-mode", "nois"], "--corrupt-mode"), (AEDFL + ["--batch-size", "0"], "--batch-size"),
-    (AEDFL + ["--slot-width", "nan"], "--slot-width"),
+    (AEDFL + ["--slot-width", "nan"], "--slot-width"), (AEDFL + ["--topology", "moebius"], "--topology"),
     (P2PFT + ["--lr", "0"], "--lr"), (P2PFT + ["--topology", "moebius"], "--topology"),
     (P2PFT + ["--topology", "adjacency:/nonexistent.txt"], "adjacency file"),
     (P2PFT + ["--split", "dirichlet:-1"], "--split"), (P2PFT + ["--split", "halves"], "--split"),

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-import dflbench.recipes.aedfl as aedfl_recipe
 import dflbench.cli.p2pft as p2pft_cli
+import dflbench.recipes.aedfl as aedfl_recipe
 from dflbench.cli.errors import FIGURE_FAILED
 
 DFLBENCH = Path(sys.executable).with_name("dflbench")

@@ -55,3 +55,9 @@ def test_a_reproduction_refuses_the_distributed_runtime(tmp_path):
 
     with pytest.raises(UserError, match="runtime = 'distributed'.*dflbench aedfl --config FILE"):
         reproduce.run_seeds(recipe, replace(cfg, runtime="distributed", methods=("aedfl",)), tmp_path)
+
+
+def test_aedfl_takes_a_topology():
+    cfg = AEDFLRunConfig(devices=6, topology="ring")
+    assert cfg.graph().name == "ring" and cfg.graph().n == 6
+    assert AEDFLRunConfig().graph().name == "exponential"

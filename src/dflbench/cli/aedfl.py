@@ -122,6 +122,7 @@ def aedfl(
     data_dir: Optional[Path] = field_option(F, "data_dir"),
     download: bool = field_option(F, "download", flag=True),
     devices: Optional[int] = field_option(F, "devices"),
+    topology: Optional[str] = field_option(F, "topology"),
     methods: Optional[str] = field_option(F, "methods"),
     alpha: Optional[float] = field_option(F, "alpha"),
     target_acc: Optional[float] = field_option(F, "target_acc"),
@@ -167,7 +168,7 @@ def aedfl(
     options = collect_method_options(names or F.methods, method_opt, prune_every)
     cfg = with_config_file(F, config, given(
         model=model, dataset=dataset, data_dir=None if data_dir is None else str(data_dir), download=download,
-        devices=devices, methods=names, alpha=alpha, target_acc=target_acc,
+        devices=devices, topology=topology, methods=names, alpha=alpha, target_acc=target_acc,
         time_budget=None if time_budget is None else (time_budget or NONE), max_updates=None if max_updates is None
         else (max_updates or NONE), batch_size=batch_size, local_steps=local_steps, lr=lr,
         slot_width=None if slot_width is None else (NONE if slot_width < 0 else slot_width),

@@ -1,5 +1,5 @@
 """The AEDFL experiment (Sec. 6, Table 1): load a dataset, Dirichlet-partition it over D devices on the
-exponential graph, run each method on the AsyncSimulator, and report Table 1's metrics.
+exponential graph (`topology`: any graph), run each method on the AsyncSimulator, and report Table 1's metrics.
 
 Metrics per method: final accuracy (mean over devices on the global test set; the global model for server
 methods), virtual time to the target accuracy, MFP (million multiply-accumulates per sample of the Conv/Linear
@@ -39,7 +39,7 @@ from dflbench.plots import Panel, panels_plot
 from dflbench.provenance import code_provenance
 from dflbench.registry import option
 from dflbench.runtime.backend import check_runtime
-from dflbench.topology import exponential
+from dflbench.topology import topology_from_spec
 
 from .config import recorded_config
 
@@ -76,6 +76,7 @@ class AEDFLRunConfig:
     data_dir: str | None = option(None, "Where the dataset lives.")
     download: bool = option(False, "Allow torchvision / IMDB downloads.")
     devices: int = option(16, "Number of devices.")
+    topology: str = option("exponential", "Topology name or adjacency:PATH (exponential: the AEDFL paper's graph).")
     methods: tuple[str, ...] = option(("aedfl", "fedavg", "ad-psgd"), f"Comma list of: {', '.join(list_methods())}.")
     alpha: float = option(0.5, "Dirichlet concentration of the label split.")
     target_acc: float = option(0.8, "Target accuracy of the Time column.")
@@ -128,6 +129,7 @@ class AEDFLRunConfig:
             self.faults()
         with for_option("--runtime"):
             check_runtime(self.runtime)
+        self.graph()
         if self.max_updates is None and self.time_budget is None:
             raise UserError("the run has no end: give --time-budget SECONDS or --max-updates T (0 turns each off)")
         if self.train_samples is not None and self.train_samples < self.devices:
@@ -139,6 +141,12 @@ class AEDFLRunConfig:
                                 f"({', '.join(self.methods)}); add it to the methods or drop its options")
             with for_option("--method-opt"):
                 self.options(name)                                   # unknown options, bad values
+
+    def graph(self):
+        """The communication graph of `topology` on `devices` (seeded by `seed` where the generator draws); a bad
+        spec is a UserError naming --topology."""
+        with for_option("--topology"):
+            return topology_from_spec(self.topology, self.devices, self.seed)
 
     def faults(self) -> FaultConfig:
         """The simulated faults of this run: failures (`fault_prob`, `downtime`) and harmful devices."""
@@ -221,7 +229,7 @@ def run_aedfl(cfg: AEDFLRunConfig, on_method_done: Callable[[dict, dict], None] 
     record, None before the first), at its start (0.0, None), then about twice a wall second."""
     done = finished_runs(cfg, previous)
     data, info = load_device_data(cfg)
-    topo = exponential(cfg.devices)
+    topo = cfg.graph()
     profiles = load_profiles(cfg.profiles, cfg.devices) if cfg.profiles else sample_profiles(
         cfg.devices, cfg.seed, cfg.time_per_sample, cfg.bandwidth, cfg.latency, cfg.heterogeneity)
     sim_cfg = cfg.async_config()

@@ -32,7 +32,6 @@ from dflbench.provenance import code_provenance
 from dflbench.recipes.aedfl import AEDFLRunConfig, build_model, evaluated_samples, load_device_data
 from dflbench.runtime.async_node import AsyncNode, AsyncRuntimeConfig
 from dflbench.runtime.backend import DistEnv
-from dflbench.topology import exponential
 
 
 def distributed_method(cfg: AEDFLRunConfig) -> AEDFL:
@@ -78,7 +77,7 @@ def run_aedfl_distributed(cfg: AEDFLRunConfig, **settings) -> dict | None:
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, info)
     node = AsyncNode(model, data.prepare(data.x[idx]), data.y[idx], data.prepare(data.x_test), data.y_test,
-                     exponential(cfg.devices), rt, rank, env.world_size, distributed_method(cfg))
+                     cfg.graph(), rt, rank, env.world_size, distributed_method(cfg))
     gathered = node.run()
     if rank != 0:
         return None

@@ -44,7 +44,7 @@ from dflbench.mixing import NonFiniteError, from_topology, make_algorithm
 from dflbench.plots import line_plot
 from dflbench.registry import Registry, option
 from dflbench.runtime.backend import check_runtime, resolve_device
-from dflbench.topology import from_adjacency, list_topologies, make_topology
+from dflbench.topology import topology_from_spec
 from dflbench.vision import architecture_of, check_model_name, create_model, parse_policy, split_for_cache
 
 from .config import recorded_config
@@ -124,28 +124,6 @@ def parse_model_kwargs(spec: str) -> tuple[tuple[str, Any], ...]:
                 continue
         out.append((key.strip(), value))
     return tuple(out)
-
-
-def build_topology(spec: str, n: int, seed: int = 0):
-    """A registered topology name (erdos_renyi is seeded by `seed`), or `adjacency:PATH` to a text/.npy 0/1
-    matrix with adj[i, j] > 0 iff j sends to i. The graph must be strongly connected."""
-    adjacency = spec.startswith("adjacency:")
-    if adjacency:
-        path = Path(spec.split(":", 1)[1])
-        if not path.is_file():
-            raise FileNotFoundError(f"adjacency file {str(path)!r} does not exist; give adjacency:PATH to an n x n "
-                                    "0/1 matrix (.npy or whitespace-separated text)")
-    elif spec not in list_topologies():
-        raise UserError(f"unknown topology {spec!r}; valid: {', '.join(list_topologies())}, adjacency:PATH")
-    with user_input("--topology"):
-        if adjacency:
-            adj = np.load(path) if path.suffix == ".npy" else np.loadtxt(path, ndmin=2)
-            if adj.shape != (n, n):
-                raise UserError(f"adjacency {path} has shape {adj.shape} but --nodes is {n}; give an n x n matrix")
-            topo = from_adjacency(torch.as_tensor(adj, dtype=torch.float64), name=path.stem)
-        else:
-            topo = make_topology(spec, n, seed=seed) if spec == "erdos_renyi" else make_topology(spec, n)
-        return topo.check_strongly_connected()
 
 
 # "auto": last-layer CLS attention for ViT / DeiT (the layer fine-tuning changes), Grad-CAM for Swin (no CLS token)
@@ -242,7 +220,7 @@ class P2PFTConfig:
         """The communication graph of `topology` on `nodes` (seeded by `seed` where the generator draws); a bad spec
         is a UserError naming --topology."""
         with for_option("--topology"):
-            return build_topology(self.topology, self.nodes, self.seed)
+            return topology_from_spec(self.topology, self.nodes, self.seed)
 
     @property
     def backbone(self) -> str:
