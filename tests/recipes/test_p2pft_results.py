@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from dflbench.recipes import p2pft as recipe
-from dflbench.recipes.p2pft import P2PFTConfig, parse_model_kwargs, run_p2pft
+from dflbench.recipes.config import parse_model_kwargs
+from dflbench.recipes.p2pft import P2PFTConfig, run_p2pft
 from dflbench.topology import column_stochastic, row_stochastic
 
 VIT = ("vit_tiny_patch16_224", parse_model_kwargs("img_size=8,patch_size=4,embed_dim=16,depth=2,num_heads=2"))

@@ -14,14 +14,13 @@ from rich.table import Table
 
 from dflbench.engines.sync import checkpoint_epoch
 from dflbench.errors import UserError
-from dflbench.recipes.config import with_config_file
+from dflbench.recipes.config import parse_model_kwargs, with_config_file
 from dflbench.recipes.p2pft import (
     RANDOM_BACKBONE,
     P2PFTConfig,
     check_checkpoints,
     config_differences,
     parse_algorithms,
-    parse_model_kwargs,
     read_results,
     run_p2pft,
 )

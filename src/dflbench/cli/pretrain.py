@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from dflbench.recipes.p2pft import parse_model_kwargs
+from dflbench.recipes.config import parse_model_kwargs
 from dflbench.recipes.pretrain import PretrainConfig
 from dflbench.recipes.pretrain import pretrain as run_pretrain
 

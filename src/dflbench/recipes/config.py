@@ -101,6 +101,23 @@ def parse_sets(items: list[str] | tuple[str, ...]) -> dict:
     return out
 
 
+def parse_model_kwargs(spec: str) -> tuple[tuple[str, Any], ...]:
+    """'img_size=32,patch_size=4,global_pool=avg' -> (('img_size', 32), ...): ints, floats, else strings."""
+    out = []
+    for item in (s.strip() for s in spec.split(",") if s.strip()):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise UserError(f"--model-kwargs item {item!r} must be KEY=VALUE (e.g. img_size=32,depth=4)")
+        for cast in (int, float):
+            try:
+                value = cast(value)
+                break
+            except ValueError:
+                continue
+        out.append((key.strip(), value))
+    return tuple(out)
+
+
 def _field_value(value, tp, where: str):
     """`value` (TOML or text) as a value of field annotation `tp`."""
     origin = typing.get_origin(tp)
@@ -108,8 +125,6 @@ def _field_value(value, tp, where: str):
         args = typing.get_args(tp)
         if typing.get_origin(args[0]) is tuple:                             # model_kwargs: (key, value) pairs
             if isinstance(value, str):
-                from .p2pft import parse_model_kwargs  # only P2P-FT configs have one
-
                 return parse_model_kwargs(value)
             if not isinstance(value, Mapping):
                 raise UserError(f"{where} must be a table of KEY = VALUE, got {value!r}")

@@ -109,23 +109,6 @@ def parse_algorithms(spec: str | tuple[str, ...] | list[str]) -> tuple[str, ...]
     return names
 
 
-def parse_model_kwargs(spec: str) -> tuple[tuple[str, Any], ...]:
-    """'img_size=32,patch_size=4,global_pool=avg' -> (('img_size', 32), ...): ints, floats, else strings."""
-    out = []
-    for item in (s.strip() for s in spec.split(",") if s.strip()):
-        key, eq, value = item.partition("=")
-        if not eq or not key.strip():
-            raise UserError(f"--model-kwargs item {item!r} must be KEY=VALUE (e.g. img_size=32,depth=4)")
-        for cast in (int, float):
-            try:
-                value = cast(value)
-                break
-            except ValueError:
-                continue
-        out.append((key.strip(), value))
-    return tuple(out)
-
-
 # "auto": last-layer CLS attention for ViT / DeiT (the layer fine-tuning changes), Grad-CAM for Swin (no CLS token)
 ATTENTION_METHODS = ("auto", "cls", "rollout", "gradcam", "integrated_gradients")
 CENTRAL_STEPS = ("match", "epoch")
