@@ -29,3 +29,14 @@ def test_an_adjacency_file_and_the_errors(tmp_path):
     np.savetxt(tmp_path / "cut.txt", np.eye(4))
     with pytest.raises(ValueError, match="strongly connected"):
         topology_from_spec(f"adjacency:{tmp_path / 'cut.txt'}", 4)
+
+
+def test_a_second_generator_of_a_registered_name_is_refused():
+    from dflbench.topology import list_topologies, register_topology
+
+    def ring(n):
+        raise AssertionError("never built")
+
+    with pytest.raises(ValueError, match="topology 'ring' is already registered"):
+        register_topology(ring)
+    assert "ring" in list_topologies() and topology_from_spec("ring", 4).n == 4

@@ -15,7 +15,11 @@ _REGISTRY: dict[str, Callable[..., Topology]] = {}
 
 
 def register_topology(fn: Callable[..., Topology]) -> Callable[..., Topology]:
-    """Register `fn(n, **kw) -> Topology` under its function name."""
+    """Register `fn(n, **kw) -> Topology` under its function name; ValueError when another generator holds it."""
+    held = _REGISTRY.get(fn.__name__)
+    if held is not None and held is not fn:
+        raise ValueError(f"topology {fn.__name__!r} is already registered (by {held.__module__}); registered: "
+                         f"{', '.join(list_topologies())}; give the generator another name")
     _REGISTRY[fn.__name__] = fn
     return fn
 
