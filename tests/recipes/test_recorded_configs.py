@@ -26,7 +26,7 @@ def test_a_recorded_seed_is_still_done(tmp_path, monkeypatch):
     `runtime` existed) matches today's config, so the seed is skipped, not run again."""
     assert "runtime" not in json.loads((RECORDED / "seed-0" / "done.json").read_text())["config"]
     shutil.copytree(RECORDED / "seed-0", tmp_path / "seed-0")
-    monkeypatch.setattr(reproduce, "_run_one", lambda *a, **k: pytest.fail("a finished seed ran again"))
+    monkeypatch.setattr("dflbench.recipes.aedfl.run_seed", lambda *a, **k: pytest.fail("a finished seed ran again"))
     recipe, cfg = _recorded_cfg()
     assert reproduce.run_seeds(recipe, cfg, tmp_path) == [tmp_path / "seed-0"]
     previous = json.loads((RECORDED / "seed-0" / "results.json").read_text())
@@ -61,3 +61,13 @@ def test_aedfl_takes_a_topology():
     cfg = AEDFLRunConfig(devices=6, topology="ring")
     assert cfg.graph().name == "ring" and cfg.graph().n == 6
     assert AEDFLRunConfig().graph().name == "exponential"
+
+
+def test_experiments_are_registered_once():
+    from dflbench.recipes.config import EXPERIMENTS, register_experiment
+
+    assert {name: e.config_class() for name, e in EXPERIMENTS.items()} == {"aedfl": AEDFLRunConfig,
+                                                                           "p2pft": P2PFTConfig}
+    assert EXPERIMENTS["aedfl"].part_names(AEDFLRunConfig()) == AEDFLRunConfig().methods
+    with pytest.raises(ValueError, match="experiment 'p2pft' is already registered"):
+        register_experiment(EXPERIMENTS["p2pft"])

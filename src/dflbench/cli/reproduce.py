@@ -13,7 +13,7 @@ from rich.table import Table
 
 from dflbench.errors import UserError
 from dflbench.io import writable_folder
-from dflbench.recipes.config import merge, parse_sets
+from dflbench.recipes.config import EXPERIMENTS, merge, parse_sets
 from dflbench.recipes.reproduce import SCALES, SEEDS, Recipe, list_recipes, load_recipe, run_seeds
 
 from .errors import on_interrupt, user_errors
@@ -44,7 +44,8 @@ def execute(recipe: Recipe, scale: str | None, seeds: int | None, out: Path, set
     extra = {k: v for k, v in (("data_dir", None if data_dir is None else str(data_dir)),
                                ("download", True if download else None)) if v is not None}
     cfg = recipe.resolve(scale, merge(extra, parse_sets(sets)), stand_in)
-    names = cfg.methods if recipe.experiment == "aedfl" else cfg.algorithms
+    kind = EXPERIMENTS[recipe.experiment]
+    names = kind.part_names(cfg)
     writable_folder(out)
     on_interrupt(lambda: _saved(out), None)
     console = Console()
@@ -55,7 +56,7 @@ def execute(recipe: Recipe, scale: str | None, seeds: int | None, out: Path, set
                       console=console, disable=not console.is_terminal, transient=True) as progress:
             count = SEEDS if seeds is None else seeds
             task = progress.add_task(f"{recipe.name}", total=count * len(names))
-            inner = progress.add_task("", total=100, visible=recipe.experiment == "aedfl")
+            inner = progress.add_task("", total=100, visible=kind.progress)
 
             lines = None if console.is_terminal else LogLines(console)
 
@@ -82,7 +83,7 @@ def execute(recipe: Recipe, scale: str | None, seeds: int | None, out: Path, set
                 if recipe.stand_in and not stand_in else "")
         raise FileNotFoundError(f"{exc}{hint}") from None
     report = write_report(recipe, scale, recipe.notes(scale, stand_in), folders, out,
-                          cfg.methods if recipe.experiment == "aedfl" else None)
+                          names if kind.part_resume else None)
     console.print(f"wrote {report} and {out / 'results.json'}", highlight=False, soft_wrap=True)
     return report
 

@@ -305,6 +305,14 @@ def run_aedfl_into(cfg: AEDFLRunConfig, out: str | Path, previous: dict | None =
     return written, write_results(written, out)
 
 
+def run_seed(cfg: AEDFLRunConfig, folder: Path, on_run_done: Callable[[dict], None] | None = None,
+             on_progress: Callable[[str, float, dict | None], None] | None = None) -> None:
+    """One seed of a reproduction (`recipes.config.Experiment.run_seed`): `run_aedfl_into` `folder`, keeping the
+    methods its results.json already holds."""
+    run_aedfl_into(cfg, folder, read_results(folder), on_progress=on_progress,
+                   on_method_done=None if on_run_done is None else (lambda run, _: on_run_done(run)))
+
+
 def write_results(results: dict, out: str | Path, pictures: bool = True) -> dict[str, Path]:
     """results.json and results.csv (one row per method, without its history and options) under `out`, then (with
     `pictures`) accuracy_vs_time.png and diagnostics.png; a failing picture is one warning line on stderr and leaves

@@ -33,6 +33,7 @@ import importlib
 import json
 import typing
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +42,55 @@ import tomllib
 from dflbench.errors import UserError
 from dflbench.registry import coerce, field_default, type_name
 
-# experiment -> (module, config class), imported on first use: `dflbench aedfl` never loads the P2P-FT stack
-# (torchvision, timm, captum), which costs seconds of start-up (bench/RESULTS.md, "Start-up")
-EXPERIMENTS: dict[str, tuple[str, str]] = {"aedfl": ("dflbench.recipes.aedfl", "AEDFLRunConfig"),
-                                           "p2pft": ("dflbench.recipes.p2pft", "P2PFTConfig")}
+
+@dataclass(frozen=True)
+class Experiment:
+    """A kind of experiment a config file or recipe names: its recipe module (imported on first use: `dflbench aedfl`
+    never loads the P2P-FT stack, torchvision, timm and captum, which costs seconds of start-up; bench/RESULTS.md,
+    "Start-up"), the config class there, the config field listing its parts (`parts`: methods / algorithms), the
+    keys of a recipe's paper rows, `part_resume`: a finished seed continues when more parts are asked (AEDFL's
+    methods are independent runs), and `progress`: a part reports how far it is (`on_progress`). The module's
+    `run_seed(cfg, folder, on_run_done, on_progress)` runs one seed into `folder`, writing as each part finishes."""
+
+    name: str
+    module: str
+    config: str
+    parts: str
+    paper_keys: tuple[str, ...]
+    part_resume: bool = False
+    progress: bool = False
+
+    def config_class(self) -> type:
+        return getattr(importlib.import_module(self.module), self.config)
+
+    def part_names(self, cfg) -> tuple[str, ...]:
+        return getattr(cfg, self.parts)
+
+    def run_seed(self, cfg, folder: Path, on_run_done=None, on_progress=None) -> None:
+        importlib.import_module(self.module).run_seed(cfg, folder, on_run_done, on_progress)
+
+
+EXPERIMENTS: dict[str, Experiment] = {}
+
+
+def register_experiment(experiment: Experiment) -> Experiment:
+    """Add `experiment` to `EXPERIMENTS`; ValueError when its name is taken."""
+    if experiment.name in EXPERIMENTS:
+        raise ValueError(f"experiment {experiment.name!r} is already registered; registered: {', '.join(EXPERIMENTS)}")
+    EXPERIMENTS[experiment.name] = experiment
+    return experiment
+
+
+register_experiment(Experiment("aedfl", "dflbench.recipes.aedfl", "AEDFLRunConfig", "methods", ("acc", "time", "mfp"),
+                               part_resume=True, progress=True))
+register_experiment(Experiment("p2pft", "dflbench.recipes.p2pft", "P2PFTConfig", "algorithms", ("nodes",)))
+
+
+def experiment(name: str, where: str) -> Experiment:
+    """The registered experiment `name`; UserError naming `where` and the valid names for an unknown one."""
+    if name not in EXPERIMENTS:
+        raise UserError(f"{where}: unknown experiment {name!r}; valid: {', '.join(EXPERIMENTS)}")
+    return EXPERIMENTS[name]
 
 
 def read_toml(path: str | Path) -> dict:
@@ -60,10 +106,7 @@ def read_toml(path: str | Path) -> dict:
 
 def experiment_class(name: str, where: str) -> type:
     """The config dataclass of experiment `name` (imported now); UserError naming `where` for an unknown one."""
-    if name not in EXPERIMENTS:
-        raise UserError(f"{where}: unknown experiment {name!r}; valid: {', '.join(EXPERIMENTS)}")
-    module, cls = EXPERIMENTS[name]
-    return getattr(importlib.import_module(module), cls)
+    return experiment(name, where).config_class()
 
 
 def check_keys(table: Mapping, valid, where: str) -> None:
@@ -171,7 +214,8 @@ def with_config_file(cls: type, path: str | Path | None, given: Mapping[str, Any
     if path is None:
         return cls(**given)
     doc = read_toml(path)
-    name = next((k for k, v in EXPERIMENTS.items() if v == (cls.__module__, cls.__qualname__)), None)
+    name = next((k for k, v in EXPERIMENTS.items() if (v.module, v.config) == (cls.__module__, cls.__qualname__)),
+                None)
     if doc.get("experiment", name) != name:
         raise UserError(f"{path} configures experiment {doc['experiment']!r}; use it with `dflbench "
                         f"{doc['experiment']}` or `dflbench run`")

@@ -397,6 +397,15 @@ def run_p2pft(cfg: P2PFTConfig, out_dir: str | Path, resume: bool = False, progr
     return run_p2pft_seeds([cfg], [out_dir], resume, progress, runtime)[0]
 
 
+def run_seed(cfg: P2PFTConfig, folder: Path, on_run_done: Callable[[dict], None] | None = None,
+             on_progress=None) -> None:
+    """One seed of a reproduction (`recipes.config.Experiment.run_seed`): `run_p2pft` into `folder`, resuming from
+    its checkpoints; `on_run_done(run)` for each algorithm (P2P-FT reports no progress within one)."""
+    for r in run_p2pft(cfg, folder, resume=True).results["runs"]:
+        if on_run_done is not None:
+            on_run_done(r)
+
+
 def run_p2pft_seeds(cfgs: list[P2PFTConfig], out_dirs: list[str | Path], resume: bool = False,
                     progress: bool | None = None, runtime: P2PFTRuntime = P2PFTRuntime(),
                     on_run_done: Callable[[int, dict], None] | None = None) -> list[P2PFTRun | None]:

@@ -36,7 +36,6 @@ from .config import EXPERIMENTS, build_config, check_keys, experiment_class, rea
 TOP_KEYS = ("experiment", "title", "config", "scales", "stand_in", "paper")
 SCALES = ("paper", "paper-cpu", "cpu", "smoke")
 SEEDS = 1  # seeds a reproduction runs unless told
-PAPER_KEYS = {"aedfl": ("acc", "time", "mfp"), "p2pft": ("nodes",)}
 
 
 @dataclass(frozen=True)
@@ -108,11 +107,11 @@ def parse_recipe(doc: Mapping, name: str, path: str = "") -> Recipe:
     check_keys(paper, ("source", "results"), f"{name} [paper]")
     results = _table(paper, "results", f"{name} [paper]")
     for row, values in results.items():
-        check_keys(values, PAPER_KEYS[experiment], f"{name} [paper.results.{row}]")
+        check_keys(values, EXPERIMENTS[experiment].paper_keys, f"{name} [paper.results.{row}]")
     recipe = Recipe(name, experiment, str(doc.get("title", name)), _table(doc, "config", name), scales, stand_in,
                     str(paper.get("source", "")), results, path)
     base = recipe.resolve()
-    names = base.methods if experiment == "aedfl" else base.algorithms
+    names = EXPERIMENTS[experiment].part_names(base)
     unknown = [row for row in results if row not in names]
     if unknown:
         raise UserError(f"{name} [paper.results]: rows {unknown} are not among the runs ({', '.join(names)})")
@@ -194,20 +193,21 @@ def run_seeds(recipe: Recipe, cfg, out: str | Path, seeds: int = SEEDS,
             if finished == record:
                 continue
             differ = _differing_fields(finished, record)
-            if differ == ["methods"] and recipe.experiment == "aedfl":
-                have = finished["config"]["methods"]
-                if set(seed_cfg.methods) <= set(have):
+            kind = EXPERIMENTS[recipe.experiment]
+            if differ == [kind.parts] and kind.part_resume:
+                have, asked = finished["config"][kind.parts], kind.part_names(seed_cfg)
+                if set(asked) <= set(have):
                     continue                                # all there: the report takes the named ones
-                missing = [m for m in have if m not in seed_cfg.methods]
+                missing = [m for m in have if m not in asked]
                 if missing:
-                    raise UserError(f"{folder} holds finished runs of {', '.join(missing)}, which --set methods "
+                    raise UserError(f"{folder} holds finished runs of {', '.join(missing)}, which --set {kind.parts} "
                                     "leaves out while adding others; name them too (they are kept, not run "
                                     "again) or give another --out")
             else:
                 raise UserError(f"{folder} holds a finished run of another configuration (differs in "
                                 f"{', '.join(differ)}); give another --out or remove that folder")
         pending.append((seed, seed_cfg, folder, record))
-    if recipe.experiment == "p2pft" and cfg.batch_seeds is not False and len(pending) > 1:
+    if getattr(cfg, "batch_seeds", False) is not False and len(pending) > 1:       # P2P-FT: seeds stacked
         from .p2pft import run_p2pft_seeds
 
         for seed, *_ in pending:
@@ -221,25 +221,9 @@ def run_seeds(recipe: Recipe, cfg, out: str | Path, seeds: int = SEEDS,
     for seed, seed_cfg, folder, record in pending:
         if on_seed_start is not None:
             on_seed_start(seed)
-        _run_one(recipe.experiment, seed_cfg, folder,
-                 None if on_run_done is None else (lambda run, s=seed: on_run_done(s, run)),
-                 None if on_progress is None else (lambda name, f, h, s=seed: on_progress(s, name, f, h)))
+        EXPERIMENTS[recipe.experiment].run_seed(
+            seed_cfg, folder, None if on_run_done is None else (lambda run, s=seed: on_run_done(s, run)),
+            None if on_progress is None else (lambda name, f, h, s=seed: on_progress(s, name, f, h)))
         atomic_write_json(folder / "done.json", record)
     return folders
 
-
-def _run_one(experiment: str, cfg, folder: Path, on_run_done: Callable[[dict], None] | None,
-             on_progress: Callable[[str, float, dict | None], None] | None = None) -> None:
-    """One seed of one experiment, written to `folder` by the experiment's own writer."""
-    if experiment == "aedfl":
-        from .aedfl import read_results, run_aedfl_into
-
-        run_aedfl_into(cfg, folder, read_results(folder), on_progress=on_progress,
-                       on_method_done=None if on_run_done is None else (lambda run, _: on_run_done(run)))
-    else:
-        from .p2pft import run_p2pft
-
-        run = run_p2pft(cfg, folder, resume=True)
-        for r in run.results["runs"]:
-            if on_run_done is not None:
-                on_run_done(r)
