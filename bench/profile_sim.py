@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from dflbench import malloc
-from dflbench.engines.async_sim import AsyncConfig, AsyncSimulator
+from dflbench.engines.async_sim import AsyncSimulator
 from dflbench.engines.devices import sample_profiles
 from dflbench.methods.registry import make_method
 from dflbench.recipes.aedfl import AEDFLRunConfig, build_model, load_device_data
@@ -71,9 +71,7 @@ def workload(method: str, devices: int, updates: int, dataset: str, options: dic
 def simulator(w: Workload) -> AsyncSimulator:
     c = w.cfg
     torch.manual_seed(c.seed)
-    sim_cfg = AsyncConfig(batch_size=c.batch_size, local_steps=c.local_steps, lr=c.lr, slot_width=c.slot_width,
-                          max_updates=c.max_updates, seed=c.seed, evaluate=w.evaluate, eval_interval=c.eval_interval,
-                          eval_samples=c.eval_samples, device=c.device)
+    sim_cfg = replace(c.async_config(), time_budget=None, evaluate=w.evaluate)      # stop on max_updates only
     name = c.methods[0]
     return AsyncSimulator(build_model(c, w.info), w.data, w.topology, w.profiles,
                           make_method(name, c.options(name)), sim_cfg)

@@ -32,7 +32,7 @@ def test_aedfl_async_batched_vs_per_device(assert_ratio):
         torch.manual_seed(0)
         sim = AsyncSimulator(make_model("lenet5", 10, 1, 28), data, topo, prof, make_method("aedfl-0"),
                              AsyncConfig(batch_size=8, max_updates=2, slot_width=slot, evaluate=False,
-                                         eval_samples=1, eval_interval=1e9))
+                                         eval_samples=1, eval_interval=1e9, local_steps=1, time_budget=None))
         res = sim.run()
         out[slot] = (sim, res)
         return res

@@ -31,7 +31,7 @@ def dflbench_rounds(data: DeviceData, fraction: float, device: str = "cpu") -> t
     sim = AsyncSimulator(make_model("lenet5", 10, 1, 28), data, exponential(D), DeviceProfiles.homogeneous(D),
                          make_method("fedavg", {"fraction": fraction}),
                          AsyncConfig(batch_size=BATCH, local_steps=STEPS, lr=LR, max_updates=1, evaluate=False,
-                                     device=device))
+                                     slot_width=0.0, time_budget=None, device=device))
     sim.run()
     return sim.method.pending
 

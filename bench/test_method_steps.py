@@ -45,7 +45,8 @@ def make_sim(method: str, options: dict | None = None) -> AsyncSimulator:
     torch.manual_seed(0)
     sim = AsyncSimulator(make_model("lenet5", 10, 1, 28), data, exponential(D), DeviceProfiles.homogeneous(D),
                          make_method(method, options), AsyncConfig(batch_size=BATCH, local_steps=STEPS, lr=LR,
-                                                                   max_updates=10**6, evaluate=False))
+                                                                   max_updates=10**6, evaluate=False,
+                                                                   slot_width=0.0, time_budget=None))
     sim.method.setup(sim)
     return sim
 

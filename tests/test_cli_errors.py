@@ -48,7 +48,7 @@ def test_adjacency_of_the_wrong_size_is_a_user_error(tmp_path):
     adj = tmp_path / "adj.txt"
     adj.write_text("1 1 0\n0 1 1\n1 0 1\n")
     _user_error(["p2pft", *TINY, "--topology", f"adjacency:{adj}", "--algorithms", "p2pft", "--out",
-                 str(tmp_path / "o")], "has shape (3, 3) but --nodes is 4")
+                 str(tmp_path / "o")], "has shape (3, 3) but the run has 4 nodes")
 
 
 def test_divergence_is_a_user_error_naming_the_learning_rate(tmp_path):

@@ -39,6 +39,19 @@ def user_input(option: str, *errors: type[Exception]) -> Iterator[None]:
         raise UserError(f"{option}: {exc}") from exc
 
 
+@contextmanager
+def for_option(option: str) -> Iterator[None]:
+    """Inside the block, a ValueError (a UserError too) becomes a UserError that starts with `option`, the name the
+    user gave the value by (`--split: unknown split 'x'; valid: ...`): for the checks a config runs on its fields
+    before any data loads."""
+    try:
+        yield
+    except ValueError as exc:
+        if str(exc).startswith(option):
+            raise
+        raise UserError(f"{option}: {exc}") from exc
+
+
 def check_numbers(obj: Any, ranges: Mapping[str, tuple[str, str]]) -> None:
     """The one check of numeric options: for each field of `obj` (a dataclass or a mapping) in `ranges` ({field:
     (name, interval)}), its value must be None (where the field is optional), or a finite number inside `interval`

@@ -181,9 +181,19 @@ class Registry:
         return entry.constructor(*args, **kwargs, **{f.name: getattr(opts, f.name) for f in entry.fields()})
 
 
-def option(default: Any = dataclasses.MISSING, doc: str = "") -> Any:
-    """A dataclass field for an options class: its default (none: required) and a one-line doc."""
-    return dataclasses.field(default=default, metadata={"doc": doc})
+def option(default: Any = dataclasses.MISSING, doc: str = "", *, factory: Any = dataclasses.MISSING) -> Any:
+    """A dataclass field of an options or run config class: its default (none: required; `factory` for a mutable
+    one) and a one-line doc (a run config field's doc is its command-line help)."""
+    return dataclasses.field(default=default, default_factory=factory, metadata={"doc": doc})
+
+
+def field_default(source: Any, name: str) -> Any:
+    """Field `name`'s default in dataclass `source` (its factory's value for a mutable one), or its value when
+    `source` is an instance."""
+    if not isinstance(source, type):
+        return getattr(source, name)
+    f = next(f for f in dataclasses.fields(source) if f.name == name)
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
 def option_doc(f: dataclasses.Field) -> str:

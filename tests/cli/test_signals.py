@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-import dflbench.cli.aedfl as aedfl_cli
 import dflbench.cli.p2pft as p2pft_cli
+import dflbench.recipes.aedfl as aedfl_recipe
 from dflbench.cli.errors import FIGURE_FAILED
 
 DFLBENCH = Path(sys.executable).with_name("dflbench")
@@ -28,7 +28,7 @@ def _continue_args(line: str) -> list[str]:
 
 
 def test_ctrl_c_after_a_finished_method_keeps_it_and_says_how_to_continue(cli, small_npz, tmp_path, monkeypatch):
-    real = aedfl_cli.run_aedfl
+    real = aedfl_recipe.run_aedfl
 
     def interrupted_after_the_first(cfg, on_method_done, **kwargs):
         def done(run, so_far):
@@ -36,7 +36,7 @@ def test_ctrl_c_after_a_finished_method_keeps_it_and_says_how_to_continue(cli, s
             raise KeyboardInterrupt
         return real(cfg, on_method_done=done, **kwargs)
 
-    monkeypatch.setattr(aedfl_cli, "run_aedfl", interrupted_after_the_first)
+    monkeypatch.setattr(aedfl_recipe, "run_aedfl", interrupted_after_the_first)
     out = tmp_path / "o"
     args = cli.aedfl_args(small_npz, out, "--methods", "fedavg,fedbuff")
     result = cli.invoke(cli.app, args)
@@ -46,7 +46,7 @@ def test_ctrl_c_after_a_finished_method_keeps_it_and_says_how_to_continue(cli, s
     assert line == (f"interrupted: {out / 'results.json'} holds the finished methods fedavg; continue with: "
                     f"{shlex.join(['dflbench', *args, '--resume'])}")
     assert [r["method"] for r in json.loads((out / "results.json").read_text())["runs"]] == ["fedavg"]
-    monkeypatch.setattr(aedfl_cli, "run_aedfl", real)
+    monkeypatch.setattr(aedfl_recipe, "run_aedfl", real)
     result = cli.invoke(cli.app, _continue_args(line))
     assert result.exit_code == 0, result.output
     assert "kept fedavg (finished earlier, not run again); running fedbuff" in result.output
@@ -57,7 +57,7 @@ def test_ctrl_c_before_anything_finished_says_so(cli, small_npz, tmp_path, monke
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(aedfl_cli, "run_aedfl", interrupted)
+    monkeypatch.setattr(aedfl_recipe, "run_aedfl", interrupted)
     args = cli.aedfl_args(small_npz, tmp_path / "o", "--resume")
     line = cli.one_error_line(args, code=130, prefix="interrupted: ")
     assert line == ("interrupted: no method had finished, nothing was saved; continue with: "
@@ -118,7 +118,7 @@ def test_a_failing_picture_keeps_the_results_and_exits_non_zero(cli, tmp_path, m
 
 
 def test_an_interrupted_reproduction_names_its_finished_seeds(cli, tmp_path, monkeypatch):
-    def one_seed_then_ctrl_c(recipe, cfg, seeds, out, *callbacks):
+    def one_seed_then_ctrl_c(recipe, cfg, out, seeds, *callbacks):
         (out / "seed-0").mkdir(parents=True)
         (out / "seed-0" / "done.json").write_text("{}")
         (out / "seed-1").mkdir()
@@ -138,7 +138,7 @@ def test_under_torchrun_the_line_starts_every_rank_again(cli, small_npz, tmp_pat
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(aedfl_cli, "run_aedfl", interrupted)
+    monkeypatch.setattr(aedfl_recipe, "run_aedfl", interrupted)
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "x")
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
     args = cli.aedfl_args(small_npz, tmp_path / "o")

@@ -22,7 +22,8 @@ def test_cuda_run_matches_cpu_events(tiny_data, name):
         sim = AsyncSimulator(make_model("lenet5", 4, 1, 16), data, exponential(4), sample_profiles(4, 1, latency=1e-3),
                              make_method(name, {"aedfl": {"every": 2}, "fedbuff": {"buffer": 2}}.get(name)),
                              AsyncConfig(max_updates=3, batch_size=8, eval_interval=0.05, eval_samples=32,
-                                         device=device), record_events=True)
+                                         local_steps=1, slot_width=0.0, time_budget=None, device=device),
+                             record_events=True)
         out[device] = (sim, sim.run())
     (sc, rc), (sg, rg) = out["cpu"], out["cuda"]
     assert rc.events == rg.events

@@ -13,9 +13,12 @@ from dflbench.methods.registry import make_method
 from dflbench.models import make_model
 from dflbench.topology import complete, exponential
 
+NEEDED = {"local_steps": 1, "slot_width": 0.0, "time_budget": None}  # AsyncConfig's fields without a default
+
 
 def run(data, method, D=4, profiles=None, slot=0.0, record=True, faults=None, **cfg):
-    cfg = {"max_updates": 4, "batch_size": 8, "eval_interval": 0.05, "eval_samples": 32, **cfg}
+    cfg = {"max_updates": 4, "batch_size": 8, "eval_interval": 0.05, "eval_samples": 32, "local_steps": 1,
+           "time_budget": None, **cfg}
     torch.manual_seed(0)
     sim = AsyncSimulator(make_model("lenet5", 4, 1, 16), data, exponential(D),
                          profiles if profiles is not None else sample_profiles(D, 1, latency=0.001), method,
@@ -123,7 +126,8 @@ def test_scripted_three_devices_cache_and_staleness(tiny_data):
                           torch.full((3,), 0.0005, dtype=torch.float64))
     method = Recording("aedfl-0", AEDFLConfig(rl=False, dwu=False, prune=False))
     sim = AsyncSimulator(make_model("lenet5", 4, 1, 16), data, complete(3), prof, method,
-                         AsyncConfig(batch_size=8, time_budget=8.5, eval_interval=4.0, eval_samples=16),
+                         AsyncConfig(batch_size=8, local_steps=1, slot_width=0.0, time_budget=8.5, eval_interval=4.0,
+                                     eval_samples=16),
                          record_events=True)
     res = sim.run()
     assert sim.t.tolist() == [8, 4, 2]
@@ -175,7 +179,7 @@ def test_stop_criteria_and_consensus(tiny_data):
     ref = sum(float((x[i] - x[j]).norm()) for i in range(4) for j in range(4) if i != j) / 12
     assert consensus_distance(sim.x) == pytest.approx(ref, rel=1e-3)   # float32 Gram-matrix distances
     with pytest.raises(ValueError, match="stop criterion"):
-        AsyncConfig()
+        AsyncConfig(**NEEDED)
 
 
 @pytest.mark.parametrize("bad, needle", [({"batch_size": 0}, "batch_size"), ({"lr": 0.0}, "lr > 0"),
@@ -184,8 +188,8 @@ def test_stop_criteria_and_consensus(tiny_data):
                                          ({"eval_samples": 0}, "eval_samples must be >= 1")])
 def test_bad_config_is_a_user_error(bad, needle):
     with pytest.raises(UserError, match=needle):
-        AsyncConfig(**{"max_updates": 4, **bad})
-    assert AsyncConfig(max_updates=4, eval_samples=None).eval_samples is None
+        AsyncConfig(**{**NEEDED, "max_updates": 4, **bad})
+    assert AsyncConfig(**NEEDED, max_updates=4, eval_samples=None).eval_samples is None
 
 
 def test_model_with_buffers_is_rejected(tiny_data):
@@ -193,4 +197,4 @@ def test_model_with_buffers_is_rejected(tiny_data):
                                 torch.nn.Linear(392, 4))
     with pytest.raises(ValueError, match="buffers"):
         AsyncSimulator(model, tiny_data(4), exponential(4), sample_profiles(4, 0), make_method("aedfl-0"),
-                       AsyncConfig(max_updates=1))
+                       AsyncConfig(**NEEDED, max_updates=1))

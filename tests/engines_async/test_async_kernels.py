@@ -112,7 +112,8 @@ def test_evaluation_equals_per_model_mean_and_equal_models_once(tiny_data):
 
     torch.manual_seed(0)
     sim = AsyncSimulator(make_model("lenet5", 4, 1, 16), tiny_data(4), exponential(4), DeviceProfiles.homogeneous(4),
-                         make_method("aedfl-0"), AsyncConfig(max_updates=1, eval_samples=48))
+                         make_method("aedfl-0"), AsyncConfig(max_updates=1, eval_samples=48, local_steps=1,
+                                                                   slot_width=0.0, time_budget=None))
     sim.method.setup(sim)
 
     def per_model_mean(models):

@@ -27,7 +27,7 @@ def profiles() -> DeviceProfiles:
 
 def run(data, name, slot=0.0, faults=None, options=None, **cfg):
     cfg = {"max_updates": T, "batch_size": 8, "eval_interval": 0.05, "eval_samples": 16, "time_budget": 20.0,
-           **cfg}
+           "local_steps": 1, **cfg}
     torch.manual_seed(0)
     sim = AsyncSimulator(make_model("lenet5", 4, 1, 16), data, exponential(D), profiles(),
                          make_method(name, options or OPTS.get(name)), AsyncConfig(slot_width=slot, **cfg),
@@ -153,7 +153,8 @@ def test_progress_rises_to_one_as_the_run_goes(tiny_data, monkeypatch, name, opt
     """`run(on_progress=...)`: the share of the stop criterion reached (T updates, R rounds, the budget) never falls,
     passes through the middle of the run and is 1.0 at its end."""
     monkeypatch.setattr(AsyncSimulator, "PROGRESS_EVERY", 0.0)
-    cfg = {"max_updates": T, "batch_size": 8, "eval_interval": 0.05, "eval_samples": 16, "time_budget": 20.0, **cfg}
+    cfg = {"max_updates": T, "batch_size": 8, "eval_interval": 0.05, "eval_samples": 16, "time_budget": 20.0,
+           "local_steps": 1, **cfg}
     torch.manual_seed(0)
     sim = AsyncSimulator(make_model("lenet5", 4, 1, 16), tiny_data(D), exponential(D), profiles(),
                          make_method(name, options), AsyncConfig(slot_width=0.0, **cfg))

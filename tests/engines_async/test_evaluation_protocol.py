@@ -32,7 +32,8 @@ def _run(data, name, **cfg):
     options = {"every": 2} if name == "aedfl-p" else None
     sim = AsyncSimulator(make_model("lenet5", 4, 1, 16), data, exponential(4), sample_profiles(4, 1, latency=0.001),
                          make_method(name, options), AsyncConfig(batch_size=8, eval_interval=0.05, eval_samples=32,
-                                                        slot_width=0.0, **cfg))
+                                                        slot_width=0.0, local_steps=1,
+                                                        **{"time_budget": None, **cfg}))
     return sim, sim.run()
 
 

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from dflbench.mixing import MixingMatrix
+from dflbench.recipes.config import parse_model_kwargs
 from dflbench.recipes.demo import check_claim, demo_config
-from dflbench.recipes.p2pft import P2PFTConfig, list_p2pft_algorithms, parse_algorithms, parse_model_kwargs, run_p2pft
+from dflbench.recipes.p2pft import P2PFTConfig, list_p2pft_algorithms, parse_algorithms, run_p2pft
 from dflbench.topology import column_stochastic, make_topology, row_stochastic
 
 TINY = parse_model_kwargs("img_size=8,patch_size=4,embed_dim=16,depth=2,num_heads=2")

@@ -38,7 +38,7 @@ def aedfl_sim():
         x = x.to(torch.uint8)
         data = DeviceData.from_indices(x, y, [list(range(i, n, D))[: 8 + 8 * i] for i in range(D)], x[:32], y[:32])
         cfg = {"max_updates": 3, "batch_size": 8, "eval_interval": 0.05, "eval_samples": 32, "slot_width": 0.005,
-               **cfg}
+               "local_steps": 1, "time_budget": None, **cfg}
         torch.manual_seed(0)
         return AsyncSimulator(make_model("lenet5", 4, 1, 16), data, exponential(D),
                               sample_profiles(D, 2, latency=0.001), method, AsyncConfig(**cfg), faults=faults,

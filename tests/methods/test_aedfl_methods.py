@@ -89,7 +89,8 @@ def test_textcnn_on_token_data(small_options, name):
     model = make_model("textcnn", 2, vocab_size=50, embed_dim=8, num_filters=4, dropout=0.0)
     sim = AsyncSimulator(model, data, exponential(4), sample_profiles(4, 0, latency=1e-3),
                          make_method(name, small_options(name)),
-                         AsyncConfig(max_updates=3, batch_size=8, eval_interval=0.05, eval_samples=32))
+                         AsyncConfig(max_updates=3, batch_size=8, eval_interval=0.05, eval_samples=32,
+                                     local_steps=1, slot_width=0.0, time_budget=None))
     res = sim.run()
     assert data.x.dtype == torch.int64 and 0 <= res.accuracy <= 1
     dense = sum((12 - k + 1) * 4 * 8 * k for k in (3, 4, 5)) + 12 * 2

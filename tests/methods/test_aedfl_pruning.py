@@ -218,7 +218,8 @@ def test_rates_differ_across_devices_and_over_time_on_real_digits():
     torch.manual_seed(0)
     sim = AsyncSimulator(make_model("lenet5", 10, img.channels, 16), data, exponential(4),
                          sample_profiles(4, 0, latency=1e-3), make_method("aedfl-p", {"every": 2}),
-                         AsyncConfig(max_updates=6, batch_size=8, lr=0.1, eval_samples=32, slot_width=0.0))
+                         AsyncConfig(max_updates=6, batch_size=8, lr=0.1, eval_samples=32, slot_width=0.0,
+                                     local_steps=1, time_budget=None))
     history = []
     prune = ap.AdaptivePruner.prune
 
@@ -253,7 +254,8 @@ def _lenet28_sim(method):
     data = DeviceData.from_indices(x, y, [list(range(i, 160, 4)) for i in range(4)], x[:32], y[:32])
     torch.manual_seed(0)
     return AsyncSimulator(make_model("lenet5", 10, 1, 28), data, exponential(4), sample_profiles(4, 1), method,
-                          AsyncConfig(batch_size=8, max_updates=3, eval_interval=1.0, eval_samples=16))
+                          AsyncConfig(batch_size=8, max_updates=3, eval_interval=1.0, eval_samples=16,
+                                      local_steps=1, slot_width=0.0, time_budget=None))
 
 
 def test_lenet5_dense_mfp_is_table1s():

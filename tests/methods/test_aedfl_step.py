@@ -26,7 +26,8 @@ def _node(sim, d: int, name: str) -> AsyncNode:
     idx = data.parts[d, : int(data.sizes[d])]
     torch.manual_seed(0)                                    # the simulator fixture builds its model after this seed
     model = make_model("lenet5", 4, 1, 16)
-    cfg = AsyncRuntimeConfig(max_updates=10, batch_size=sim.cfg.batch_size, lr=sim.cfg.lr, seed=sim.cfg.seed,
+    cfg = AsyncRuntimeConfig(max_updates=10, time_budget_s=None, batch_size=sim.cfg.batch_size,
+                             local_steps=sim.cfg.local_steps, lr=sim.cfg.lr, seed=sim.cfg.seed,
                              eval_samples=sim.cfg.eval_samples)
     return AsyncNode(model, data.prepare(data.x[idx]), data.y[idx], data.prepare(data.x_test), data.y_test,
                      exponential(sim.D), cfg, d, sim.D, _method(name))

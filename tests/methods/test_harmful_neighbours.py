@@ -6,6 +6,7 @@ import torch
 
 from dflbench.engines.async_sim import Message
 from dflbench.engines.coordinator import FaultConfig
+from dflbench.methods.gossip.ad_psgd import Exchange
 from dflbench.methods.registry import list_methods, make_method
 from dflbench.topology import exponential, uniform
 
@@ -107,7 +108,7 @@ def test_ad_psgd_each_side_averages_with_what_the_other_sent(aedfl_sim):
     for i, j in ((0, BAD), (2, 3)):
         x = sim.x.clone()
         sent = sim.outgoing(torch.tensor([i, j]), x[[i, j]])
-        sim.method.on_arrive(sim, Message(j, i, {"delta": zero, "epoch": int(sim.epoch[i])}, 0, 0.0))
+        sim.method.on_arrive(sim, Message(j, i, Exchange(zero, int(sim.epoch[i])), 0, 0.0))
         torch.testing.assert_close(sim.x[i], (x[i] + sent[1]) / 2, rtol=0, atol=1e-7)
         torch.testing.assert_close(sim.x[j], (sent[0] + x[j]) / 2, rtol=0, atol=1e-7)
         torch.testing.assert_close(sent[0], x[i], rtol=0, atol=0)          # the honest side sends its model
@@ -139,7 +140,7 @@ def test_async_server_receives_the_noise_upload_and_the_device_keeps_its_model(a
     sim = aedfl_sim(make_method(name), D=4, faults=NOISE)
     sim.method.setup(sim)
     sent = []
-    sim.send = lambda src, dst, payload, nbytes, at=None: sent.append((src, payload["x"]))
+    sim.send = lambda src, dst, payload, nbytes, at=None: sent.append((src, payload.x))
     sim.method.on_complete(sim, torch.arange(4), torch.zeros(4, dtype=torch.float64))
     expected = sim.outgoing(torch.arange(4), sim.x)
     assert not torch.equal(expected[BAD], sim.x[BAD])

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from dflbench.recipes import p2pft as recipe
-from dflbench.recipes.p2pft import P2PFTConfig, build_topology, parse_model_kwargs, run_p2pft
+from dflbench.recipes.config import parse_model_kwargs
+from dflbench.recipes.p2pft import P2PFTConfig, run_p2pft
 from dflbench.topology import column_stochastic, row_stochastic
 
 VIT = ("vit_tiny_patch16_224", parse_model_kwargs("img_size=8,patch_size=4,embed_dim=16,depth=2,num_heads=2"))
@@ -102,7 +103,7 @@ def test_resume_refuses_a_changed_backbone_checkpoint(tmp_path):
 
 def test_default_graph_is_directed_and_not_weight_balanced():
     cfg = P2PFTConfig()
-    topo = build_topology(cfg.topology, cfg.nodes, cfg.seed)
+    topo = cfg.graph()
     w = topo.weights
     assert not torch.equal(w, w.T)
     assert (row_stochastic(w) - column_stochastic(w)).abs().max() > 0.1

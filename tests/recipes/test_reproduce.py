@@ -124,11 +124,11 @@ def test_unknown_keys_in_a_file_are_named(tmp_path):
 def test_config_file_then_command_line_options(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text('experiment = "p2pft"\n[config]\nepochs = 7\nlr = 0.5\nmodel_kwargs = { img_size = 8 }\n')
-    cli = {"epochs": 100, "lr": 1e-3, "cache": True}
-    cfg = with_config_file(P2PFTConfig, path, cli, explicit={"lr"})
+    cfg = with_config_file(P2PFTConfig, path, {"lr": 1e-3})
     assert cfg.epochs == 7 and cfg.lr == 1e-3 and cfg.model_kwargs == (("img_size", 8),)   # defaults < file < given
+    assert cfg.nodes == P2PFTConfig().nodes and cfg.cache
     with pytest.raises(UserError, match="dflbench p2pft"):
-        with_config_file(AEDFLRunConfig, path, {}, set())
+        with_config_file(AEDFLRunConfig, path, {})
 
 
 def test_p2pft_command_takes_config(tmp_path):

@@ -61,9 +61,13 @@ def _worker(rank: int, out_dir: str, kill_rank: int, cfg: AsyncRuntimeConfig) ->
         atomic_write_json(f"{out_dir}/results.json", result)
 
 
+# one local step per update, no time budget, evaluated once at the end on the whole test set
+ONLY_AT_END = {"local_steps": 1, "time_budget_s": None, "eval_every": 0, "eval_samples": None}
+
+
 def test_async_run_converges_and_sends_only_models(launch, tmp_path):
     cfg = AsyncRuntimeConfig(max_updates=40, batch_size=16, lr=0.2, heartbeat_interval_s=0.1,
-                             heartbeat_timeout_s=5.0, finish_timeout_s=60.0)
+                             heartbeat_timeout_s=5.0, finish_timeout_s=60.0, **ONLY_AT_END)
     launch(_worker, N, str(tmp_path), -1, cfg)
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["failed_nodes"] == [] and [r["node"] for r in results["nodes"]] == list(range(N))
@@ -84,7 +88,7 @@ def test_async_run_converges_and_sends_only_models(launch, tmp_path):
 
 def test_killed_rank_is_detected_and_the_others_stop_with_a_partial_record(launch, tmp_path):
     cfg = AsyncRuntimeConfig(max_updates=10**6, batch_size=16, lr=0.2, heartbeat_interval_s=0.1,
-                             heartbeat_timeout_s=2.5, finish_timeout_s=60.0, rpc_timeout_s=10.0)
+                             heartbeat_timeout_s=2.5, finish_timeout_s=60.0, rpc_timeout_s=10.0, **ONLY_AT_END)
     ctx = launch(_worker, N, str(tmp_path), 2, cfg, join=False)
     for p in ctx.processes:
         p.join(120)

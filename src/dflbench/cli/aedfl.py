@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from dflbench.errors import RunAborted, UserError, check_numbers
+from dflbench.errors import RunAborted, UserError, for_option
 from dflbench.io import keep_earlier_runs, non_finite
 from dflbench.methods.registry import METHODS, list_methods, parse_method_option
 from dflbench.recipes.aedfl import (
@@ -22,13 +22,13 @@ from dflbench.recipes.aedfl import (
     evaluated_samples,
     finished_runs,
     read_results,
-    run_aedfl,
+    run_aedfl_into,
     write_results,
 )
-from dflbench.recipes.config import explicit_params, with_config_file
-from dflbench.runtime.backend import check_runtime
+from dflbench.recipes.config import with_config_file
 
 from .errors import FIGURE_FAILED, Terminated, _continue_command, on_interrupt, user_errors
+from .options import NONE, field_option, given
 from .output import guard_finished, prepare_out
 from .progress import LogLines
 
@@ -107,47 +107,40 @@ def collect_method_options(methods: tuple[str, ...], items: list[str],
             if name in METHODS and "every" in METHODS.get(name).defaults():
                 options[name] = {"every": prune_every}
     for item in items:
-        name, field, value = parse_method_option(item)
+        with for_option("--method-opt"):
+            name, field, value = parse_method_option(item)
         options.setdefault(name, {})[field] = value
     return options
 
 
-# command-line parameters that set a differently named config field (the others share the field's name)
-PARAM_FIELDS = {"method_opt": "method_options", "prune_every": "method_options"}
+F = AEDFLRunConfig
 
 
 @user_errors
 def aedfl(
-    ctx: typer.Context,
-    model: str = typer.Option("lenet5", "--model", help="lenet5, resnet8, vgg9 or textcnn."),
-    dataset: str = typer.Option("fashion-mnist", "--dataset", help="Dataset name (imdb for textcnn), npz:PATH, "
-                                                                     "folder:PATH."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Where the dataset lives."),
-    devices: int = typer.Option(16, "--devices", help="Number of devices."),
-    methods: str = typer.Option("aedfl,fedavg,ad-psgd", "--methods",
-                                help=f"Comma list of: {', '.join(list_methods())}."),
-    alpha: float = typer.Option(0.5, "--alpha", help="Dirichlet concentration of the label split."),
-    target_acc: float = typer.Option(0.8, "--target-acc", help="Target accuracy of the Time column."),
-    time_budget: float = typer.Option(30.0, "--time-budget", help="Virtual-time budget (s), the same for every "
-                                                                   "method (0: none, stop on --max-updates)."),
-    max_updates: int = typer.Option(0, "--max-updates", help="T: a cap of local updates per device (each alive "
-                                                            "device does at most T; 0: no cap)."),
-    batch_size: int = typer.Option(32, "--batch-size"),
-    local_steps: int = typer.Option(5, "--local-steps", help="SGD steps per local update."),
-    lr: float = typer.Option(0.05, "--lr"),
-    slot_width: float = typer.Option(0.01, "--slot-width", help="Virtual seconds batched together (0: only "
-                                                                 "simultaneous events; -1: exact mode)."),
-    eval_interval: float = typer.Option(1.0, "--eval-interval", help="Virtual seconds between evaluations."),
-    eval_samples: int = typer.Option(1000, "--eval-samples", help="Test samples per evaluation."),
-    train_samples: Optional[int] = typer.Option(None, "--train-samples", help="Use a random subset of the "
-                                                                              "training set."),
-    profiles: Optional[Path] = typer.Option(None, "--profiles", help="Device profiles CSV/TOML (else sampled)."),
-    heterogeneity: float = typer.Option(0.5, "--heterogeneity", help="Log-normal sigma of sampled profiles."),
-    fault_prob: float = typer.Option(0.0, "--fault-prob", help="Failure probability after a local update."),
-    corrupt: str = typer.Option("", "--corrupt", help="Harmful devices, a comma list of ids (e.g. 3,11)."),
-    corrupt_mode: str = typer.Option("noise", "--corrupt-mode", help="noise: every model they send (to a "
-                                                                     "neighbour or a server, every method) is "
-                                                                     "noise; labels: they train on flipped labels."),
+    model: Optional[str] = field_option(F, "model"),
+    dataset: Optional[str] = field_option(F, "dataset"),
+    data_dir: Optional[Path] = field_option(F, "data_dir"),
+    download: bool = field_option(F, "download", flag=True),
+    devices: Optional[int] = field_option(F, "devices"),
+    topology: Optional[str] = field_option(F, "topology"),
+    methods: Optional[str] = field_option(F, "methods"),
+    alpha: Optional[float] = field_option(F, "alpha"),
+    target_acc: Optional[float] = field_option(F, "target_acc"),
+    time_budget: Optional[float] = field_option(F, "time_budget"),
+    max_updates: Optional[int] = field_option(F, "max_updates"),
+    batch_size: Optional[int] = field_option(F, "batch_size"),
+    local_steps: Optional[int] = field_option(F, "local_steps"),
+    lr: Optional[float] = field_option(F, "lr"),
+    slot_width: Optional[float] = field_option(F, "slot_width"),
+    eval_interval: Optional[float] = field_option(F, "eval_interval"),
+    eval_samples: Optional[int] = field_option(F, "eval_samples"),
+    train_samples: Optional[int] = field_option(F, "train_samples"),
+    profiles: Optional[Path] = field_option(F, "profiles"),
+    heterogeneity: Optional[float] = field_option(F, "heterogeneity"),
+    fault_prob: Optional[float] = field_option(F, "fault_prob"),
+    corrupt: Optional[str] = field_option(F, "corrupt"),
+    corrupt_mode: Optional[str] = field_option(F, "corrupt_mode"),
     prune_every: Optional[int] = typer.Option(None, "--prune-every", help="Prune at every k-th local update "
                                                                          "(the `every` option of the methods that "
                                                                          "prune on a schedule)."),
@@ -155,17 +148,15 @@ def aedfl(
                                                                    "fedbuff.buffer=10 (see --list-methods)."),
     list_methods_: bool = typer.Option(False, "--list-methods", help="Print the methods, their papers, runtimes "
                                                                      "and options, and exit."),
-    seed: int = typer.Option(0, "--seed"),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    seed: Optional[int] = field_option(F, "seed"),
+    device: Optional[str] = field_option(F, "device"),
     out: Path = typer.Option(Path("runs/aedfl"), "--out", help="Output folder."),
     resume: bool = typer.Option(False, "--resume", help="Keep the methods OUT/results.json already holds for this "
                                 "same configuration and run only the others (all of them stay in results.json)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the results OUT already holds (without it, "
                                    "a run that would drop or overwrite finished methods is refused)."),
-    runtime: str = typer.Option("simulator", "--runtime", help="simulator (virtual clock) | distributed (one "
-                                                              "device per torchrun rank, real time)."),
-    peer_timeout: float = typer.Option(10.0, "--peer-timeout", help="distributed: seconds without a heartbeat "
-                                       "before a device is deemed failed and the run stops."),
+    runtime: Optional[str] = field_option(F, "runtime"),
+    peer_timeout: Optional[float] = field_option(F, "peer_timeout"),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file whose [config] sets the run (see "
                                                                  "`dflbench run`); options given here override it."),
 ):
@@ -175,20 +166,20 @@ def aedfl(
     if list_methods_:
         console.print(methods_table())
         return
-    names = _methods(methods)
-    fields = dict(model=model, dataset=dataset, data_dir=None if data_dir is None else str(data_dir),
-                  devices=devices, methods=names, alpha=alpha, target_acc=target_acc, time_budget=time_budget or None,
-                  max_updates=max_updates or None, batch_size=batch_size, local_steps=local_steps, lr=lr,
-                  slot_width=None if slot_width < 0 else slot_width, eval_interval=eval_interval,
-                  eval_samples=eval_samples, train_samples=train_samples,
-                  profiles=None if profiles is None else str(profiles), heterogeneity=heterogeneity,
-                  fault_prob=fault_prob, corrupt=_devices(corrupt), corrupt_mode=corrupt_mode,
-                  method_options=collect_method_options(names, method_opt, prune_every),
-                  seed=seed, device=device)
-    cfg = with_config_file(AEDFLRunConfig, config, fields,
-                           {PARAM_FIELDS.get(p, p) for p in explicit_params(ctx)})
-    distributed = check_runtime(runtime) == "distributed"
-    check_numbers({"peer_timeout": peer_timeout}, {"peer_timeout": ("--peer-timeout", "[1, inf)")})
+    names = None if methods is None else _methods(methods)
+    options = collect_method_options(names or F.methods, method_opt, prune_every)
+    cfg = with_config_file(F, config, given(
+        model=model, dataset=dataset, data_dir=None if data_dir is None else str(data_dir), download=download,
+        devices=devices, topology=topology, methods=names, alpha=alpha, target_acc=target_acc,
+        time_budget=None if time_budget is None else (time_budget or NONE), max_updates=None if max_updates is None
+        else (max_updates or NONE), batch_size=batch_size, local_steps=local_steps, lr=lr,
+        slot_width=None if slot_width is None else (NONE if slot_width < 0 else slot_width),
+        eval_interval=eval_interval, eval_samples=eval_samples, train_samples=train_samples,
+        profiles=None if profiles is None else str(profiles), heterogeneity=heterogeneity, fault_prob=fault_prob,
+        corrupt=None if corrupt is None else _devices(corrupt), corrupt_mode=corrupt_mode,
+        method_options=options or None, seed=seed, device=device, runtime=runtime,
+        peer_timeout=peer_timeout))
+    distributed = cfg.runtime == "distributed"
     prepare_out(out, resume, overwrite)
     previous = None if overwrite else read_results(out)
     if previous is not None:
@@ -204,14 +195,16 @@ def aedfl(
                       "run again); " if kept else "") + f"running {', '.join(again) or 'nothing'}",
                       highlight=False, soft_wrap=True)
     if distributed:
-        results = _run_distributed(cfg, out, previous, kept, peer_timeout)
+        results = _run_distributed(cfg, out, previous, kept)
         if results is None:  # ranks other than 0 write nothing
             return
         _check_finite(results["runs"], out)
+        written = keep_earlier_runs(results, previous, "method", "methods")
+        paths = write_results(written, out)
     else:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, disable=not console.is_terminal, transient=True) as progress:
-            task = progress.add_task("methods", total=len(cfg.methods))
+            task = progress.add_task("methods", total=len(cfg.methods), completed=len(kept))
             inner = progress.add_task("", total=100)
 
             lines = None if console.is_terminal else LogLines(console)
@@ -221,29 +214,20 @@ def aedfl(
                 if lines is not None:
                     lines(name, fraction, latest)
 
-            def done(r, so_far):
-                if r is kept.get(r["method"]):
-                    progress.advance(task)
-                    return
+            def done(r, so_far):                        # then run_aedfl_into writes it, before the next method
                 _check_finite([r], out)
-                so_far = keep_earlier_runs(so_far, previous, "method", "methods")
-                write_results(so_far, out, pictures=False)   # on disk before the next method runs
                 progress.advance(task)
                 console.print(f"{r['method']}: accuracy {r['accuracy']:.4f} after {r['virtual_time']:.1f} "
                               f"virtual s ({r['wall_time']:.1f} s wall)")
 
-            results = run_aedfl(cfg, on_method_done=done, previous=previous if resume else None,
-                                on_progress=moving)
-    written = keep_earlier_runs(results, previous, "method", "methods")
-    paths = write_results(written, out)
-    console.print(results_table(results))
+            written, paths = run_aedfl_into(cfg, out, previous, resume, done, moving)
+    console.print(results_table({**written, "runs": [r for r in written["runs"] if r["method"] in cfg.methods]}))
     console.print(f"wrote {', '.join(str(p) for p in paths.values())}", highlight=False, soft_wrap=True)
     if "png" not in paths or ("diagnostics_png" not in paths and diagnostics_panels(written["runs"])):
         raise typer.Exit(code=FIGURE_FAILED)               # the warning line is printed; the results are complete
 
 
-def _run_distributed(cfg: AEDFLRunConfig, out: Path, previous: dict | None, kept: dict,
-                     peer_timeout: float) -> dict | None:
+def _run_distributed(cfg: AEDFLRunConfig, out: Path, previous: dict | None, kept: dict) -> dict | None:
     """Rank 0: the results of `cfg`'s one method run on the torchrun ranks (a finished run of it that --resume kept
     is not run again); the other ranks: None. A run that stops early is first written by rank 0 as a partial record
     beside OUT's other methods; then a failed device is one line on every rank naming it (exit 3), a signal the
@@ -257,11 +241,11 @@ def _run_distributed(cfg: AEDFLRunConfig, out: Path, previous: dict | None, kept
     def started(t: int) -> None:           # one line (rank 0's) when training runs on every rank
         if t == 1 and lead:
             Console().print(f"{cfg.methods[0]}: training on {cfg.devices} devices (one per torchrun rank); a device "
-                            f"without a heartbeat for {peer_timeout:g} s stops the run", highlight=False,
+                            f"without a heartbeat for {cfg.peer_timeout:g} s stops the run", highlight=False,
                             soft_wrap=True)
 
     try:
-        return run_aedfl_distributed(cfg, heartbeat_timeout_s=peer_timeout, on_update=started)
+        return run_aedfl_distributed(cfg, on_update=started, heartbeat_timeout_s=cfg.peer_timeout)
     except RunStopped as stop:
         if stop.results is not None:
             write_results(keep_earlier_runs(stop.results, previous, "method", "methods"), out, pictures=False)

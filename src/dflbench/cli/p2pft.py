@@ -13,23 +13,21 @@ from rich.console import Console
 from rich.table import Table
 
 from dflbench.engines.sync import checkpoint_epoch
-from dflbench.errors import UserError, check_numbers
-from dflbench.recipes.config import explicit_params, with_config_file
+from dflbench.errors import UserError
+from dflbench.recipes.config import parse_model_kwargs, with_config_file
 from dflbench.recipes.p2pft import (
     RANDOM_BACKBONE,
     P2PFTConfig,
     check_checkpoints,
     config_differences,
-    list_p2pft_algorithms,
     parse_algorithms,
-    parse_model_kwargs,
     read_results,
     run_p2pft,
 )
-from dflbench.recipes.p2pft_distributed import run_p2pft_distributed
-from dflbench.runtime.backend import check_runtime
+from dflbench.recipes.p2pft_distributed import check_timeout, run_p2pft_distributed
 
 from .errors import FIGURE_FAILED, on_interrupt, user_errors
+from .options import NONE, field_option, given, param_option
 from .output import guard_finished, prepare_out
 
 
@@ -66,89 +64,84 @@ def print_partition(console: Console, results: dict) -> None:
         console.print(f"node {i + 1}: {size} training samples, {len(classes)} classes ({shown})")
 
 
-def set_threads(threads: int) -> None:
-    """torch CPU threads (0 keeps the default); also silences torch's notice that vmap over SDPA falls back to a
+def set_threads(threads: int | None) -> None:
+    """torch CPU threads (None or 0 keeps the default); also silences torch's notice that vmap over SDPA falls back to a
     slower path (docs/ARCHITECTURE.md, stacked node state)."""
     warnings.filterwarnings("ignore", message="There is a performance drop because we have not yet implemented "
                                               "the batching rule")
-    if threads < 0:
+    if threads is not None and threads < 0:
         raise UserError(f"--threads must be >= 0 (0 keeps torch's default), got {threads}")
     if threads:
         torch.set_num_threads(threads)
 
 
+F = P2PFTConfig
+
+
 @user_errors
 def p2pft(
-    ctx: typer.Context,
-    model: str = typer.Option("vit_small_patch16_224", "--model", help="timm model name."),
-    dataset: str = typer.Option("digits", "--dataset", help="Dataset name, npz:PATH or folder:PATH."),
-    nodes: int = typer.Option(4, "--nodes", "-n", help="Number of nodes."),
-    topology: str = typer.Option("hub_ring", "--topology",
-                                 help="Topology name or adjacency:PATH (default hub_ring: directed, A != B)."),
-    split: str = typer.Option("classes", "--split", help="classes[:ROW] | dirichlet:ALPHA | iid | shards:K."),
-    algorithms: str = typer.Option("local,p2pft,central", "--algorithms",
-                                   help=f"Comma list of: {', '.join(list_p2pft_algorithms())}."),
-    epochs: int = typer.Option(100, "--epochs"),
-    lr: float = typer.Option(1e-3, "--lr"),
-    momentum: float = typer.Option(0.0, "--momentum", help="Heavy-ball momentum on every node's direction."),
-    batch_size: int = typer.Option(32, "--batch-size", help="Per-node batch size (central: nodes x this)."),
-    device: str = typer.Option("auto", "--device"),
-    seed: int = typer.Option(0, "--seed"),
+    model: Optional[str] = field_option(F, "model"),
+    dataset: Optional[str] = field_option(F, "dataset"),
+    nodes: Optional[int] = field_option(F, "nodes", "--nodes", "-n"),
+    topology: Optional[str] = field_option(F, "topology"),
+    split: Optional[str] = field_option(F, "split"),
+    algorithms: Optional[str] = field_option(F, "algorithms"),
+    epochs: Optional[int] = field_option(F, "epochs"),
+    lr: Optional[float] = field_option(F, "lr"),
+    momentum: Optional[float] = field_option(F, "momentum"),
+    batch_size: Optional[int] = field_option(F, "batch_size"),
+    device: Optional[str] = field_option(F, "device"),
+    seed: Optional[int] = field_option(F, "seed"),
     out: Path = typer.Option(Path("runs/p2pft"), "--out", help="Output folder (results.json, results.csv)."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Backbone state dict (dflbench pretrain)."),
-    pretrained: bool = typer.Option(False, "--pretrained", help="timm pretrained weights (needs the network)."),
-    policy: str = typer.Option("last_block", "--policy", help="Freezing policy."),
-    model_kwargs: str = typer.Option("", "--model-kwargs", help="timm kwargs, e.g. img_size=32,patch_size=4."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Dataset root folder."),
-    download: bool = typer.Option(False, "--download", help="Allow torchvision downloads."),
-    image_size: int = typer.Option(224, "--image-size", help="Load size for datasets with varying image sizes."),
-    train_samples: Optional[int] = typer.Option(None, "--train-samples",
-                                                help="Fine-tune on a random subset of the training set (the same "
-                                                     "for every seed)."),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Recompute the frozen prefix every batch."),
+    checkpoint: Optional[Path] = field_option(F, "checkpoint"),
+    pretrained: bool = field_option(F, "pretrained", flag=True),
+    policy: Optional[str] = field_option(F, "policy"),
+    model_kwargs: Optional[str] = field_option(F, "model_kwargs"),
+    data_dir: Optional[Path] = field_option(F, "data_dir"),
+    download: bool = field_option(F, "download", flag=True),
+    image_size: Optional[int] = field_option(F, "image_size"),
+    train_samples: Optional[int] = field_option(F, "train_samples"),
+    no_cache: bool = field_option(F, "cache", "--no-cache", flag=True),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoints/*.pt; the algorithms "
                                 "OUT/results.json holds stay in it."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the results and checkpoints OUT already "
                                    "holds (without it, a run that would lose them is refused)."),
-    attention: int = typer.Option(0, "--attention", help="Write Fig. 2 attention maps for N test images."),
-    attention_method: str = typer.Option("auto", "--attention-method",
-                                         help="auto (cls for ViT/DeiT, gradcam for Swin) | cls | rollout | gradcam "
-                                              "| integrated_gradients."),
-    attention_node: int = typer.Option(1, "--attention-node", help="Node (from 1) whose unseen classes Fig. 2 shows."),
-    central_steps: str = typer.Option("match", "--central-steps",
-                                      help="match (central takes the nodes' steps per epoch) | epoch (one pass over "
-                                           "the union per epoch)."),
-    threads: int = typer.Option(0, "--threads", help="torch CPU threads (0: torch default)."),
-    runtime: str = typer.Option("simulator", "--runtime",
-                                help="simulator (one process) | distributed (one rank per node group, torchrun)."),
-    backend: str = typer.Option("auto", "--backend", help="torch.distributed backend: auto | gloo | nccl."),
-    peer_timeout: float = typer.Option(300.0, "--peer-timeout",
-                                       help="distributed: seconds without an answer before a rank is declared dead."),
+    attention: Optional[int] = field_option(F, "attention"),
+    attention_method: Optional[str] = field_option(F, "attention_method"),
+    attention_node: Optional[int] = field_option(F, "attention_node"),
+    central_steps: Optional[str] = field_option(F, "central_steps"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default: torch's)."),
+    runtime: Optional[str] = field_option(F, "runtime"),
+    backend: Optional[str] = param_option(run_p2pft_distributed, "backend",
+                                          help="torch.distributed backend: auto | gloo | nccl."),
+    peer_timeout: Optional[float] = param_option(run_p2pft_distributed, "timeout_s", "--peer-timeout",
+                                                 help="distributed: seconds without an answer before a rank is "
+                                                      "declared dead."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file whose [config] sets the run (see "
                                                                  "`dflbench run`); options given here override it."),
 ):
     """Fine-tune the last block + head over n peer-to-peer nodes and compare algorithms (P2P-FT Table I)."""
     set_threads(threads)
-    fields = dict(model=model, dataset=dataset, nodes=nodes, topology=topology, split=split,
-                  algorithms=parse_algorithms(algorithms), epochs=epochs, lr=lr, momentum=momentum,
-                  batch_size=batch_size, device=device, seed=seed, policy=policy,
-                  checkpoint=None if checkpoint is None else str(checkpoint), pretrained=pretrained,
-                  model_kwargs=parse_model_kwargs(model_kwargs), data_dir=None if data_dir is None else str(data_dir),
-                  download=download, image_size=image_size, train_samples=train_samples, cache=not no_cache,
-                  attention=attention, attention_method=attention_method, attention_node=attention_node,
-                  central_steps=central_steps)
-    cfg = with_config_file(P2PFTConfig, config, fields,
-                           {"cache" if p == "no_cache" else p for p in explicit_params(ctx)})
+    cfg = with_config_file(F, config, given(
+        model=model, dataset=dataset, nodes=nodes, topology=topology, split=split,
+        algorithms=None if algorithms is None else parse_algorithms(algorithms), epochs=epochs, lr=lr,
+        momentum=momentum, batch_size=batch_size, device=device, seed=seed, policy=policy,
+        checkpoint=None if checkpoint is None else str(checkpoint), pretrained=pretrained,
+        model_kwargs=None if model_kwargs is None else parse_model_kwargs(model_kwargs),
+        data_dir=None if data_dir is None else str(data_dir), download=download, image_size=image_size,
+        train_samples=train_samples, cache=NONE if no_cache else None, attention=attention,
+        attention_method=attention_method, attention_node=attention_node, central_steps=central_steps,
+        runtime=runtime))
     if cfg.backbone == "random" and os.environ.get("RANK", "0") == "0":    # once under torchrun: rank 0's
         Console(stderr=True).print(f"[yellow]warning:[/] {RANDOM_BACKBONE}", highlight=False, soft_wrap=True)
-    distributed = check_runtime(runtime) == "distributed"
-    check_numbers({"peer_timeout": peer_timeout}, {"peer_timeout": ("--peer-timeout", "(0, inf)")})
+    distributed = cfg.runtime == "distributed"
+    check_timeout(peer_timeout)
     prepare_out(out, resume, overwrite)
     if not overwrite:
         _guard(cfg, out, resume)
     on_interrupt(lambda: _saved(cfg, out), "--resume")
     if distributed:
-        run = run_p2pft_distributed(cfg, out, resume=resume, backend=backend, timeout_s=peer_timeout)
+        run = run_p2pft_distributed(cfg, out, resume=resume, **given(backend=backend, timeout_s=peer_timeout))
         if run is None:  # ranks other than 0 print nothing
             return
     else:

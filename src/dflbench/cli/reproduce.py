@@ -13,10 +13,11 @@ from rich.table import Table
 
 from dflbench.errors import UserError
 from dflbench.io import writable_folder
-from dflbench.recipes.config import merge, parse_sets
-from dflbench.recipes.reproduce import SCALES, Recipe, list_recipes, load_recipe, run_seeds
+from dflbench.recipes.config import EXPERIMENTS, merge, parse_sets
+from dflbench.recipes.reproduce import SCALES, SEEDS, Recipe, list_recipes, load_recipe, run_seeds
 
 from .errors import on_interrupt, user_errors
+from .options import param_option
 from .p2pft import set_threads
 from .progress import LogLines
 
@@ -34,7 +35,7 @@ def recipes_table() -> Table:
     return table
 
 
-def execute(recipe: Recipe, scale: str | None, seeds: int, out: Path, sets: list[str], stand_in: bool,
+def execute(recipe: Recipe, scale: str | None, seeds: int | None, out: Path, sets: list[str], stand_in: bool,
             data_dir: Path | None, download: bool) -> Path:
     """Resolve the config, run the seeds (skipping finished ones) with a progress bar on a terminal, write the
     report; returns its path."""
@@ -43,7 +44,8 @@ def execute(recipe: Recipe, scale: str | None, seeds: int, out: Path, sets: list
     extra = {k: v for k, v in (("data_dir", None if data_dir is None else str(data_dir)),
                                ("download", True if download else None)) if v is not None}
     cfg = recipe.resolve(scale, merge(extra, parse_sets(sets)), stand_in)
-    names = cfg.methods if recipe.experiment == "aedfl" else cfg.algorithms
+    kind = EXPERIMENTS[recipe.experiment]
+    names = kind.part_names(cfg)
     writable_folder(out)
     on_interrupt(lambda: _saved(out), None)
     console = Console()
@@ -52,8 +54,9 @@ def execute(recipe: Recipe, scale: str | None, seeds: int, out: Path, sets: list
     try:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, disable=not console.is_terminal, transient=True) as progress:
-            task = progress.add_task(f"{recipe.name}", total=seeds * len(names))
-            inner = progress.add_task("", total=100, visible=recipe.experiment == "aedfl")
+            count = SEEDS if seeds is None else seeds
+            task = progress.add_task(f"{recipe.name}", total=count * len(names))
+            inner = progress.add_task("", total=100, visible=kind.progress)
 
             lines = None if console.is_terminal else LogLines(console)
 
@@ -74,13 +77,13 @@ def execute(recipe: Recipe, scale: str | None, seeds: int, out: Path, sets: list
                 wall = run.get("wall_time", run.get("wall_time_s"))
                 console.print(f"seed {seed} {name}: accuracy {acc:.4f}{virtual} ({wall:.1f} s wall)", highlight=False)
 
-            folders = run_seeds(recipe, cfg, seeds, out, started, done, moving)
+            folders = run_seeds(recipe, cfg, out, count, started, done, moving)
     except FileNotFoundError as exc:
         hint = (f"; or add --stand-in to run on {recipe.stand_in[1].get('dataset')} instead (the report says so)"
                 if recipe.stand_in and not stand_in else "")
         raise FileNotFoundError(f"{exc}{hint}") from None
     report = write_report(recipe, scale, recipe.notes(scale, stand_in), folders, out,
-                          cfg.methods if recipe.experiment == "aedfl" else None)
+                          names if kind.part_resume else None)
     console.print(f"wrote {report} and {out / 'results.json'}", highlight=False, soft_wrap=True)
     return report
 
@@ -102,9 +105,10 @@ def reproduce(
     scale: str = typer.Option("cpu", "--scale", help="paper (the paper's setting, for a GPU) | paper-cpu (the paper's "
                                                      "setting as a CPU runs it, where a recipe has one: days) | cpu "
                                                      "(shrunk to about 15 min on a 2-core CPU) | smoke (a minute)."),
-    seeds: int = typer.Option(1, "--seeds", help="Seeds to run (seed, seed+1, ...); finished seeds are skipped. "
-                                                 "P2P-FT seeds train stacked as one run per algorithm (same results; "
-                                                 "--set batch_seeds=false: one after another)."),
+    seeds: Optional[int] = param_option(run_seeds, "seeds", help="Seeds to run (seed, seed+1, ...); finished seeds "
+                                                                 "are skipped. P2P-FT seeds train stacked as one run "
+                                                                 "per algorithm (same results; --set "
+                                                                 "batch_seeds=false: one after another)."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Where the datasets live."),
     download: bool = typer.Option(False, "--download", help="Allow torchvision / IMDB downloads."),
     stand_in: bool = typer.Option(False, "--stand-in", help="Use the recipe's offline stand-in dataset (e.g. "
@@ -112,7 +116,7 @@ def reproduce(
     set_: list[str] = typer.Option([], "--set", help="KEY=VALUE over the recipe's config, repeatable (e.g. "
                                                      "--set epochs=5, --set method_options.fedbuff.buffer=4)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default runs/reproduce/NAME-SCALE)."),
-    threads: int = typer.Option(0, "--threads", help="torch CPU threads (0: torch default)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default: torch's)."),
 ):
     """Reproduce a paper table: run a named recipe over seeds and write report.md beside the paper's numbers."""
     if list_:

@@ -50,7 +50,7 @@ def plot_topology(topology, path: Path) -> Path:
 @user_errors
 def show(
     name: str = typer.Argument(..., help=f"One of: {', '.join(list_topologies())}"),
-    nodes: int = typer.Option(4, "--nodes", "-n", help="Number of nodes."),
+    nodes: int = typer.Option(..., "--nodes", "-n", help="Number of nodes."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG drawing of the graph here."),
 ):
     """Print a graph's size, connectivity, stochasticity of A/B/MH and spectral gaps."""

@@ -5,10 +5,18 @@
 from . import image_folder, text, tiny_imagenet, torchvision_sets  # noqa: F401  (register their loaders)
 from .datasets import default_data_dir, list_datasets, load_dataset, register_dataset
 from .image_data import ImageData, random_subset, to_nchw_uint8
-from .partitioners import TABLE_II, Partition, class_ranges, list_partitioners, partition, register_partitioner
+from .partitioners import (
+    TABLE_II,
+    Partition,
+    class_ranges,
+    list_partitioners,
+    parse_split,
+    partition,
+    register_partitioner,
+)
 
 __all__ = ["BatchTransform", "ImageData", "Partition", "TABLE_II", "class_ranges", "default_data_dir",
-           "list_datasets", "list_partitioners", "load_dataset", "partition", "random_subset",
+           "list_datasets", "list_partitioners", "load_dataset", "parse_split", "partition", "random_subset",
            "register_dataset", "register_partitioner", "to_nchw_uint8"]
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -75,12 +76,9 @@ def list_partitioners() -> list[str]:
     return sorted(_spec_form(k) for k in PARTITIONERS.list())
 
 
-def partition(labels, n: int, spec: str = "classes", seed: int = 0, dataset: str | None = None,
-              num_classes: int | None = None) -> Partition:
-    """Split indices of `labels` over `n` nodes by `spec` (see module doc). Raises ValueError on a bad spec."""
-    labels = np.asarray(labels)
-    if n < 1:
-        raise UserError(f"need at least 1 node, got {n}")
+def parse_split(spec: str) -> tuple[str, Any]:
+    """(partitioner name, its options instance) of split `spec` ("dirichlet:0.5"), checked without any data: a
+    config checks its split with it before loading the dataset. UserError on a bad spec."""
     name, _, arg = spec.partition(":")
     if name not in PARTITIONERS:                                # listed as specs, with their arguments
         raise UserError(f"unknown split {spec!r}; valid: {', '.join(list_partitioners())}")
@@ -90,9 +88,18 @@ def partition(labels, n: int, spec: str = "classes", seed: int = 0, dataset: str
     if fields and not arg and PARTITIONERS.get(name).defaults() == {}:
         raise UserError(f"split {name!r} needs an argument: {_spec_form(name)} ({option_doc(fields[0])})")
     try:
-        options = PARTITIONERS.options(name, {fields[0].name: arg} if arg else {})
+        return name, PARTITIONERS.options(name, {fields[0].name: arg} if arg else {})
     except ValueError as exc:
         raise UserError(f"{exc}; {_spec_form(name)} takes {option_doc(fields[0])}") from None
+
+
+def partition(labels, n: int, spec: str = "classes", seed: int = 0, dataset: str | None = None,
+              num_classes: int | None = None) -> Partition:
+    """Split indices of `labels` over `n` nodes by `spec` (see module doc). Raises ValueError on a bad spec."""
+    labels = np.asarray(labels)
+    if n < 1:
+        raise UserError(f"need at least 1 node, got {n}")
+    name, options = parse_split(spec)
     c = int(num_classes) if num_classes is not None else int(labels.max()) + 1
     parts = PARTITIONERS.make(name, options, labels, n, c, np.random.default_rng(seed), dataset)
     empty = [i for i, p in enumerate(parts) if len(p) == 0]

@@ -1,6 +1,6 @@
 """AsyncSimulator: a discrete-event engine with a virtual clock for AEDFL (Sec. 3) and the FL baselines.
 
-Events, ordered by (virtual time, kind, sequence number):
+Events (`Event`: virtual time, `Kind`, sequence number, a typed payload), ordered by (time, kind, sequence):
   COMPLETE(device)  a device finished a local update: the method trains, aggregates, prunes, sends (batched)
   ROUND             a server/synchronous round boundary, handled by the method
   ARRIVE(message)   a model reaches its receiver (a device's cache slot, or the server)
@@ -34,7 +34,8 @@ import heapq
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from enum import IntEnum
+from typing import Any, Callable, NamedTuple, Protocol
 
 import torch
 
@@ -47,21 +48,61 @@ from .cost import device_speed
 from .devices import DeviceProfiles
 from .evaluation import consensus_distance, consensus_model, mask_disagreement
 
-COMPLETE, ROUND, ARRIVE, FAIL, REJOIN, EVAL = range(6)
 SERVER = -1
+
+
+class Kind(IntEnum):
+    """What an event is; at equal times the smaller kind is handled first (completions before messages)."""
+
+    COMPLETE = 0    # payload: Completion
+    ROUND = 1       # payload: the method's own record (or None)
+    ARRIVE = 2      # payload: Message
+    FAIL = 3        # payload: the device (int)
+    REJOIN = 4      # payload: the device (int)
+    EVAL = 5        # payload: None
+
+
+class Completion(NamedTuple):
+    """A COMPLETE event's payload: device `dev` finished the local update it started in failure epoch `epoch` (an
+    update started before a failure is dropped)."""
+
+    dev: int
+    epoch: int
+
+
+class Event(NamedTuple):
+    """One queued event; the heap orders by (at, kind, seq), seq being unique, so payloads are never compared."""
+
+    at: float
+    kind: Kind
+    seq: int
+    payload: Any = None
+
+
+class Trace(NamedTuple):
+    """One recorded event (`record_events=True`): `what` ("complete", "arrive", "fail", "rejoin") at virtual time `at`
+    of device `dev` (an arrival's sender) and, for an arrival, its receiver `dst`."""
+
+    what: str
+    at: float
+    dev: int
+    dst: int | None = None
 
 
 @dataclass(frozen=True)
 class AsyncConfig:
     """Simulation settings. `slot_width=None` is the exact one-event-at-a-time mode; `evaluate=False` skips all
-    evaluation (no history, accuracy NaN: throughput measurements)."""
+    evaluation (no history, accuracy NaN: throughput measurements). An experiment builds it from its run config
+    (`dflbench.recipes.aedfl.AEDFLRunConfig.async_config`); `local_steps`, `slot_width` and `time_budget` have no
+    default here (keyword-only, required): the run config holds theirs, and the defaults both share are equal (a
+    test compares them)."""
 
     batch_size: int = 32
-    local_steps: int = 1
+    local_steps: int = field(kw_only=True)
     lr: float = 0.05
-    slot_width: float | None = 0.0
+    slot_width: float | None = field(kw_only=True)
     max_updates: int | None = None
-    time_budget: float | None = None
+    time_budget: float | None = field(kw_only=True)
     consensus_threshold: float | None = None
     eval_interval: float = 1.0
     eval_samples: int | None = 1000
@@ -91,6 +132,9 @@ class AsyncConfig:
 
 @dataclass
 class Message:
+    """A message on the wire: `payload` is the sending method's typed record (AEDFL's `ModelMessage`, a server
+    method's `Upload` / `GlobalModel`, AD-PSGD's `Exchange`); `nbytes` its size, `sent_at` when it left."""
+
     src: int
     dst: int
     payload: Any
@@ -118,7 +162,7 @@ class AsyncMethod(Protocol):
 class RunResult:
     method: str
     history: list[dict] = field(default_factory=list)
-    events: list[tuple] = field(default_factory=list)
+    events: list[Trace] = field(default_factory=list)
     accuracy: float = 0.0
     bytes_sent: int = 0
     device_steps: int = 0
@@ -186,10 +230,11 @@ class AsyncSimulator:
         return data.prepare(data.x_test[:n]), data.y_test[:n]
 
     # ---- scheduling -------------------------------------------------------------------------------------
-    def schedule(self, at: float, kind: int, payload: Any = None) -> None:
-        if kind == REJOIN and math.isfinite(at):
+    def schedule(self, at: float, kind: Kind, payload: Any = None) -> None:
+        """Queue an event of `kind` with its payload (see `Kind`) at virtual time `at`."""
+        if kind == Kind.REJOIN and math.isfinite(at):
             self._rejoins[payload] += 1
-        heapq.heappush(self._queue, (float(at), kind, self._seq, payload))
+        heapq.heappush(self._queue, Event(float(at), kind, self._seq, payload))
         self._seq += 1
 
     def schedule_completions(self, devs: torch.Tensor, start: torch.Tensor) -> None:
@@ -199,7 +244,7 @@ class AsyncSimulator:
         devs, start = devs[keep], start[keep]
         done = start + self.compute_time(devs)
         for d, at in zip(devs.tolist(), done.tolist()):
-            self.schedule(at, COMPLETE, (d, int(self.epoch[d])))
+            self.schedule(at, Kind.COMPLETE, Completion(d, int(self.epoch[d])))
 
     def compute_time(self, devs: torch.Tensor) -> torch.Tensor:
         """Virtual seconds of one local update's training (`engines.cost`: charged by the model's structure)."""
@@ -259,10 +304,24 @@ class AsyncSimulator:
         """`async_stacked.local_sgd` for devices `devs` from `x0 [B, P]`, keyed by `self.t[devs]`, with this run's
         settings (`steps`, `lr` default to the config's); counts the device steps."""
         steps = self.cfg.local_steps if steps is None else steps
-        self.device_steps += int(torch.as_tensor(steps).expand(devs.shape[0]).sum())
+        self.account(steps=int(torch.as_tensor(steps).expand(devs.shape[0]).sum()))
         return local_sgd(self.net, self.data, devs, self.t[devs], x0, steps=steps,
                          lr=self.cfg.lr if lr is None else lr, batch_size=self.cfg.batch_size, seed=self.cfg.seed,
                          masks=masks, grad_fn=grad_fn)
+
+    def account(self, devs: torch.Tensor | int | None = None, *, loss: torch.Tensor | float | None = None,
+                updates: int = 0, messages: int = 0, nbytes: int = 0, steps: int = 0) -> None:
+        """The one bookkeeping call of every method: devices `devs` record `loss` (their last training loss) and
+        count `updates` more local updates (`t`: the clock of T and of the counter RNG); `messages` sent outside the
+        event queue (`send` counts its own) add `messages * nbytes` bytes; `steps` SGD steps done outside
+        `local_sgd` add to the device steps."""
+        if loss is not None:
+            self.loss[devs] = loss
+        if updates:
+            self.t[devs] += updates
+        self.messages += messages
+        self.bytes_sent += messages * int(nbytes)
+        self.device_steps += steps
 
     def random_out_neighbor(self, devs: torch.Tensor) -> torch.Tensor:
         """One out-neighbor per device, uniform among those the coordinator deems alive; -1 when none is."""
@@ -281,9 +340,8 @@ class AsyncSimulator:
             arrive = at + float(self.profiles.comm_time(torch.tensor(src), torch.tensor(dst), torch.tensor(nbytes)))
         else:
             arrive = at + float(self.profiles.comm_time(torch.tensor(dst), torch.tensor(SERVER), torch.tensor(nbytes)))
-        self.bytes_sent += int(nbytes)
-        self.messages += 1
-        self.schedule(arrive, ARRIVE, Message(src, dst, payload, int(nbytes), at))
+        self.account(messages=1, nbytes=int(nbytes))
+        self.schedule(arrive, Kind.ARRIVE, Message(src, dst, payload, int(nbytes), at))
 
     def model_mflops(self, masks: torch.Tensor | None = None) -> float | torch.Tensor:
         """MFP per sample of the device models (`StackedModel.mfp` on a test input): dense (a float) or under
@@ -306,15 +364,15 @@ class AsyncSimulator:
         shown = start_wall
         self.method.setup(self)
         for dev, fail_at, rejoin_at in self.faults.schedule:
-            self.schedule(fail_at, FAIL, dev)
-            self.schedule(rejoin_at, REJOIN, dev)
+            self.schedule(fail_at, Kind.FAIL, dev)
+            self.schedule(rejoin_at, Kind.REJOIN, dev)
         if self.cfg.evaluate:
             self._evaluate()
-            self.schedule(self.cfg.eval_interval, EVAL)
+            self.schedule(self.cfg.eval_interval, Kind.EVAL)
         c = self.cfg
         reason = None
         while self._queue and reason is None:
-            at = self._queue[0][0]
+            at = self._queue[0].at
             if self.over_budget(at):
                 self.now, reason = c.time_budget, "time budget"
                 break
@@ -324,23 +382,23 @@ class AsyncSimulator:
             if on_progress is not None and time.perf_counter() - shown >= self.PROGRESS_EVERY:
                 on_progress(self.fraction_done())
                 shown = time.perf_counter()
-            popped = [heapq.heappop(self._queue)]
-            if popped[0][1] == COMPLETE and c.slot_width is not None:
+            popped: list[Event] = [heapq.heappop(self._queue)]
+            if popped[0].kind == Kind.COMPLETE and c.slot_width is not None:
                 horizon = at + c.slot_width
-                while self._queue and self._queue[0][0] <= horizon:
+                while self._queue and self._queue[0].at <= horizon:
                     popped.append(heapq.heappop(self._queue))
-            done = [e for e in popped
-                    if e[1] == COMPLETE and self.alive[e[3][0]] and int(self.epoch[e[3][0]]) == e[3][1]]
+            done = [e for e in popped if e.kind == Kind.COMPLETE and self.alive[e.payload.dev]
+                    and int(self.epoch[e.payload.dev]) == e.payload.epoch]
             if done:
-                devs = torch.tensor([e[3][0] for e in done])
-                times = torch.tensor([e[0] for e in done], dtype=torch.float64)
+                devs = torch.tensor([e.payload.dev for e in done])
+                times = torch.tensor([e.at for e in done], dtype=torch.float64)
                 self.now = max(self.now, float(times.max()))
                 if self.record_events:
-                    self.result.events.extend(("complete", e[0], e[3][0]) for e in done)
+                    self.result.events.extend(Trace("complete", e.at, e.payload.dev) for e in done)
                 self.method.on_complete(self, devs, times)
                 self._inject_faults(devs)
             for e in popped:
-                if e[1] == COMPLETE:
+                if e.kind == Kind.COMPLETE:
                     continue
                 if self.updates_done() or self._finished:  # as exact mode's test before its next event
                     reason = self._finished or "max updates"
@@ -361,22 +419,23 @@ class AsyncSimulator:
             on_progress(1.0)
         return r
 
-    def _handle(self, e) -> bool:
-        at, kind, _, payload = e
+    def _handle(self, e: Event) -> bool:
+        """Apply one event other than COMPLETE; True when it ends the run (the consensus threshold)."""
+        at, payload = e.at, e.payload
         self.now = max(self.now, at)
-        if kind == ARRIVE:
+        if e.kind == Kind.ARRIVE:
             msg: Message = payload
             if msg.dst != SERVER and not self.alive[msg.dst]:
                 self.dropped += 1
                 return False
             if self.record_events:
-                self.result.events.append(("arrive", at, msg.src, msg.dst))
+                self.result.events.append(Trace("arrive", at, msg.src, msg.dst))
             self.method.on_arrive(self, msg)
-        elif kind == ROUND:
+        elif e.kind == Kind.ROUND:
             self.method.on_round(self, payload)
-        elif kind == FAIL:
+        elif e.kind == Kind.FAIL:
             self._fail(payload)
-        elif kind == REJOIN:
+        elif e.kind == Kind.REJOIN:
             if math.isfinite(at):
                 self._rejoins[payload] -= 1
             if not self.alive[payload]:
@@ -384,11 +443,11 @@ class AsyncSimulator:
                 self.epoch[payload] += 1
                 self.coordinator.register(f"device-{payload}")
                 if self.record_events:
-                    self.result.events.append(("rejoin", at, payload))
+                    self.result.events.append(Trace("rejoin", at, payload))
                 self.method.on_rejoin(self, payload)
-        elif kind == EVAL:
+        elif e.kind == Kind.EVAL:
             h = self._evaluate()
-            self.schedule(at + self.cfg.eval_interval, EVAL)
+            self.schedule(at + self.cfg.eval_interval, Kind.EVAL)
             thr = self.cfg.consensus_threshold
             return thr is not None and self.t.min() > 0 and h["consensus"] < thr
         return False
@@ -399,7 +458,7 @@ class AsyncSimulator:
             self.epoch[dev] += 1
             self.coordinator.device_failed(dev, self.now)
             if self.record_events:
-                self.result.events.append(("fail", self.now, dev))
+                self.result.events.append(Trace("fail", self.now, dev))
 
     def _inject_faults(self, devs: torch.Tensor) -> None:
         p = self.faults.prob
@@ -407,8 +466,8 @@ class AsyncSimulator:
             return
         u = counter_uniform(self.cfg.seed, STREAM_FAULT, devs, self.t[devs])
         for d in devs[u < p].tolist():
-            self.schedule(self.now, FAIL, d)
-            self.schedule(self.now + self.faults.downtime, REJOIN, d)
+            self.schedule(self.now, Kind.FAIL, d)
+            self.schedule(self.now + self.faults.downtime, Kind.REJOIN, d)
 
     def _poisoned(self, data: DeviceData) -> DeviceData:
         """`data` with the labels of the `faults.corrupt` devices' samples flipped, y -> C - 1 - y (a copy)."""

@@ -33,7 +33,7 @@ import torch
 
 from dflbench.aggregation import rules
 from dflbench.engines.async_rng import STREAM_MASK, STREAM_NEIGHBOR, counter_uniform
-from dflbench.engines.async_sim import ROUND, AsyncSimulator
+from dflbench.engines.async_sim import AsyncSimulator, Kind
 from dflbench.engines.cost import average_macs, gradient_macs
 from dflbench.errors import UserError
 from dflbench.methods.gossip.base import RoundMethod
@@ -97,7 +97,7 @@ class DisPFL(RoundMethod):
         self.masks = mask.to(sim.dev).unsqueeze(0).repeat(sim.D, 1)
         sim.x *= self.masks
         self.round = 0
-        sim.schedule(0.0, ROUND)
+        sim.schedule(0.0, Kind.ROUND)
 
     def neighbours(self, sim: AsyncSimulator, alive: torch.Tensor, devs: torch.Tensor) -> torch.Tensor:
         """`[B, K]` peers drawn uniformly without replacement among the other alive devices (-1: too few alive)."""
@@ -120,15 +120,13 @@ class DisPFL(RoundMethod):
         x, loss, _ = sim.local_sgd(devs, agg, masks=self.masks[devs])
         xb, yb = sim.data.batch(devs.to(sim.dev), sim.t[devs].to(sim.dev), -1, sim.cfg.batch_size, sim.cfg.seed)
         _, g = sim.net.loss_and_grad(x, xb, yb)                     # dense gradient: it scores the regrowth
-        sim.t[devs] += 1
-        sim.loss[devs] = loss
+        sim.account(devs, updates=1, loss=loss)
         new_masks = self.prune_regrow(x, g, self.masks[devs], self.rate(sim))
         sim.x[devs] = x * new_masks
         self.masks[devs] = new_masks
         nbytes = sim.model_bytes(self.masks[0])
         sent = int(ok.sum())
-        sim.bytes_sent += sent * nbytes
-        sim.messages += sent
+        sim.account(messages=sent, nbytes=nbytes)
         sim.cost_fraction[devs] = (sim.model_mflops(new_masks) / self.dense_mflops).double().cpu()
         self.round += 1
         work = (gradient_macs(sim.dense_mfp, sim.cfg.batch_size)                   # the dense regrowth gradient

@@ -1,5 +1,5 @@
 """The AEDFL experiment (Sec. 6, Table 1): load a dataset, Dirichlet-partition it over D devices on the
-exponential graph, run each method on the AsyncSimulator, and report Table 1's metrics.
+exponential graph (`topology`: any graph), run each method on the AsyncSimulator, and report Table 1's metrics.
 
 Metrics per method: final accuracy (mean over devices on the global test set; the global model for server
 methods), virtual time to the target accuracy, MFP (million multiply-accumulates per sample of the Conv/Linear
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +30,18 @@ from dflbench.engines.async_stacked import DeviceData
 from dflbench.engines.coordinator import FaultConfig
 from dflbench.engines.devices import load_profiles, sample_profiles
 from dflbench.engines.evaluation import convergence
-from dflbench.errors import UserError, check_numbers
-from dflbench.io import atomic_write_csv, atomic_write_json, differing_fields, read_results_file
+from dflbench.errors import UserError, check_numbers, for_option
+from dflbench.io import atomic_write_csv, atomic_write_json, differing_fields, keep_earlier_runs, read_results_file
 from dflbench.methods.aedfl.diagnostics import BUCKETS, summary
 from dflbench.methods.registry import list_methods, make_method, method_options
-from dflbench.models import make_model
+from dflbench.models import list_models, make_model
 from dflbench.plots import Panel, panels_plot
 from dflbench.provenance import code_provenance
-from dflbench.topology import exponential
+from dflbench.registry import option
+from dflbench.runtime.backend import check_runtime
+from dflbench.topology import topology_from_spec
+
+from .config import recorded_config
 
 TEXT_DATASETS = ("imdb",)
 
@@ -54,6 +58,7 @@ AEDFL_NUMBERS = {
     "time_per_sample": ("time_per_sample", "(0, inf)"), "bandwidth": ("bandwidth", "(0, inf)"),
     "latency": ("latency", "[0, inf)"), "fault_prob": ("--fault-prob", "[0, 1)"), "downtime": ("downtime", "(0, inf)"),
     "max_len": ("max_len", "[1, inf)"), "vocab_size": ("vocab_size", "[2, inf)"), "seed": ("--seed", "[0, inf)"),
+    "peer_timeout": ("--peer-timeout", "[1, inf)"),
 }
 
 
@@ -67,45 +72,67 @@ class AEDFLRunConfig:
     value}} (see `dflbench aedfl --list-methods`), for methods among `methods`; options left out keep their
     defaults."""
 
-    model: str = "lenet5"
-    dataset: str = "fashion-mnist"
-    data_dir: str | None = None
-    download: bool = False
-    devices: int = 16
-    methods: tuple[str, ...] = ("aedfl", "fedavg", "ad-psgd")
-    alpha: float = 0.5
-    target_acc: float = 0.8
-    time_budget: float | None = 30.0
-    max_updates: int | None = None
-    batch_size: int = 32
-    local_steps: int = 5
-    lr: float = 0.05
-    slot_width: float | None = 0.01
-    eval_interval: float = 1.0
-    eval_samples: int | None = 1000
-    train_samples: int | None = None
-    profiles: str | None = None
-    heterogeneity: float = 0.5
-    time_per_sample: float = 1e-3
-    bandwidth: float = 1e7
-    latency: float = 0.01
-    fault_prob: float = 0.0
-    downtime: float = 1.0
-    corrupt: tuple[int, ...] = ()
-    corrupt_mode: str = "noise"
-    max_len: int = 256
-    vocab_size: int = 20000
-    seed: int = 0
-    device: str = "cpu"
-    method_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    model: str = option("lenet5", f"One of {', '.join(list_models())}.")
+    dataset: str = option("fashion-mnist", "Dataset name (imdb for textcnn), npz:PATH, folder:PATH.")
+    data_dir: str | None = option(None, "Where the dataset lives.")
+    download: bool = option(False, "Allow torchvision / IMDB downloads.")
+    devices: int = option(16, "Number of devices.")
+    topology: str = option("exponential", "Topology name or adjacency:PATH (exponential: the AEDFL paper's graph).")
+    methods: tuple[str, ...] = option(("aedfl", "fedavg", "ad-psgd"), f"Comma list of: {', '.join(list_methods())}.")
+    alpha: float = option(0.5, "Dirichlet concentration of the label split.")
+    target_acc: float = option(0.8, "Target accuracy of the Time column.")
+    time_budget: float | None = option(30.0, "Virtual-time budget (s), the same for every method (0: none, stop on "
+                                             "--max-updates).")
+    max_updates: int | None = option(None, "T: a cap of local updates per device (each alive device does at most "
+                                           "T; 0: no cap).")
+    batch_size: int = option(32, "Samples per local SGD step.")
+    local_steps: int = option(5, "SGD steps per local update.")
+    lr: float = option(0.05, "Learning rate of the local SGD steps.")
+    slot_width: float | None = option(0.01, "Virtual seconds batched together (0: only simultaneous events; -1: "
+                                            "exact mode).")
+    eval_interval: float = option(1.0, "Virtual seconds between evaluations.")
+    eval_samples: int | None = option(1000, "Test samples per evaluation.")
+    train_samples: int | None = option(None, "Use a random subset of the training set.")
+    profiles: str | None = option(None, "Device profiles CSV/TOML (else sampled).")
+    heterogeneity: float = option(0.5, "Log-normal sigma of sampled profiles.")
+    time_per_sample: float = option(1e-3, "Median compute time per training sample (s) of sampled profiles.")
+    bandwidth: float = option(1e7, "Median link bandwidth (bytes/s) of sampled profiles.")
+    latency: float = option(0.01, "Median message latency (s) of sampled profiles.")
+    fault_prob: float = option(0.0, "Failure probability after a local update.")
+    downtime: float = option(1.0, "Virtual seconds a failed device stays down.")
+    corrupt: tuple[int, ...] = option((), "Harmful devices, a comma list of ids (e.g. 3,11).")
+    corrupt_mode: str = option("noise", "noise: every model they send (to a neighbour or a server, every method) "
+                                        "is noise; labels: they train on flipped labels.")
+    max_len: int = option(256, "Tokens kept per IMDB review.")
+    vocab_size: int = option(20000, "IMDB vocabulary size.")
+    seed: int = option(0, "Seed of the split, profiles, initial model and every random choice.")
+    device: str = option("cpu", "cpu or cuda.")
+    runtime: str = option("simulator", "simulator (virtual clock) | distributed (one device per torchrun rank, real "
+                                       "time).")
+    peer_timeout: float = option(10.0, "distributed: seconds without a heartbeat before a device is deemed failed "
+                                       "and the run stops.")
+    method_options: Mapping[str, Mapping[str, Any]] = option(doc="Per-method options, {method: {option: value}} "
+                                                                 "(see --list-methods).", factory=dict)
 
     def __post_init__(self):
+        """Every field is checked here, before any data loads; an error names the option as the user gives it."""
         unknown = [m for m in self.methods if m not in list_methods()]
         if unknown:
-            raise UserError(f"unknown methods {unknown}; valid: {', '.join(list_methods())}")
+            raise UserError(f"--methods: unknown methods {unknown}; valid: {', '.join(list_methods())}")
         if not self.methods:
-            raise UserError("give at least one method")
+            raise UserError("--methods: give at least one method")
         check_numbers(self, AEDFL_NUMBERS)
+        if self.model not in list_models():
+            raise UserError(f"--model: unknown model {self.model!r}; valid: {', '.join(list_models())}")
+        outside = [d for d in self.corrupt if not 0 <= d < self.devices]
+        if outside or len(set(self.corrupt)) != len(self.corrupt):
+            raise UserError(f"--corrupt: give distinct device ids in 0..{self.devices - 1}, got "
+                            f"{','.join(map(str, self.corrupt))}")
+        with for_option("--corrupt-mode"):
+            self.faults()
+        with for_option("--runtime"):
+            check_runtime(self.runtime)
+        self.graph()
         if self.max_updates is None and self.time_budget is None:
             raise UserError("the run has no end: give --time-budget SECONDS or --max-updates T (0 turns each off)")
         if self.train_samples is not None and self.train_samples < self.devices:
@@ -113,9 +140,28 @@ class AEDFLRunConfig:
                             f"sample per device (--devices {self.devices})")
         for name in self.method_options:    # a recipe may carry options for methods a --set methods=... leaves out
             if name not in list_methods():
-                raise UserError(f"options are given for {name!r}, which is not a method; valid: "
+                raise UserError(f"--method-opt: options are given for {name!r}, which is not a method; valid: "
                                 f"{', '.join(list_methods())}")
-            self.options(name)                                       # unknown options, bad values: ValueError
+            with for_option("--method-opt"):
+                self.options(name)                                   # unknown options, bad values
+
+    def graph(self):
+        """The communication graph of `topology` on `devices` (seeded by `seed` where the generator draws); a bad
+        spec is a UserError naming --topology."""
+        with for_option("--topology"):
+            return topology_from_spec(self.topology, self.devices, self.seed)
+
+    def faults(self) -> FaultConfig:
+        """The simulated faults of this run: failures (`fault_prob`, `downtime`) and harmful devices."""
+        return FaultConfig(prob=self.fault_prob, downtime=self.downtime, corrupt=self.corrupt,
+                           corrupt_mode=self.corrupt_mode)
+
+    def async_config(self) -> AsyncConfig:
+        """The simulator's settings of this run."""
+        return AsyncConfig(batch_size=self.batch_size, local_steps=self.local_steps, lr=self.lr,
+                           slot_width=self.slot_width, max_updates=self.max_updates, time_budget=self.time_budget,
+                           eval_interval=self.eval_interval, eval_samples=self.eval_samples, seed=self.seed,
+                           device=self.device)
 
     def options(self, name: str):
         """The options instance of method `name` in this run (`method_options` over the defaults)."""
@@ -151,8 +197,10 @@ def build_model(cfg: AEDFLRunConfig, info: dict) -> torch.nn.Module:
 
 
 def config_differences(cfg: AEDFLRunConfig, previous: dict) -> list[str]:
-    """The config fields, other than `methods`, in which `previous` (a results.json) differs from `cfg`, sorted."""
-    return differing_fields(asdict(cfg), previous.get("config", {}), ("methods",))
+    """The config fields, other than `methods` and `peer_timeout` (it decides when a distributed run gives up, not
+    what it computes), in which `previous` (a results.json) differs from `cfg`, sorted."""
+    return differing_fields(asdict(cfg), recorded_config(AEDFLRunConfig, previous.get("config", {})),
+                            ("methods", "peer_timeout"))
 
 
 def finished_runs(cfg: AEDFLRunConfig, previous: dict | None) -> dict[str, dict]:
@@ -187,15 +235,11 @@ def run_aedfl(cfg: AEDFLRunConfig, on_method_done: Callable[[dict, dict], None] 
     record, None before the first), at its start (0.0, None), then about twice a wall second."""
     done = finished_runs(cfg, previous)
     data, info = load_device_data(cfg)
-    topo = exponential(cfg.devices)
+    topo = cfg.graph()
     profiles = load_profiles(cfg.profiles, cfg.devices) if cfg.profiles else sample_profiles(
         cfg.devices, cfg.seed, cfg.time_per_sample, cfg.bandwidth, cfg.latency, cfg.heterogeneity)
-    sim_cfg = AsyncConfig(batch_size=cfg.batch_size, local_steps=cfg.local_steps, lr=cfg.lr,
-                          slot_width=cfg.slot_width, max_updates=cfg.max_updates, time_budget=cfg.time_budget,
-                          eval_interval=cfg.eval_interval, eval_samples=cfg.eval_samples, seed=cfg.seed,
-                          device=cfg.device)
-    faults = FaultConfig(prob=cfg.fault_prob, downtime=cfg.downtime, corrupt=cfg.corrupt,
-                         corrupt_mode=cfg.corrupt_mode)
+    sim_cfg = cfg.async_config()
+    faults = cfg.faults()
     results = {"config": asdict(cfg), "data": info, "code": code_provenance(), "runs": []}
     eval_n = evaluated_samples(results)
     for name in cfg.methods:
@@ -242,6 +286,37 @@ def evaluated_samples(results: dict) -> int:
     shuffled test set, all of it when None)."""
     n, total = results["config"]["eval_samples"], results["data"]["test_samples"]
     return total if n is None else min(n, total)
+
+
+def run_aedfl_into(cfg: AEDFLRunConfig, out: str | Path, previous: dict | None = None, resume: bool = True,
+                   on_method_done: Callable[[dict, dict], None] | None = None,
+                   on_progress: Callable[[str, float, dict | None], None] | None = None) -> tuple[dict, dict]:
+    """`run_aedfl` writing `out` as each method finishes: the results so far (results.json, results.csv; the
+    methods of `previous`, an earlier results.json of `out`, that this run does not hold stay in them,
+    `keep_earlier_runs`) go to disk before the next method starts, and with the pictures at the end. `resume`: keep
+    `previous`'s finished methods of this configuration instead of running them again. `on_method_done(run,
+    results)` runs first for each method that ran (it may raise to stop the run: what is written stays).
+    Returns (the results written, `write_results`'s paths). Used by `dflbench aedfl`, `run` and `reproduce`."""
+    kept = finished_runs(cfg, previous) if resume else {}
+
+    def done(run: dict, so_far: dict) -> None:
+        if run is kept.get(run["method"]):
+            return
+        if on_method_done is not None:
+            on_method_done(run, so_far)
+        write_results(keep_earlier_runs(so_far, previous, "method", "methods"), out, pictures=False)
+
+    results = run_aedfl(cfg, on_method_done=done, previous=previous if resume else None, on_progress=on_progress)
+    written = keep_earlier_runs(results, previous, "method", "methods")
+    return written, write_results(written, out)
+
+
+def run_seed(cfg: AEDFLRunConfig, folder: Path, on_run_done: Callable[[dict], None] | None = None,
+             on_progress: Callable[[str, float, dict | None], None] | None = None) -> None:
+    """One seed of a reproduction (`recipes.config.Experiment.run_seed`): `run_aedfl_into` `folder`, keeping the
+    methods its results.json already holds."""
+    run_aedfl_into(cfg, folder, read_results(folder), on_progress=on_progress,
+                   on_method_done=None if on_run_done is None else (lambda run, _: on_run_done(run)))
 
 
 def write_results(results: dict, out: str | Path, pictures: bool = True) -> dict[str, Path]:

@@ -38,7 +38,6 @@ from dflbench.provenance import code_provenance
 from dflbench.recipes.aedfl import AEDFLRunConfig, build_model, evaluated_samples, load_device_data
 from dflbench.runtime.async_node import AsyncNode, AsyncRuntimeConfig
 from dflbench.runtime.backend import DistEnv
-from dflbench.topology import exponential
 
 
 def distributed_method(cfg: AEDFLRunConfig) -> AEDFL:
@@ -52,8 +51,10 @@ def distributed_method(cfg: AEDFLRunConfig) -> AEDFL:
     return make_method(cfg.methods[0], cfg.options(cfg.methods[0]))
 
 
-def runtime_config(cfg: AEDFLRunConfig, heartbeat_timeout_s: float = 10.0, eval_every: int = 10) -> AsyncRuntimeConfig:
-    """The per-rank settings of `cfg` (ValueError for what the distributed runtime cannot do)."""
+def runtime_config(cfg: AEDFLRunConfig, **settings) -> AsyncRuntimeConfig:
+    """The per-rank settings of `cfg`, with `settings` for the runtime's own fields (`heartbeat_timeout_s`,
+    `eval_every`, ...: their defaults live in `AsyncRuntimeConfig`); UserError for what the distributed runtime
+    cannot do."""
     distributed_method(cfg)
     if cfg.fault_prob > 0:
         raise UserError("--fault-prob injects simulated failures; with --runtime distributed devices fail for real "
@@ -64,15 +65,14 @@ def runtime_config(cfg: AEDFLRunConfig, heartbeat_timeout_s: float = 10.0, eval_
         raise UserError("give --max-updates or --time-budget (wall-clock seconds with --runtime distributed)")
     return AsyncRuntimeConfig(max_updates=cfg.max_updates or 10**9, time_budget_s=cfg.time_budget,
                               batch_size=cfg.batch_size, local_steps=cfg.local_steps, lr=cfg.lr,
-                              heartbeat_timeout_s=heartbeat_timeout_s,
-                              eval_every=eval_every, eval_samples=cfg.eval_samples, seed=cfg.seed, device=cfg.device)
+                              eval_samples=cfg.eval_samples, seed=cfg.seed, device=cfg.device, **settings)
 
 
-def run_aedfl_distributed(cfg: AEDFLRunConfig, heartbeat_timeout_s: float = 10.0, eval_every: int = 10,
-                          on_update: Callable[[int], None] | None = None) -> dict | None:
-    """Run `cfg`'s single method across the ranks; rank 0 returns the results dict (see the module docstring).
-    `on_update(t)` runs on every rank after its t-th local update."""
-    rt = runtime_config(cfg, heartbeat_timeout_s, eval_every)
+def run_aedfl_distributed(cfg: AEDFLRunConfig, on_update: Callable[[int], None] | None = None,
+                          **settings) -> dict | None:
+    """Run `cfg`'s single method across the ranks (`settings`: `runtime_config`'s); rank 0 returns the results dict
+    (see the module docstring). `on_update(t)` runs on every rank after its t-th local update."""
+    rt = runtime_config(cfg, **settings)
     env = DistEnv.from_env(cfg.device)
     rt = replace(rt, device=str(env.device))
     if cfg.devices != env.world_size:
@@ -84,7 +84,7 @@ def run_aedfl_distributed(cfg: AEDFLRunConfig, heartbeat_timeout_s: float = 10.0
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, info)
     node = AsyncNode(model, data.prepare(data.x[idx]), data.y[idx], data.prepare(data.x_test), data.y_test,
-                     exponential(cfg.devices), rt, rank, env.world_size, distributed_method(cfg))
+                     cfg.graph(), rt, rank, env.world_size, distributed_method(cfg))
     gathered = node.run(on_update)
     results = None
     if rank == 0:

@@ -12,27 +12,85 @@ A config file names its experiment and holds the dataclass's fields in `[config]
 
 Values are checked against the field types with `dflbench.registry.coerce` (the same coercion as method options:
 text is parsed, so `--set lr=0.01` works; "none" is None for an optional field). `--set a.b=v` writes into a
-nested table (`--set method_options.fedbuff.buffer=4`). Tables are merged key by key, later sources win:
-file < scale < `--set`. An unknown key is a UserError naming it and listing the valid ones.
+nested table (`--set method_options.fedbuff.buffer=4`). An unknown key is a UserError naming it and listing the
+valid ones.
+
+Every default lives once, in its config dataclass (a field's `dflbench.registry.option`: default and doc, the doc being
+its command-line help). The sources of a run merge over those defaults key by key (nested tables too), later sources
+winning, in one order:
+
+    dataclass defaults < file [config] < [scales.SCALE.config] < [stand_in.config] < --set < command-line options
+
+(`dflbench run` / `reproduce` give a file, a scale, the stand-in and `--set`, with `--data-dir` / `--download` as the
+command-line options; `dflbench aedfl|p2pft --config FILE` give a file and the options; an option not given on the
+command line is None and takes no part.)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import json
 import typing
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import tomllib
 
 from dflbench.errors import UserError
-from dflbench.registry import coerce, type_name
+from dflbench.registry import coerce, field_default, type_name
 
-# experiment -> (module, config class), imported on first use: `dflbench aedfl` never loads the P2P-FT stack
-# (torchvision, timm, captum), which costs seconds of start-up (bench/RESULTS.md, "Start-up")
-EXPERIMENTS: dict[str, tuple[str, str]] = {"aedfl": ("dflbench.recipes.aedfl", "AEDFLRunConfig"),
-                                           "p2pft": ("dflbench.recipes.p2pft", "P2PFTConfig")}
+
+@dataclass(frozen=True)
+class Experiment:
+    """A kind of experiment a config file or recipe names: its recipe module (imported on first use: `dflbench aedfl`
+    never loads the P2P-FT stack, torchvision, timm and captum, which costs seconds of start-up; bench/RESULTS.md,
+    "Start-up"), the config class there, the config field listing its parts (`parts`: methods / algorithms), the
+    keys of a recipe's paper rows, `part_resume`: a finished seed continues when more parts are asked (AEDFL's
+    methods are independent runs), and `progress`: a part reports how far it is (`on_progress`). The module's
+    `run_seed(cfg, folder, on_run_done, on_progress)` runs one seed into `folder`, writing as each part finishes."""
+
+    name: str
+    module: str
+    config: str
+    parts: str
+    paper_keys: tuple[str, ...]
+    part_resume: bool = False
+    progress: bool = False
+
+    def config_class(self) -> type:
+        return getattr(importlib.import_module(self.module), self.config)
+
+    def part_names(self, cfg) -> tuple[str, ...]:
+        return getattr(cfg, self.parts)
+
+    def run_seed(self, cfg, folder: Path, on_run_done=None, on_progress=None) -> None:
+        importlib.import_module(self.module).run_seed(cfg, folder, on_run_done, on_progress)
+
+
+EXPERIMENTS: dict[str, Experiment] = {}
+
+
+def register_experiment(experiment: Experiment) -> Experiment:
+    """Add `experiment` to `EXPERIMENTS`; ValueError when its name is taken."""
+    if experiment.name in EXPERIMENTS:
+        raise ValueError(f"experiment {experiment.name!r} is already registered; registered: {', '.join(EXPERIMENTS)}")
+    EXPERIMENTS[experiment.name] = experiment
+    return experiment
+
+
+register_experiment(Experiment("aedfl", "dflbench.recipes.aedfl", "AEDFLRunConfig", "methods", ("acc", "time", "mfp"),
+                               part_resume=True, progress=True))
+register_experiment(Experiment("p2pft", "dflbench.recipes.p2pft", "P2PFTConfig", "algorithms", ("nodes",)))
+
+
+def experiment(name: str, where: str) -> Experiment:
+    """The registered experiment `name`; UserError naming `where` and the valid names for an unknown one."""
+    if name not in EXPERIMENTS:
+        raise UserError(f"{where}: unknown experiment {name!r}; valid: {', '.join(EXPERIMENTS)}")
+    return EXPERIMENTS[name]
 
 
 def read_toml(path: str | Path) -> dict:
@@ -48,10 +106,7 @@ def read_toml(path: str | Path) -> dict:
 
 def experiment_class(name: str, where: str) -> type:
     """The config dataclass of experiment `name` (imported now); UserError naming `where` for an unknown one."""
-    if name not in EXPERIMENTS:
-        raise UserError(f"{where}: unknown experiment {name!r}; valid: {', '.join(EXPERIMENTS)}")
-    module, cls = EXPERIMENTS[name]
-    return getattr(importlib.import_module(module), cls)
+    return experiment(name, where).config_class()
 
 
 def check_keys(table: Mapping, valid, where: str) -> None:
@@ -89,6 +144,23 @@ def parse_sets(items: list[str] | tuple[str, ...]) -> dict:
     return out
 
 
+def parse_model_kwargs(spec: str) -> tuple[tuple[str, Any], ...]:
+    """'img_size=32,patch_size=4,global_pool=avg' -> (('img_size', 32), ...): ints, floats, else strings."""
+    out = []
+    for item in (s.strip() for s in spec.split(",") if s.strip()):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise UserError(f"--model-kwargs item {item!r} must be KEY=VALUE (e.g. img_size=32,depth=4)")
+        for cast in (int, float):
+            try:
+                value = cast(value)
+                break
+            except ValueError:
+                continue
+        out.append((key.strip(), value))
+    return tuple(out)
+
+
 def _field_value(value, tp, where: str):
     """`value` (TOML or text) as a value of field annotation `tp`."""
     origin = typing.get_origin(tp)
@@ -96,8 +168,6 @@ def _field_value(value, tp, where: str):
         args = typing.get_args(tp)
         if typing.get_origin(args[0]) is tuple:                             # model_kwargs: (key, value) pairs
             if isinstance(value, str):
-                from .p2pft import parse_model_kwargs  # only P2P-FT configs have one
-
                 return parse_model_kwargs(value)
             if not isinstance(value, Mapping):
                 raise UserError(f"{where} must be a table of KEY = VALUE, got {value!r}")
@@ -129,23 +199,24 @@ def build_config(experiment: str, *tables: Mapping, where: str = "config"):
     return cls(**config_values(cls, merged, where))
 
 
-def with_config_file(cls: type, path: str | Path | None, cli: dict, explicit: set[str]):
-    """`cls(**values)` for a command that also takes `--config FILE`: the command's defaults, then the file's
-    `[config]`, then the options given on the command line (`explicit`, field names). Mapping fields merge."""
+def recorded_config(cls: type, config: Mapping) -> dict:
+    """A config recorded in a results.json / done.json, with the fields added to `cls` since then at their defaults
+    (as JSON): a field added later held its default in every run recorded before it (`runtime`, for one), so an
+    old record still resumes and compares equal."""
+    added = {f.name: field_default(cls, f.name) for f in dataclasses.fields(cls) if f.name not in config}
+    return {**json.loads(json.dumps(added, default=str)), **config}
+
+
+def with_config_file(cls: type, path: str | Path | None, given: Mapping[str, Any]):
+    """`cls(**values)` for a command that also takes `--config FILE`: the dataclass defaults, then the file's
+    `[config]`, then `given`, the options given on the command line (field names, typed values). Mapping fields
+    merge."""
     if path is None:
-        return cls(**cli)
+        return cls(**given)
     doc = read_toml(path)
-    name = next((k for k, v in EXPERIMENTS.items() if v == (cls.__module__, cls.__qualname__)), None)
+    name = next((k for k, v in EXPERIMENTS.items() if (v.module, v.config) == (cls.__module__, cls.__qualname__)),
+                None)
     if doc.get("experiment", name) != name:
         raise UserError(f"{path} configures experiment {doc['experiment']!r}; use it with `dflbench "
                         f"{doc['experiment']}` or `dflbench run`")
-    from_file = config_values(cls, doc.get("config", {}), f"{path} [config]")
-    given = {k: v for k, v in cli.items() if k in explicit}
-    return cls(**merge(merge(cli, from_file), given))
-
-
-def explicit_params(ctx) -> set[str]:
-    """Names of the parameters of command context `ctx` that the user gave (command line or environment). Compared
-    by name: typer ships its own copy of click, whose ParameterSource is not click's."""
-    given = ("COMMANDLINE", "ENVIRONMENT")
-    return {p.name for p in ctx.command.params if getattr(ctx.get_parameter_source(p.name), "name", None) in given}
+    return cls(**merge(config_values(cls, doc.get("config", {}), f"{path} [config]"), given))

@@ -24,6 +24,7 @@ DEMO = P2PFTConfig(
 )
 CLOSE = 0.05
 ABOVE = 0.40
+THREADS = 1  # torch CPU threads of `dflbench demo`: one is fastest for this tiny model
 
 
 def demo_config(**overrides) -> P2PFTConfig:

@@ -29,9 +29,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from dflbench.data import BatchTransform, load_dataset, partition, random_subset
+from dflbench.data import BatchTransform, load_dataset, parse_split, partition, random_subset
 from dflbench.engines import SyncConfig, SyncResult, SyncSimulator, TailInputs
-from dflbench.errors import UserError, check_numbers, user_input
+from dflbench.errors import UserError, check_numbers, for_option, user_input
 from dflbench.io import (
     atomic_write_csv,
     atomic_write_json,
@@ -42,10 +42,12 @@ from dflbench.io import (
 )
 from dflbench.mixing import NonFiniteError, from_topology, make_algorithm
 from dflbench.plots import line_plot
-from dflbench.registry import Registry
-from dflbench.runtime.backend import resolve_device
-from dflbench.topology import from_adjacency, list_topologies, make_topology
-from dflbench.vision import architecture_of, create_model, parse_policy, split_for_cache
+from dflbench.registry import Registry, option
+from dflbench.runtime.backend import check_runtime, resolve_device
+from dflbench.topology import topology_from_spec
+from dflbench.vision import architecture_of, check_model_name, create_model, parse_policy, split_for_cache
+
+from .config import recorded_config
 
 # CLI name -> a dflbench.mixing algorithm (`mixing`: its name; None: ONE centralized model trained on the union of
 # the nodes' data) and the label of plots.
@@ -100,49 +102,11 @@ def parse_algorithms(spec: str | tuple[str, ...] | list[str]) -> tuple[str, ...]
     names = tuple(a.strip() for a in (spec.split(",") if isinstance(spec, str) else spec) if a.strip())
     bad = [a for a in names if a not in ALGORITHMS]
     if bad or not names:
-        raise UserError(f"unknown algorithm(s) {', '.join(bad) or '(none given)'}; valid: {', '.join(ALGORITHMS)}")
+        raise UserError(f"--algorithms: unknown algorithm(s) {', '.join(bad) or '(none given)'}; valid: "
+                        f"{', '.join(ALGORITHMS)}")
     if len(set(names)) != len(names):
-        raise UserError(f"algorithm list {','.join(names)} repeats a name")
+        raise UserError(f"--algorithms: {','.join(names)} repeats a name")
     return names
-
-
-def parse_model_kwargs(spec: str) -> tuple[tuple[str, Any], ...]:
-    """'img_size=32,patch_size=4,global_pool=avg' -> (('img_size', 32), ...): ints, floats, else strings."""
-    out = []
-    for item in (s.strip() for s in spec.split(",") if s.strip()):
-        key, eq, value = item.partition("=")
-        if not eq or not key.strip():
-            raise UserError(f"--model-kwargs item {item!r} must be KEY=VALUE (e.g. img_size=32,depth=4)")
-        for cast in (int, float):
-            try:
-                value = cast(value)
-                break
-            except ValueError:
-                continue
-        out.append((key.strip(), value))
-    return tuple(out)
-
-
-def build_topology(spec: str, n: int, seed: int = 0):
-    """A registered topology name (erdos_renyi is seeded by `seed`), or `adjacency:PATH` to a text/.npy 0/1
-    matrix with adj[i, j] > 0 iff j sends to i. The graph must be strongly connected."""
-    adjacency = spec.startswith("adjacency:")
-    if adjacency:
-        path = Path(spec.split(":", 1)[1])
-        if not path.is_file():
-            raise FileNotFoundError(f"adjacency file {str(path)!r} does not exist; give adjacency:PATH to an n x n "
-                                    "0/1 matrix (.npy or whitespace-separated text)")
-    elif spec not in list_topologies():
-        raise UserError(f"unknown topology {spec!r}; valid: {', '.join(list_topologies())}, adjacency:PATH")
-    with user_input("--topology"):
-        if adjacency:
-            adj = np.load(path) if path.suffix == ".npy" else np.loadtxt(path, ndmin=2)
-            if adj.shape != (n, n):
-                raise UserError(f"adjacency {path} has shape {adj.shape} but --nodes is {n}; give an n x n matrix")
-            topo = from_adjacency(torch.as_tensor(adj, dtype=torch.float64), name=path.stem)
-        else:
-            topo = make_topology(spec, n, seed=seed) if spec == "erdos_renyi" else make_topology(spec, n)
-        return topo.check_strongly_connected()
 
 
 # "auto": last-layer CLS attention for ViT / DeiT (the layer fine-tuning changes), Grad-CAM for Swin (no CLS token)
@@ -169,34 +133,42 @@ class P2PFTConfig:
     images and stacked seeds share one feature cache (seeds vary the initial head, the sampling and a seeded graph).
     `batch_seeds` only chooses how several seeds run (`run_p2pft_seeds`), never what they compute."""
 
-    model: str = "vit_small_patch16_224"
-    dataset: str = "digits"
-    train_samples: int | None = None
-    nodes: int = 4
-    topology: str = "hub_ring"
-    split: str = "classes"
-    algorithms: tuple[str, ...] = ("local", "p2pft", "central")
-    epochs: int = 100
-    lr: float = 1e-3
-    momentum: float = 0.0
-    batch_size: int = 32
-    device: str = "auto"
-    seed: int = 0
-    policy: str = "last_block"
-    checkpoint: str | None = None
-    pretrained: bool = False
-    model_kwargs: tuple[tuple[str, Any], ...] = ()
-    data_dir: str | None = None
-    download: bool = False
-    image_size: int = 224
-    cache: bool = True
-    attention: int = 0
-    attention_method: str = "auto"
-    attention_node: int = 1
-    central_steps: str = "match"
-    batch_seeds: bool | None = None  # several seeds (run_p2pft_seeds): stacked where possible / always / never
+    model: str = option("vit_small_patch16_224", "timm model name.")
+    dataset: str = option("digits", "Dataset name, npz:PATH or folder:PATH.")
+    train_samples: int | None = option(None, "Fine-tune on a random subset of the training set (the same for every "
+                                             "seed).")
+    nodes: int = option(4, "Number of nodes.")
+    topology: str = option("hub_ring", "Topology name or adjacency:PATH (hub_ring: directed, A != B).")
+    split: str = option("classes", "classes[:ROW] | dirichlet:ALPHA | iid | shards:K.")
+    algorithms: tuple[str, ...] = option(("local", "p2pft", "central"),
+                                         f"Comma list of: {', '.join(ALGORITHMS.list())}.")
+    epochs: int = option(100, "Training epochs.")
+    lr: float = option(1e-3, "Learning rate of every node.")
+    momentum: float = option(0.0, "Heavy-ball momentum on every node's direction.")
+    batch_size: int = option(32, "Per-node batch size (central: nodes x this).")
+    device: str = option("auto", "auto | cpu | cuda.")
+    seed: int = option(0, "Seed of the initial tail, the batches and a seeded graph.")
+    policy: str = option("last_block", "Freezing policy.")
+    checkpoint: str | None = option(None, "Backbone state dict (dflbench pretrain).")
+    pretrained: bool = option(False, "timm pretrained weights (needs the network).")
+    model_kwargs: tuple[tuple[str, Any], ...] = option((), "timm kwargs, e.g. img_size=32,patch_size=4.")
+    data_dir: str | None = option(None, "Dataset root folder.")
+    download: bool = option(False, "Allow torchvision downloads.")
+    image_size: int = option(224, "Load size for datasets with varying image sizes.")
+    cache: bool = option(True, "Train on the frozen prefix's cached features (--no-cache: recompute the prefix every "
+                               "batch).")
+    attention: int = option(0, "Write Fig. 2 attention maps for N test images.")
+    attention_method: str = option("auto", "auto (cls for ViT/DeiT, gradcam for Swin) | cls | rollout | gradcam | "
+                                           "integrated_gradients.")
+    attention_node: int = option(1, "Node (from 1) whose unseen classes Fig. 2 shows.")
+    central_steps: str = option("match", "match (central takes the nodes' steps per epoch) | epoch (one pass over "
+                                         "the union per epoch).")
+    runtime: str = option("simulator", "simulator (one process) | distributed (one rank per node group, torchrun).")
+    batch_seeds: bool | None = option(None, "Several seeds: stacked where possible (none) / always (true) / never "
+                                            "(false); never changes what they compute.")
 
     def __post_init__(self):
+        """Every field is checked here, before any data loads; an error names the option as the user gives it."""
         parse_algorithms(self.algorithms)
         check_numbers(self, P2PFT_NUMBERS)
         mixing = [a for a in self.algorithms if ALGORITHMS.get(a).metadata["mixing"] not in (None, "local")]
@@ -204,10 +176,18 @@ class P2PFTConfig:
             raise UserError(f"--nodes {self.nodes}: {', '.join(mixing)} exchange{'s' if len(mixing) == 1 else ''} "
                             "models over a graph of nodes; "
                             "give --nodes 2 or more (or only --algorithms local,central)")
+        with for_option("--split"):
+            parse_split(self.split)
+        with for_option("--model"):
+            check_model_name(self.model)
+        with for_option("--runtime"):
+            check_runtime(self.runtime)
+        if mixing:
+            self.graph()
         if self.checkpoint is not None and self.pretrained:
             raise UserError("give either --checkpoint or --pretrained, not both")
         if self.attention_method not in ATTENTION_METHODS:
-            raise UserError(f"unknown attention method {self.attention_method!r}; valid: "
+            raise UserError(f"--attention-method: unknown attention method {self.attention_method!r}; valid: "
                             f"{', '.join(ATTENTION_METHODS)}")
         if not 1 <= self.attention_node <= self.nodes:
             raise UserError(f"--attention-node must be in 1..{self.nodes} (nodes are numbered from 1), got "
@@ -218,6 +198,12 @@ class P2PFTConfig:
             make_algorithm("local", self.lr, momentum=self.momentum)
         with user_input("--policy"):
             parse_policy(self.policy)
+
+    def graph(self):
+        """The communication graph of `topology` on `nodes` (seeded by `seed` where the generator draws); a bad spec
+        is a UserError naming --topology."""
+        with for_option("--topology"):
+            return topology_from_spec(self.topology, self.nodes, self.seed)
 
     @property
     def backbone(self) -> str:
@@ -293,7 +279,7 @@ def _prepare(cfg: P2PFTConfig, out: Path, device: str, data, runtime: P2PFTRunti
     """Build one seed's run; its feature cache is an earlier seed's when their frozen prefixes are equal (a
     pretrained or checkpoint backbone), so the prefix runs once for all seeds."""
     needs_graph = any(ALGORITHMS.get(a).metadata["mixing"] not in (None, "local") for a in cfg.algorithms)
-    topology = build_topology(cfg.topology, cfg.nodes, cfg.seed) if needs_graph else None
+    topology = cfg.graph() if needs_graph else None
     with user_input("--algorithms"):  # every algorithm (and its matrices) is checked before any of them trains
         algorithms = {name: ALGORITHMS.make(name, None, lr=cfg.lr, momentum=cfg.momentum, topology=topology)
                       for name in cfg.algorithms}
@@ -372,8 +358,8 @@ SAME_RUN = ("algorithms", "device", "cache", "batch_seeds", "attention", "attent
 
 def config_differences(cfg: P2PFTConfig, previous: dict) -> list[str]:
     """The config fields, less `SAME_RUN`, in which `previous` (a results.json) differs from `cfg`, sorted."""
-    return differing_fields({**asdict(cfg), "model_kwargs": dict(cfg.model_kwargs)}, previous.get("config", {}),
-                            SAME_RUN)
+    return differing_fields({**asdict(cfg), "model_kwargs": dict(cfg.model_kwargs)},
+                            recorded_config(P2PFTConfig, previous.get("config", {})), SAME_RUN)
 
 
 def read_results(out: str | Path) -> dict | None:
@@ -409,6 +395,15 @@ def run_p2pft(cfg: P2PFTConfig, out_dir: str | Path, resume: bool = False, progr
     """Run every algorithm of `cfg`, write `out_dir/results.json` and `results.csv`, then the pictures, and return
     the results (None in a process that is not `runtime.lead`)."""
     return run_p2pft_seeds([cfg], [out_dir], resume, progress, runtime)[0]
+
+
+def run_seed(cfg: P2PFTConfig, folder: Path, on_run_done: Callable[[dict], None] | None = None,
+             on_progress=None) -> None:
+    """One seed of a reproduction (`recipes.config.Experiment.run_seed`): `run_p2pft` into `folder`, resuming from
+    its checkpoints; `on_run_done(run)` for each algorithm (P2P-FT reports no progress within one)."""
+    for r in run_p2pft(cfg, folder, resume=True).results["runs"]:
+        if on_run_done is not None:
+            on_run_done(r)
 
 
 def run_p2pft_seeds(cfgs: list[P2PFTConfig], out_dirs: list[str | Path], resume: bool = False,
@@ -492,7 +487,7 @@ def _finish(seed: _Seed, data, device: str, runs: list[dict], sims: dict[str, Sy
         "runs": runs,
     }
     results = keep_earlier_runs(results, previous, "algorithm", "algorithms")
-    write_results(out, results)                                   # results first: a picture can never lose them
+    write_results(results, out)                                   # results first: a picture can never lose them
     curves = {label(r["algorithm"]): ([h["epoch"] for h in r["history"]], [h["mean_accuracy"] for h in r["history"]])
               for r in runs}
     results["figures"] = {"accuracy": _picture(out, "accuracy", lambda: {"path": str(line_plot(
@@ -501,7 +496,7 @@ def _finish(seed: _Seed, data, device: str, runs: list[dict], sims: dict[str, Sy
     if cfg.attention:
         results["attention"] = _picture(out, "attention", lambda: write_attention(
             out / "attention.png", seed.model, seed.tail, seed.transform, data, part, sims, cfg, device))
-    write_results(out, results)
+    write_results(results, out)
     return P2PFTRun(results, sims)
 
 
@@ -558,7 +553,7 @@ def write_attention(path: Path, model, tail, transform, data, part, sims: dict[s
             "method": method}
 
 
-def write_results(out: Path, results: dict) -> None:
+def write_results(results: dict, out: Path) -> None:
     """results.json (everything) and results.csv (one row per algorithm: per-node and mean accuracy, cost)."""
     atomic_write_json(out / "results.json", results)
     rows = []

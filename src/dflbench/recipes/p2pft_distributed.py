@@ -15,11 +15,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dflbench.errors import UserError
+from dflbench.errors import UserError, check_numbers
 from dflbench.recipes.p2pft import P2PFTConfig, P2PFTRun, P2PFTRuntime, run_p2pft, single_model
 from dflbench.runtime.backend import DistEnv, destroy_process_group, init_process_group
 from dflbench.runtime.comm import PeerFailure
 from dflbench.runtime.sync import DistributedSyncSimulator
+
+
+def check_timeout(timeout_s: float | None) -> None:
+    """UserError naming --peer-timeout unless `timeout_s` is None or a finite number > 0."""
+    check_numbers({"timeout_s": timeout_s}, {"timeout_s": ("--peer-timeout", "(0, inf)")})
 
 
 def run_p2pft_distributed(cfg: P2PFTConfig, out_dir: str | Path, resume: bool = False, progress: bool | None = None,
@@ -27,6 +32,7 @@ def run_p2pft_distributed(cfg: P2PFTConfig, out_dir: str | Path, resume: bool = 
     """Run every algorithm of `cfg` across the torchrun ranks (see the module docstring). A rank that dies, or
     answers no exchange for `timeout_s` seconds, stops every rank with `PeerFailure` naming it; the epochs finished
     before are checkpointed, and the same launch with `resume=True` continues from them."""
+    check_timeout(timeout_s)
     central = [a for a in cfg.algorithms if single_model(a)]
     if central:
         raise UserError(f"algorithm(s) {', '.join(central)} train one model on the union of all nodes' data and "

@@ -21,31 +21,40 @@ import torch
 import torch.nn.functional as F
 
 from dflbench.data import BatchTransform, load_dataset
-from dflbench.errors import UserError, user_input
+from dflbench.errors import check_numbers, for_option, user_input
 from dflbench.io import atomic_torch_save, atomic_write_json
+from dflbench.registry import option
 from dflbench.runtime.backend import resolve_device
-from dflbench.vision import create_model
+from dflbench.vision import check_model_name, create_model
+
+# numeric fields -> (the option as the user gives it, the interval it must lie in; `dflbench.errors.check_numbers`)
+PRETRAIN_NUMBERS = {
+    "epochs": ("--epochs", "[1, inf)"), "lr": ("--lr", "(0, inf)"), "weight_decay": ("--weight-decay", "[0, inf)"),
+    "batch_size": ("--batch-size", "[1, inf)"), "seed": ("--seed", "[0, inf)"),
+    "image_size": ("--image-size", "[1, inf)"),
+}
 
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    model: str = "vit_small_patch16_224"
-    dataset: str = "tiny-imagenet"
-    epochs: int = 10
-    lr: float = 1e-4
-    weight_decay: float = 0.05
-    batch_size: int = 64
-    device: str = "auto"
-    seed: int = 0
-    model_kwargs: tuple[tuple[str, Any], ...] = ()
-    data_dir: str | None = None
-    download: bool = False
-    image_size: int = 224
+    model: str = option("vit_small_patch16_224", "timm model name.")
+    dataset: str = option("tiny-imagenet", "Dataset name, npz:PATH or folder:PATH.")
+    epochs: int = option(10, "Training epochs.")
+    lr: float = option(1e-4, "AdamW learning rate (1e-3 leaves a small ViT at chance).")
+    weight_decay: float = option(0.05, "AdamW weight decay.")
+    batch_size: int = option(64, "Batch size.")
+    device: str = option("auto", "auto | cpu | cuda.")
+    seed: int = option(0, "Seed of the initial model and the shuffling.")
+    model_kwargs: tuple[tuple[str, Any], ...] = option((), "timm kwargs, e.g. img_size=32,patch_size=4.")
+    data_dir: str | None = option(None, "Dataset root folder.")
+    download: bool = option(False, "Allow torchvision downloads.")
+    image_size: int = option(224, "Load size for datasets with varying image sizes.")
 
     def __post_init__(self):
-        if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0 or self.weight_decay < 0:
-            raise UserError(f"need epochs >= 1, batch size >= 1, lr > 0, weight decay >= 0 (got {self.epochs}, "
-                            f"{self.batch_size}, {self.lr}, {self.weight_decay})")
+        """Every field is checked here, before any data loads; an error names the option as the user gives it."""
+        check_numbers(self, PRETRAIN_NUMBERS)
+        with for_option("--model"):
+            check_model_name(self.model)
 
 
 @torch.no_grad()

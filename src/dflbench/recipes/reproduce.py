@@ -31,11 +31,11 @@ from typing import Any
 from dflbench.errors import UserError
 from dflbench.io import atomic_write_json, read_json
 
-from .config import EXPERIMENTS, build_config, check_keys, experiment_class, read_toml
+from .config import EXPERIMENTS, build_config, check_keys, experiment_class, read_toml, recorded_config
 
 TOP_KEYS = ("experiment", "title", "config", "scales", "stand_in", "paper")
 SCALES = ("paper", "paper-cpu", "cpu", "smoke")
-PAPER_KEYS = {"aedfl": ("acc", "time", "mfp"), "p2pft": ("nodes",)}
+SEEDS = 1  # seeds a reproduction runs unless told
 
 
 @dataclass(frozen=True)
@@ -107,11 +107,11 @@ def parse_recipe(doc: Mapping, name: str, path: str = "") -> Recipe:
     check_keys(paper, ("source", "results"), f"{name} [paper]")
     results = _table(paper, "results", f"{name} [paper]")
     for row, values in results.items():
-        check_keys(values, PAPER_KEYS[experiment], f"{name} [paper.results.{row}]")
+        check_keys(values, EXPERIMENTS[experiment].paper_keys, f"{name} [paper.results.{row}]")
     recipe = Recipe(name, experiment, str(doc.get("title", name)), _table(doc, "config", name), scales, stand_in,
                     str(paper.get("source", "")), results, path)
     base = recipe.resolve()
-    names = base.methods if experiment == "aedfl" else base.algorithms
+    names = EXPERIMENTS[experiment].part_names(base)
     unknown = [row for row in results if row not in names]
     if unknown:
         raise UserError(f"{name} [paper.results]: rows {unknown} are not among the runs ({', '.join(names)})")
@@ -145,9 +145,10 @@ def load_recipe_file(path: str | Path) -> Recipe:
 
 
 def _config_record(cfg) -> dict:
-    """The resolved config a finished seed is recorded with; P2P-FT's `batch_seeds` is left out (it chooses how
-    seeds run, not what they compute), so a folder finished in one mode is kept in the other."""
-    record = json.loads(json.dumps(asdict(cfg), default=str))
+    """The resolved config (a config dataclass, or a recorded one as a dict) a finished seed is recorded and compared
+    with; P2P-FT's `batch_seeds` is left out (it chooses how seeds run, not what they compute), so a folder finished
+    in one mode is kept in the other."""
+    record = json.loads(json.dumps(cfg if isinstance(cfg, dict) else asdict(cfg), default=str))
     record.pop("batch_seeds", None)
     return record
 
@@ -159,7 +160,7 @@ def _differing_fields(finished: dict, record: dict) -> list[str]:
     return top + sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
 
 
-def run_seeds(recipe: Recipe, cfg, seeds: int, out: str | Path,
+def run_seeds(recipe: Recipe, cfg, out: str | Path, seeds: int = SEEDS,
               on_seed_start: Callable[[int], None] | None = None,
               on_run_done: Callable[[int, dict], None] | None = None,
               on_progress: Callable[[int, str, float, dict | None], None] | None = None) -> list[Path]:
@@ -173,6 +174,9 @@ def run_seeds(recipe: Recipe, cfg, seeds: int, out: str | Path,
     `done.json` is written when its results are."""
     if seeds < 1:
         raise UserError(f"--seeds must be >= 1, got {seeds}")
+    if cfg.runtime != "simulator":
+        raise UserError(f"runtime = {cfg.runtime!r}: a reproduction runs its seeds on the simulator; run the config "
+                        f"with `dflbench {recipe.experiment} --config FILE` under torchrun instead")
     out = Path(out)
     folders, pending = [], []
     for seed in range(cfg.seed, cfg.seed + seeds):
@@ -184,23 +188,26 @@ def run_seeds(recipe: Recipe, cfg, seeds: int, out: str | Path,
         if done.is_file():
             finished = read_json(done, "the record of a finished seed", "delete it to run that seed again, or give "
                                  "another --out")
+            finished = {**finished, "config": _config_record(recorded_config(
+                experiment_class(recipe.experiment, recipe.name), finished.get("config", {})))}
             if finished == record:
                 continue
             differ = _differing_fields(finished, record)
-            if differ == ["methods"] and recipe.experiment == "aedfl":
-                have = finished["config"]["methods"]
-                if set(seed_cfg.methods) <= set(have):
+            kind = EXPERIMENTS[recipe.experiment]
+            if differ == [kind.parts] and kind.part_resume:
+                have, asked = finished["config"][kind.parts], kind.part_names(seed_cfg)
+                if set(asked) <= set(have):
                     continue                                # all there: the report takes the named ones
-                missing = [m for m in have if m not in seed_cfg.methods]
+                missing = [m for m in have if m not in asked]
                 if missing:
-                    raise UserError(f"{folder} holds finished runs of {', '.join(missing)}, which --set methods "
+                    raise UserError(f"{folder} holds finished runs of {', '.join(missing)}, which --set {kind.parts} "
                                     "leaves out while adding others; name them too (they are kept, not run "
                                     "again) or give another --out")
             else:
                 raise UserError(f"{folder} holds a finished run of another configuration (differs in "
                                 f"{', '.join(differ)}); give another --out or remove that folder")
         pending.append((seed, seed_cfg, folder, record))
-    if recipe.experiment == "p2pft" and cfg.batch_seeds is not False and len(pending) > 1:
+    if getattr(cfg, "batch_seeds", False) is not False and len(pending) > 1:       # P2P-FT: seeds stacked
         from .p2pft import run_p2pft_seeds
 
         for seed, *_ in pending:
@@ -214,30 +221,9 @@ def run_seeds(recipe: Recipe, cfg, seeds: int, out: str | Path,
     for seed, seed_cfg, folder, record in pending:
         if on_seed_start is not None:
             on_seed_start(seed)
-        _run_one(recipe.experiment, seed_cfg, folder,
-                 None if on_run_done is None else (lambda run, s=seed: on_run_done(s, run)),
-                 None if on_progress is None else (lambda name, f, h, s=seed: on_progress(s, name, f, h)))
+        EXPERIMENTS[recipe.experiment].run_seed(
+            seed_cfg, folder, None if on_run_done is None else (lambda run, s=seed: on_run_done(s, run)),
+            None if on_progress is None else (lambda name, f, h, s=seed: on_progress(s, name, f, h)))
         atomic_write_json(folder / "done.json", record)
     return folders
 
-
-def _run_one(experiment: str, cfg, folder: Path, on_run_done: Callable[[dict], None] | None,
-             on_progress: Callable[[str, float, dict | None], None] | None = None) -> None:
-    """One seed of one experiment, written to `folder` by the experiment's own writer."""
-    if experiment == "aedfl":
-        from .aedfl import read_results, run_aedfl, write_results
-
-        def done(run, so_far):
-            write_results(so_far, folder)
-            if on_run_done is not None:
-                on_run_done(run)
-
-        write_results(run_aedfl(cfg, on_method_done=done, previous=read_results(folder),
-                                on_progress=on_progress), folder)
-    else:
-        from .p2pft import run_p2pft
-
-        run = run_p2pft(cfg, folder, resume=True)
-        for r in run.results["runs"]:
-            if on_run_done is not None:
-                on_run_done(r)

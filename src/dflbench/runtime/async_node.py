@@ -44,7 +44,7 @@ import threading
 import time
 import warnings
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import torch
@@ -71,19 +71,21 @@ class AsyncRuntimeConfig:
     lr, seed: as the simulator's AsyncConfig (the AEDFL step reads them); heartbeat interval/timeout in seconds;
     finish_timeout_s bounds the final wait for reports; rpc_timeout_s bounds every RPC; eval_every: test accuracy
     every k local updates (0: only at the end); eval_samples: how many test samples each evaluation uses (None:
-    all). The method (AEDFL or an ablation) is the AsyncNode's `method` argument."""
+    all). The method (AEDFL or an ablation) is the AsyncNode's `method` argument. The experiment builds it from its
+    run config (`dflbench.recipes.aedfl_distributed.runtime_config`); `max_updates`, `time_budget_s`, `local_steps`
+    and `eval_samples` have no default here (keyword-only, required): the run config holds theirs."""
 
-    max_updates: int = 100
-    time_budget_s: float | None = None
+    max_updates: int = field(kw_only=True)
+    time_budget_s: float | None = field(kw_only=True)
     batch_size: int = 32
-    local_steps: int = 1
+    local_steps: int = field(kw_only=True)
     lr: float = 0.05
     heartbeat_interval_s: float = 0.2
-    heartbeat_timeout_s: float = 3.0
+    heartbeat_timeout_s: float = 10.0
     finish_timeout_s: float = 120.0
     rpc_timeout_s: float = 30.0
-    eval_every: int = 0
-    eval_samples: int | None = None
+    eval_every: int = 10
+    eval_samples: int | None = field(kw_only=True)
     seed: int = 0
     device: str = "cpu"
 

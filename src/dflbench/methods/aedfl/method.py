@@ -98,8 +98,7 @@ class AEDFL:
     # ---- one local update for a batch of devices ------------------------------------------------------
     def on_complete(self, sim: AsyncSimulator, devs: torch.Tensor, times: torch.Tensor) -> None:
         out = self.step.update(sim, devs, sim.x[devs])
-        sim.device_steps += len(devs) * sim.cfg.local_steps
-        sim.loss[devs] = out.loss
+        sim.account(devs, loss=out.loss, steps=len(devs) * sim.cfg.local_steps)
         if len(out.pruned):
             sim.cost_fraction[out.pruned] = out.cost
         sim.x[devs] = out.x

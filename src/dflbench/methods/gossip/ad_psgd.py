@@ -16,6 +16,8 @@ transfer. A partner that fails during the exchange is out as well; a device that
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from dflbench.aggregation import rules
@@ -24,6 +26,15 @@ from dflbench.engines.cost import average_macs
 from dflbench.methods.gossip.base import DecentralizedMethod
 from dflbench.methods.registry import register_method
 from dflbench.registry import NoOptions
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """The pairwise exchange's message as the simulator carries it (i's side: the transfer's arrival at i): i's
+    update `delta` and i's failure epoch when it left (an exchange i failed during is dropped)."""
+
+    delta: torch.Tensor
+    epoch: int
 
 
 @register_method("ad-psgd", options=NoOptions, kind="decentralized", paper="Lian et al. 2018 (AEDFL Table 1)")
@@ -42,20 +53,19 @@ class ADPSGD(DecentralizedMethod):
         open_ = sim.alive & sim.below_limit()                            # partners: alive, fewer than T updates
         x, loss, _ = sim.local_sgd(devs, self.read[devs])                # the gradient at the stale read
         delta = x - self.read[devs]
-        sim.loss[devs] = loss
+        sim.account(devs, loss=loss)
         partner = sim.random_out_neighbor(devs)
         nbytes = sim.model_bytes()
         for b, (i, j) in enumerate(zip(devs.tolist(), partner.tolist())):
             if j < 0 or not open_[j]:
                 self._apply(sim, i, delta[b], float(times[b]))
                 continue
-            sim.send(j, i, {"delta": delta[b], "epoch": int(sim.epoch[i])}, nbytes, at=float(times[b]))
-            sim.bytes_sent += nbytes                                     # and x_i to j, over the same time
-            sim.messages += 1
+            sim.send(j, i, Exchange(delta[b], int(sim.epoch[i])), nbytes, at=float(times[b]))
+            sim.account(messages=1, nbytes=nbytes)                       # and x_i to j, over the same time
 
     def on_arrive(self, sim: AsyncSimulator, msg: Message) -> None:
-        i, j = msg.dst, msg.src
-        if msg.payload["epoch"] != int(sim.epoch[i]):                    # i failed during the exchange
+        i, j, exchange = msg.dst, msg.src, msg.payload
+        if exchange.epoch != int(sim.epoch[i]):                          # i failed during the exchange
             return
         at = sim.now
         if sim.alive[j]:
@@ -64,12 +74,12 @@ class ADPSGD(DecentralizedMethod):
             both = torch.stack([x, sim.outgoing(pair, x).flip(0)], 1).flatten(0, 1)   # x_i, sent_j, x_j, sent_i
             sim.x[pair] = rules.adpsgd_pairwise(both, torch.tensor([[0, 1], [2, 3]]))[0::2]
             at += float(sim.work_time(torch.tensor([i]), average_macs(2, sim.P))[0])   # the average: engines.cost
-        self._apply(sim, i, msg.payload["delta"], at)
+        self._apply(sim, i, exchange.delta, at)
 
     def _apply(self, sim: AsyncSimulator, i: int, delta: torch.Tensor, at: float) -> None:
         """x_i <- x_i + delta_i; i's update counts and its next one starts at `at`, reading its model."""
         sim.x[i] += delta
-        sim.t[i] += 1
+        sim.account(i, updates=1)
         self.read[i] = sim.x[i]
         sim.schedule_completions(torch.tensor([i]), torch.tensor([at], dtype=torch.float64))
 

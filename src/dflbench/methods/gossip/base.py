@@ -7,7 +7,7 @@ from abc import ABC, abstractmethod
 
 import torch
 
-from dflbench.engines.async_sim import ROUND, AsyncSimulator
+from dflbench.engines.async_sim import AsyncSimulator, Kind
 
 
 class DecentralizedMethod(ABC):
@@ -48,10 +48,10 @@ class RoundMethod(DecentralizedMethod):
         alive = sim.alive & sim.below_limit()
         devs = alive.nonzero().squeeze(1)
         if len(devs) == 0:
-            sim.schedule(sim.now + sim.cfg.heartbeat_interval, ROUND)
+            sim.schedule(sim.now + sim.cfg.heartbeat_interval, Kind.ROUND)
             return
         comm = self.round_step(sim, alive, devs)
-        sim.schedule(sim.now + float((sim.compute_time(devs) + comm).max()), ROUND)
+        sim.schedule(sim.now + float((sim.compute_time(devs) + comm).max()), Kind.ROUND)
 
     def on_complete(self, sim, devs, times) -> None:
         raise RuntimeError(f"{self.name} runs in rounds")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from dflbench.engines.async_sim import ROUND, AsyncSimulator
+from dflbench.engines.async_sim import AsyncSimulator, Kind
 from dflbench.engines.cost import average_macs
 from dflbench.methods.gossip.base import RoundMethod
 from dflbench.methods.registry import register_method
@@ -28,13 +28,12 @@ class DPSGD(RoundMethod):
         self._init_common(sim)
         self.W = uniform(sim.topology).to(sim.x.dtype).to(sim.dev)
         self.out_deg = sim.out_adj.sum(1)
-        sim.schedule(0.0, ROUND)
+        sim.schedule(0.0, Kind.ROUND)
 
     def round_step(self, sim: AsyncSimulator, alive: torch.Tensor, devs: torch.Tensor) -> torch.Tensor:
         x, loss, _ = sim.local_sgd(devs, sim.x[devs])
         sim.x[devs] = x
-        sim.t[devs] += 1
-        sim.loss[devs] = loss
+        sim.account(devs, updates=1, loss=loss)
         W = self.W * alive.to(self.W.dtype).to(sim.dev).unsqueeze(0)
         W = W / W.sum(1, keepdim=True)
         sent = sim.outgoing(torch.arange(sim.D), sim.x)
@@ -43,8 +42,7 @@ class DPSGD(RoundMethod):
             mixed += W.diagonal().unsqueeze(1) * (sim.x - sent)
         sim.x[devs] = mixed[devs]
         nbytes = sim.model_bytes()
-        sim.bytes_sent += int(self.out_deg[devs].sum()) * nbytes
-        sim.messages += int(self.out_deg[devs].sum())
+        sim.account(messages=int(self.out_deg[devs].sum()), nbytes=nbytes)
         mixing = sim.work_time(devs, average_macs((W[devs] > 0).sum(1).double(), sim.P))   # engines.cost
         return (sim.profiles.latency[devs] * 2 + nbytes * self.out_deg[devs].double() / sim.profiles.bandwidth[devs]
                 + mixing)

@@ -26,6 +26,25 @@ from dflbench.errors import UserError
 from dflbench.registry import option
 
 
+@dataclass(frozen=True)
+class Upload:
+    """A device's upload to the server: its model `x` (as sent: `AsyncSimulator.outgoing`) and the global version it
+    trained from."""
+
+    x: torch.Tensor
+    version: int
+
+
+@dataclass(frozen=True)
+class GlobalModel:
+    """The server's reply to device: the global model `x`, its `version`, and the device's failure epoch when it was
+    sent (a reply to a device that failed since is stale)."""
+
+    x: torch.Tensor
+    version: int
+    epoch: int
+
+
 class ServerMethod(ABC):
     """The global model `xg` and its version, the devices' sample counts, evaluation of the global model, dense
     MFLOPs (server methods do not prune)."""
@@ -74,27 +93,27 @@ class AsyncServer(ServerMethod):
 
     def on_complete(self, sim: AsyncSimulator, devs: torch.Tensor, times: torch.Tensor) -> None:
         x, loss, _ = sim.local_sgd(devs, sim.x[devs], lr=self.client_lr(sim, devs), grad_fn=self.grad_fn(sim, devs))
-        sim.loss[devs] = loss
+        sim.account(devs, loss=loss)
         sim.x[devs] = x
         upload = sim.outgoing(devs, x)                               # noise from a harmful device (FaultConfig)
         nbytes = sim.model_bytes()
         for b, d in enumerate(devs.tolist()):
-            sim.send(d, SERVER, {"x": upload[b].clone(), "version": int(self.start_version[d])}, nbytes,
-                     at=float(times[b]))
+            sim.send(d, SERVER, Upload(upload[b].clone(), int(self.start_version[d])), nbytes, at=float(times[b]))
 
     def on_arrive(self, sim: AsyncSimulator, msg: Message) -> None:
         if msg.dst != SERVER:                                        # a device receives the global model
             d = msg.dst
-            if msg.payload["epoch"] != int(sim.epoch[d]):            # sent before the device failed: stale
+            reply: GlobalModel = msg.payload
+            if reply.epoch != int(sim.epoch[d]):                     # sent before the device failed: stale
                 return
-            sim.x[d] = msg.payload["x"]
-            self.start[d] = msg.payload["x"]
-            self.start_version[d] = msg.payload["version"]
+            sim.x[d] = reply.x
+            self.start[d] = reply.x
+            self.start_version[d] = reply.version
             sim.schedule_completions(torch.tensor([d]), torch.tensor([sim.now], dtype=torch.float64))
             return
-        d, xk, v = msg.src, msg.payload["x"], msg.payload["version"]
-        tau = self.version - v
-        sim.t[d] += 1                                                # the update counts once the server has it
+        d, upload = msg.src, msg.payload
+        xk, tau = upload.x, self.version - upload.version
+        sim.account(d, updates=1)                                    # the update counts once the server has it
         self.participation[d] += 1
         self.staleness_sum[d] += tau
         self.apply(sim, d, xk, tau)
@@ -114,8 +133,8 @@ class AsyncServer(ServerMethod):
         """Send device `d` the global model once the server has done its work on the upload (`upload_macs`,
         charged at the server's speed)."""
         merge = float(sim.work_time(torch.tensor(SERVER), self.upload_macs(sim)))
-        sim.send(SERVER, d, {"x": self.xg.clone(), "version": self.version, "epoch": int(sim.epoch[d])},
-                 sim.model_bytes(), at=sim.now + merge)
+        sim.send(SERVER, d, GlobalModel(self.xg.clone(), self.version, int(sim.epoch[d])), sim.model_bytes(),
+                 at=sim.now + merge)
 
     def on_round(self, sim, payload) -> None:
         raise RuntimeError(f"{self.name} schedules no rounds")

@@ -28,7 +28,7 @@ import torch
 
 from dflbench.aggregation import rules
 from dflbench.engines.async_rng import STREAM_SAMPLE, counter_randint, counter_uniform
-from dflbench.engines.async_sim import ROUND, SERVER, AsyncSimulator
+from dflbench.engines.async_sim import SERVER, AsyncSimulator, Kind
 from dflbench.engines.cost import average_macs
 from dflbench.errors import UserError
 from dflbench.methods.registry import register_method
@@ -53,6 +53,15 @@ def sample_size(fraction: float, alive: int) -> int:
     return max(1, math.ceil(round(fraction * alive, 9)))
 
 
+
+@dataclass(frozen=True)
+class RoundInFlight:
+    """A ROUND event's payload while a round is in flight: its devices and their training losses (the round counts
+    for them when it ends)."""
+
+    devs: torch.Tensor
+    loss: torch.Tensor
+
 @register_method("fedavg", options=FedAvgOptions, kind="server", paper="McMahan et al. 2017 (AEDFL Table 1)")
 class FedAvg(ServerMethod):
     """Synchronous rounds (module docstring). `local_steps`, `grad_fn` and `aggregate` are what FedProx and FedNova
@@ -67,7 +76,7 @@ class FedAvg(ServerMethod):
         self._init_global(sim)
         self.round = 0                                               # rounds started (and trained)
         self.pending = None                                          # the average of the round in flight
-        sim.schedule(0.0, ROUND)
+        sim.schedule(0.0, Kind.ROUND)
 
     def local_steps(self, sim: AsyncSimulator, devs: torch.Tensor) -> torch.Tensor | None:
         """Per-device SGD steps `[m]` of the sampled devices; None: the run's `local_steps` for all."""
@@ -92,17 +101,16 @@ class FedAvg(ServerMethod):
 
     def on_round(self, sim: AsyncSimulator, payload) -> None:
         if payload is not None:                                      # the round in flight ends now
-            devs, loss = payload
+            ended: RoundInFlight = payload
             self.xg, self.pending = self.pending, None
             self.version += 1
-            sim.t[devs] += 1
-            sim.loss[devs] = loss
+            sim.account(ended.devs, updates=1, loss=ended.loss)
             if self.round == self.options.rounds:
                 sim.finish(f"{self.round} rounds")
                 return
         devs = self.sample(sim)
         if len(devs) == 0:
-            sim.schedule(sim.now + sim.cfg.heartbeat_interval, ROUND)
+            sim.schedule(sim.now + sim.cfg.heartbeat_interval, Kind.ROUND)
             return
         steps = self.local_steps(sim, devs)
         nbytes = sim.model_bytes()
@@ -118,9 +126,8 @@ class FedAvg(ServerMethod):
         x, loss, _ = sim.local_sgd(devs, x0, steps=steps, grad_fn=self.grad_fn())
         self.pending = self.aggregate(sim.outgoing(devs, x), devs, steps)   # as uploaded: noise from harmful ones
         self.round += 1
-        sim.bytes_sent += 2 * nbytes * len(devs)
-        sim.messages += 2 * len(devs)
-        sim.schedule(end, ROUND, (devs, loss))
+        sim.account(messages=2 * len(devs), nbytes=nbytes)         # the global model down, the update up
+        sim.schedule(end, Kind.ROUND, RoundInFlight(devs, loss))
 
     def fraction_done(self, sim: AsyncSimulator) -> float:
         """Rounds started of R (`AsyncSimulator.fraction_done`); 0 without a round limit."""

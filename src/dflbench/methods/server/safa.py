@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from dflbench.aggregation import rules
-from dflbench.engines.async_sim import ROUND
+from dflbench.engines.async_sim import Kind
 from dflbench.errors import UserError
 from dflbench.methods.registry import register_method
 from dflbench.methods.server.base import BufferedServer
@@ -82,7 +82,7 @@ class SAFA(BufferedServer):
             self.waiting = []
         elif self.waiting and not self.check_pending:
             self.check_pending = True
-            sim.schedule(sim.now + sim.cfg.heartbeat_interval, ROUND)
+            sim.schedule(sim.now + sim.cfg.heartbeat_interval, Kind.ROUND)
 
     def on_round(self, sim, payload) -> None:
         """The heartbeat check of a round waiting for uploads (a device may have failed while training)."""

@@ -17,6 +17,7 @@ from .generators import (
     register_topology,
     ring,
     star,
+    topology_from_spec,
     torus,
 )
 from .graph import Topology
@@ -36,7 +37,7 @@ from .matrices import (
 __all__ = [
     "Topology", "complete", "erdos_renyi", "exponential", "from_adjacency", "from_networkx", "hub_ring",
     "list_topologies", "make_topology", "one_peer_exponential", "one_peer_exponential_period", "register_topology",
-    "ring", "star",
-    "torus", "column_stochastic", "is_column_stochastic", "is_doubly_stochastic", "is_row_stochastic",
+    "ring", "star", "topology_from_spec", "torus",
+    "column_stochastic", "is_column_stochastic", "is_doubly_stochastic", "is_row_stochastic",
     "metropolis_hastings", "mixing_matrices", "perron_vector", "row_stochastic", "spectral_gap", "uniform",
 ]

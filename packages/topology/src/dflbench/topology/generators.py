@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import math
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -13,7 +15,11 @@ _REGISTRY: dict[str, Callable[..., Topology]] = {}
 
 
 def register_topology(fn: Callable[..., Topology]) -> Callable[..., Topology]:
-    """Register `fn(n, **kw) -> Topology` under its function name."""
+    """Register `fn(n, **kw) -> Topology` under its function name; ValueError when another generator holds it."""
+    held = _REGISTRY.get(fn.__name__)
+    if held is not None and held is not fn:
+        raise ValueError(f"topology {fn.__name__!r} is already registered (by {held.__module__}); registered: "
+                         f"{', '.join(list_topologies())}; give the generator another name")
     _REGISTRY[fn.__name__] = fn
     return fn
 
@@ -164,3 +170,26 @@ def from_networkx(g, name: str | None = None, weight: str = "weight", self_loops
         if not isinstance(g, nx.DiGraph):
             w[u, v] = float(data.get(weight, 1.0))
     return from_adjacency(w, name=name or (g.name or "networkx"), self_loops=self_loops)
+
+
+def topology_from_spec(spec: str, n: int, seed: int = 0) -> Topology:
+    """The graph a run's `topology` option names on `n` nodes: a registered generator (one that draws, i.e. takes a
+    `seed`, gets `seed`), or `adjacency:PATH` to a text or .npy 0/1 matrix with adj[i, j] > 0 iff j sends to i. It
+    must be strongly connected. ValueError on a bad spec, FileNotFoundError for a missing adjacency file."""
+    if spec.startswith("adjacency:"):
+        import numpy as np
+
+        path = Path(spec.split(":", 1)[1])
+        if not path.is_file():
+            raise FileNotFoundError(f"adjacency file {str(path)!r} does not exist; give adjacency:PATH to an n x n "
+                                    "0/1 matrix (.npy or whitespace-separated text)")
+        adj = np.load(path) if path.suffix == ".npy" else np.loadtxt(path, ndmin=2)
+        if adj.shape != (n, n):
+            raise ValueError(f"adjacency {path} has shape {adj.shape} but the run has {n} nodes; give an n x n matrix")
+        topo = from_adjacency(torch.as_tensor(adj, dtype=torch.float64), name=path.stem)
+    elif spec not in _REGISTRY:
+        raise ValueError(f"unknown topology {spec!r}; valid: {', '.join(list_topologies())}, adjacency:PATH")
+    else:
+        seeded = "seed" in inspect.signature(_REGISTRY[spec]).parameters
+        topo = make_topology(spec, n, **({"seed": seed} if seeded else {}))
+    return topo.check_strongly_connected()

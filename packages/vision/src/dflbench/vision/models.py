@@ -104,6 +104,17 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> CheckpointReport:
     return CheckpointReport(str(path), tuple(sorted(usable)), skipped)
 
 
+def check_model_name(name: str) -> str:
+    """The timm name `name` stands for (the hub's `timm/` prefix dropped); ValueError with similar names when timm
+    has no such model (`hf-hub:` ids are not checked: they are online only)."""
+    name = name.removeprefix("timm/")  # the paper's hub ids, e.g. timm/vit_small_patch16_224: same timm name
+    if not name.startswith(("hf-hub:", "hf_hub:")) and not timm.is_model(name):
+        close = timm.list_models(f"*{name.split('.')[0].split('_')[0]}*")[:10]
+        raise ValueError(f"unknown timm model {name!r}; similar names: {', '.join(close) or 'none'} "
+                         "(see timm.list_models())")
+    return name
+
+
 def create_model(name: str, num_classes: int, pretrained: bool = False, checkpoint: str | Path | None = None,
                  **timm_kwargs) -> nn.Module:
     """A timm model `name` with a fresh `num_classes` head, optionally initialised from a local checkpoint.
@@ -116,11 +127,7 @@ def create_model(name: str, num_classes: int, pretrained: bool = False, checkpoi
     """
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-    name = name.removeprefix("timm/")  # the paper's hub ids, e.g. timm/vit_small_patch16_224: same timm name
-    if not name.startswith(("hf-hub:", "hf_hub:")) and not timm.is_model(name):
-        close = timm.list_models(f"*{name.split('.')[0].split('_')[0]}*")[:10]
-        raise ValueError(f"unknown timm model {name!r}; similar names: {', '.join(close) or 'none'} "
-                         "(see timm.list_models())")
+    name = check_model_name(name)
     model = timm.create_model(name, pretrained=pretrained, num_classes=num_classes, **timm_kwargs)
     if checkpoint is not None:
         load_checkpoint(model, checkpoint)
