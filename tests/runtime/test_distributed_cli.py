@@ -96,7 +96,10 @@ def test_distributed_resume_keeps_a_finished_run_without_launching(band_npz, tmp
             "--max-updates", "1", "--batch-size", "8", "--local-steps", "1", "--eval-samples", "20", "--out", str(out),
             "--methods", "aedfl-dwu"]
     assert CliRunner().invoke(app, args).exit_code == 0
-    before = json.loads((out / "results.json").read_text())["runs"]
+    recorded = json.loads((out / "results.json").read_text())      # as if that finished run were a distributed one
+    recorded["config"]["runtime"] = "distributed"                  # (the runtime is part of the configuration)
+    (out / "results.json").write_text(json.dumps(recorded))
+    before = recorded["runs"]
     for rank in ("1", "0"):
         monkeypatch.setenv("RANK", rank)
         res = CliRunner().invoke(app, [*args, "--runtime", "distributed", "--resume"])
