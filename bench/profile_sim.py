@@ -14,8 +14,9 @@ simulator's CPU per SGD step over the loop's, each averaged over the two runs.
 
 `--phases` runs the simulator once more with its work attributed to phases (exclusive thread CPU: a phase nested in
 another is taken out of it): SGD, data (minibatch gathering), pruning (Hessian: `device_curvature`; the rest of the
-pruning call: rates, scores, masks, MFLOPs), dwu (dynamic weights: the gradient at the aggregate and eq. 4.8),
-rl (the policy's selection and REINFORCE step and the reward's two loss passes), aggregation (cache reads, writes
+pruning call: rates, scores, masks, MFLOPs), dwu (dynamic weights: eq. 4.6-4.8; the gradient at the aggregate is the
+next update's first SGD step, counted in SGD), rl (the policy's selection and REINFORCE step and the reward's loss
+pass at the pre-aggregation model), aggregation (cache reads, writes
 and the weighted averages), other (the event loop, messages, bookkeeping). `--cprofile N` prints cProfile's top N
 functions by own time instead of timing. `--memory` runs the simulator only and prints peak RSS, minor page
 faults, user and system CPU of the process (`resource.getrusage`), device-steps per second, and on CUDA the peak
@@ -108,7 +109,8 @@ def run_loop(w: Workload) -> tuple[float, int]:
 
 PHASES = {
     # (module path, attribute, phase, inherit): `inherit` keeps the caller's phase when called inside another one
-    "sgd": [("dflbench.methods.aedfl.step", "local_sgd", False), ("dflbench.engines.async_sim", "local_sgd", False)],
+    "sgd": [("dflbench.methods.aedfl.step", "local_sgd", False), ("dflbench.engines.async_sim", "local_sgd", False),
+            ("dflbench.methods.aedfl.step", "AEDFLStep._next_first_step", False)],
     "data": [("dflbench.engines.async_stacked", "DeviceData.gather", False),
              ("dflbench.engines.async_stacked", "DeviceData.indices", False)],
     "pruning": [("dflbench.methods.aedfl.pruning", "AdaptivePruner.prune", False),

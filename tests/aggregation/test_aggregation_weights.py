@@ -96,6 +96,27 @@ def test_lambda_grad_equals_autograd(masked):
     assert (ours[~active] == 0).all()
 
 
+@pytest.mark.parametrize("block_size", [None, 3])
+def test_lambda_grad_with_a_new_local_mask_equals_autograd(block_size):
+    """AEDFL re-prunes the full aggregate: x = o_new * mu(lambda) with mu eq. 4.11 over the old masks; `out_mask`
+    gives dF/dlambda through that (autograd reference), including entries the new mask regrows."""
+    lam, samples, dt, loss, models, masks, active, target = _problem(3)
+    new = torch.rand(masks.shape[0], masks.shape[2], generator=torch.Generator().manual_seed(9)) < 0.5
+    assert (new & ~masks[:, 0]).any() and (~new & masks[:, 0]).any()
+    lam = lam.requires_grad_(True)
+    x = masked_average(models, dynamic_weights(lam, samples, dt, loss, active), masks, remask=False) * new
+    local_loss(x, target).backward()
+    g = torch.func.grad(local_loss)(x.detach(), target)
+    ours = lambda_grad(lam.detach(), samples, dt, loss, models, g, masks, active, block_size=block_size,
+                       out_mask=new)
+    assert torch.allclose(ours, lam.grad, atol=1e-10, rtol=1e-8)
+    default = lambda_grad(lam.detach(), samples, dt, loss, models, g, masks, active)
+    assert torch.equal(default, lambda_grad(lam.detach(), samples, dt, loss, models, g, masks, active,
+                                            out_mask=masks[:, 0]))
+    with pytest.raises(ValueError, match="out_mask"):
+        lambda_grad(lam.detach(), samples, dt, loss, models, g, None, active, out_mask=new)
+
+
 def test_masked_gradient_reduces_to_plain_with_full_masks():
     lam, samples, dt, loss, models, _, active, target = _problem(2)
     g = torch.randn(models.shape[0], models.shape[-1], dtype=torch.float64)

@@ -86,6 +86,29 @@ def test_local_sgd_equals_per_client_optimizer_loop(tiny_data, path):
         assert float(loss[i]) == pytest.approx(sum(losses) / steps, rel=1e-5)
 
 
+def test_local_sgd_takes_a_given_first_step_for_the_known_rows(tiny_data):
+    """`first = (loss, grad, known)`: rows `known` use the given step-0 loss and gradient, the others compute theirs;
+    given the true ones, the result is the plain run's (masked), and a known row's given gradient is what it steps
+    with."""
+    n, lr = 4, 0.05
+    data = tiny_data(n)
+    net = stacked("loop")
+    x0 = models(net, n)
+    masks = torch.rand(n, net.numel, generator=torch.Generator().manual_seed(3)) < 0.8
+    devs, t = torch.arange(n), torch.full((n,), 2)
+    kw = dict(steps=3, lr=lr, batch_size=8, seed=11, masks=masks)
+    plain = local_sgd(net, data, devs, t, x0, **kw)
+    xb, yb = data.batch(devs, t, 0, 8, 11)
+    loss0, g0 = net.loss_and_grad(x0 * masks, xb, yb)
+    known = torch.tensor([True, False, True, False])
+    given = local_sgd(net, data, devs, t, x0, first=(loss0.clone(), g0.clone(), known), **kw)
+    for a, b in zip(plain, given):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    wrong = g0 + 1.0
+    moved = local_sgd(net, data, devs, t, x0, first=(loss0, wrong, known), **kw)[0]
+    assert not torch.allclose(moved[0], plain[0]) and torch.equal(moved[1], plain[0][1])
+
+
 def test_auto_path_choice():
     net = StackedModel(make_model("lenet5", 4, 1, 16))
     cpu, small = torch.device("cpu"), net.CPU_VMAP_MAX_BATCH

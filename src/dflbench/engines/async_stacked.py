@@ -252,13 +252,16 @@ class DeviceData:
 
 def local_sgd(net: StackedModel, data: DeviceData, devs: torch.Tensor, t: torch.Tensor, x0: torch.Tensor, *,
               steps: int | torch.Tensor, lr: float | torch.Tensor, batch_size: int, seed: int,
-              masks: torch.Tensor | None = None, grad_fn=None):
+              masks: torch.Tensor | None = None, grad_fn=None, first: tuple | None = None):
     """`steps` SGD steps (AEDFL eq. 4.5) for rows `devs [B]` of `data` from `x0 [B, P]` (`net`'s kernel path), on the
     minibatches keyed by (device, `t [B]`, step), whose indices are drawn once for the whole update.
 
     `masks [B, P]` keeps pruned entries at zero; `grad_fn(x, g) -> g` adds terms (e.g. FedProx's proximal
     gradient); a `[B]` tensor `steps` gives per-device step counts (FedNova), a `[B]` tensor `lr` per-device
-    learning rates. Returns the new models, the mean minibatch loss per device (float64, CPU) and the last gradient.
+    learning rates. `first = (loss [B], grad [B, P], known [B] bool)`: step 0's loss and raw gradient (before
+    `grad_fn` and the mask) at `x0 * masks` on step 0's minibatch, already computed for the rows `known` (AEDFL
+    computes them at the end of the previous update, `AEDFLStep`); the other rows compute them here. Returns the new
+    models, the mean minibatch loss per device (float64, CPU) and the last gradient.
     """
     dev = x0.device
     per_dev = torch.as_tensor(steps, device=dev).expand(devs.shape[0])
@@ -270,8 +273,11 @@ def local_sgd(net: StackedModel, data: DeviceData, devs: torch.Tensor, t: torch.
     n_steps = int(per_dev.max())
     idx = data.indices(devs, t, torch.arange(n_steps, device=dev), batch_size, seed)      # [S, B, b]
     for s in range(n_steps):
-        xb, yb = data.gather(idx[s])
-        loss, g = net.loss_and_grad(x, xb, yb)
+        if s == 0 and first is not None:
+            loss, g = _first_step(net, data, idx[0], x, *first)
+        else:
+            xb, yb = data.gather(idx[s])
+            loss, g = net.loss_and_grad(x, xb, yb)
         if grad_fn is not None:
             g = grad_fn(x, g)
         if masks is not None:
@@ -280,3 +286,15 @@ def local_sgd(net: StackedModel, data: DeviceData, devs: torch.Tensor, t: torch.
         x = x - lr * g * active
         loss_sum += loss.double() * active.squeeze(1)
     return x, (loss_sum / per_dev.clamp(min=1)).cpu(), g
+
+
+def _first_step(net: StackedModel, data: DeviceData, idx: torch.Tensor, x: torch.Tensor, loss: torch.Tensor,
+                grad: torch.Tensor, known: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`local_sgd`'s step-0 loss and gradient: the given ones for the rows `known`, computed for the others."""
+    todo = ~known.to(x.device)
+    if not todo.any():
+        return loss, grad
+    loss, grad = loss.clone(), grad.clone()
+    xb, yb = data.gather(idx[todo])
+    loss[todo], grad[todo] = net.loss_and_grad(x[todo], xb, yb)
+    return loss, grad

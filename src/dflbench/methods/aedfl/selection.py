@@ -9,12 +9,15 @@ pre-trained on the paper's heuristic, read as AEDFL-0's rule (select every model
 selects as AEDFL-0 does.
 
 The reward (`reward`, eq. 4.4 with the window baseline l_i) comes in the same update, once the step has aggregated
-the selection: R_t = F_i(m_i^{t}; zeta') - F_i(m_i^{t-1/2}; zeta'), the loss change the aggregation caused, on a
-held-back minibatch zeta' of the device's own data (not one SGD used). Departure (stated): the paper's reward is the
-local SGD loss F_i(w_i^{t_i}, zeta_i^{t_i}) of the next update; measured in a run, that loss is dominated by
-minibatch noise and training progress, carries no usable signal about the selection, and the policy stayed its
-pretraining rule (P(select) 0.998 / 0.000 after ~750 updates per device). The loss change on a held-back minibatch
-isolates what the selection did.
+the selection: R_t = F_i(x_i^{t}; zeta) - F_i(m_i^{t-1/2}; zeta), the loss change the aggregation caused, on
+zeta = zeta_{t+1, 0}, the minibatch of the device's next first SGD step (`AEDFLStep`, step 7). The first term is the
+paper's reward, the local SGD loss F_i(w_i^{t_i}, zeta_i^{t_i}) of the next update at its first step, and the same
+forward pass the step makes for that SGD step; the second is our baseline. Departure (stated): the paper rewards the
+loss alone; measured in a run, that loss is dominated by minibatch noise and training progress, carries no usable
+signal about the selection, and the policy stayed its pretraining rule (P(select) 0.998 / 0.000 after ~750 updates
+per device). The difference on one minibatch isolates what the selection did. zeta is drawn by a key no earlier step
+used, independently of both models, so R_t is an unbiased estimate of the change of F_i, as the held-back minibatch
+it replaced (issue 27) was.
 """
 
 from __future__ import annotations

@@ -4,27 +4,43 @@ One implementation, two hosts: `AsyncSimulator` (via `AEDFL.on_complete`: the B 
 slot) and the torch.distributed runtime (`AsyncNode`: B = 1, the rank's own device). `AEDFLStep.update` advances the
 devices in rows `rows [B]` of the host by one local update each, t_i -> t_i + 1:
 
-  1. local SGD, eq. 4.5: `local_steps` steps from x_i on minibatches keyed by (device, t_i, step) (the counter
-     before the update; pruned entries held at zero), then the host's counter t_i += 1;
+  1. local SGD, eq. 4.5: `local_steps` steps from x_i on minibatches zeta_{t_i, s} keyed by (device, t_i, step s)
+     (the counter before the update; pruned entries held at zero), then the host's counter t_i += 1; with `dwu` or
+     `rl` the first step's loss and gradient were computed at the end of the previous update (step 8) and are
+     reused, not recomputed;
   2. staleness of every cache slot, delta_t = t_i - stamp (the receiver's update count at arrival:
      `dflbench.aggregation.cache`); slot 0 is the local model (delta_t = 0, the device's sample count and loss);
   3. model selection, Sec. 4.1 (`rl`): a sampled selection (`PolicySelector`); without it, AEDFL-0's rule: every
      cached model not aggregated yet (`reuse_aggregated=True`: every valid slot, each update);
-  4. weights (`dwu`): Algorithm 1 lines 3-5: the aggregate m_i^t with the current weights (eq. 4.9 / 4.11), the
-     gradient g_i of F_i at that aggregate on a held-back minibatch zeta' (keyed (device, t, HELD_BACK); no SGD step
-     uses it), eq. 4.8 with eq. 4.10's derivative (`DynamicWeights.step`, normalized step), then eq. 4.6-4.7;
-     without `dwu`, AEDFL-0's static topology weights (`static_weights`: 1/(deg_i + 1) per selected neighbour, the
-     rest on the local model);
-  5. aggregation: eq. 4.11 (`masked_average`) with pruning, eq. 4.9 without; the selected slots are flagged
-     aggregated; with `rl`, eq. 4.4 for this update's selection, rewarded with the loss change the aggregation
-     caused on zeta' (`PolicySelector.reward`);
+  4. weights: with `dwu` the current omega_i^{t-1} (eq. 4.6-4.7 from lambda^{t-1} and this update's staleness,
+     losses and selection); without, AEDFL-0's static topology weights (`static_weights`: 1/(deg_i + 1) per
+     selected neighbour, the rest on the local model);
+  5. aggregation with those weights: m_i^t = eq. 4.11 (`masked_average`) with pruning, eq. 4.9 without, both with
+     omega^{t_i - 1} as printed; the selected slots are flagged aggregated;
   6. scheduled pruning, Sec. 5 (`prune`, `AdaptivePruner`): every update's SGD gradient norms feed ||g||_max
      (eq. 5.15); at due updates the mask is re-selected from the full aggregate (eq. 4.11 before the local mask:
      pruned entries carry the neighbours' values; eq. 5.14-5.16, with the neighbours' announced rates from the
      cache) and x_i <- full aggregate * mask, so a regrown entry starts from its aggregated value;
-  7. the message each device pushes to one out-neighbour (eq. 3.2): its new model, mask, loss, sample count,
+  7. with `dwu` or `rl`: the loss and gradient g_i of F_i at the new model on zeta_{t+1, 0}, the minibatch of the
+     next update's first SGD step, which starts there (step 1 reuses them). `dwu`: eq. 4.8 with eq. 4.10's
+     derivative at m_i^t (`DynamicWeights.step`, normalized step, with the masks m_i^t was built from and the mask
+     applied after it): lambda^t, used by the next update's weights. `rl`: eq. 4.4 for this update's selection,
+     rewarded with the loss change the aggregation caused, F_i(x_i^t; zeta_{t+1,0}) - F_i(m_i^{t-1/2}; zeta_{t+1,0})
+     (`PolicySelector.reward`);
+  8. the message each device pushes to one out-neighbour (eq. 3.2): its new model, mask, loss, sample count,
      version (its update count) and pruning rate. The host picks the out-neighbour and delivers; on arrival the
      receiver's host calls `receive`, which replaces the sender's slot atomically.
+
+Reading of eq. 4.8-4.11 (Sec. 4.2-4.3): eq. 4.9 and 4.11 build m_i^{t_i} with omega^{t_i - 1}, and eq. 4.8 updates
+lambda^{t_i} from the gradient at that m_i^{t_i}, with eq. 4.10's derivative through the models m_j^{t_i - 1} it was
+built from; so the aggregate is final before lambda moves, and lambda^{t_i} first acts on the next aggregation.
+Algorithm 1 lists lines 4-5 (lambda, omega) before line 7 (eq. 4.11), which read literally would need the gradient
+at an aggregate that depends on the lambda being computed; the superscripts of eq. 4.8-4.11 resolve that order, and
+this is what the step does. g_i is the minibatch gradient "in SGD" of eq. 4.5 at m_i^t: the next update's first
+step, on a minibatch no earlier step of the device used (keyed by the update count), so an unbiased estimate of
+grad F_i(m_i^t) as a held-back minibatch would be, computed once for both uses. (Until issue 27 the step computed an
+extra aggregate with omega^{t-1} and its gradient on a held-back minibatch, moved lambda, then aggregated again with
+omega^t; that cost one forward/backward and one aggregate more per update.)
 
 AEDFL-0 (none of the modules) is not defined by the paper beyond "without any module". What it does here, and why:
 Sec. 4.1 says a model "already aggregated in a previous local update ... can be ignored in the following model
@@ -62,8 +78,6 @@ from dflbench.engines.cost import average_macs, forward_macs, gradient_macs, lst
 from dflbench.methods.aedfl.diagnostics import SelectionStats
 from dflbench.methods.aedfl.pruning import AdaptivePruner, PruningConfig
 from dflbench.methods.aedfl.selection import PolicySelector, SelectorConfig
-
-HELD_BACK = -2      # the minibatch "step" index of zeta' (the pruner's curvature batch is -1, SGD's are >= 0)
 
 
 @dataclass(frozen=True)
@@ -151,6 +165,11 @@ class AEDFLStep:
         self.mfp, self.numel, self.batch = float(host.model_mflops()), host.net.numel, host.cfg.batch_size
         self.hidden = config.policy.policy.hidden
         self.stats = SelectionStats(R, K)
+        # step 7's loss and gradient at each row's model on its next first SGD minibatch, valid at update `first_at`
+        probing = config.dwu or config.rl
+        self.first_loss = host.net.init.new_zeros(R, device=host.dev) if probing else None
+        self.first_grad = host.net.init.new_zeros(R, self.numel, device=host.dev) if probing else None
+        self.first_at = torch.full((R,), -1, dtype=torch.long)
 
     def mflops(self, host: StepHost) -> float:
         """Mean MFP per sample of the devices' models: masked with pruning, else dense."""
@@ -179,8 +198,11 @@ class AEDFLStep:
         pruner = self.pruner
         cfg = host.cfg
         masks = self.masks[rows] if pruner is not None else None
+        first = None
+        if self.first_grad is not None:
+            first = (self.first_loss[rows], self.first_grad[rows], self.first_at[rows] == host.t[rows])
         x_half, loss, g = local_sgd(host.net, host.data, rows, host.t[rows], x, steps=cfg.local_steps, lr=cfg.lr,
-                                    batch_size=cfg.batch_size, seed=cfg.seed, masks=masks)
+                                    batch_size=cfg.batch_size, seed=cfg.seed, masks=masks, first=first)
         host.t[rows] += 1
         t = host.t[rows]
         B = len(rows)
@@ -202,21 +224,14 @@ class AEDFLStep:
         slot_masks = torch.cat([masks.unsqueeze(1), view.masks], 1) if masks is not None else None
         stack = masks is not None or self.dwu is not None                  # the K+1 models, stacked once
         models = torch.cat([x_half.unsqueeze(1), view.models], 1) if stack else None
-        probe = None
-        if self.dwu is not None or self.policy is not None:
-            probe = host.data.batch(rows.to(dev), t.to(dev), HELD_BACK, cfg.batch_size, cfg.seed)
-        if self.dwu is not None:                                                    # Algorithm 1 lines 3-5
+        if self.dwu is not None:                                                    # eq. 4.6-4.7: omega^{t-1}
             args = (samples.to(dev), stale.to(dev), slot_loss.to(dev))
-            w_now = self.dwu.weights(*args, active=active.to(dev), devices=rows).to(x_half.dtype)
-            _, g_agg = host.net.loss_and_grad(_aggregate(x_half, view.models, w_now, models, slot_masks), *probe)
-            w = self.dwu.step(models, g_agg, *args, masks=slot_masks, active=active.to(dev), devices=rows)
+            w = self.dwu.weights(*args, active=active.to(dev), devices=rows)
         else:
             w = static_weights(active, self.degree[rows])
         w = w.to(device=dev, dtype=x_half.dtype)
         x_full = _aggregate(x_half, view.models, w, models, slot_masks, remask=False)        # eq. 4.11 / 4.9
         x_new = x_full if masks is None else x_full * masks
-        if self.policy is not None:
-            self.policy.reward(rows, (host.net.losses(x_new, *probe) - host.net.losses(x_half, *probe)).cpu())
         self.cache.mark_aggregated(rows, chosen, view.seq)
         work = self._work(active, valid, masked=masks is not None)
 
@@ -231,16 +246,34 @@ class AEDFLStep:
                                                active[due], view.rate[due])
                 self.masks[pruned] = new_masks
                 x_new[due] = x_full[due] * new_masks
+        if self.first_grad is not None:                                             # step 7
+            nxt, loss_next, g_next = self._next_first_step(host, rows, t, x_new)
+            if self.dwu is not None:                                                # eq. 4.8 / 4.10 at m_i^t
+                self.dwu.step(models, g_next, *args, masks=slot_masks, active=active.to(dev), devices=rows,
+                              out_mask=None if masks is None else self.masks[rows])
+            if self.policy is not None:                                             # eq. 4.4's reward
+                self.policy.reward(rows, (loss_next - host.net.losses(x_half, *nxt)).cpu())
         messages = [ModelMessage(model=x_new[b], mask=None if pruner is None else self.masks[r].clone(),
                                  loss=float(loss[b]), samples=int(self.sizes[r]), version=int(t[b]),
                                  rate=None if pruner is None else float(pruner.rate[r]))
                     for b, r in enumerate(rows.tolist())]
         return StepResult(x_new, loss, t, pruned, cost, messages, work)
 
+    def _next_first_step(self, host: StepHost, rows: torch.Tensor, t: torch.Tensor, x: torch.Tensor):
+        """Step 7: the minibatch zeta_{t+1, 0} of the next update's first SGD step for rows `rows` at update count
+        `t [B]`, and the loss `[B]` and gradient `[B, P]` of their new models `x [B, P]` on it, kept for that step."""
+        dev = x.device
+        batch = host.data.batch(rows.to(dev), t.to(dev), 0, host.cfg.batch_size, host.cfg.seed)
+        loss, g = host.net.loss_and_grad(x, *batch)
+        self.first_loss[rows], self.first_grad[rows], self.first_at[rows] = loss, g, t
+        return batch, loss, g
+
     def _work(self, active: torch.Tensor, valid: torch.Tensor, masked: bool) -> torch.Tensor:
         """MACs `[B]` of this update's work beyond local SGD (`dflbench.engines.cost`): the aggregation, and with
-        `dwu` the aggregate at the current weights, the gradient there and eq. 4.10's products, with `rl` the two
-        reward forwards and the policy's forward and eq. 4.4's backward over the valid slots."""
+        `dwu` the gradient at the aggregate and eq. 4.10's products (charged as two averages), with `rl` the two
+        reward forwards and the policy's forward and eq. 4.4's backward over the valid slots. The charge is the
+        algorithm's work as the cost model prices it, kept when issue 27 let the step share the gradient and one
+        reward forward with the next update's first SGD step (what this implementation spends is not the charge)."""
         models = active.sum(1).double()
         work = average_macs(models, self.numel, masked)
         if self.dwu is not None:

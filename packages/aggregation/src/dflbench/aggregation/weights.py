@@ -19,6 +19,8 @@ aggregated local model:
   masked average (4.11), mu^p = sum_k w'_k o_k^p m_k^p / D^p,  D^p = sum_k w'_k o_k^p,  local model o_0 * mu:
                                                    dF/dlambda_j = a_j c_j * sum_p g^p o_0^p o_j^p (m_j^p - mu^p) / D^p
   (entries with D^p = 0 keep the local value and do not depend on lambda; with all masks 1, D^p = S and the two agree).
+  `out_mask` replaces o_0 in the numerator where the local model's mask changes after the average (AEDFL re-prunes
+  the full aggregate: x = o_new * mu, so dF/dlambda_j sums g^p o_new^p o_j^p (m_j^p - mu^p) / D^p; D^p keeps o_0).
 
 The update (4.8) changes lambda_j for the neighbours j (Algorithm 1 line 4 loops over j in M): the weights are
 invariant to scaling all lambdas, so the local lambda stays fixed as the scale. Two step rules (`step_rule`):
@@ -91,8 +93,10 @@ def dynamic_weights(lam, samples, delta_t, loss, active=None,
 
 
 def lambda_grad(lam, samples, delta_t, loss, models, grad, masks=None, active=None,
-                config: DynamicWeightsConfig = DynamicWeightsConfig(), block_size: int | None = None) -> torch.Tensor:
-    """dF/dlambda `[..., K]` (module docstring) for models `[..., K, P]`, grad `[..., P]`, masks `[..., K, P]`.
+                config: DynamicWeightsConfig = DynamicWeightsConfig(), block_size: int | None = None,
+                out_mask=None) -> torch.Tensor:
+    """dF/dlambda `[..., K]` (module docstring) for models `[..., K, P]`, grad `[..., P]`, masks `[..., K, P]` and
+    the local model's mask after the average `out_mask [..., P]` (default `masks[..., 0, :]`).
 
     Computed in the precision of lambda and the models together (float64 for float64 lambdas and float32 models:
     each block is converted as it is read), over `block_size` entries at a time (default: BLOCK_ELEMENTS values per
@@ -107,6 +111,9 @@ def lambda_grad(lam, samples, delta_t, loss, models, grad, masks=None, active=No
     if masks is not None and masks.shape != models.shape:
         raise ValueError(f"lambda_grad: masks shape {tuple(masks.shape)} must equal models shape "
                          f"{tuple(models.shape)}")
+    if out_mask is not None and (masks is None or out_mask.shape != grad.shape):
+        raise ValueError(f"lambda_grad: out_mask {tuple(out_mask.shape)} needs masks and the shape of grad "
+                         f"{tuple(grad.shape)}")
     dtype = torch.promote_types(wp.dtype, models.dtype)
     wp = wp.to(dtype)
     p = models.shape[-1]
@@ -124,7 +131,8 @@ def lambda_grad(lam, samples, delta_t, loss, models, grad, masks=None, active=No
         kept = den > 0
         safe = torch.where(kept, den, torch.ones_like(den))
         mu = torch.where(kept, (wp.unsqueeze(-2) @ om).squeeze(-2) / safe, m[..., 0, :])
-        r = torch.where(kept, g * o[..., 0, :] / safe, torch.zeros_like(den))
+        out = o[..., 0, :] if out_mask is None else out_mask[..., cols].to(dtype)
+        r = torch.where(kept, g * out / safe, torch.zeros_like(den))
         term += (om @ r.unsqueeze(-1)).squeeze(-1) - (o @ (r * mu).unsqueeze(-1)).squeeze(-1)
     if masks is None:
         s = wp.sum(-1, keepdim=True)
@@ -161,15 +169,17 @@ class DynamicWeights:
         """Current weights (4.6, 4.7) of `devices`, `[D, K]`."""
         return dynamic_weights(self.lam[self._index(devices)], samples, delta_t, loss, active, self.config)
 
-    def step(self, models, grad, samples, delta_t, loss, masks=None, active=None, devices=None) -> torch.Tensor:
+    def step(self, models, grad, samples, delta_t, loss, masks=None, active=None, devices=None,
+             out_mask=None) -> torch.Tensor:
         """Eq. 4.8 for `devices` given the gradient `grad [D, P]` at their aggregated models; returns new weights.
 
         `models [D, K, P]` (slot 0 local) and `masks` are the ones the aggregate with the current weights was built
-        from (eq. 4.9, or 4.11 when masks are given).
+        from (eq. 4.9, or 4.11 when masks are given); `out_mask`: the local mask applied after it (`lambda_grad`).
         """
         idx = self._index(devices)
         lam = self.lam[idx]
-        g = lambda_grad(lam, samples, delta_t, loss, models, grad, masks, active, self.config).to(lam.dtype)
+        g = lambda_grad(lam, samples, delta_t, loss, models, grad, masks, active, self.config,
+                        out_mask=out_mask).to(lam.dtype)
         g[..., 0] = 0.0
         if self.config.step_rule == "normalized":
             scale = g.abs().amax(-1, keepdim=True)
