@@ -27,6 +27,7 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 from dflbench.engines.async_sim import AsyncConfig, AsyncSimulator, Message
 from dflbench.engines.async_stacked import DeviceData
 from dflbench.engines.devices import DeviceProfiles
+from dflbench.methods.gossip.ad_psgd import Exchange
 from dflbench.methods.registry import make_method
 from dflbench.models import make_model
 from dflbench.topology import exponential
@@ -202,7 +203,7 @@ def test_adpsgd_exchange_vs_plain_loop(assert_ratio):
     sim.x = sim.x + 0.01 * torch.randn(sim.x.shape, generator=g)
     partner = [sim.out_adj[i].nonzero().flatten().tolist()[0] for i in range(D)]
     deltas = 1e-4 * torch.randn(D, sim.P, generator=g)
-    messages = [Message(partner[i], i, {"delta": deltas[i], "epoch": 0}, 0, 0.0) for i in range(D)]
+    messages = [Message(partner[i], i, Exchange(deltas[i], 0), 0, 0.0) for i in range(D)]
 
     def exchange():
         for msg in messages:
