@@ -68,4 +68,5 @@ def test_convergence_rule_on_hand_made_histories():
     assert c["accuracy"] == pytest.approx((0.16 + 0.17 + 0.18 + 0.19) / 4)
     c = convergence(flat)
     assert c["converged"] is True and c["accuracy"] == pytest.approx(0.5) and c["gain"] == pytest.approx(0.0)
-    assert convergence(rising[:3])["converged"] is None
+    assert convergence(rising[:9]) == {"converged": None, "gain": None, "accuracy": None, "window": 9}
+    assert convergence(flat[:10])["window"] == 2 and convergence(flat[:10])["converged"] is True

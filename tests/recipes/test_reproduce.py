@@ -241,15 +241,16 @@ def test_band_on_grid_holds_a_finished_seed_and_averages():
 
 
 def _aedfl_seed(seed, acc, time_to_target, diagnostics):
-    times = [0.0, 0.5, 1.0, 1.5, 2.0]
+    times = [0.2 * i for i in range(11)]                  # 11 evaluations: the convergence rule needs 10
     history = [{"time": t, "accuracy": a - 0.05, "consensus_accuracy": a, "consensus": 0.5}
-               for t, a in zip(times, [0.15, 0.3, acc, acc, acc])]
+               for t, a in zip(times, [0.15, 0.3] + [acc] * 9)]
     run = {"method": "aedfl", "accuracy": acc - 0.05, "consensus_accuracy": acc, "time_to_target": None,
            "consensus_time_to_target": time_to_target, "mflops": 0.2, "bytes_sent": 2e6, "final_consensus": 0.5,
            "history": history, "diagnostics": diagnostics}
     base = {**run, "method": "fedavg", "accuracy": acc - 0.4, "consensus_time_to_target": None, "diagnostics": {},
             "history": [{"time": t, "accuracy": a, "consensus_accuracy": a, "consensus": 0.0}      # runs longer
-                        for t, a in zip([0.0, 1.0, 1.5, 3.0, 4.0, 5.0], [0.1, 0.1, 0.1, 0.2, acc - 0.45, acc - 0.4])]}
+                        for t, a in zip([0.5 * i for i in range(11)],
+                                        [0.1] * 5 + [0.2] * 4 + [acc - 0.45, acc - 0.4])]}
     return {"config": {"model": "lenet5", "dataset": "x", "devices": 4, "target_acc": 0.5, "seed": seed},
             "runs": [run, base]}
 
@@ -271,7 +272,7 @@ def test_aedfl_report_numbers_and_diagnostics(tmp_path):
     # by hand: std of .6,.8,.7 is .1; aedfl's plateau (last 20%: 2 evaluations, both at acc) is acc, flat
     assert "| aedfl | 0.6500 ± 0.1000 | 0.7000 ± 0.1000 | 0.7000 ± 0.1000 | 3/3 | 0.7000 ± 0.1000 | 1.5 ± 0.7 | 2/3 |" \
         in report
-    # fedavg: plateau mean(acc - .45, acc - .4), gaining 5 points (not flat); at t* = 2.0 its 1.5 value, 0.1
+    # fedavg: plateau mean(acc - .45, acc - .4), gaining 5 points (not flat); at t* = 2.0 its value there, 0.1
     fedavg = "| fedavg | 0.3000 ± 0.1000 | 0.3000 ± 0.1000 | 0.2750 ± 0.1000 | 0/3 | 0.1000 ± 0.0000 | / | 0/3 |"
     assert fedavg in report
     assert "AEDFL has the highest convergence accuracy (consensus column) (Sec. 6.2): holds" in report

@@ -60,6 +60,7 @@ def mask_disagreement(masks: torch.Tensor | None) -> float:
 
 CONVERGENCE_WINDOW = 0.2        # the last 20% of a run's evaluations ...
 CONVERGENCE_GAIN = 0.01         # ... gain less than 1 point: converged (issue 26's rule)
+CONVERGENCE_MIN_EVALS = 10      # fewer evaluations: no verdict (a 2-evaluation window says nothing about a plateau)
 
 
 def convergence(history: list[dict], key: str = "accuracy") -> dict:
@@ -67,10 +68,11 @@ def convergence(history: list[dict], key: str = "accuracy") -> dict:
     `CONVERGENCE_WINDOW` of its evaluations (at least 2); `gain` = the mean of the window's second half minus the mean
     of its first half (halves smooth single-evaluation noise); `converged` = gain < `CONVERGENCE_GAIN`;
     `accuracy` = the mean over the window (the plateau: Table 1's "convergence accuracy"). None values when the run
-    has fewer than 4 evaluations."""
+    has fewer than `CONVERGENCE_MIN_EVALS` evaluations (a short run: give it a longer budget or evaluate more
+    often)."""
     ys = [h[key] for h in history]
     k = max(2, round(CONVERGENCE_WINDOW * len(ys)))
-    if len(ys) < 4:
+    if len(ys) < CONVERGENCE_MIN_EVALS:
         return {"converged": None, "gain": None, "accuracy": None, "window": len(ys)}
     w = ys[-k:]
     half = len(w) // 2
