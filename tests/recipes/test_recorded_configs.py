@@ -43,7 +43,7 @@ def test_recorded_config_fills_only_the_missing_fields():
 
 
 def test_runtime_is_a_config_field():
-    cfg = build_config("p2pft", {"runtime": "distributed", "algorithms": ["local", "p2pft"]})
+    cfg = build_config("p2pft", {"runtime": "distributed", "algorithms": ["local", "pushpull"]})
     assert cfg.runtime == "distributed"
     with pytest.raises(UserError, match="^--runtime: unknown runtime 'mpi'"):
         build_config("aedfl", {"runtime": "mpi"})

@@ -15,16 +15,10 @@ from rich.table import Table
 from dflbench.engines.sync import checkpoint_epoch
 from dflbench.errors import UserError
 from dflbench.recipes.config import parse_model_kwargs, with_config_file
-from dflbench.recipes.p2pft import (
-    RANDOM_BACKBONE,
-    P2PFTConfig,
-    check_checkpoints,
-    config_differences,
-    parse_algorithms,
-    read_results,
-    run_p2pft,
-)
+from dflbench.recipes.p2pft import RANDOM_BACKBONE, P2PFTConfig, run_p2pft
+from dflbench.recipes.p2pft_algorithms import parse_algorithms
 from dflbench.recipes.p2pft_distributed import check_timeout, run_p2pft_distributed
+from dflbench.recipes.p2pft_results import check_checkpoints, config_differences, read_results
 
 from .errors import FIGURE_FAILED, on_interrupt, user_errors
 from .options import NONE, field_option, given, param_option

@@ -47,15 +47,17 @@ from dflbench.registry import coerce, field_default, type_name
 class Experiment:
     """A kind of experiment a config file or recipe names: its recipe module (imported on first use: `dflbench aedfl`
     never loads the P2P-FT stack, torchvision, timm and captum, which costs seconds of start-up; bench/RESULTS.md,
-    "Start-up"), the config class there, the config field listing its parts (`parts`: methods / algorithms), the
-    keys of a recipe's paper rows, `part_resume`: a finished seed continues when more parts are asked (AEDFL's
-    methods are independent runs), and `progress`: a part reports how far it is (`on_progress`). The module's
-    `run_seed(cfg, folder, on_run_done, on_progress)` runs one seed into `folder`, writing as each part finishes."""
+    "Start-up"), the config class there, the config field listing its parts (`parts`: methods / algorithms), the key
+    naming the part of each recorded run (`run_key`: method / algorithm), the keys of a recipe's paper rows,
+    `part_resume`: a finished seed continues when more parts are asked (AEDFL's methods are independent runs), and
+    `progress`: a part reports how far it is (`on_progress`). The module's `run_seed(cfg, folder, on_run_done,
+    on_progress)` runs one seed into `folder`, writing as each part finishes."""
 
     name: str
     module: str
     config: str
     parts: str
+    run_key: str
     paper_keys: tuple[str, ...]
     part_resume: bool = False
     progress: bool = False
@@ -65,6 +67,16 @@ class Experiment:
 
     def part_names(self, cfg) -> tuple[str, ...]:
         return getattr(cfg, self.parts)
+
+    def part_name(self, recorded: str) -> str:
+        """A part's name as a record holds it, read as today's (the config class's `RENAMED_VALUES` of `parts`)."""
+        return getattr(self.config_class(), "RENAMED_VALUES", {}).get(self.parts, {}).get(recorded, recorded)
+
+    def upgrade_results(self, doc: dict) -> dict:
+        """A results.json (`config` and `runs`) with its config (`upgrade_record`) and its runs' part names read as
+        today's; `doc` itself is left as it is."""
+        return {**doc, "config": upgrade_record(self.config_class(), doc["config"]),
+                "runs": [{**run, self.run_key: self.part_name(run[self.run_key])} for run in doc["runs"]]}
 
     def run_seed(self, cfg, folder: Path, on_run_done=None, on_progress=None) -> None:
         importlib.import_module(self.module).run_seed(cfg, folder, on_run_done, on_progress)
@@ -81,9 +93,10 @@ def register_experiment(experiment: Experiment) -> Experiment:
     return experiment
 
 
-register_experiment(Experiment("aedfl", "dflbench.recipes.aedfl", "AEDFLRunConfig", "methods", ("acc", "time", "mfp"),
-                               part_resume=True, progress=True))
-register_experiment(Experiment("p2pft", "dflbench.recipes.p2pft", "P2PFTConfig", "algorithms", ("nodes",)))
+register_experiment(Experiment("aedfl", "dflbench.recipes.aedfl", "AEDFLRunConfig", "methods", "method",
+                               ("acc", "time", "mfp"), part_resume=True, progress=True))
+register_experiment(Experiment("p2pft", "dflbench.recipes.p2pft", "P2PFTConfig", "algorithms", "algorithm",
+                               ("nodes",)))
 
 
 def experiment(name: str, where: str) -> Experiment:
@@ -199,12 +212,26 @@ def build_config(experiment: str, *tables: Mapping, where: str = "config"):
     return cls(**config_values(cls, merged, where))
 
 
+def upgrade_record(cls: type, config: Mapping) -> dict:
+    """A config recorded in a results.json / done.json with the values `cls` renamed since read as today's: a config
+    class lists them in its `RENAMED_VALUES` ({field: {former value: today's}}; a list field's items are renamed
+    one by one), e.g. P2P-FT's algorithm names."""
+    out = dict(config)
+    for key, renamed in getattr(cls, "RENAMED_VALUES", {}).items():
+        value = out.get(key)
+        if isinstance(value, list):
+            out[key] = [renamed.get(v, v) if isinstance(v, str) else v for v in value]
+        elif isinstance(value, str):
+            out[key] = renamed.get(value, value)
+    return out
+
+
 def recorded_config(cls: type, config: Mapping) -> dict:
-    """A config recorded in a results.json / done.json, with the fields added to `cls` since then at their defaults
-    (as JSON): a field added later held its default in every run recorded before it (`runtime`, for one), so an
-    old record still resumes and compares equal."""
+    """A config recorded in a results.json / done.json, upgraded (`upgrade_record`) and with the fields added to
+    `cls` since then at their defaults (as JSON): a field added later held its default in every run recorded before
+    it (`runtime`, for one), so an old record still resumes and compares equal."""
     added = {f.name: field_default(cls, f.name) for f in dataclasses.fields(cls) if f.name not in config}
-    return {**json.loads(json.dumps(added, default=str)), **config}
+    return {**json.loads(json.dumps(added, default=str)), **upgrade_record(cls, config)}
 
 
 def with_config_file(cls: type, path: str | Path | None, given: Mapping[str, Any]):

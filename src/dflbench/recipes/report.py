@@ -28,15 +28,17 @@ import numpy as np
 
 from dflbench.engines.evaluation import convergence
 from dflbench.io import atomic_write_json, atomic_write_text
+from dflbench.mixing import get_algorithm
 from dflbench.plots import Panel, bar_panels, grouped_bars, panels_plot
 
+from .config import experiment
 from .reproduce import Recipe
 
 GRID = 200                        # points of the common time grid the AEDFL seed curves are interpolated onto
 CENTRAL_GAP = 0.05                # P2P-FT "similar to centralized": within this accuracy of it (our reading)
 # Sec. II's case against the baselines (the paper runs neither): what our numbers should show if it holds
 BASELINE_CLAIMS = {"dgd": "Sec. II: inexact convergence under heterogeneous data",
-                   "gt-dgd": "Sec. II: designed for weight-balanced graphs, ours is not"}
+                   "gtdgd": "Sec. II: designed for weight-balanced graphs, ours is not"}
 
 
 def mean_std(values) -> tuple[float, float]:
@@ -375,24 +377,25 @@ def _single(rs: list[dict]) -> bool:
 
 
 def _p2pft_claims(rows: dict) -> list[str]:
-    """Sec. IV-C's claims and Sec. II's case against DGD / GT-DGD, each stated beyond the seeds' spread (`verdict`)."""
+    """Sec. IV-C's claims and Sec. II's case against DGD / GT-DGD, each stated beyond the seeds' spread (`verdict`).
+    """
     claims = []
-    if "local" in rows and "p2pft" in rows:
-        ours, local = rows["p2pft"], rows["local"]
+    if "local" in rows and "pushpull" in rows:
+        ours, local = rows["pushpull"], rows["local"]
         per_node = {verdict(p, q, ours["seeds"]) for p, q in zip(ours["node_accuracy"], local["node_accuracy"])}
         said = next(v for v in ("not tested: one seed", "does not hold", "tie within the seeds' spread", "holds")
                     if v in per_node)                                 # every node must hold for the claim to hold
         claims.append(f"P2P-FT beats Local-FT on every node (Sec. IV-C): {said} (mean "
                       f"{100 * ours['mean_accuracy'][0]:.2f}% vs {100 * local['mean_accuracy'][0]:.2f}%)")
-    if "central" in rows and "p2pft" in rows:
-        gap = rows["central"]["mean_accuracy"][0] - rows["p2pft"]["mean_accuracy"][0]
+    if "central" in rows and "pushpull" in rows:
+        gap = rows["central"]["mean_accuracy"][0] - rows["pushpull"]["mean_accuracy"][0]
         claims.append(f"P2P-FT is similar to centralized (Sec. IV-C; read as within {100 * CENTRAL_GAP:.0f} points): "
                       f"{'holds' if gap <= CENTRAL_GAP else 'does not hold'} (gap {100 * gap:.2f} points)")
     for name, why in BASELINE_CLAIMS.items():
-        if name in rows and "p2pft" in rows:
-            ours, theirs = rows["p2pft"]["mean_accuracy"], rows[name]["mean_accuracy"]
-            claims.append(f"P2P-FT beats {name.upper()} on the mean ({why}): "
-                          f"{verdict(ours, theirs, rows['p2pft']['seeds'])} "
+        if name in rows and "pushpull" in rows:
+            ours, theirs = rows["pushpull"]["mean_accuracy"], rows[name]["mean_accuracy"]
+            claims.append(f"P2P-FT beats {get_algorithm(name).label} on the mean ({why}): "
+                          f"{verdict(ours, theirs, rows['pushpull']['seeds'])} "
                           f"({100 * ours[0]:.2f}% vs {100 * theirs[0]:.2f}%)")
     return claims
 
@@ -417,7 +420,8 @@ def write_report(recipe: Recipe, scale: str | None, notes: list[str], folders: l
     """`out/report.md`, the PNGs and `out/results.json` from the seed folders; returns the report's path. `methods`
     (AEDFL): report these of the seeds' runs, in this order (a seed folder may hold more)."""
     out = Path(out)
-    seeds = [json.loads((f / "results.json").read_text()) for f in folders]
+    kind = experiment(recipe.experiment, "recipe")
+    seeds = [kind.upgrade_results(json.loads((f / "results.json").read_text())) for f in folders]
     if methods is not None:
         for seed in seeds:
             by_name = {r["method"]: r for r in seed["runs"]}

@@ -105,13 +105,14 @@ def parse_recipe(doc: Mapping, name: str, path: str = "") -> Recipe:
     stand_in = _note_and_config(doc["stand_in"], f"{name} [stand_in]") if "stand_in" in doc else None
     paper = _table(doc, "paper", name)
     check_keys(paper, ("source", "results"), f"{name} [paper]")
-    results = _table(paper, "results", f"{name} [paper]")
+    kind = EXPERIMENTS[experiment]
+    results = {kind.part_name(row): values for row, values in _table(paper, "results", f"{name} [paper]").items()}
     for row, values in results.items():
-        check_keys(values, EXPERIMENTS[experiment].paper_keys, f"{name} [paper.results.{row}]")
+        check_keys(values, kind.paper_keys, f"{name} [paper.results.{row}]")
     recipe = Recipe(name, experiment, str(doc.get("title", name)), _table(doc, "config", name), scales, stand_in,
                     str(paper.get("source", "")), results, path)
     base = recipe.resolve()
-    names = EXPERIMENTS[experiment].part_names(base)
+    names = kind.part_names(base)
     unknown = [row for row in results if row not in names]
     if unknown:
         raise UserError(f"{name} [paper.results]: rows {unknown} are not among the runs ({', '.join(names)})")
