@@ -3,7 +3,7 @@
 
 A config file names its experiment and holds the dataclass's fields in `[config]`:
 
-    experiment = "aedfl"                 # aedfl | p2pft
+    experiment = "aedfl"                 # aedfl | p2pft | pretrain
     [config]
     model = "lenet5"
     methods = ["aedfl", "fedavg"]        # a tuple field: a TOML array (or "a,b" text)
@@ -47,26 +47,31 @@ from dflbench.registry import coerce, field_default, type_name
 class Experiment:
     """A kind of experiment a config file or recipe names: its recipe module (imported on first use: `dflbench aedfl`
     never loads the P2P-FT stack, torchvision, timm and captum, which costs seconds of start-up; bench/RESULTS.md,
-    "Start-up"), the config class there, the config field listing its parts (`parts`: methods / algorithms), the key
-    naming the part of each recorded run (`run_key`: method / algorithm), the keys of a recipe's paper rows,
-    `part_resume`: a finished seed continues when more parts are asked (AEDFL's methods are independent runs), and
-    `progress`: a part reports how far it is (`on_progress`). The module's `run_seed(cfg, folder, on_run_done,
-    on_progress)` runs one seed into `folder`, writing as each part finishes."""
+    "Start-up"), the config class there, the config field listing its parts (`parts`: methods / algorithms; None: one
+    part named as the experiment), the key naming the part of each recorded run (`run_key`: method / algorithm), the
+    keys of a recipe's paper rows, `report`: the function of `recipes/report.py` that summarizes its seeds (imported
+    on first use too), `part_resume`: a finished seed continues when more parts are asked (AEDFL's methods are
+    independent runs), `progress`: a part reports how far it is (`on_progress`), and `stacked`: seeds not yet done
+    run together, the module's `run_seeds_stacked(cfgs, folders, on_run_done)` (P2P-FT, unless the config's
+    `batch_seeds` is false). The module's `run_seed(cfg, folder, on_run_done, on_progress)` runs one seed into
+    `folder`, writing as each part finishes."""
 
     name: str
     module: str
     config: str
-    parts: str
+    parts: str | None
     run_key: str
     paper_keys: tuple[str, ...]
+    report: str
     part_resume: bool = False
     progress: bool = False
+    stacked: bool = False
 
     def config_class(self) -> type:
         return getattr(importlib.import_module(self.module), self.config)
 
     def part_names(self, cfg) -> tuple[str, ...]:
-        return getattr(cfg, self.parts)
+        return (self.name,) if self.parts is None else getattr(cfg, self.parts)
 
     def part_name(self, recorded: str) -> str:
         """A part's name as a record holds it, read as today's (the config class's `RENAMED_VALUES` of `parts`)."""
@@ -81,6 +86,19 @@ class Experiment:
     def run_seed(self, cfg, folder: Path, on_run_done=None, on_progress=None) -> None:
         importlib.import_module(self.module).run_seed(cfg, folder, on_run_done, on_progress)
 
+    def stacks(self, cfg, seeds: int) -> bool:
+        """Whether `seeds` pending seeds of `cfg` run together (`run_seeds_stacked`)."""
+        return self.stacked and seeds > 1 and getattr(cfg, "batch_seeds", None) is not False
+
+    def run_seeds_stacked(self, cfgs: list, folders: list[Path], on_run_done=None) -> None:
+        """The seeds `cfgs` into `folders`, together; `on_run_done(s, run)` after each part of seed index s."""
+        importlib.import_module(self.module).run_seeds_stacked(cfgs, folders, on_run_done)
+
+    def summarize(self, recipe, seeds: list[dict], out: Path) -> tuple[dict, list[str]]:
+        """`recipes.report.<report>(recipe, seeds, out)`: the summary (rows, figures, claims) and the report's lines
+        above its table, the table included."""
+        return getattr(importlib.import_module("dflbench.recipes.report"), self.report)(recipe, seeds, out)
+
 
 EXPERIMENTS: dict[str, Experiment] = {}
 
@@ -94,9 +112,11 @@ def register_experiment(experiment: Experiment) -> Experiment:
 
 
 register_experiment(Experiment("aedfl", "dflbench.recipes.aedfl", "AEDFLRunConfig", "methods", "method",
-                               ("acc", "time", "mfp"), part_resume=True, progress=True))
+                               ("acc", "time", "mfp"), "summarize_aedfl", part_resume=True, progress=True))
 register_experiment(Experiment("p2pft", "dflbench.recipes.p2pft", "P2PFTConfig", "algorithms", "algorithm",
-                               ("nodes",)))
+                               ("nodes",), "summarize_p2pft", stacked=True))
+register_experiment(Experiment("pretrain", "dflbench.recipes.pretrain", "PretrainConfig", None, "run",
+                               ("test_accuracy",), "summarize_pretrain"))
 
 
 def experiment(name: str, where: str) -> Experiment:

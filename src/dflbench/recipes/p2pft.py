@@ -180,6 +180,13 @@ def run_seed(cfg: P2PFTConfig, folder: Path, on_run_done: Callable[[dict], None]
             on_run_done(r)
 
 
+def run_seeds_stacked(cfgs: list[P2PFTConfig], folders: list[Path],
+                      on_run_done: Callable[[int, dict], None] | None = None) -> None:
+    """Seeds of a reproduction together (`recipes.config.Experiment.run_seeds_stacked`): `run_p2pft_seeds`, resuming
+    from their checkpoints."""
+    run_p2pft_seeds(cfgs, folders, resume=True, on_run_done=on_run_done)
+
+
 def run_p2pft_seeds(cfgs: list[P2PFTConfig], out_dirs: list[str | Path], resume: bool = False,
                     progress: bool | None = None, runtime: P2PFTRuntime = P2PFTRuntime(),
                     on_run_done: Callable[[int, dict], None] | None = None) -> list[P2PFTRun | None]:

@@ -133,7 +133,10 @@ def summarize_aedfl(recipe: Recipe, seeds: list[dict], out: Path) -> tuple[dict,
     runs = _by_run(seeds, "method")
     ends, at_end = equal_time_accuracy(seeds, "consensus_accuracy" if all(
         _consensus_key(r) == "consensus_accuracy" for s in seeds for r in s["runs"]) else "accuracy")
-    rows, lines, figures = {}, [], {}
+    rows, figures = {}, {}
+    lines = [f"Target accuracy {cfg['target_acc']}; paper columns: {recipe.paper_source or 'none'}. The paper states "
+             "no evaluation protocol; ours is docs/EVALUATION.md: both accuracy columns, one virtual-time budget for "
+             "every method.", ""]
     head = ("| method | Acc devices | Acc consensus | Conv. acc | flat | Acc at t* | Time to target (s) | reached "
             "| MFP | MB sent | consensus dist. | paper Acc | paper Time | paper MFP |")
     lines += [head, "|" + "---|" * (head.count("|") - 1)]
@@ -334,7 +337,10 @@ def summarize_p2pft(recipe: Recipe, seeds: list[dict], out: Path) -> tuple[dict,
     n = len(next(iter(runs.values()))[0]["node_accuracy"])
     rows, figures = {}, {}
     head = "| algorithm | " + " | ".join(f"node {i + 1}" for i in range(n)) + " | mean | MB sent |"
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    lines = ["Accuracy in %; paper rows: " + (recipe.paper_source or "none") + ".", ""]
+    if seeds[0]["backbone"]["kind"] == "random":
+        lines += [f"**Warning:** {seeds[0]['backbone']['warning']}", ""]
+    lines += [head, "|" + "---|" * (head.count("|") - 1)]
     for name, rs in runs.items():
         nodes = np.array([r["node_accuracy"] for r in rs])
         rows[name] = {"node_accuracy": [mean_std(nodes[:, i]) for i in range(n)],
@@ -370,6 +376,27 @@ def summarize_p2pft(recipe: Recipe, seeds: list[dict], out: Path) -> tuple[dict,
         path = Path(attention["path"])                                    # out/seed-S/attention.png
         figures["attention"] = f"{path.parent.name}/{path.name}"
     return {"rows": rows, "figures": figures, "claims": _p2pft_claims(rows)}, lines
+
+
+def summarize_pretrain(recipe: Recipe, seeds: list[dict], out: Path) -> tuple[dict, list[str]]:
+    """Pretraining (`recipes/pretrain.py`): the backbone's final test accuracy and train loss over the seeds, and
+    its test accuracy against epoch."""
+    cfg, runs = seeds[0]["config"], [s["runs"][0] for s in seeds]
+    last = [r["history"][-1] for r in runs]
+    acc, loss = [h["test_accuracy"] for h in last], [h["train_loss"] for h in last]
+    rows = {"pretrain": {"test_accuracy": mean_std(acc), "train_loss": mean_std(loss), "seeds": len(runs)}}
+    paper = recipe.paper.get("pretrain", {}).get("test_accuracy", "-")
+    lines = [f"Test accuracy in % after {cfg['epochs']} epochs; paper column: {recipe.paper_source or 'none'}.", "",
+             "| run | test accuracy | train loss | wall time (s) | paper |", "|---|---|---|---|---|",
+             f"| pretrain | {fmt(acc, 100, 2)} | {fmt(loss)} | {fmt([h['wall_time_s'] for h in last], digits=1)} | "
+             f"{paper} |"]
+    title = f"{cfg['model']} on {seeds[0]['data']['name']}"
+    figures: dict = {}
+    curve = {"pretrain": band_on_grid([([h["epoch"] for h in r["history"]], [h["test_accuracy"] for h in r["history"]])
+                                       for r in runs])}
+    _figure(out, "accuracy_vs_epoch", lambda p: panels_plot(p, [band_panel("test accuracy", curve)], "epoch", title),
+            figures)
+    return {"rows": rows, "figures": figures, "claims": []}, lines
 
 
 def _single(rs: list[dict]) -> bool:
@@ -424,11 +451,10 @@ def write_report(recipe: Recipe, scale: str | None, notes: list[str], folders: l
     seeds = [kind.upgrade_results(json.loads((f / "results.json").read_text())) for f in folders]
     if methods is not None:
         for seed in seeds:
-            by_name = {r["method"]: r for r in seed["runs"]}
+            by_name = {r[kind.run_key]: r for r in seed["runs"]}
             seed["runs"] = [by_name[m] for m in methods]
-            seed["config"]["methods"] = list(methods)
-    summarize = summarize_aedfl if recipe.experiment == "aedfl" else summarize_p2pft
-    summary, table = summarize(recipe, seeds, out)
+            seed["config"][kind.parts] = list(methods)
+    summary, table = kind.summarize(recipe, seeds, out)
     cfg = seeds[0]["config"]
     lines = [f"# {recipe.title}", "",
              f"Recipe `{recipe.name}`, scale `{scale or 'file'}`, {len(seeds)} seed(s) "
@@ -437,14 +463,6 @@ def write_report(recipe: Recipe, scale: str | None, notes: list[str], folders: l
     changed = overrides(recipe, scale, cfg)
     lines += [f"Changed from scale `{scale or 'file'}` (by `--set` or `--stand-in`): " + "; ".join(changed) + ".", ""] \
         if changed else []
-    if recipe.experiment == "p2pft":
-        lines += ["Accuracy in %; paper rows: " + (recipe.paper_source or "none") + ".", ""]
-        if seeds[0]["backbone"]["kind"] == "random":
-            lines += [f"**Warning:** {seeds[0]['backbone']['warning']}", ""]
-    else:
-        lines += [f"Target accuracy {cfg['target_acc']}; paper columns: {recipe.paper_source or 'none'}. The paper "
-                  "states no evaluation protocol; ours is docs/EVALUATION.md: both accuracy columns, one virtual-time "
-                  "budget for every method.", ""]
     lines += table + [""]
     if summary["claims"]:
         lines += ["## Claims", ""] + [f"- {c}" for c in summary["claims"]] + [""]
