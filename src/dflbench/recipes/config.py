@@ -49,8 +49,8 @@ class Experiment:
     never loads the P2P-FT stack, torchvision, timm and captum, which costs seconds of start-up; bench/RESULTS.md,
     "Start-up"), the config class there, the config field listing its parts (`parts`: methods / algorithms; None: one
     part named as the experiment), the key naming the part of each recorded run (`run_key`: method / algorithm), the
-    keys of a recipe's paper rows, `report`: the function of `recipes/report.py` that summarizes its seeds (imported
-    on first use too), `part_resume`: a finished seed continues when more parts are asked (AEDFL's methods are
+    keys of a recipe's paper rows, `report`: the name of the function in `recipes/report.py` that summarizes its
+    seeds, `part_resume`: a finished seed continues when more parts are asked (AEDFL's methods are
     independent runs), `progress`: a part reports how far it is (`on_progress`), and `stacked`: seeds not yet done
     run together, the module's `run_seeds_stacked(cfgs, folders, on_run_done)` (P2P-FT, unless the config's
     `batch_seeds` is false). The module's `run_seed(cfg, folder, on_run_done, on_progress)` runs one seed into
@@ -93,11 +93,6 @@ class Experiment:
     def run_seeds_stacked(self, cfgs: list, folders: list[Path], on_run_done=None) -> None:
         """The seeds `cfgs` into `folders`, together; `on_run_done(s, run)` after each part of seed index s."""
         importlib.import_module(self.module).run_seeds_stacked(cfgs, folders, on_run_done)
-
-    def summarize(self, recipe, seeds: list[dict], out: Path) -> tuple[dict, list[str]]:
-        """`recipes.report.<report>(recipe, seeds, out)`: the summary (rows, figures, claims) and the report's lines
-        above its table, the table included."""
-        return getattr(importlib.import_module("dflbench.recipes.report"), self.report)(recipe, seeds, out)
 
 
 EXPERIMENTS: dict[str, Experiment] = {}

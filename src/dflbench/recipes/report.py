@@ -454,7 +454,8 @@ def write_report(recipe: Recipe, scale: str | None, notes: list[str], folders: l
             by_name = {r[kind.run_key]: r for r in seed["runs"]}
             seed["runs"] = [by_name[m] for m in methods]
             seed["config"][kind.parts] = list(methods)
-    summary, table = kind.summarize(recipe, seeds, out)
+    # the experiment's summary (`Experiment.report` names it): its rows, figures, claims and the lines above the table
+    summary, table = getattr(sys.modules[__name__], kind.report)(recipe, seeds, out)
     cfg = seeds[0]["config"]
     lines = [f"# {recipe.title}", "",
              f"Recipe `{recipe.name}`, scale `{scale or 'file'}`, {len(seeds)} seed(s) "
