@@ -65,11 +65,11 @@ def test_aedfl_takes_a_topology():
 
 def test_experiments_are_registered_once():
     from dflbench.recipes.config import EXPERIMENTS, register_experiment
-    from dflbench.recipes.pretrain import PretrainConfig
+    from dflbench.recipes.pretrain import PretrainRunConfig
 
     assert {name: e.config_class() for name, e in EXPERIMENTS.items()} == {"aedfl": AEDFLRunConfig,
                                                                            "p2pft": P2PFTConfig,
-                                                                           "pretrain": PretrainConfig}
+                                                                           "pretrain": PretrainRunConfig}
     assert EXPERIMENTS["aedfl"].part_names(AEDFLRunConfig()) == AEDFLRunConfig().methods
     with pytest.raises(ValueError, match="experiment 'p2pft' is already registered"):
         register_experiment(EXPERIMENTS["p2pft"])

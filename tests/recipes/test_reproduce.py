@@ -16,7 +16,7 @@ from dflbench.errors import UserError
 from dflbench.recipes.aedfl import AEDFLRunConfig
 from dflbench.recipes.config import build_config, parse_sets, with_config_file
 from dflbench.recipes.p2pft import P2PFTConfig
-from dflbench.recipes.report import band_on_grid, diagnostics_panels, mean_std
+from dflbench.recipes.report import band_on_grid, mean_std, seed_diagnostics_panels
 from dflbench.recipes.reproduce import list_recipes, load_recipe
 
 runner = CliRunner()
@@ -281,7 +281,7 @@ def test_aedfl_report_numbers_and_diagnostics(tmp_path):
     assert "AEDFL has the smallest computation cost (Sec. 6.2): tie within the seeds' spread" in report
     assert "ended (2.0, 2.0, 2.0 s)" in report
     assert "(diagnostics.png)" in report and (tmp_path / "diagnostics.png").stat().st_size > 1000
-    panels = diagnostics_panels({"aedfl": [_aedfl_seed(0, 0.6, 1.0, lam)["runs"][0]]})
+    panels = seed_diagnostics_panels({"aedfl": [_aedfl_seed(0, 0.6, 1.0, lam)["runs"][0]]})
     assert [p.ylabel for p in panels] == ["selection probability", "lambda_ij (eq. 4.6-4.8)", "selection probability"]
     (xs, ys), = panels[1].curves.values()                                     # lambda: mean over the two devices
     assert ys[0] == pytest.approx(2.0) and ys[-1] == pytest.approx(2.0)
@@ -289,7 +289,7 @@ def test_aedfl_report_numbers_and_diagnostics(tmp_path):
     assert set(panels[2].curves) == {"aedfl fresh", "aedfl stale", "aedfl aggregated"}
     spread = {"aedfl": [_aedfl_seed(s, 0.6, 1.0, lam)["runs"][0] for s in range(2)]}
     spread["aedfl"][1]["diagnostics"]["selection_probability"] = [[1.0, 1.0]] * 2     # seeds at 0.5 and 1.0
-    _, lo, hi = diagnostics_panels(spread)[0].bands["aedfl"]
+    _, lo, hi = seed_diagnostics_panels(spread)[0].bands["aedfl"]
     assert max(hi) == 1.0 and min(lo) >= 0.0                                  # mean + std = 1.10 is clipped
     summary = json.loads((tmp_path / "results.json").read_text())
     assert summary["rows"]["aedfl"]["time_to_target"] == pytest.approx([1.5, np.std([1.0, 2.0], ddof=1)])

@@ -110,7 +110,7 @@ register_experiment(Experiment("aedfl", "dflbench.recipes.aedfl", "AEDFLRunConfi
                                ("acc", "time", "mfp"), "summarize_aedfl", part_resume=True, progress=True))
 register_experiment(Experiment("p2pft", "dflbench.recipes.p2pft", "P2PFTConfig", "algorithms", "algorithm",
                                ("nodes",), "summarize_p2pft", stacked=True))
-register_experiment(Experiment("pretrain", "dflbench.recipes.pretrain", "PretrainConfig", None, "run",
+register_experiment(Experiment("pretrain", "dflbench.recipes.pretrain", "PretrainRunConfig", None, "run",
                                ("test_accuracy",), "summarize_pretrain"))
 
 

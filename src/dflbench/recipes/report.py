@@ -201,7 +201,7 @@ def summarize_aedfl(recipe: Recipe, seeds: list[dict], out: Path) -> tuple[dict,
     _figure(out, "costs", costs, figures)
     if cfg.get("corrupt"):
         lines += [""] + harmful_lines(runs, cfg["corrupt"], cfg.get("corrupt_mode", "noise"), cfg["devices"])
-    panels = diagnostics_panels(runs)
+    panels = seed_diagnostics_panels(runs)
     if panels:
         _figure(out, "diagnostics", lambda p: panels_plot(p, panels, "virtual time (s)", f"AEDFL modules: {title}"),
                 figures)
@@ -213,7 +213,7 @@ DIAGNOSTICS = {"selection_probability": "selection probability", "lambda": "lamb
 LIMITS = {"selection_probability": (0.0, 1.0), "lambda": (0.0, math.inf), "pruning_rate": (0.0, 1.0)}
 
 
-def diagnostics_panels(runs: dict[str, list[dict]]) -> list[Panel]:
+def seed_diagnostics_panels(runs: dict[str, list[dict]]) -> list[Panel]:
     """A panel per module series over virtual time: each seed's per-device values averaged over devices, then
     mean +- std over seeds; `selection_by_bucket` as one curve per method and slot kind."""
     panels = []
