@@ -13,6 +13,7 @@ from dflbench.errors import UserError
 from dflbench.io import atomic_write_csv, atomic_write_json, differing_fields, read_results_file, read_tensors
 
 from .config import experiment, recorded_config
+from .records import AlgorithmRun
 
 if TYPE_CHECKING:
     from .p2pft import P2PFTConfig
@@ -76,9 +77,6 @@ def run_record(name: str, sim, res, nodes: int, stacked_seeds: list[int], single
     """results.json's record of algorithm `name` (its `SyncSimulator` and `SyncResult`): per-node and mean accuracy
     (a single model's accuracy repeated for every node), its history, cost and the mixing matrices it used."""
     accs = res.node_accuracy * nodes if len(res.node_accuracy) == 1 else res.node_accuracy
-    return {"algorithm": name, "mixing": sim.algorithm.name,
-            "matrices": {k: m.tolist() for k, m in sim.algorithm.matrices().items()},
-            "node_accuracy": accs, "mean_accuracy": float(np.mean(accs)), "single_model": single_model,
-            "history": res.history, "wall_time_s": res.wall_time_s, "stacked_seeds": stacked_seeds,
-            "bytes_sent": int(sum(res.bytes_sent)), "bytes_sent_per_node": res.bytes_sent, "steps": res.steps,
-            "steps_per_epoch": sim.sampler.steps_per_epoch}
+    return AlgorithmRun(name, sim.algorithm.name, {k: m.tolist() for k, m in sim.algorithm.matrices().items()},
+                        accs, float(np.mean(accs)), single_model, res.history, res.wall_time_s, stacked_seeds,
+                        int(sum(res.bytes_sent)), res.bytes_sent, res.steps, sim.sampler.steps_per_epoch).to_dict()
