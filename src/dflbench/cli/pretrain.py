@@ -14,7 +14,7 @@ from dflbench.recipes.pretrain import pretrain as run_pretrain
 
 from .errors import user_errors
 from .options import field_option, given
-from .p2pft import set_threads
+from .threads import set_threads
 
 F = PretrainRunConfig
 

@@ -18,8 +18,8 @@ from dflbench.recipes.reproduce import SCALES, SEEDS, Recipe, list_recipes, load
 
 from .errors import on_interrupt, user_errors
 from .options import param_option
-from .p2pft import set_threads
 from .progress import LogLines
+from .threads import set_threads
 
 
 def recipes_table() -> Table:

@@ -12,8 +12,8 @@ from dflbench.recipes.reproduce import load_recipe_file, run_seeds
 
 from .errors import user_errors
 from .options import param_option
-from .p2pft import set_threads
 from .reproduce import execute
+from .threads import set_threads
 
 
 @user_errors
