@@ -163,7 +163,6 @@ class P2PFTRuntime:
     info: dict | None = None  # stored as results["runtime"] when given
 
 
-
 def run_p2pft(cfg: P2PFTConfig, out_dir: str | Path, resume: bool = False, progress: bool | None = None,
               runtime: P2PFTRuntime = P2PFTRuntime()) -> P2PFTRun | None:
     """Run every algorithm of `cfg`, write `out_dir/results.json` and `results.csv`, then the pictures, and return

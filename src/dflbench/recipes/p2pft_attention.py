@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from .p2pft import P2PFTConfig
 
+
 def unseen_test_images(data, part, node: int, count: int) -> torch.Tensor:
     """Indices of the first `count` test images of classes node `node` (numbered from 1) never trains on (Fig. 2's
     setting); empty when that node holds every class."""

@@ -59,7 +59,6 @@ def check_checkpoints(paths: list[Path]) -> None:
                 raise UserError(f"{path} (a checkpoint of an earlier run) is not a dflbench training checkpoint; {fix}")
 
 
-
 def write_results(results: dict, out: Path) -> None:
     """results.json (everything) and results.csv (one row per algorithm: per-node and mean accuracy, cost)."""
     atomic_write_json(out / "results.json", results)
