@@ -36,13 +36,13 @@ def test_random_backbone_warning_is_one_stderr_line(tmp_path):
 
 
 def test_baseline_variants_run_on_the_topology_graph(tmp_path):
-    """--algorithms reaches every DGD / GT-DGD form; each runs on --topology's own row-stochastic weights (hub_ring:
-    not doubly stochastic) and results.json records them."""
+    """--algorithms reaches every DGD / GT-DGD form, by its former recipe name too (recorded under the mixing
+    registry's one name); each runs on --topology's own row-stochastic weights (hub_ring: not doubly stochastic)."""
     result = runner.invoke(app, ["p2pft", *TINY, "--algorithms", "dgd-eq1,dgd-cta,gt-dgd-atc,gt-dgd",
                                  "--topology", "hub_ring", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     runs = json.loads((tmp_path / "results.json").read_text())["runs"]
-    assert [r["mixing"] for r in runs] == ["dgd_eq1", "dpsgd", "gtdgd_atc", "gtdgd"]
+    assert [r["mixing"] for r in runs] == [r["algorithm"] for r in runs] == ["dgd_eq1", "dpsgd", "gtdgd_atc", "gtdgd"]
     A = row_stochastic(make_topology("hub_ring", 4))
     assert not is_doubly_stochastic(A)
     assert all(r["matrices"] == {"W": A.tolist()} for r in runs)
@@ -50,7 +50,8 @@ def test_baseline_variants_run_on_the_topology_graph(tmp_path):
 
 def test_user_errors_are_one_line_exit_2(tmp_path):
     base = ["p2pft", *TINY, "--epochs", "1", "--out", str(tmp_path / "o")]
-    _one_line_error(base + ["--algorithms", "local,fedavg"], "fedavg", "valid: local, p2pft, dgd, gt-dgd, central")
+    _one_line_error(base + ["--algorithms", "local,fedavg"], "fedavg",
+                    "valid: centralized, dgd, dgd_eq1, dpsgd, gtdgd,", "pushsum, central")
     _one_line_error(base + ["--dataset", "mnist"], "unknown dataset 'mnist'", "cifar10", "digits")
     _one_line_error(base + ["--topology", "moebius"], "unknown topology 'moebius'", "exponential", "adjacency:PATH")
     _one_line_error(base + ["--split", "halves"], "unknown split 'halves'", "dirichlet:ALPHA", "shards:K")
@@ -67,15 +68,15 @@ def test_user_errors_are_one_line_exit_2(tmp_path):
 
 def test_p2pft_run_writes_results_and_prints_table(tmp_path):
     out = tmp_path / "run"
-    result = runner.invoke(app, ["p2pft", *TINY, "--algorithms", "local,p2pft", "--epochs", "1", "--lr", "0.05",
+    result = runner.invoke(app, ["p2pft", *TINY, "--algorithms", "local,pushpull", "--epochs", "1", "--lr", "0.05",
                                  "--batch-size", "16", "--out", str(out)], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     res = json.loads((out / "results.json").read_text())
-    assert [r["algorithm"] for r in res["runs"]] == ["local", "p2pft"]
+    assert [r["algorithm"] for r in res["runs"]] == ["local", "pushpull"]
     for r in res["runs"]:
         assert f"{100 * r['mean_accuracy']:.2f}" in result.output
     assert "node 4" in result.output and (out / "results.csv").is_file()
-    assert (out / "checkpoints" / "p2pft.pt").is_file()
+    assert (out / "checkpoints" / "pushpull.pt").is_file()
 
 
 def test_pretrain_backbone_feeds_p2pft_checkpoint(tmp_path):

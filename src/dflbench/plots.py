@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import io
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 from dflbench.io import atomic_write_bytes
 
@@ -199,3 +200,14 @@ def grouped_bars(path: str | Path, groups: Sequence[str], series: Mapping[str, t
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=7)
     return _save(plt, fig, path)
+
+
+def figure_or_error(out: Path, what: str, draw: Callable[[], dict]) -> dict:
+    """Draw a figure after the results are on disk; a failure is one warning line on stderr and recorded as
+    {"error": ...} in results.json instead of ending the run."""
+    try:
+        return draw()
+    except Exception as exc:  # noqa: BLE001 - any failure of a picture must leave the results
+        print(f"warning: the {what} figure failed ({type(exc).__name__}: {exc}); the results in {out} are complete",
+              file=sys.stderr)
+        return {"error": f"{type(exc).__name__}: {exc}"}

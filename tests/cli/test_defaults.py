@@ -16,7 +16,7 @@ from dflbench.engines.async_sim import AsyncConfig
 from dflbench.recipes.aedfl import AEDFLRunConfig
 from dflbench.recipes.demo import DEMO
 from dflbench.recipes.p2pft import P2PFTConfig
-from dflbench.recipes.pretrain import PretrainConfig
+from dflbench.recipes.pretrain import PretrainRunConfig
 from dflbench.registry import field_default, option_doc
 from dflbench.runtime.async_node import AsyncRuntimeConfig
 
@@ -28,7 +28,7 @@ COMMANDS = {
               {}),
     "p2pft": (P2PFTConfig, {"out", "resume", "overwrite", "threads", "backend", "peer_timeout", "config"},
               {"no_cache": "cache"}),
-    "pretrain": (PretrainConfig, {"out", "threads"}, {}),
+    "pretrain": (PretrainRunConfig, {"out", "threads"}, {}),
     "demo": (DEMO, {"out", "threads"}, {}),
 }
 
@@ -60,7 +60,7 @@ def test_every_option_is_its_config_field(name):
 
 
 def test_every_run_field_has_a_doc():
-    for cls in (AEDFLRunConfig, P2PFTConfig, PretrainConfig):
+    for cls in (AEDFLRunConfig, P2PFTConfig, PretrainRunConfig):
         assert all(option_doc(f) for f in dataclasses.fields(cls)), cls
 
 

@@ -91,17 +91,17 @@ def test_an_unsafe_checkpoint_is_refused_without_running_it(cli, tmp_path, monke
     monkeypatch.setenv("DFLBENCH_TEST_MARKER", str(marker))
     out = tmp_path / "o"
     (out / "checkpoints").mkdir(parents=True)
-    torch.save({"epoch": 1, "state": Payload()}, out / "checkpoints" / "p2pft.pt")
-    line = cli.one_error_line([*cli.TINY, "--algorithms", "p2pft", "--resume", "--out", str(out)])
-    assert line == (f"error: {out / 'checkpoints' / 'p2pft.pt'} (a checkpoint of an earlier run) cannot be read: it "
+    torch.save({"epoch": 1, "state": Payload()}, out / "checkpoints" / "pushpull.pt")
+    line = cli.one_error_line([*cli.TINY, "--algorithms", "pushpull", "--resume", "--out", str(out)])
+    assert line == (f"error: {out / 'checkpoints' / 'pushpull.pt'} (a checkpoint of an earlier run) cannot be read: it "
                     "holds objects other than tensors, refused because loading them could run code; delete it to "
                     "train that algorithm from the start, give another --out, or use --overwrite")
-    torch.save({"epoch": 1}, out / "checkpoints" / "p2pft.pt")
+    torch.save({"epoch": 1}, out / "checkpoints" / "pushpull.pt")
     assert "is not a dflbench training checkpoint" in cli.one_error_line(
-        [*cli.TINY, "--algorithms", "p2pft", "--resume", "--out", str(out)])
-    (out / "checkpoints" / "p2pft.pt").write_bytes(b"\x80\x04garbage")
+        [*cli.TINY, "--algorithms", "pushpull", "--resume", "--out", str(out)])
+    (out / "checkpoints" / "pushpull.pt").write_bytes(b"\x80\x04garbage")
     assert "(a checkpoint of an earlier run) cannot be read: " in cli.one_error_line(
-        [*cli.TINY, "--algorithms", "p2pft", "--resume", "--out", str(out)])
+        [*cli.TINY, "--algorithms", "pushpull", "--resume", "--out", str(out)])
     backbone = tmp_path / "backbone.pt"
     torch.save({"w": Payload()}, backbone)
     line = cli.one_error_line([*cli.TINY, "--algorithms", "local", "--checkpoint", str(backbone), "--out",

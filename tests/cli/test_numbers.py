@@ -41,14 +41,14 @@ def test_aedfl_numbers_are_checked_naming_the_option(cli, tmp_path, args, says):
     (["--epochs", "0"], "--epochs must be a finite number >= 1, got 0"),
     (["--lr", "nan"], "--lr must be a finite number > 0, got nan"),
     (["--momentum", "1"], "--momentum must be a number in [0, 1), got 1.0"),
-    (["--nodes", "1"], "--nodes 1: p2pft exchanges models over a graph of nodes; give --nodes 2 or more (or only "
+    (["--nodes", "1"], "--nodes 1: pushpull exchanges models over a graph of nodes; give --nodes 2 or more (or only "
                        "--algorithms local,central)"),
     (["--batch-size", "0"], "--batch-size must be a finite number >= 1, got 0"),
     (["--peer-timeout", "0"], "--peer-timeout must be a finite number > 0, got 0.0"),
     (["--attention", "-1"], "--attention must be a finite number >= 0, got -1"),
 ])
 def test_p2pft_numbers_are_checked_naming_the_option(cli, tmp_path, args, says):
-    assert cli.one_error_line([*cli.TINY, "--algorithms", "local,p2pft", *args, "--out", str(tmp_path / "o")]) == \
+    assert cli.one_error_line([*cli.TINY, "--algorithms", "local,pushpull", *args, "--out", str(tmp_path / "o")]) == \
         f"error: {says}"
 
 

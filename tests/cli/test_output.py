@@ -66,24 +66,24 @@ def test_resume_with_another_method_list_keeps_every_finished_method(tmp_path, c
 
 def test_p2pft_keeps_finished_algorithms_and_unfinished_checkpoints(tmp_path, cli):
     out = tmp_path / "o"
-    assert runner.invoke(app, [*cli.TINY, "--algorithms", "local,p2pft", "--out", str(out)]).exit_code == 0
+    assert runner.invoke(app, [*cli.TINY, "--algorithms", "local,pushpull", "--out", str(out)]).exit_code == 0
     line = cli.one_error_line([*cli.TINY, "--algorithms", "local", "--out", str(out)])
-    assert "holds finished runs of local, p2pft, and --algorithms local would drop p2pft; keep them with --resume" \
-        in line
-    assert "differs in lr" in cli.one_error_line([*cli.TINY, "--algorithms", "local,p2pft", "--lr", "0.01", "--out",
+    assert "holds finished runs of local, pushpull, and --algorithms local would drop pushpull; keep them with " \
+           "--resume" in line
+    assert "differs in lr" in cli.one_error_line([*cli.TINY, "--algorithms", "local,pushpull", "--lr", "0.01", "--out",
                                               str(out)])
     result = runner.invoke(app, [*cli.TINY, "--algorithms", "central", "--resume", "--out", str(out)])
     assert result.exit_code == 0, result.output
     results = json.loads((out / "results.json").read_text())
-    assert [r["algorithm"] for r in results["runs"]] == ["central", "local", "p2pft"]
-    assert results["config"]["algorithms"] == ["central", "local", "p2pft"]
+    assert [r["algorithm"] for r in results["runs"]] == ["central", "local", "pushpull"]
+    assert results["config"]["algorithms"] == ["central", "local", "pushpull"]
     (out / "results.json").unlink()                                  # an interrupted run leaves its checkpoints
     line = cli.one_error_line([*cli.TINY, "--algorithms", "local", "--out", str(out)])
-    assert line == (f"error: {out / 'checkpoints'} holds unfinished runs of central, local, p2pft; continue them "
+    assert line == (f"error: {out / 'checkpoints'} holds unfinished runs of central, local, pushpull; continue them "
                     "with --resume, give another --out, or replace them with --overwrite")
-    result = runner.invoke(app, [*cli.TINY, "--algorithms", "local,p2pft", "--resume", "--out", str(out)])
+    result = runner.invoke(app, [*cli.TINY, "--algorithms", "local,pushpull", "--resume", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert f"resuming from {out / 'checkpoints'}: local (epoch 1), p2pft (epoch 1) of 1 epochs" in result.output
+    assert f"resuming from {out / 'checkpoints'}: local (epoch 1), pushpull (epoch 1) of 1 epochs" in result.output
 
 
 @pytest.mark.parametrize("flag", ["--resume", "--overwrite"])

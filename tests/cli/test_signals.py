@@ -73,14 +73,14 @@ def test_p2pft_interrupted_names_the_checkpointed_epochs(cli, tmp_path, monkeypa
 
     monkeypatch.setattr(p2pft_cli, "run_p2pft", interrupted_after_training)
     out = tmp_path / "o"
-    line = cli.one_error_line([*cli.TINY, "--algorithms", "local,p2pft", "--out", str(out)], code=130,
+    line = cli.one_error_line([*cli.TINY, "--algorithms", "local,pushpull", "--out", str(out)], code=130,
                               prefix="interrupted: ")
-    assert line.startswith(f"interrupted: {out / 'checkpoints'} holds local at epoch 1 of 1, p2pft at epoch 1 of 1; "
+    assert line.startswith(f"interrupted: {out / 'checkpoints'} holds local at epoch 1 of 1, pushpull at epoch 1 of 1; "
                            "continue with: dflbench p2pft ") and line.endswith(" --resume")
     monkeypatch.setattr(p2pft_cli, "run_p2pft", real)
     result = cli.invoke(cli.app, _continue_args(line))
     assert result.exit_code == 0, result.output
-    assert f"resuming from {out / 'checkpoints'}: local (epoch 1), p2pft (epoch 1) of 1 epochs" in result.output
+    assert f"resuming from {out / 'checkpoints'}: local (epoch 1), pushpull (epoch 1) of 1 epochs" in result.output
 
 
 @pytest.mark.skipif(not DFLBENCH.exists(), reason="needs the installed dflbench command")

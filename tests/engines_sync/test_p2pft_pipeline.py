@@ -6,10 +6,18 @@ import json
 import numpy as np
 import pytest
 
-from dflbench.mixing import MixingMatrix
+from dflbench.mixing import MixingMatrix, list_algorithms
 from dflbench.recipes.config import parse_model_kwargs
 from dflbench.recipes.demo import check_claim, demo_config
-from dflbench.recipes.p2pft import P2PFTConfig, list_p2pft_algorithms, parse_algorithms, run_p2pft
+from dflbench.recipes.p2pft import P2PFTConfig, run_p2pft
+from dflbench.recipes.p2pft_algorithms import (
+    build_algorithm,
+    label,
+    list_p2pft_algorithms,
+    needs_graph,
+    parse_algorithms,
+    single_model,
+)
 from dflbench.topology import column_stochastic, make_topology, row_stochastic
 
 TINY = parse_model_kwargs("img_size=8,patch_size=4,embed_dim=16,depth=2,num_heads=2")
@@ -17,7 +25,7 @@ TINY = parse_model_kwargs("img_size=8,patch_size=4,embed_dim=16,depth=2,num_head
 
 def test_every_algorithm_end_to_end(tmp_path):
     names = list_p2pft_algorithms()
-    assert names == ["local", "p2pft", "dgd", "gt-dgd", "central", "dgd-cta", "dgd-eq1", "gt-dgd-atc"]
+    assert names == [*list_algorithms(), "central"]                    # the mixing registry's names, and central
     cfg = P2PFTConfig(model="vit_tiny_patch16_224", model_kwargs=TINY, dataset="digits", nodes=4,
                       topology="erdos_renyi", algorithms=tuple(names), epochs=1, lr=0.05, batch_size=16, device="cpu",
                       seed=0, attention=2)
@@ -26,26 +34,27 @@ def test_every_algorithm_end_to_end(tmp_path):
     assert list(runs) == names
     hist = np.array(res["partition"]["class_histograms"])
     assert [np.flatnonzero(h).tolist() for h in hist] == [[0, 1, 2], [3, 4, 5], [6, 7], [8, 9]]
-    # traffic: every send is one [q] float32 row per out-neighbour (p2pft sends params and tracker)
+    # traffic: every send is one [q] float32 row per out-neighbour (pushpull sends params and tracker)
     topo = make_topology("erdos_renyi", 4, seed=0)
     directed = MixingMatrix(topo.weights, None).out_degree.sum().item()
-    steps = runs["p2pft"]["steps"]
-    per_row = runs["p2pft"]["bytes_sent"] / (steps * 2 * directed)
+    steps = runs["pushpull"]["steps"]
+    per_row = runs["pushpull"]["bytes_sent"] / (steps * 2 * directed)
     assert per_row == int(per_row) and per_row % 4 == 0
-    for name in ("dgd", "dgd-cta", "dgd-eq1"):
+    for name in ("dgd", "dpsgd", "dgd_eq1"):
         assert runs[name]["bytes_sent"] == steps * directed * per_row, name
-    assert runs["gt-dgd"]["bytes_sent"] == runs["gt-dgd-atc"]["bytes_sent"] == 2 * runs["dgd"]["bytes_sent"]
+    assert runs["gtdgd"]["bytes_sent"] == runs["gtdgd_atc"]["bytes_sent"] == 2 * runs["dgd"]["bytes_sent"]
     # the matrices each run used: the directed graph's own (DGD / GT-DGD: row stochastic; push-pull: A and B)
     A, B = row_stochastic(topo).tolist(), column_stochastic(topo).tolist()
-    assert runs["p2pft"]["matrices"] == {"A": A, "B": B}
-    for name in ("dgd", "dgd-cta", "dgd-eq1", "gt-dgd", "gt-dgd-atc"):
+    assert runs["pushpull"]["matrices"] == {"A": A, "B": B}
+    for name in ("dgd", "dpsgd", "dgd_eq1", "gtdgd", "gtdgd_atc"):
         assert runs[name]["matrices"] == {"W": A}, name
     assert runs["local"]["matrices"] == runs["central"]["matrices"] == {}
-    assert [runs[n]["mixing"] for n in names[5:]] == ["dpsgd", "dgd_eq1", "gtdgd_atc"]
+    assert runs["pushsum"]["matrices"] == {"B": B}
+    assert all(runs[n]["mixing"] == n for n in names if n != "central") and runs["central"]["mixing"] == "local"
     assert runs["local"]["bytes_sent"] == runs["central"]["bytes_sent"] == 0
     assert runs["central"]["single_model"] and len(set(runs["central"]["node_accuracy"])) == 1
     # central: a 4x batch and, by default, the nodes' steps per epoch (ceil(largest node / batch))
-    assert runs["central"]["steps_per_epoch"] == runs["p2pft"]["steps_per_epoch"] == \
+    assert runs["central"]["steps_per_epoch"] == runs["pushpull"]["steps_per_epoch"] == \
         int(np.ceil(max(res["partition"]["sizes"]) / 16))
     for r in res["runs"]:
         assert len(r["history"]) == 2 and 0.0 <= r["mean_accuracy"] <= 1.0
@@ -54,10 +63,10 @@ def test_every_algorithm_end_to_end(tmp_path):
     assert (tmp_path / "attention.png").stat().st_size > 1000
     assert len(res["attention"]["labels"]) == 2 and not set(res["attention"]["labels"]) & {0, 1, 2}
     on_disk = json.loads((tmp_path / "results.json").read_text())
-    assert on_disk["runs"][1]["node_accuracy"] == runs["p2pft"]["node_accuracy"]
+    assert on_disk["runs"][names.index("pushpull")]["node_accuracy"] == runs["pushpull"]["node_accuracy"]
     rows = list(csv.DictReader((tmp_path / "results.csv").open()))
     assert [r["algorithm"] for r in rows] == list(runs)
-    assert float(rows[1]["node_3"]) == pytest.approx(runs["p2pft"]["node_accuracy"][2])
+    assert float(rows[names.index("pushpull")]["node_3"]) == pytest.approx(runs["pushpull"]["node_accuracy"][2])
 
 
 def test_demo_claim_holds(tmp_path):
@@ -70,8 +79,13 @@ def test_demo_claim_holds(tmp_path):
 
 
 def test_config_errors():
-    with pytest.raises(ValueError, match="valid: local, p2pft, dgd, gt-dgd, central"):
+    with pytest.raises(ValueError, match="valid: centralized, dgd, .*, pushsum, central"):
         parse_algorithms("local,fedavg")
+    with pytest.raises(ValueError, match="repeats a name"):
+        parse_algorithms("p2pft,pushpull")                                # a former name is the same algorithm
+    assert parse_algorithms("local,p2pft,gt-dgd,dgd-cta,dgd-eq1,gt-dgd-atc,central") == (
+        "local", "pushpull", "gtdgd", "dpsgd", "dgd_eq1", "gtdgd_atc", "central")
+    assert P2PFTConfig(algorithms=("p2pft", "central")).algorithms == ("pushpull", "central")
     with pytest.raises(ValueError, match="KEY=VALUE"):
         parse_model_kwargs("img_size")
     with pytest.raises(ValueError, match="either --checkpoint or --pretrained"):
@@ -79,12 +93,13 @@ def test_config_errors():
 
 
 @pytest.mark.parametrize("name", list_p2pft_algorithms())
-def test_every_registered_algorithm_builds_its_mixing_rule(name):
-    """Each P2P-FT registry entry builds the dflbench.mixing algorithm its metadata names (central: plain local SGD
-    on one model) with the run's learning rate."""
-    from dflbench.recipes.p2pft import ALGORITHMS, single_model
-
-    meta = ALGORITHMS.get(name).metadata
-    algo = ALGORITHMS.make(name, None, lr=0.05, momentum=0.0, topology=make_topology("exponential", 4))
-    assert algo.name == (meta["mixing"] or "local") and algo.lr == 0.05
-    assert single_model(name) == (name == "central") and isinstance(meta["label"], str)
+def test_every_algorithm_builds_its_mixing_rule(name):
+    """Each --algorithms name builds the dflbench.mixing algorithm of that name (central: plain local SGD on one
+    model) with the run's learning rate and the matrices its `topology_matrices` name; its label is its own."""
+    topo = make_topology("exponential", 4)
+    algo = build_algorithm(name, 0.05, 0.0, topo if needs_graph(name) else None)
+    assert algo.name == ("local" if name == "central" else name) and algo.lr == 0.05
+    assert len(algo.matrices()) == len(type(algo).topology_matrices) == (2 if name == "pushpull" else
+                                                                         int(needs_graph(name)))
+    assert single_model(name) == (name == "central")
+    assert len({label(n) for n in list_p2pft_algorithms()}) == len(list_p2pft_algorithms())

@@ -8,16 +8,21 @@ import torch
 from dflbench.mixing import (
     DGD,
     GTDGD,
+    RENAMED,
+    Algorithm,
+    Local,
     LocalCommunicator,
     MixingMatrix,
     MixingState,
     PushPull,
     PushSum,
+    canonical_algorithm,
     flatten_rows,
     from_topology,
     get_algorithm,
     list_algorithms,
     make_algorithm,
+    register_algorithm,
     run,
 )
 from dflbench.topology import column_stochastic, exponential, metropolis_hastings, one_peer_exponential, row_stochastic
@@ -131,6 +136,36 @@ def test_registry():
         get_algorithm("adam")
     alg = make_algorithm("pushpull", row_stochastic(exponential(4)), column_stochastic(exponential(4)), 0.1)
     assert isinstance(alg, PushPull)
+
+
+@pytest.mark.parametrize("name", list_algorithms())
+def test_every_algorithm_states_its_metadata(name):
+    """An entry's label and topology matrices are what from_topology builds it with; labels are distinct."""
+    cls = get_algorithm(name)
+    assert cls.name == name and cls.label and cls.label != Algorithm.label
+    built = from_topology(name, exponential(5), 0.1)
+    assert len(built.matrices()) == len(cls.topology_matrices)
+    assert len({get_algorithm(n).label for n in list_algorithms()}) == len(list_algorithms())
+
+
+def test_registry_refuses_a_taken_name_and_reads_former_names():
+    class Again(Local):
+        name = "local"
+
+    class Former(Local):
+        name = "p2pft"
+
+    class Odd(Local):
+        name, topology_matrices = "odd", ("diagonal",)
+
+    for cls, says in ((Again, "'local' is already registered"), (Former, "'p2pft' is already registered"),
+                      (Odd, "unknown topology_matrices")):
+        with pytest.raises(ValueError, match=says):
+            register_algorithm(cls)
+    assert "odd" not in list_algorithms()
+    assert {old: canonical_algorithm(old) for old in RENAMED} == RENAMED
+    assert get_algorithm("p2pft") is PushPull and set(RENAMED.values()) <= set(list_algorithms())
+    assert not set(RENAMED) & set(list_algorithms())
 
 
 def test_from_topology_uses_the_papers_matrices():

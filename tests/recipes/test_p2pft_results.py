@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from dflbench.recipes import p2pft as recipe
+from dflbench.recipes import p2pft_seeds as seeds_module
 from dflbench.recipes.config import parse_model_kwargs
 from dflbench.recipes.p2pft import P2PFTConfig, run_p2pft
 from dflbench.topology import column_stochastic, row_stochastic
@@ -19,7 +20,7 @@ SWIN = ("swin_tiny_patch4_window7_224", (("img_size", 16), ("patch_size", 2), ("
 
 
 def _cfg(model=VIT, **kw) -> P2PFTConfig:
-    base = dict(model=model[0], model_kwargs=model[1], dataset="digits", nodes=4, algorithms=("local", "p2pft"),
+    base = dict(model=model[0], model_kwargs=model[1], dataset="digits", nodes=4, algorithms=("local", "pushpull"),
                 epochs=1, lr=0.05, batch_size=32, device="cpu", seed=0)
     return P2PFTConfig(**{**base, **kw})
 
@@ -55,7 +56,7 @@ def test_a_failing_picture_leaves_the_results(tmp_path, monkeypatch, capsys):
     res = run_p2pft(_cfg(attention=2), tmp_path).results
     assert res["attention"] == {"error": "RuntimeError: matplotlib exploded"}
     on_disk = json.loads((tmp_path / "results.json").read_text())
-    assert on_disk["attention"]["error"] and [r["algorithm"] for r in on_disk["runs"]] == ["local", "p2pft"]
+    assert on_disk["attention"]["error"] and [r["algorithm"] for r in on_disk["runs"]] == ["local", "pushpull"]
     assert "the attention figure failed" in capsys.readouterr().err
 
 
@@ -69,7 +70,7 @@ def test_results_are_on_disk_before_the_first_picture(tmp_path, monkeypatch):
     monkeypatch.setattr(recipe, "line_plot", spy)
     with pytest.raises(KeyboardInterrupt):
         run_p2pft(_cfg(), tmp_path)
-    assert [r["algorithm"] for r in seen["runs"]] == ["local", "p2pft"]
+    assert [r["algorithm"] for r in seen["runs"]] == ["local", "pushpull"]
 
 
 @pytest.mark.parametrize("change, field", [
@@ -80,25 +81,25 @@ def test_results_are_on_disk_before_the_first_picture(tmp_path, monkeypatch):
      "model_kwargs"),
 ])
 def test_resume_refuses_another_runs_checkpoint(tmp_path, change, field):
-    run_p2pft(_cfg(algorithms=("p2pft",)), tmp_path)
+    run_p2pft(_cfg(algorithms=("pushpull",)), tmp_path)
     with pytest.raises(ValueError, match=f"results.json holds results of another configuration \\(differs in "
                                          f".*{field}"):
-        run_p2pft(_cfg(algorithms=("p2pft",), **change), tmp_path, resume=True)
+        run_p2pft(_cfg(algorithms=("pushpull",), **change), tmp_path, resume=True)
     (tmp_path / "results.json").unlink()                  # an interrupted run: only its checkpoints are there
     with pytest.raises(ValueError, match=f"belongs to a different run \\(differs in .*{field}"):
-        run_p2pft(_cfg(algorithms=("p2pft",), **change), tmp_path, resume=True)
+        run_p2pft(_cfg(algorithms=("pushpull",), **change), tmp_path, resume=True)
 
 
 def test_resume_refuses_a_changed_backbone_checkpoint(tmp_path):
     ckpt = tmp_path / "backbone.pt"
     torch.manual_seed(0)
-    model = recipe._build_model(_cfg(), 10)
+    model = seeds_module.build_model(_cfg(), 10)
     torch.save(model.state_dict(), ckpt)
-    run_p2pft(_cfg(algorithms=("p2pft",), checkpoint=str(ckpt)), tmp_path / "run")
+    run_p2pft(_cfg(algorithms=("pushpull",), checkpoint=str(ckpt)), tmp_path / "run")
     torch.save({k: v + 1 for k, v in model.state_dict().items()}, ckpt)
     (tmp_path / "run" / "results.json").unlink()          # the checkpoint's fingerprint is what refuses it
     with pytest.raises(ValueError, match="checkpoint_sha256"):
-        run_p2pft(_cfg(algorithms=("p2pft",), checkpoint=str(ckpt)), tmp_path / "run", resume=True)
+        run_p2pft(_cfg(algorithms=("pushpull",), checkpoint=str(ckpt)), tmp_path / "run", resume=True)
 
 
 def test_default_graph_is_directed_and_not_weight_balanced():
@@ -116,11 +117,11 @@ def test_random_backbone_is_flagged(tmp_path):
 
 @pytest.mark.parametrize("mode", ["match", "epoch"])
 def test_central_step_budget(tmp_path, mode):
-    res = run_p2pft(_cfg(algorithms=("p2pft", "central"), central_steps=mode), tmp_path).results
+    res = run_p2pft(_cfg(algorithms=("pushpull", "central"), central_steps=mode), tmp_path).results
     sizes = res["partition"]["sizes"]
     nodes_steps = int(np.ceil(max(sizes) / 32))
     runs = {r["algorithm"]: r for r in res["runs"]}
-    assert runs["p2pft"]["steps_per_epoch"] == nodes_steps
+    assert runs["pushpull"]["steps_per_epoch"] == nodes_steps
     expected = nodes_steps if mode == "match" else int(np.ceil(sum(sizes) / (4 * 32)))
     assert runs["central"]["steps_per_epoch"] == expected and runs["central"]["steps"] == expected
     if mode == "match":

@@ -17,7 +17,7 @@ from dflbench.errors import UserError
 from dflbench.recipes.p2pft import P2PFTRuntime, run_p2pft, run_p2pft_seeds
 from dflbench.recipes.reproduce import load_recipe
 
-ALGORITHMS = "local,p2pft,dgd,gt-dgd,central"
+ALGORITHMS = "local,pushpull,dgd,gtdgd,central"
 
 
 def _npz(path, n_train=160, n_test=40):
@@ -53,9 +53,9 @@ def test_batched_seeds_equal_sequential_runs(tmp_path):
         runs = {r["algorithm"]: r for r in got.results["runs"]}
         assert all(r["stacked_seeds"] == [0, 1, 2] for r in runs.values())        # really one stacked run each
         assert all(r["stacked_seeds"] == [s] for r in ref.results["runs"])
-        assert runs["p2pft"]["matrices"] == {r["algorithm"]: r for r in ref.results["runs"]}["p2pft"]["matrices"]
+        assert runs["pushpull"]["matrices"] == {r["algorithm"]: r for r in ref.results["runs"]}["pushpull"]["matrices"]
     # the seeds differ (own head init, split order, batches): a stacked run must not have made them one
-    p0, p1 = (batched[s].sim_results["p2pft"].params["head.head.weight"] for s in (0, 1))
+    p0, p1 = (batched[s].sim_results["pushpull"].params["head.head.weight"] for s in (0, 1))
     assert not torch.allclose(p0, p1)
 
 
@@ -64,18 +64,28 @@ def test_reproduce_batches_and_the_sequential_path_keeps_its_folders(tmp_path):
     data = _npz(tmp_path / "c.npz", 80, 20)
     out = tmp_path / "o"
     args = ["reproduce", "p2pft-vit-cifar10", "--scale", "smoke", "--seeds", "2", "--out", str(out), "--set",
-            f"dataset=npz:{data}", "--set", "algorithms=local,p2pft", "--set", "attention=0", "--threads", "1"]
+            f"dataset=npz:{data}", "--set", "algorithms=local,pushpull", "--set", "attention=0", "--threads", "1"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     for s in (0, 1):
         runs = json.loads((out / f"seed-{s}" / "results.json").read_text())["runs"]
         assert [r["stacked_seeds"] for r in runs] == [[0, 1], [0, 1]]
         assert (out / f"seed-{s}" / "done.json").is_file()
-        assert (out / f"seed-{s}" / "checkpoints" / "p2pft.pt").is_file()
+        assert (out / f"seed-{s}" / "checkpoints" / "pushpull.pt").is_file()
     before = (out / "seed-1" / "results.json").read_text()
     again = CliRunner().invoke(app, [*args, "--set", "batch_seeds=false"])                 # finished seeds are kept
     assert again.exit_code == 0, again.output
     assert (out / "seed-1" / "results.json").read_text() == before
+    for s in (0, 1):                      # as recorded before the rename (pushpull was p2pft): still finished
+        for name in ("results.json", "done.json"):
+            path = out / f"seed-{s}" / name
+            path.write_text(path.read_text().replace('"pushpull"', '"p2pft"'))
+    old = [(out / f"seed-{s}" / "results.json").read_text() for s in (0, 1)]
+    for algorithms in ("local,p2pft", "local,pushpull"):
+        resumed = CliRunner().invoke(app, [*args, "--set", f"algorithms={algorithms}"])
+        assert resumed.exit_code == 0, resumed.output
+        assert [(out / f"seed-{s}" / "results.json").read_text() for s in (0, 1)] == old    # nothing ran again
+        assert "| pushpull |" in (out / "report.md").read_text()
 
 
 def test_unstackable_seeds_split_with_a_note_or_are_refused(tmp_path, capsys):

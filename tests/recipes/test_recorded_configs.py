@@ -43,7 +43,7 @@ def test_recorded_config_fills_only_the_missing_fields():
 
 
 def test_runtime_is_a_config_field():
-    cfg = build_config("p2pft", {"runtime": "distributed", "algorithms": ["local", "p2pft"]})
+    cfg = build_config("p2pft", {"runtime": "distributed", "algorithms": ["local", "pushpull"]})
     assert cfg.runtime == "distributed"
     with pytest.raises(UserError, match="^--runtime: unknown runtime 'mpi'"):
         build_config("aedfl", {"runtime": "mpi"})
@@ -65,9 +65,11 @@ def test_aedfl_takes_a_topology():
 
 def test_experiments_are_registered_once():
     from dflbench.recipes.config import EXPERIMENTS, register_experiment
+    from dflbench.recipes.pretrain import PretrainRunConfig
 
     assert {name: e.config_class() for name, e in EXPERIMENTS.items()} == {"aedfl": AEDFLRunConfig,
-                                                                           "p2pft": P2PFTConfig}
+                                                                           "p2pft": P2PFTConfig,
+                                                                           "pretrain": PretrainRunConfig}
     assert EXPERIMENTS["aedfl"].part_names(AEDFLRunConfig()) == AEDFLRunConfig().methods
     with pytest.raises(ValueError, match="experiment 'p2pft' is already registered"):
         register_experiment(EXPERIMENTS["p2pft"])

@@ -16,7 +16,7 @@ from dflbench.errors import UserError
 from dflbench.recipes.aedfl import AEDFLRunConfig
 from dflbench.recipes.config import build_config, parse_sets, with_config_file
 from dflbench.recipes.p2pft import P2PFTConfig
-from dflbench.recipes.report import band_on_grid, diagnostics_panels, mean_std
+from dflbench.recipes.report import band_on_grid, mean_std, seed_diagnostics_panels
 from dflbench.recipes.reproduce import list_recipes, load_recipe
 
 runner = CliRunner()
@@ -72,14 +72,14 @@ def test_recipe_parses_and_every_scale_resolves(name):
     else:
         assert isinstance(paper, P2PFTConfig) and paper.nodes == 4 and paper.lr == 1e-3 and paper.epochs == 100
         assert paper.pretrained and not cpu.pretrained and paper.split.startswith("classes:")
-        assert set(recipe.paper) == {"local", "p2pft"} and all(len(r["nodes"]) == 4 for r in recipe.paper.values())
+        assert set(recipe.paper) == {"local", "pushpull"} and all(len(r["nodes"]) == 4 for r in recipe.paper.values())
         assert smoke.epochs < cpu.epochs < paper.epochs
 
 
 def test_paper_numbers_are_the_tables():
     assert load_recipe("aedfl-cifar10-resnet8").paper["aedfl"] == {"acc": 0.7453, "time": 314, "mfp": 1.29}
     assert "time" not in load_recipe("aedfl-tinyimagenet-vgg9").paper["ad-psgd"]            # "/" in Table 1
-    assert load_recipe("p2pft-deit-flowers").paper["p2pft"]["nodes"] == [92.81, 92.98, 92.87, 92.84]
+    assert load_recipe("p2pft-deit-flowers").paper["pushpull"]["nodes"] == [92.81, 92.98, 92.87, 92.84]
 
 
 def test_stand_in_only_when_asked():
@@ -223,12 +223,12 @@ def test_p2pft_smoke_recipe_writes_the_report_and_fig2(tmp_path):
     data = _npz(tmp_path / "cifar.npz", (32, 32, 3), 10, 200, 60)
     out = tmp_path / "o"
     _ok(["reproduce", "p2pft-vit-cifar10", "--scale", "smoke", "--out", str(out), "--set", f"dataset=npz:{data}",
-         "--set", "algorithms=local,p2pft,central", "--threads", "1"])
+         "--set", "algorithms=local,pushpull,central", "--threads", "1"])
     report = (out / "report.md").read_text()
     for png in ("accuracy_vs_epoch", "consensus_vs_epoch", "node_accuracy"):
         assert (out / f"{png}.png").stat().st_size > 1000 and f"({png}.png)" in report
     assert "(seed-0/attention.png)" in report and (out / "seed-0" / "attention.png").is_file()
-    assert "| paper p2pft | 97.44 |" in report and "randomly initialised" in report
+    assert "| paper pushpull | 97.44 |" in report and "randomly initialised" in report
     history = json.loads((out / "seed-0" / "results.json").read_text())["runs"][1]["history"]
     assert all(h["consensus"] >= 0 for h in history)
 
@@ -281,7 +281,7 @@ def test_aedfl_report_numbers_and_diagnostics(tmp_path):
     assert "AEDFL has the smallest computation cost (Sec. 6.2): tie within the seeds' spread" in report
     assert "ended (2.0, 2.0, 2.0 s)" in report
     assert "(diagnostics.png)" in report and (tmp_path / "diagnostics.png").stat().st_size > 1000
-    panels = diagnostics_panels({"aedfl": [_aedfl_seed(0, 0.6, 1.0, lam)["runs"][0]]})
+    panels = seed_diagnostics_panels({"aedfl": [_aedfl_seed(0, 0.6, 1.0, lam)["runs"][0]]})
     assert [p.ylabel for p in panels] == ["selection probability", "lambda_ij (eq. 4.6-4.8)", "selection probability"]
     (xs, ys), = panels[1].curves.values()                                     # lambda: mean over the two devices
     assert ys[0] == pytest.approx(2.0) and ys[-1] == pytest.approx(2.0)
@@ -289,7 +289,7 @@ def test_aedfl_report_numbers_and_diagnostics(tmp_path):
     assert set(panels[2].curves) == {"aedfl fresh", "aedfl stale", "aedfl aggregated"}
     spread = {"aedfl": [_aedfl_seed(s, 0.6, 1.0, lam)["runs"][0] for s in range(2)]}
     spread["aedfl"][1]["diagnostics"]["selection_probability"] = [[1.0, 1.0]] * 2     # seeds at 0.5 and 1.0
-    _, lo, hi = diagnostics_panels(spread)[0].bands["aedfl"]
+    _, lo, hi = seed_diagnostics_panels(spread)[0].bands["aedfl"]
     assert max(hi) == 1.0 and min(lo) >= 0.0                                  # mean + std = 1.10 is clipped
     summary = json.loads((tmp_path / "results.json").read_text())
     assert summary["rows"]["aedfl"]["time_to_target"] == pytest.approx([1.5, np.std([1.0, 2.0], ddof=1)])
@@ -324,7 +324,9 @@ def test_p2pft_report_numbers_and_claims(tmp_path):
         (folder / "results.json").write_text(json.dumps(_p2pft_seed(seed, accs)))
         folders.append(folder)
     report = write_report(load_recipe("p2pft-vit-cifar10"), "cpu", [], folders, tmp_path).read_text()
-    assert "| p2pft | 70.00 ± 14.14 | 70.00 ± 14.14 |" in report                # by hand: std of 80, 60
+    # the seeds hold the former names p2pft and gt-dgd (recorded before the rename): read as today's
+    assert "| pushpull | 70.00 ± 14.14 | 70.00 ± 14.14 |" in report             # by hand: std of 80, 60
+    assert "| gtdgd | 50.00 ± 0.00 |" in report and "| paper pushpull | 97.44 |" in report
     # claims beyond the seeds' spread: p2pft 70 +- 14.14 (80, 60) per node and on the mean
     assert "P2P-FT beats Local-FT on every node (Sec. IV-C): holds (mean 70.00% vs 25.00%)" in report
     assert "similar to centralized (Sec. IV-C; read as within 5 points): holds (gap 2.00 points)" in report

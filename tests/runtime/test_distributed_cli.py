@@ -14,7 +14,7 @@ from dflbench.runtime.backend import DistEnv, choose_backend, node_placement
 
 
 def test_unknown_runtime_is_one_line_error():
-    res = CliRunner().invoke(app, ["p2pft", "--runtime", "mpi", "--algorithms", "p2pft"])
+    res = CliRunner().invoke(app, ["p2pft", "--runtime", "mpi", "--algorithms", "pushpull"])
     assert res.exit_code == 2 and "valid runtimes: simulator, distributed" in res.output
     assert "Traceback" not in res.output
 
@@ -22,7 +22,7 @@ def test_unknown_runtime_is_one_line_error():
 def test_distributed_outside_torchrun_says_how_to_launch(monkeypatch):
     for key in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.delenv(key, raising=False)
-    res = CliRunner().invoke(app, ["p2pft", "--runtime", "distributed", "--algorithms", "p2pft", "--device", "cpu"])
+    res = CliRunner().invoke(app, ["p2pft", "--runtime", "distributed", "--algorithms", "pushpull", "--device", "cpu"])
     assert res.exit_code == 2 and "torchrun --nproc-per-node" in res.output
 
 

@@ -17,7 +17,7 @@ from dflbench.runtime.backend import check_runtime
 
 TINY_VIT = ("vit_tiny_patch16_224", (("img_size", 8), ("patch_size", 4), ("embed_dim", 16), ("depth", 2),
                                       ("num_heads", 2)))
-ALGS = ("p2pft",)
+ALGS = ("pushpull",)
 
 
 def _config(dataset: str) -> P2PFTConfig:
@@ -53,7 +53,7 @@ def test_pipeline_matches_the_simulator(launch, band_npz, tmp_path):
 
 def test_refuses_central_and_unknown_runtime(tmp_path):
     with pytest.raises(ValueError, match="cannot run with --runtime distributed"):
-        run_p2pft_distributed(P2PFTConfig(algorithms=("p2pft", "central")), tmp_path)
+        run_p2pft_distributed(P2PFTConfig(algorithms=("pushpull", "central")), tmp_path)
     with pytest.raises(ValueError, match="valid runtimes: simulator, distributed"):
         check_runtime("mpi")
 
@@ -114,15 +114,15 @@ def test_a_dead_rank_stops_the_run_with_its_name_and_resume_finishes_it(launch, 
         message = (out / f"error.rank{rank}.txt").read_text()
         assert message.startswith("PeerFailure: ") and "rank 2" in message and "--resume" in message, message
     for rank in range(4):                                                # two whole epochs are checkpointed
-        assert torch.load(out / "checkpoints" / f"p2pft.rank{rank}.pt", weights_only=True)["epoch"] == 2
+        assert torch.load(out / "checkpoints" / f"pushpull.rank{rank}.pt", weights_only=True)["epoch"] == 2
     assert not (out / "results.json").exists()
     launch(_worker_resume, 4, cfg, str(out))                             # every rank again, with --resume
     sim = run_p2pft(cfg, tmp_path / "sim", progress=False).results
     dist = json.loads((out / "results.json").read_text())
     assert dist["runs"][0]["node_accuracy"] == sim["runs"][0]["node_accuracy"]
-    ref = torch.load(tmp_path / "sim" / "checkpoints" / "p2pft.pt", weights_only=True)["state"]["params"]
+    ref = torch.load(tmp_path / "sim" / "checkpoints" / "pushpull.pt", weights_only=True)["state"]["params"]
     for rank in range(4):
-        mine = torch.load(out / "checkpoints" / f"p2pft.rank{rank}.pt", weights_only=True)["state"]["params"]
+        mine = torch.load(out / "checkpoints" / f"pushpull.rank{rank}.pt", weights_only=True)["state"]["params"]
         for k, v in ref.items():
             torch.testing.assert_close(mine[k], v[rank:rank + 1], atol=1e-5, rtol=0)
 
@@ -169,7 +169,7 @@ def test_ranks_a_checkpoint_apart_resume_from_the_epoch_all_hold(launch, band_np
     out = tmp_path / "dist"
     out.mkdir()
     _exit_codes(launch(_worker_dies_before_its_checkpoint, 4, cfg, str(out), 2, join=False), 60.0)
-    epochs = [torch.load(out / "checkpoints" / f"p2pft.rank{r}.pt", weights_only=True)["epoch"] for r in range(4)]
+    epochs = [torch.load(out / "checkpoints" / f"pushpull.rank{r}.pt", weights_only=True)["epoch"] for r in range(4)]
     assert epochs == [2, 2, 1, 2]
     launch(_worker_resume, 4, cfg, str(out))
     sim = run_p2pft(cfg, tmp_path / "sim", progress=False).results

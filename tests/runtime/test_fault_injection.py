@@ -152,7 +152,7 @@ def _resume(args: list[str], tmp_path: Path) -> str:
 
 def _p2pft_args(data: str, out: Path) -> list[str]:
     return ["p2pft", "--runtime", "distributed", "--backend", "gloo", "--device", "cpu", "--nodes", str(RANKS),
-            "--algorithms", "p2pft", "--split", "iid", "--epochs", "60", "--batch-size", "4", "--lr", "0.05",
+            "--algorithms", "pushpull", "--split", "iid", "--epochs", "60", "--batch-size", "4", "--lr", "0.05",
             *TINY_VIT, "--dataset", data, "--out", str(out), "--peer-timeout", str(PEER_TIMEOUT)]
 
 
@@ -160,13 +160,13 @@ def _p2pft_args(data: str, out: Path) -> list[str]:
 def test_p2pft_rank_fault_is_named_and_resume_completes(tmp_path, sig):
     out = tmp_path / "out"
     args = _p2pft_args(_bands(tmp_path / "bands.npz", 8, 30, 5), out)
-    lines = _fault(args, tmp_path, lambda run: (out / "checkpoints" / f"p2pft.rank{VICTIM}.pt").exists(),
+    lines = _fault(args, tmp_path, lambda run: (out / "checkpoints" / f"pushpull.rank{VICTIM}.pt").exists(),
                    "first checkpoint", sig)
     assert all(f"rank {VICTIM} died or stopped answering" in line and "--resume" in line for line in lines.values())
     assert not (out / "results.json").exists()
     assert "resuming from" in _resume(args, tmp_path)
     results = json.loads((out / "results.json").read_text())
-    assert results["runs"][0]["algorithm"] == "p2pft" and results["runs"][0]["history"][-1]["epoch"] == 60
+    assert results["runs"][0]["algorithm"] == "pushpull" and results["runs"][0]["history"][-1]["epoch"] == 60
 
 
 def _aedfl_args(data: str, out: Path) -> list[str]:

@@ -13,7 +13,8 @@ from dflbench.recipes.p2pft import run_p2pft
 
 from .errors import user_errors
 from .options import field_option, given, with_default
-from .p2pft import print_partition, results_table, set_threads, wrote
+from .p2pft import print_partition, results_table, wrote
+from .threads import set_threads
 
 
 @user_errors

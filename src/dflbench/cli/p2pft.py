@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 from typing import Optional
 
-import torch
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -15,20 +13,15 @@ from rich.table import Table
 from dflbench.engines.sync import checkpoint_epoch
 from dflbench.errors import UserError
 from dflbench.recipes.config import parse_model_kwargs, with_config_file
-from dflbench.recipes.p2pft import (
-    RANDOM_BACKBONE,
-    P2PFTConfig,
-    check_checkpoints,
-    config_differences,
-    parse_algorithms,
-    read_results,
-    run_p2pft,
-)
+from dflbench.recipes.p2pft import RANDOM_BACKBONE, P2PFTConfig, run_p2pft
+from dflbench.recipes.p2pft_algorithms import parse_algorithms
 from dflbench.recipes.p2pft_distributed import check_timeout, run_p2pft_distributed
+from dflbench.recipes.p2pft_results import check_checkpoints, config_differences, read_results
 
 from .errors import FIGURE_FAILED, on_interrupt, user_errors
 from .options import NONE, field_option, given, param_option
 from .output import guard_finished, prepare_out
+from .threads import set_threads
 
 
 def results_table(results: dict) -> Table:
@@ -62,17 +55,6 @@ def print_partition(console: Console, results: dict) -> None:
         classes = [c for c, k in enumerate(hist) if k]
         shown = ", ".join(map(str, classes[:12])) + (" ..." if len(classes) > 12 else "")
         console.print(f"node {i + 1}: {size} training samples, {len(classes)} classes ({shown})")
-
-
-def set_threads(threads: int | None) -> None:
-    """torch CPU threads (None or 0 keeps the default); also silences torch's notice that vmap over SDPA falls back to a
-    slower path (docs/ARCHITECTURE.md, stacked node state)."""
-    warnings.filterwarnings("ignore", message="There is a performance drop because we have not yet implemented "
-                                              "the batching rule")
-    if threads is not None and threads < 0:
-        raise UserError(f"--threads must be >= 0 (0 keeps torch's default), got {threads}")
-    if threads:
-        torch.set_num_threads(threads)
 
 
 F = P2PFTConfig

@@ -9,14 +9,14 @@ import typer
 from rich.console import Console
 
 from dflbench.recipes.config import parse_model_kwargs
-from dflbench.recipes.pretrain import PretrainConfig
+from dflbench.recipes.pretrain import PretrainRunConfig
 from dflbench.recipes.pretrain import pretrain as run_pretrain
 
 from .errors import user_errors
 from .options import field_option, given
-from .p2pft import set_threads
+from .threads import set_threads
 
-F = PretrainConfig
+F = PretrainRunConfig
 
 
 @user_errors

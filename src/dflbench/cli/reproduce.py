@@ -18,8 +18,8 @@ from dflbench.recipes.reproduce import SCALES, SEEDS, Recipe, list_recipes, load
 
 from .errors import on_interrupt, user_errors
 from .options import param_option
-from .p2pft import set_threads
 from .progress import LogLines
+from .threads import set_threads
 
 
 def recipes_table() -> Table:
@@ -69,7 +69,7 @@ def execute(recipe: Recipe, scale: str | None, seeds: int | None, out: Path, set
                 progress.update(task, description=f"{recipe.name} seed {seed}: {names[0]}")
 
             def done(seed, run):
-                name = run.get("method", run.get("algorithm"))
+                name = run[kind.run_key]
                 following = names[names.index(name) + 1] if names.index(name) + 1 < len(names) else "done"
                 progress.update(task, advance=1, description=f"{recipe.name} seed {seed}: {following}")
                 acc = run.get("accuracy", run.get("mean_accuracy"))

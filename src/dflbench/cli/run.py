@@ -7,18 +7,19 @@ from typing import Optional
 
 import typer
 
+from dflbench.recipes.config import EXPERIMENTS
 from dflbench.recipes.reproduce import load_recipe_file, run_seeds
 
 from .errors import user_errors
 from .options import param_option
-from .p2pft import set_threads
 from .reproduce import execute
+from .threads import set_threads
 
 
 @user_errors
 def run(
-    file: Path = typer.Argument(..., help="A TOML config (experiment = \"aedfl\" | \"p2pft\" and a [config] table) "
-                                          "or a recipe file."),
+    file: Path = typer.Argument(..., help=f"A TOML config (experiment = {' | '.join(map(repr, EXPERIMENTS))} and a "
+                                          "[config] table) or a recipe file."),
     scale: Optional[str] = typer.Option(None, "--scale", help="A scale of a recipe file (default: its [config])."),
     seeds: Optional[int] = param_option(run_seeds, "seeds", help="Seeds to run (seed, seed+1, ...); finished seeds "
                                                                  "are skipped."),

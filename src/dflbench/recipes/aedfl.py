@@ -42,6 +42,7 @@ from dflbench.runtime.backend import check_runtime
 from dflbench.topology import topology_from_spec
 
 from .config import recorded_config
+from .records import MethodRun
 
 TEXT_DATASETS = ("imdb",)
 
@@ -257,24 +258,21 @@ def run_aedfl(cfg: AEDFLRunConfig, on_method_done: Callable[[dict, dict], None] 
         res = sim.run(None if on_progress is None else
                       (lambda f, n=name, s=sim: on_progress(n, f, s.result.history[-1] if s.result.history else None)))
         last = res.history[-1]
-        run = {"method": name, "accuracy": res.accuracy, "consensus_accuracy": last["consensus_accuracy"],
-               "time_to_target": res.time_to(cfg.target_acc),
-               "consensus_time_to_target": res.time_to(cfg.target_acc, "consensus_accuracy"),
-               "convergence": {key: convergence(res.history, key) for key in ("accuracy", "consensus_accuracy")},
-               "device_accuracy": res.device_accuracy, "mflops": sim.method.mflops(sim), "bytes_sent": res.bytes_sent,
-               "virtual_time": res.virtual_time,
-               "eval_samples": eval_n, "wall_time": res.wall_time, "device_steps": res.device_steps,
-               "steps_per_s": res.device_steps / max(res.wall_time, 1e-9), "messages": sim.messages,
-               "dropped": sim.dropped, "stop_reason": res.stop_reason,
-               "final_consensus": last["consensus"], "final_mask_disagreement": last["mask_disagreement"],
-               "options": asdict(options), "history": res.history}
+        record = MethodRun(
+            name, res.accuracy, last["consensus_accuracy"], res.time_to(cfg.target_acc),
+            res.time_to(cfg.target_acc, "consensus_accuracy"),
+            {key: convergence(res.history, key) for key in ("accuracy", "consensus_accuracy")}, res.device_accuracy,
+            sim.method.mflops(sim), res.bytes_sent, res.virtual_time, eval_n, res.wall_time, res.device_steps,
+            res.device_steps / max(res.wall_time, 1e-9), sim.messages, sim.dropped, res.stop_reason,
+            last["consensus"], last["mask_disagreement"], asdict(options), res.history)
         if cfg.corrupt and len(res.device_accuracy) == cfg.devices:   # decentralized: score honest devices apart
             honest = [a for d, a in enumerate(res.device_accuracy) if d not in cfg.corrupt]
-            run["honest_accuracy"] = sum(honest) / len(honest)
+            record.honest_accuracy = sum(honest) / len(honest)
         if hasattr(sim.method, "diagnostics"):
-            run["diagnostics"] = sim.method.diagnostics
+            record.diagnostics = sim.method.diagnostics
         if hasattr(sim.method, "personalized_accuracy"):
-            run["personalized_accuracy"] = float(sim.method.personalized_accuracy(sim).mean())
+            record.personalized_accuracy = float(sim.method.personalized_accuracy(sim).mean())
+        run = record.to_dict()
         results["runs"].append(run)
         if on_method_done is not None:
             on_method_done(run, results)

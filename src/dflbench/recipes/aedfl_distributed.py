@@ -36,6 +36,7 @@ from dflbench.methods.aedfl.method import AEDFL
 from dflbench.methods.registry import METHODS, list_methods, make_method
 from dflbench.provenance import code_provenance
 from dflbench.recipes.aedfl import AEDFLRunConfig, build_model, evaluated_samples, load_device_data
+from dflbench.recipes.records import MethodRun
 from dflbench.runtime.async_node import AsyncNode, AsyncRuntimeConfig
 from dflbench.runtime.backend import DistEnv
 
@@ -121,15 +122,11 @@ def to_run_record(cfg: AEDFLRunConfig, g: dict, eval_samples: int) -> dict:
                     "updates": sum(n["updates"] for n in nodes), "alive": len(nodes)})
     reached = next((h["time"] for h in history if h["accuracy"] >= cfg.target_acc), None)
     mflops = float(np.mean([n["mflops"] for n in nodes]))
-    return {"method": cfg.methods[0], "accuracy": g["accuracy"], "consensus_accuracy": None,
-            "time_to_target": reached, "consensus_time_to_target": None,
-            "convergence": {"accuracy": convergence(history), "consensus_accuracy": None},
-            "device_accuracy": [n["accuracy"] for n in nodes], "final_mask_disagreement": None, "mflops": mflops,
-            "bytes_sent": g["bytes_sent"], "virtual_time": g["wall_time"], "eval_samples": eval_samples,
-            "wall_time": g["wall_time"],
-            "device_steps": g["device_steps"], "steps_per_s": g["device_steps"] / max(g["wall_time"], 1e-9),
-            "messages": sum(n["messages"] for n in nodes), "dropped": sum(n["failed_sends"] for n in nodes),
-            "stop_reason": g["stop_reason"], "final_consensus": None,
-            "options": asdict(cfg.options(cfg.methods[0])), "history": history,
-            "runtime": "distributed", "failed_nodes": g["failed_nodes"], "partial": g["partial"],
-            "per_node": [{k: v for k, v in n.items() if k != "history"} for n in nodes]}
+    return MethodRun(
+        cfg.methods[0], g["accuracy"], None, reached, None,
+        {"accuracy": convergence(history), "consensus_accuracy": None}, [n["accuracy"] for n in nodes], mflops,
+        g["bytes_sent"], g["wall_time"], eval_samples, g["wall_time"],
+        g["device_steps"], g["device_steps"] / max(g["wall_time"], 1e-9), sum(n["messages"] for n in nodes),
+        sum(n["failed_sends"] for n in nodes), g["stop_reason"], None, None, asdict(cfg.options(cfg.methods[0])),
+        history, runtime="distributed", failed_nodes=g["failed_nodes"], partial=g["partial"],
+        per_node=[{k: v for k, v in n.items() if k != "history"} for n in nodes]).to_dict()

@@ -3,7 +3,7 @@
 
 A config file names its experiment and holds the dataclass's fields in `[config]`:
 
-    experiment = "aedfl"                 # aedfl | p2pft
+    experiment = "aedfl"                 # aedfl | p2pft | pretrain
     [config]
     model = "lenet5"
     methods = ["aedfl", "fedavg"]        # a tuple field: a TOML array (or "a,b" text)
@@ -47,27 +47,52 @@ from dflbench.registry import coerce, field_default, type_name
 class Experiment:
     """A kind of experiment a config file or recipe names: its recipe module (imported on first use: `dflbench aedfl`
     never loads the P2P-FT stack, torchvision, timm and captum, which costs seconds of start-up; bench/RESULTS.md,
-    "Start-up"), the config class there, the config field listing its parts (`parts`: methods / algorithms), the
-    keys of a recipe's paper rows, `part_resume`: a finished seed continues when more parts are asked (AEDFL's
-    methods are independent runs), and `progress`: a part reports how far it is (`on_progress`). The module's
-    `run_seed(cfg, folder, on_run_done, on_progress)` runs one seed into `folder`, writing as each part finishes."""
+    "Start-up"), the config class there, the config field listing its parts (`parts`: methods / algorithms; None: one
+    part named as the experiment), the key naming the part of each recorded run (`run_key`: method / algorithm), the
+    keys of a recipe's paper rows, `report`: the name of the function in `recipes/report.py` that summarizes its
+    seeds, `part_resume`: a finished seed continues when more parts are asked (AEDFL's methods are
+    independent runs), `progress`: a part reports how far it is (`on_progress`), and `stacked`: seeds not yet done
+    run together, the module's `run_seeds_stacked(cfgs, folders, on_run_done)` (P2P-FT, unless the config's
+    `batch_seeds` is false). The module's `run_seed(cfg, folder, on_run_done, on_progress)` runs one seed into
+    `folder`, writing as each part finishes."""
 
     name: str
     module: str
     config: str
-    parts: str
+    parts: str | None
+    run_key: str
     paper_keys: tuple[str, ...]
+    report: str
     part_resume: bool = False
     progress: bool = False
+    stacked: bool = False
 
     def config_class(self) -> type:
         return getattr(importlib.import_module(self.module), self.config)
 
     def part_names(self, cfg) -> tuple[str, ...]:
-        return getattr(cfg, self.parts)
+        return (self.name,) if self.parts is None else getattr(cfg, self.parts)
+
+    def part_name(self, recorded: str) -> str:
+        """A part's name as a record holds it, read as today's (the config class's `RENAMED_VALUES` of `parts`)."""
+        return getattr(self.config_class(), "RENAMED_VALUES", {}).get(self.parts, {}).get(recorded, recorded)
+
+    def upgrade_results(self, doc: dict) -> dict:
+        """A results.json (`config` and `runs`) with its config (`upgrade_record`) and its runs' part names read as
+        today's; `doc` itself is left as it is."""
+        return {**doc, "config": upgrade_record(self.config_class(), doc["config"]),
+                "runs": [{**run, self.run_key: self.part_name(run[self.run_key])} for run in doc["runs"]]}
 
     def run_seed(self, cfg, folder: Path, on_run_done=None, on_progress=None) -> None:
         importlib.import_module(self.module).run_seed(cfg, folder, on_run_done, on_progress)
+
+    def stacks(self, cfg, seeds: int) -> bool:
+        """Whether `seeds` pending seeds of `cfg` run together (`run_seeds_stacked`)."""
+        return self.stacked and seeds > 1 and getattr(cfg, "batch_seeds", None) is not False
+
+    def run_seeds_stacked(self, cfgs: list, folders: list[Path], on_run_done=None) -> None:
+        """The seeds `cfgs` into `folders`, together; `on_run_done(s, run)` after each part of seed index s."""
+        importlib.import_module(self.module).run_seeds_stacked(cfgs, folders, on_run_done)
 
 
 EXPERIMENTS: dict[str, Experiment] = {}
@@ -81,9 +106,12 @@ def register_experiment(experiment: Experiment) -> Experiment:
     return experiment
 
 
-register_experiment(Experiment("aedfl", "dflbench.recipes.aedfl", "AEDFLRunConfig", "methods", ("acc", "time", "mfp"),
-                               part_resume=True, progress=True))
-register_experiment(Experiment("p2pft", "dflbench.recipes.p2pft", "P2PFTConfig", "algorithms", ("nodes",)))
+register_experiment(Experiment("aedfl", "dflbench.recipes.aedfl", "AEDFLRunConfig", "methods", "method",
+                               ("acc", "time", "mfp"), "summarize_aedfl", part_resume=True, progress=True))
+register_experiment(Experiment("p2pft", "dflbench.recipes.p2pft", "P2PFTConfig", "algorithms", "algorithm",
+                               ("nodes",), "summarize_p2pft", stacked=True))
+register_experiment(Experiment("pretrain", "dflbench.recipes.pretrain", "PretrainRunConfig", None, "run",
+                               ("test_accuracy",), "summarize_pretrain"))
 
 
 def experiment(name: str, where: str) -> Experiment:
@@ -199,12 +227,26 @@ def build_config(experiment: str, *tables: Mapping, where: str = "config"):
     return cls(**config_values(cls, merged, where))
 
 
+def upgrade_record(cls: type, config: Mapping) -> dict:
+    """A config recorded in a results.json / done.json with the values `cls` renamed since read as today's: a config
+    class lists them in its `RENAMED_VALUES` ({field: {former value: today's}}; a list field's items are renamed
+    one by one), e.g. P2P-FT's algorithm names."""
+    out = dict(config)
+    for key, renamed in getattr(cls, "RENAMED_VALUES", {}).items():
+        value = out.get(key)
+        if isinstance(value, list):
+            out[key] = [renamed.get(v, v) if isinstance(v, str) else v for v in value]
+        elif isinstance(value, str):
+            out[key] = renamed.get(value, value)
+    return out
+
+
 def recorded_config(cls: type, config: Mapping) -> dict:
-    """A config recorded in a results.json / done.json, with the fields added to `cls` since then at their defaults
-    (as JSON): a field added later held its default in every run recorded before it (`runtime`, for one), so an
-    old record still resumes and compares equal."""
+    """A config recorded in a results.json / done.json, upgraded (`upgrade_record`) and with the fields added to
+    `cls` since then at their defaults (as JSON): a field added later held its default in every run recorded before
+    it (`runtime`, for one), so an old record still resumes and compares equal."""
     added = {f.name: field_default(cls, f.name) for f in dataclasses.fields(cls) if f.name not in config}
-    return {**json.loads(json.dumps(added, default=str)), **config}
+    return {**json.loads(json.dumps(added, default=str)), **upgrade_record(cls, config)}
 
 
 def with_config_file(cls: type, path: str | Path | None, given: Mapping[str, Any]):

@@ -19,7 +19,7 @@ from .p2pft import P2PFTConfig
 
 DEMO = P2PFTConfig(
     model="vit_tiny_patch16_224", dataset="digits", nodes=4, topology="hub_ring", split="classes",
-    algorithms=("local", "p2pft", "central"), epochs=30, lr=0.05, momentum=0.9, batch_size=32, device="cpu",
+    algorithms=("local", "pushpull", "central"), epochs=30, lr=0.05, momentum=0.9, batch_size=32, device="cpu",
     seed=0, model_kwargs=(("img_size", 8), ("patch_size", 4), ("embed_dim", 64), ("depth", 3), ("num_heads", 4)),
 )
 CLOSE = 0.05
@@ -34,10 +34,10 @@ def demo_config(**overrides) -> P2PFTConfig:
 def check_claim(results: dict, close: float = CLOSE, above: float = ABOVE) -> tuple[bool, str]:
     """(holds, sentence): mean P2P-FT accuracy >= central - close and >= local + above."""
     acc = {r["algorithm"]: r["mean_accuracy"] for r in results["runs"]}
-    missing = {"local", "p2pft", "central"} - set(acc)
+    missing = {"local", "pushpull", "central"} - set(acc)
     if missing:
-        raise UserError(f"the claim compares local, p2pft and central; the results lack {sorted(missing)}")
-    p, c, loc = acc["p2pft"], acc["central"], acc["local"]
+        raise UserError(f"the claim compares local, pushpull and central; the results lack {sorted(missing)}")
+    p, c, loc = acc["pushpull"], acc["central"], acc["local"]
     holds = p >= c - close and p >= loc + above
     text = (f"P2P-FT {100 * p:.2f}% vs centralized {100 * c:.2f}% (gap {100 * (c - p):+.2f} points, allowed "
             f"{100 * close:.0f}) and Local-FT {100 * loc:.2f}% (P2P-FT ahead by {100 * (p - loc):.2f} points, needed "

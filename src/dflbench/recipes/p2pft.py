@@ -19,95 +19,25 @@ never losing the results.
 
 from __future__ import annotations
 
-import copy
-import hashlib
-import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
-import numpy as np
-import torch
-
-from dflbench.data import BatchTransform, load_dataset, parse_split, partition, random_subset
-from dflbench.engines import SyncConfig, SyncResult, SyncSimulator, TailInputs
+from dflbench.data import load_dataset, parse_split, random_subset
+from dflbench.engines import SyncResult, SyncSimulator
 from dflbench.errors import UserError, check_numbers, for_option, user_input
-from dflbench.io import (
-    atomic_write_csv,
-    atomic_write_json,
-    differing_fields,
-    keep_earlier_runs,
-    read_results_file,
-    read_tensors,
-)
-from dflbench.mixing import NonFiniteError, from_topology, make_algorithm
-from dflbench.plots import line_plot
-from dflbench.registry import Registry, option
+from dflbench.io import keep_earlier_runs
+from dflbench.mixing import RENAMED, make_algorithm
+from dflbench.plots import figure_or_error, line_plot
+from dflbench.registry import option
 from dflbench.runtime.backend import check_runtime, resolve_device
 from dflbench.topology import topology_from_spec
-from dflbench.vision import architecture_of, check_model_name, create_model, parse_policy, split_for_cache
+from dflbench.vision import check_model_name, parse_policy
 
-from .config import recorded_config
-
-# CLI name -> a dflbench.mixing algorithm (`mixing`: its name; None: ONE centralized model trained on the union of
-# the nodes' data) and the label of plots.
-ALGORITHMS = Registry("algorithm", metadata=("mixing", "label"), context=("lr", "momentum", "topology"))
-
-
-@ALGORITHMS.register("local", mixing="local", label="Local-FT")
-def _local(lr: float, momentum: float, topology):
-    """Plain SGD per node (`central` uses it too, on one model)."""
-    return make_algorithm("local", lr, momentum=momentum)
-
-
-def _register_mixing(name: str, mixing: str, label: str) -> None:
-    @ALGORITHMS.register(name, mixing=mixing, label=label)
-    def build(lr: float, momentum: float, topology):
-        return from_topology(mixing, topology, lr, momentum=momentum)
-
-
-# The baselines run on the --topology graph with its own row-stochastic weights (dflbench.mixing.from_topology), so
-# off weight-balanced graphs DGD and GT-DGD converge to a Perron-weighted, biased point: the paper's contrast with
-# push-pull. Defaults: `dgd` is adapt-then-combine with each node's own gradient (the paper's reading of eq. 1,
-# "a local gradient descent update"; eq. 1 as printed costs in-degree + 1 gradients per node and step), `gt-dgd`
-# is Qu & Li's form (eq. 2 as printed); the other forms are named variants.
-_register_mixing("p2pft", "pushpull", "P2P-FT")
-_register_mixing("dgd", "dgd", "DGD")
-_register_mixing("gt-dgd", "gtdgd", "GT-DGD")
-
-
-ALGORITHMS.register("central", mixing=None, label="Centralized")(_local)
-
-_register_mixing("dgd-cta", "dpsgd", "DGD (CTA)")
-_register_mixing("dgd-eq1", "dgd_eq1", "DGD (eq. 1)")
-_register_mixing("gt-dgd-atc", "gtdgd_atc", "GT-DGD (ATC)")
-
-
-def list_p2pft_algorithms() -> list[str]:
-    return ALGORITHMS.list()
-
-
-def label(name: str) -> str:
-    """The algorithm's name in tables and plots (Local-FT, P2P-FT, ...)."""
-    return ALGORITHMS.get(name).metadata["label"]
-
-
-def single_model(name: str) -> bool:
-    """True for `central`: one model on the union of the nodes' data, not one per node."""
-    return ALGORITHMS.get(name).metadata["mixing"] is None
-
-
-def parse_algorithms(spec: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
-    """'local,p2pft,central' -> ('local', 'p2pft', 'central'); UserError naming the valid choices."""
-    names = tuple(a.strip() for a in (spec.split(",") if isinstance(spec, str) else spec) if a.strip())
-    bad = [a for a in names if a not in ALGORITHMS]
-    if bad or not names:
-        raise UserError(f"--algorithms: unknown algorithm(s) {', '.join(bad) or '(none given)'}; valid: "
-                        f"{', '.join(ALGORITHMS)}")
-    if len(set(names)) != len(names):
-        raise UserError(f"--algorithms: {','.join(names)} repeats a name")
-    return names
-
+from .p2pft_algorithms import CENTRAL, label, list_p2pft_algorithms, needs_graph, parse_algorithms, single_model
+from .p2pft_attention import write_attention
+from .p2pft_results import earlier_results, run_record, write_results
+from .p2pft_seeds import Seed, prepare, simulator, train
 
 # "auto": last-layer CLS attention for ViT / DeiT (the layer fine-tuning changes), Grad-CAM for Swin (no CLS token)
 ATTENTION_METHODS = ("auto", "cls", "rollout", "gradcam", "integrated_gradients")
@@ -131,7 +61,10 @@ class P2PFTConfig:
     100 epochs, `last_block` policy, class-disjoint split (Table II). `train_samples` keeps a random subset of the
     training set (the `cpu` scales): drawn once with seed 0, not per seed, so that every seed fine-tunes on the same
     images and stacked seeds share one feature cache (seeds vary the initial head, the sampling and a seeded graph).
-    `batch_seeds` only chooses how several seeds run (`run_p2pft_seeds`), never what they compute."""
+    `batch_seeds` only chooses how several seeds run (`run_p2pft_seeds`), never what they compute. Algorithms
+    recorded under a former name read as today's (`RENAMED_VALUES`, `recipes.config.upgrade_record`)."""
+
+    RENAMED_VALUES: ClassVar[dict] = {"algorithms": RENAMED}
 
     model: str = option("vit_small_patch16_224", "timm model name.")
     dataset: str = option("digits", "Dataset name, npz:PATH or folder:PATH.")
@@ -140,8 +73,8 @@ class P2PFTConfig:
     nodes: int = option(4, "Number of nodes.")
     topology: str = option("hub_ring", "Topology name or adjacency:PATH (hub_ring: directed, A != B).")
     split: str = option("classes", "classes[:ROW] | dirichlet:ALPHA | iid | shards:K.")
-    algorithms: tuple[str, ...] = option(("local", "p2pft", "central"),
-                                         f"Comma list of: {', '.join(ALGORITHMS.list())}.")
+    algorithms: tuple[str, ...] = option(("local", "pushpull", CENTRAL),
+                                         f"Comma list of: {', '.join(list_p2pft_algorithms())}.")
     epochs: int = option(100, "Training epochs.")
     lr: float = option(1e-3, "Learning rate of every node.")
     momentum: float = option(0.0, "Heavy-ball momentum on every node's direction.")
@@ -169,9 +102,9 @@ class P2PFTConfig:
 
     def __post_init__(self):
         """Every field is checked here, before any data loads; an error names the option as the user gives it."""
-        parse_algorithms(self.algorithms)
+        object.__setattr__(self, "algorithms", parse_algorithms(self.algorithms))
         check_numbers(self, P2PFT_NUMBERS)
-        mixing = [a for a in self.algorithms if ALGORITHMS.get(a).metadata["mixing"] not in (None, "local")]
+        mixing = [a for a in self.algorithms if needs_graph(a)]
         if mixing and self.nodes < 2:
             raise UserError(f"--nodes {self.nodes}: {', '.join(mixing)} exchange{'s' if len(mixing) == 1 else ''} "
                             "models over a graph of nodes; "
@@ -230,166 +163,6 @@ class P2PFTRuntime:
     info: dict | None = None  # stored as results["runtime"] when given
 
 
-def _build_model(cfg: P2PFTConfig, num_classes: int) -> torch.nn.Module:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        with user_input("--model/--model-kwargs/--checkpoint", ValueError, TypeError):
-            return create_model(cfg.model, num_classes, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint,
-                                **dict(cfg.model_kwargs)).eval()
-
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def run_context(cfg: P2PFTConfig, topology) -> dict:
-    """What in `cfg` shapes a trajectory beyond the simulator's own fingerprint (algorithm, nodes, batch, seed,
-    lr, momentum, node sizes, shapes): stored in every checkpoint, so `--resume` refuses another run's files."""
-    return {"model": cfg.model, "model_kwargs": [list(kv) for kv in cfg.model_kwargs], "backbone": cfg.backbone,
-            "checkpoint_sha256": _sha256(cfg.checkpoint) if cfg.checkpoint else None, "dataset": cfg.dataset,
-            "image_size": cfg.image_size, "split": cfg.split, "topology": cfg.topology,
-            "topology_sha256": None if topology is None else
-            hashlib.sha256(topology.weights.numpy().tobytes()).hexdigest(),
-            "policy": cfg.policy, "cache": cfg.cache, "central_steps": cfg.central_steps}
-
-
-@dataclass
-class _Seed:
-    """One seed's experiment before training: its graph, algorithms, split, model, cached inputs, context."""
-
-    cfg: P2PFTConfig
-    out: Path
-    topology: Any
-    algorithms: dict
-    part: Any
-    model: torch.nn.Module
-    transform: BatchTransform
-    tail: torch.nn.Module
-    inputs: TailInputs
-    init: dict
-    context: dict
-
-
-def _prepare(cfg: P2PFTConfig, out: Path, device: str, data, runtime: P2PFTRuntime, progress: bool | None,
-             earlier: list[_Seed]) -> _Seed:
-    """Build one seed's run; its feature cache is an earlier seed's when their frozen prefixes are equal (a
-    pretrained or checkpoint backbone), so the prefix runs once for all seeds."""
-    needs_graph = any(ALGORITHMS.get(a).metadata["mixing"] not in (None, "local") for a in cfg.algorithms)
-    topology = cfg.graph() if needs_graph else None
-    with user_input("--algorithms"):  # every algorithm (and its matrices) is checked before any of them trains
-        algorithms = {name: ALGORITHMS.make(name, None, lr=cfg.lr, momentum=cfg.momentum, topology=topology)
-                      for name in cfg.algorithms}
-    part = partition(data.y_train.numpy(), cfg.nodes, cfg.split, cfg.seed, dataset=cfg.dataset,
-                     num_classes=data.num_classes)
-    model = _build_model(cfg, data.num_classes)
-    transform = BatchTransform.from_model(model)
-    with user_input("--policy"):
-        prefix, tail = split_for_cache(model, cfg.policy)
-    sync = SyncConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed, cache=cfg.cache, device=device)
-    inputs = next((e.inputs for e in earlier if _same_module(e.inputs.pre.prefix, prefix)), None)
-    if inputs is None:
-        inputs = TailInputs(prefix, transform, data, sync, progress=progress if runtime.lead else False)
-    return _Seed(cfg, out, topology, algorithms, part, model, transform, tail, inputs,
-                 copy.deepcopy(tail.state_dict()), run_context(cfg, topology))
-
-
-def _same_module(a: torch.nn.Module, b: torch.nn.Module) -> bool:
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(
-        sa[k].shape == sb[k].shape and torch.equal(sa[k].to(sb[k].device), sb[k]) for k in sa)
-
-
-def _simulator(seed: _Seed, name: str, device: str, runtime: P2PFTRuntime) -> SyncSimulator:
-    """Algorithm `name` of one seed, its tail reset to the seed's initial weights."""
-    cfg, part = seed.cfg, seed.part
-    seed.tail.load_state_dict(seed.init)
-    sync = SyncConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed, cache=cfg.cache, device=device)
-    if single_model(name):
-        node_steps = -(-max(part.sizes()) // cfg.batch_size)                      # ceil(largest node / batch)
-        central = {"batch_size": cfg.batch_size * cfg.nodes,
-                   "steps_per_epoch": node_steps if cfg.central_steps == "match" else None}
-        nodes, run_cfg = [np.concatenate(part.indices)], SyncConfig(**{**asdict(sync), **central})
-    else:
-        nodes, run_cfg = list(part.indices), sync
-    return runtime.simulator(seed.tail, seed.inputs, nodes, seed.algorithms[name], run_cfg, name=name)
-
-
-def _train(name: str, sims: list[SyncSimulator], seeds: list[_Seed], resume: bool, progress: bool | None,
-           batch: bool | None) -> tuple[list[SyncResult], list[list[int]]]:
-    """Train one algorithm for every seed: stacked as one `SyncSimulator.stacked` run per group of seeds whose runs
-    have the same shape (`SyncSimulator.stack_groups`), one by one when `batch` is False. Returns the results
-    and, per seed, the seeds it trained with."""
-    paths = [s.out / "checkpoints" / f"{name}.pt" for s in seeds]
-    if resume:
-        check_checkpoints(paths)
-    if batch is False:
-        groups, split = [[i] for i in range(len(sims))], []
-    else:
-        groups, split = SyncSimulator.stack_groups(sims, paths, resume)
-    if batch and [f for f in split if f != "resume epoch"]:
-        raise UserError(f"batch_seeds=true but the seeds' {name} runs cannot be stacked: they differ in "
-                        f"{', '.join(split)} (a seeded graph, or splits of other sizes); --set batch_seeds=none "
-                        "stacks what can be stacked (the default), batch_seeds=false runs the seeds one by one")
-    if len(groups) > 1 and batch is not False:
-        print(f"note: {name}: seeds {[[seeds[i].cfg.seed for i in g] for g in groups]} run as {len(groups)} "
-              f"stacks: they differ in {', '.join(split)}", file=sys.stderr)
-    results: list[SyncResult | None] = [None] * len(sims)
-    with_seeds: list[list[int]] = [[] for _ in sims]
-    for group in groups:
-        with user_input("--lr", NonFiniteError):  # divergence: the message names the nodes and says to lower it
-            if len(group) == 1:
-                i = group[0]
-                out = [sims[i].run(checkpoint=paths[i], resume=resume, progress=progress, context=seeds[i].context)]
-            else:
-                out = SyncSimulator.stacked([sims[i] for i in group]).run_parts(
-                    [paths[i] for i in group], resume, progress, [seeds[i].context for i in group])
-        for i, res in zip(group, out):
-            results[i], with_seeds[i] = res, [seeds[j].cfg.seed for j in group]
-    return results, with_seeds
-
-
-# config fields that do not change what a run computes: a results.json that differs only in them is this run's
-SAME_RUN = ("algorithms", "device", "cache", "batch_seeds", "attention", "attention_method", "attention_node")
-
-
-def config_differences(cfg: P2PFTConfig, previous: dict) -> list[str]:
-    """The config fields, less `SAME_RUN`, in which `previous` (a results.json) differs from `cfg`, sorted."""
-    return differing_fields({**asdict(cfg), "model_kwargs": dict(cfg.model_kwargs)},
-                            recorded_config(P2PFTConfig, previous.get("config", {})), SAME_RUN)
-
-
-def read_results(out: str | Path) -> dict | None:
-    """`out`/results.json if an earlier run wrote one, else None; a damaged or foreign file is a UserError naming
-    it (`dflbench.io.read_results_file`)."""
-    return read_results_file(out, "algorithm")
-
-
-def earlier_results(cfg: P2PFTConfig, out: Path) -> dict | None:
-    """The results.json a resumed run keeps the other algorithms of; one of another configuration is refused,
-    naming the fields that differ."""
-    previous = read_results(out)
-    differ = [] if previous is None else config_differences(cfg, previous)
-    if differ:
-        raise UserError(f"{out / 'results.json'} holds results of another configuration (differs in "
-                        f"{', '.join(differ)}); use another output folder or run without resuming")
-    return previous
-
-
-def check_checkpoints(paths: list[Path]) -> None:
-    """Every existing checkpoint a resume would read holds tensors and plain data only (`dflbench.io.read_tensors`)
-    and a SyncSimulator's keys; a damaged, foreign or unsafe file is a UserError naming it."""
-    fix = "delete it to train that algorithm from the start, give another --out, or use --overwrite"
-    for path in paths:
-        if path.is_file():
-            ckpt = read_tensors(path, "a checkpoint of an earlier run", fix)
-            if not (isinstance(ckpt, dict) and {"epoch", "fingerprint", "state", "history"} <= ckpt.keys()):
-                raise UserError(f"{path} (a checkpoint of an earlier run) is not a dflbench training checkpoint; {fix}")
-
-
 def run_p2pft(cfg: P2PFTConfig, out_dir: str | Path, resume: bool = False, progress: bool | None = None,
               runtime: P2PFTRuntime = P2PFTRuntime()) -> P2PFTRun | None:
     """Run every algorithm of `cfg`, write `out_dir/results.json` and `results.csv`, then the pictures, and return
@@ -404,6 +177,13 @@ def run_seed(cfg: P2PFTConfig, folder: Path, on_run_done: Callable[[dict], None]
     for r in run_p2pft(cfg, folder, resume=True).results["runs"]:
         if on_run_done is not None:
             on_run_done(r)
+
+
+def run_seeds_stacked(cfgs: list[P2PFTConfig], folders: list[Path],
+                      on_run_done: Callable[[int, dict], None] | None = None) -> None:
+    """Seeds of a reproduction together (`recipes.config.Experiment.run_seeds_stacked`): `run_p2pft_seeds`, resuming
+    from their checkpoints."""
+    run_p2pft_seeds(cfgs, folders, resume=True, on_run_done=on_run_done)
 
 
 def run_p2pft_seeds(cfgs: list[P2PFTConfig], out_dirs: list[str | Path], resume: bool = False,
@@ -443,24 +223,17 @@ def run_p2pft_seeds(cfgs: list[P2PFTConfig], out_dirs: list[str | Path], resume:
     keep = random_subset(len(data.y_train), cfg.train_samples, 0)
     if keep is not None:
         data = replace(data, x_train=data.x_train[keep], y_train=data.y_train[keep])
-    seeds: list[_Seed] = []
+    seeds: list[Seed] = []
     for c, out in zip(cfgs, out_dirs):
-        seeds.append(_prepare(c, Path(out), device, data, runtime, progress, seeds))
+        seeds.append(prepare(c, Path(out), device, data, runtime, progress, seeds))
     runs: list[list[dict]] = [[] for _ in seeds]
     sims: list[dict[str, SyncResult]] = [{} for _ in seeds]
     for name in cfg.algorithms:
-        sim_list = [_simulator(seed, name, device, runtime) for seed in seeds]
-        results, with_seeds = _train(name, sim_list, seeds, resume, progress, batch)
+        sim_list = [simulator(seed, name, device, runtime) for seed in seeds]
+        results, with_seeds = train(name, sim_list, seeds, resume, progress, batch)
         for s, (sim, res) in enumerate(zip(sim_list, results)):
             sims[s][name] = res
-            accs = res.node_accuracy * cfg.nodes if len(res.node_accuracy) == 1 else res.node_accuracy
-            runs[s].append({"algorithm": name, "mixing": sim.algorithm.name,
-                            "matrices": {k: m.tolist() for k, m in sim.algorithm.matrices().items()},
-                            "node_accuracy": accs, "mean_accuracy": float(np.mean(accs)),
-                            "single_model": single_model(name), "history": res.history,
-                            "wall_time_s": res.wall_time_s, "stacked_seeds": with_seeds[s],
-                            "bytes_sent": int(sum(res.bytes_sent)), "bytes_sent_per_node": res.bytes_sent,
-                            "steps": res.steps, "steps_per_epoch": sim.sampler.steps_per_epoch})
+            runs[s].append(run_record(name, sim, res, cfg.nodes, with_seeds[s], single_model(name)))
             if on_run_done is not None and runtime.lead:
                 on_run_done(s, runs[s][-1])
     if not runtime.lead:
@@ -469,7 +242,7 @@ def run_p2pft_seeds(cfgs: list[P2PFTConfig], out_dirs: list[str | Path], resume:
             previous in zip(seeds, runs, sims, earlier)]
 
 
-def _finish(seed: _Seed, data, device: str, runs: list[dict], sims: dict[str, SyncResult],
+def _finish(seed: Seed, data, device: str, runs: list[dict], sims: dict[str, SyncResult],
             runtime: P2PFTRuntime, previous: dict | None) -> P2PFTRun:
     """One seed's results.json / results.csv, then its pictures; the runs of other algorithms a resumed folder
     held (`previous`) are kept after this run's."""
@@ -490,77 +263,12 @@ def _finish(seed: _Seed, data, device: str, runs: list[dict], sims: dict[str, Sy
     write_results(results, out)                                   # results first: a picture can never lose them
     curves = {label(r["algorithm"]): ([h["epoch"] for h in r["history"]], [h["mean_accuracy"] for h in r["history"]])
               for r in runs}
-    results["figures"] = {"accuracy": _picture(out, "accuracy", lambda: {"path": str(line_plot(
+    results["figures"] = {"accuracy": figure_or_error(out, "accuracy", lambda: {"path": str(line_plot(
         out / "accuracy.png", curves, "epoch", "mean test accuracy over nodes (%)", f"{cfg.model} on {cfg.dataset}",
         percent=True))})}
     if cfg.attention:
-        results["attention"] = _picture(out, "attention", lambda: write_attention(
+        results["attention"] = figure_or_error(out, "attention", lambda: write_attention(
             out / "attention.png", seed.model, seed.tail, seed.transform, data, part, sims, cfg, device))
     write_results(results, out)
     return P2PFTRun(results, sims)
 
-
-def _picture(out: Path, what: str, draw: Callable[[], dict]) -> dict:
-    """Draw a figure after the results are on disk; a failure is one warning line on stderr and recorded as
-    {"error": ...} in results.json instead of ending the run."""
-    try:
-        return draw()
-    except Exception as exc:  # noqa: BLE001 - any failure of a picture must leave the results
-        print(f"warning: the {what} figure failed ({type(exc).__name__}: {exc}); the results in {out} are complete",
-              file=sys.stderr)
-        return {"error": f"{type(exc).__name__}: {exc}"}
-
-
-def unseen_test_images(data, part, node: int, count: int) -> torch.Tensor:
-    """Indices of the first `count` test images of classes node `node` (numbered from 1) never trains on (Fig. 2's
-    setting); empty when that node holds every class."""
-    seen = np.flatnonzero(part.histograms(data.y_train.numpy(), data.num_classes)[node - 1])
-    return torch.as_tensor(np.flatnonzero(~np.isin(data.y_test.numpy(), seen))[:count])
-
-
-def attention_method(cfg: P2PFTConfig, model) -> str:
-    """The map `cfg.attention_method` names; "auto": last-layer CLS attention for ViT / DeiT, Grad-CAM (captum)
-    on the last stage for Swin, whose windowed attention has no CLS token."""
-    if cfg.attention_method != "auto":
-        return cfg.attention_method
-    return "gradcam" if architecture_of(model) == "swin" else "cls"
-
-
-def write_attention(path: Path, model, tail, transform, data, part, sims: dict[str, SyncResult], cfg: P2PFTConfig,
-                    device: str) -> dict:
-    """Fig. 2: node `cfg.attention_node`'s model under each algorithm (central: the single model) on test images
-    of classes that node never saw, maps side by side (`dflbench.vision.plots.compare_attention`). A node that
-    holds every class has no unseen classes: the figure is skipped and the reason recorded."""
-    from dflbench.vision.plots import compare_attention
-
-    node, method = cfg.attention_node, attention_method(cfg, model)
-    idx = unseen_test_images(data, part, node, cfg.attention)
-    if len(idx) == 0:
-        reason = (f"node {node} holds every class under split {cfg.split!r}, so it has no unseen classes to show; "
-                  "use --split classes or another --attention-node")
-        print(f"note: attention maps skipped: {reason}", file=sys.stderr)
-        return {"skipped": reason, "node": node, "method": method}
-    models = {}
-    for name, res in sims.items():
-        row = 0 if single_model(name) else node - 1
-        with torch.no_grad():
-            for key, prm in tail.named_parameters():
-                prm.copy_(res.params[key][row])
-        models[label(name)] = copy.deepcopy(model).float().eval()
-    images = transform(data.x_test[idx]).to(device)
-    compare_attention(models, images, path, method=method)
-    return {"path": str(path), "test_indices": idx.tolist(), "labels": data.y_test[idx].tolist(), "node": node,
-            "method": method}
-
-
-def write_results(results: dict, out: Path) -> None:
-    """results.json (everything) and results.csv (one row per algorithm: per-node and mean accuracy, cost)."""
-    atomic_write_json(out / "results.json", results)
-    rows = []
-    for r in results["runs"]:
-        row = {"algorithm": r["algorithm"]}
-        row.update({f"node_{i + 1}": a for i, a in enumerate(r["node_accuracy"])})
-        row.update(mean=r["mean_accuracy"], wall_time_s=r["wall_time_s"], bytes_sent=r["bytes_sent"],
-                   epochs=len(r["history"]) - 1)
-        rows.append(row)
-    atomic_write_csv(out / "results.csv", rows)

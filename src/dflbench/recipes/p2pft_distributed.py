@@ -16,7 +16,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from dflbench.errors import UserError, check_numbers
-from dflbench.recipes.p2pft import P2PFTConfig, P2PFTRun, P2PFTRuntime, run_p2pft, single_model
+from dflbench.recipes.p2pft import P2PFTConfig, P2PFTRun, P2PFTRuntime, run_p2pft
+from dflbench.recipes.p2pft_algorithms import single_model
 from dflbench.runtime.backend import DistEnv, destroy_process_group, init_process_group
 from dflbench.runtime.comm import PeerFailure
 from dflbench.runtime.sync import DistributedSyncSimulator

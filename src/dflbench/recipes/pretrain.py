@@ -36,7 +36,7 @@ PRETRAIN_NUMBERS = {
 
 
 @dataclass(frozen=True)
-class PretrainConfig:
+class PretrainRunConfig:
     model: str = option("vit_small_patch16_224", "timm model name.")
     dataset: str = option("tiny-imagenet", "Dataset name, npz:PATH or folder:PATH.")
     epochs: int = option(10, "Training epochs.")
@@ -67,7 +67,22 @@ def accuracy(model, transform, x, y, device, batch_size=512, autocast=None) -> f
     return correct / max(len(y), 1)
 
 
-def pretrain(cfg: PretrainConfig, out: str | Path, progress: bool | None = None) -> dict:
+def run_seed(cfg: PretrainRunConfig, folder: Path, on_run_done=None, on_progress=None) -> None:
+    """One seed of a reproduction (`recipes.config.Experiment.run_seed`): `pretrain` into `folder`/backbone.pt and
+    `folder`/results.json, `pretrain`'s record with its one run (`run`: "pretrain": the history, the final test
+    accuracy and wall time, the checkpoint); `on_run_done(run)` after it (no progress within it)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    info = pretrain(cfg, folder / "backbone.pt", progress=False)
+    last = info["history"][-1]
+    run = {"run": "pretrain", "accuracy": last["test_accuracy"], "wall_time_s": last["wall_time_s"],
+           "history": info["history"], "checkpoint": info["checkpoint"]}
+    atomic_write_json(folder / "results.json", {**info, "runs": [run]})
+    if on_run_done is not None:
+        on_run_done(run)
+
+
+def pretrain(cfg: PretrainRunConfig, out: str | Path, progress: bool | None = None) -> dict:
     """Train every parameter on `cfg.dataset`; write the state dict to `out` and `out`.json (config + history)."""
     out = Path(out)
     device = str(resolve_device(cfg.device))

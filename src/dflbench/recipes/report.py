@@ -28,15 +28,17 @@ import numpy as np
 
 from dflbench.engines.evaluation import convergence
 from dflbench.io import atomic_write_json, atomic_write_text
+from dflbench.mixing import get_algorithm
 from dflbench.plots import Panel, bar_panels, grouped_bars, panels_plot
 
+from .config import experiment
 from .reproduce import Recipe
 
 GRID = 200                        # points of the common time grid the AEDFL seed curves are interpolated onto
 CENTRAL_GAP = 0.05                # P2P-FT "similar to centralized": within this accuracy of it (our reading)
 # Sec. II's case against the baselines (the paper runs neither): what our numbers should show if it holds
 BASELINE_CLAIMS = {"dgd": "Sec. II: inexact convergence under heterogeneous data",
-                   "gt-dgd": "Sec. II: designed for weight-balanced graphs, ours is not"}
+                   "gtdgd": "Sec. II: designed for weight-balanced graphs, ours is not"}
 
 
 def mean_std(values) -> tuple[float, float]:
@@ -131,7 +133,10 @@ def summarize_aedfl(recipe: Recipe, seeds: list[dict], out: Path) -> tuple[dict,
     runs = _by_run(seeds, "method")
     ends, at_end = equal_time_accuracy(seeds, "consensus_accuracy" if all(
         _consensus_key(r) == "consensus_accuracy" for s in seeds for r in s["runs"]) else "accuracy")
-    rows, lines, figures = {}, [], {}
+    rows, figures = {}, {}
+    lines = [f"Target accuracy {cfg['target_acc']}; paper columns: {recipe.paper_source or 'none'}. The paper states "
+             "no evaluation protocol; ours is docs/EVALUATION.md: both accuracy columns, one virtual-time budget for "
+             "every method.", ""]
     head = ("| method | Acc devices | Acc consensus | Conv. acc | flat | Acc at t* | Time to target (s) | reached "
             "| MFP | MB sent | consensus dist. | paper Acc | paper Time | paper MFP |")
     lines += [head, "|" + "---|" * (head.count("|") - 1)]
@@ -196,7 +201,7 @@ def summarize_aedfl(recipe: Recipe, seeds: list[dict], out: Path) -> tuple[dict,
     _figure(out, "costs", costs, figures)
     if cfg.get("corrupt"):
         lines += [""] + harmful_lines(runs, cfg["corrupt"], cfg.get("corrupt_mode", "noise"), cfg["devices"])
-    panels = diagnostics_panels(runs)
+    panels = seed_diagnostics_panels(runs)
     if panels:
         _figure(out, "diagnostics", lambda p: panels_plot(p, panels, "virtual time (s)", f"AEDFL modules: {title}"),
                 figures)
@@ -208,7 +213,7 @@ DIAGNOSTICS = {"selection_probability": "selection probability", "lambda": "lamb
 LIMITS = {"selection_probability": (0.0, 1.0), "lambda": (0.0, math.inf), "pruning_rate": (0.0, 1.0)}
 
 
-def diagnostics_panels(runs: dict[str, list[dict]]) -> list[Panel]:
+def seed_diagnostics_panels(runs: dict[str, list[dict]]) -> list[Panel]:
     """A panel per module series over virtual time: each seed's per-device values averaged over devices, then
     mean +- std over seeds; `selection_by_bucket` as one curve per method and slot kind."""
     panels = []
@@ -332,7 +337,10 @@ def summarize_p2pft(recipe: Recipe, seeds: list[dict], out: Path) -> tuple[dict,
     n = len(next(iter(runs.values()))[0]["node_accuracy"])
     rows, figures = {}, {}
     head = "| algorithm | " + " | ".join(f"node {i + 1}" for i in range(n)) + " | mean | MB sent |"
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    lines = ["Accuracy in %; paper rows: " + (recipe.paper_source or "none") + ".", ""]
+    if seeds[0]["backbone"]["kind"] == "random":
+        lines += [f"**Warning:** {seeds[0]['backbone']['warning']}", ""]
+    lines += [head, "|" + "---|" * (head.count("|") - 1)]
     for name, rs in runs.items():
         nodes = np.array([r["node_accuracy"] for r in rs])
         rows[name] = {"node_accuracy": [mean_std(nodes[:, i]) for i in range(n)],
@@ -370,29 +378,51 @@ def summarize_p2pft(recipe: Recipe, seeds: list[dict], out: Path) -> tuple[dict,
     return {"rows": rows, "figures": figures, "claims": _p2pft_claims(rows)}, lines
 
 
+def summarize_pretrain(recipe: Recipe, seeds: list[dict], out: Path) -> tuple[dict, list[str]]:
+    """Pretraining (`recipes/pretrain.py`): the backbone's final test accuracy and train loss over the seeds, and
+    its test accuracy against epoch."""
+    cfg, runs = seeds[0]["config"], [s["runs"][0] for s in seeds]
+    last = [r["history"][-1] for r in runs]
+    acc, loss = [h["test_accuracy"] for h in last], [h["train_loss"] for h in last]
+    rows = {"pretrain": {"test_accuracy": mean_std(acc), "train_loss": mean_std(loss), "seeds": len(runs)}}
+    paper = recipe.paper.get("pretrain", {}).get("test_accuracy", "-")
+    lines = [f"Test accuracy in % after {cfg['epochs']} epochs; paper column: {recipe.paper_source or 'none'}.", "",
+             "| run | test accuracy | train loss | wall time (s) | paper |", "|---|---|---|---|---|",
+             f"| pretrain | {fmt(acc, 100, 2)} | {fmt(loss)} | {fmt([h['wall_time_s'] for h in last], digits=1)} | "
+             f"{paper} |"]
+    title = f"{cfg['model']} on {seeds[0]['data']['name']}"
+    figures: dict = {}
+    curve = {"pretrain": band_on_grid([([h["epoch"] for h in r["history"]], [h["test_accuracy"] for h in r["history"]])
+                                       for r in runs])}
+    _figure(out, "accuracy_vs_epoch", lambda p: panels_plot(p, [band_panel("test accuracy", curve)], "epoch", title),
+            figures)
+    return {"rows": rows, "figures": figures, "claims": []}, lines
+
+
 def _single(rs: list[dict]) -> bool:
     return rs[0]["single_model"]
 
 
 def _p2pft_claims(rows: dict) -> list[str]:
-    """Sec. IV-C's claims and Sec. II's case against DGD / GT-DGD, each stated beyond the seeds' spread (`verdict`)."""
+    """Sec. IV-C's claims and Sec. II's case against DGD / GT-DGD, each stated beyond the seeds' spread (`verdict`).
+    """
     claims = []
-    if "local" in rows and "p2pft" in rows:
-        ours, local = rows["p2pft"], rows["local"]
+    if "local" in rows and "pushpull" in rows:
+        ours, local = rows["pushpull"], rows["local"]
         per_node = {verdict(p, q, ours["seeds"]) for p, q in zip(ours["node_accuracy"], local["node_accuracy"])}
         said = next(v for v in ("not tested: one seed", "does not hold", "tie within the seeds' spread", "holds")
                     if v in per_node)                                 # every node must hold for the claim to hold
         claims.append(f"P2P-FT beats Local-FT on every node (Sec. IV-C): {said} (mean "
                       f"{100 * ours['mean_accuracy'][0]:.2f}% vs {100 * local['mean_accuracy'][0]:.2f}%)")
-    if "central" in rows and "p2pft" in rows:
-        gap = rows["central"]["mean_accuracy"][0] - rows["p2pft"]["mean_accuracy"][0]
+    if "central" in rows and "pushpull" in rows:
+        gap = rows["central"]["mean_accuracy"][0] - rows["pushpull"]["mean_accuracy"][0]
         claims.append(f"P2P-FT is similar to centralized (Sec. IV-C; read as within {100 * CENTRAL_GAP:.0f} points): "
                       f"{'holds' if gap <= CENTRAL_GAP else 'does not hold'} (gap {100 * gap:.2f} points)")
     for name, why in BASELINE_CLAIMS.items():
-        if name in rows and "p2pft" in rows:
-            ours, theirs = rows["p2pft"]["mean_accuracy"], rows[name]["mean_accuracy"]
-            claims.append(f"P2P-FT beats {name.upper()} on the mean ({why}): "
-                          f"{verdict(ours, theirs, rows['p2pft']['seeds'])} "
+        if name in rows and "pushpull" in rows:
+            ours, theirs = rows["pushpull"]["mean_accuracy"], rows[name]["mean_accuracy"]
+            claims.append(f"P2P-FT beats {get_algorithm(name).label} on the mean ({why}): "
+                          f"{verdict(ours, theirs, rows['pushpull']['seeds'])} "
                           f"({100 * ours[0]:.2f}% vs {100 * theirs[0]:.2f}%)")
     return claims
 
@@ -417,14 +447,15 @@ def write_report(recipe: Recipe, scale: str | None, notes: list[str], folders: l
     """`out/report.md`, the PNGs and `out/results.json` from the seed folders; returns the report's path. `methods`
     (AEDFL): report these of the seeds' runs, in this order (a seed folder may hold more)."""
     out = Path(out)
-    seeds = [json.loads((f / "results.json").read_text()) for f in folders]
+    kind = experiment(recipe.experiment, "recipe")
+    seeds = [kind.upgrade_results(json.loads((f / "results.json").read_text())) for f in folders]
     if methods is not None:
         for seed in seeds:
-            by_name = {r["method"]: r for r in seed["runs"]}
+            by_name = {r[kind.run_key]: r for r in seed["runs"]}
             seed["runs"] = [by_name[m] for m in methods]
-            seed["config"]["methods"] = list(methods)
-    summarize = summarize_aedfl if recipe.experiment == "aedfl" else summarize_p2pft
-    summary, table = summarize(recipe, seeds, out)
+            seed["config"][kind.parts] = list(methods)
+    # the experiment's summary (`Experiment.report` names it): its rows, figures, claims and the lines above the table
+    summary, table = getattr(sys.modules[__name__], kind.report)(recipe, seeds, out)
     cfg = seeds[0]["config"]
     lines = [f"# {recipe.title}", "",
              f"Recipe `{recipe.name}`, scale `{scale or 'file'}`, {len(seeds)} seed(s) "
@@ -433,14 +464,6 @@ def write_report(recipe: Recipe, scale: str | None, notes: list[str], folders: l
     changed = overrides(recipe, scale, cfg)
     lines += [f"Changed from scale `{scale or 'file'}` (by `--set` or `--stand-in`): " + "; ".join(changed) + ".", ""] \
         if changed else []
-    if recipe.experiment == "p2pft":
-        lines += ["Accuracy in %; paper rows: " + (recipe.paper_source or "none") + ".", ""]
-        if seeds[0]["backbone"]["kind"] == "random":
-            lines += [f"**Warning:** {seeds[0]['backbone']['warning']}", ""]
-    else:
-        lines += [f"Target accuracy {cfg['target_acc']}; paper columns: {recipe.paper_source or 'none'}. The paper "
-                  "states no evaluation protocol; ours is docs/EVALUATION.md: both accuracy columns, one virtual-time "
-                  "budget for every method.", ""]
     lines += table + [""]
     if summary["claims"]:
         lines += ["## Claims", ""] + [f"- {c}" for c in summary["claims"]] + [""]

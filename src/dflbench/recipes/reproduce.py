@@ -105,13 +105,14 @@ def parse_recipe(doc: Mapping, name: str, path: str = "") -> Recipe:
     stand_in = _note_and_config(doc["stand_in"], f"{name} [stand_in]") if "stand_in" in doc else None
     paper = _table(doc, "paper", name)
     check_keys(paper, ("source", "results"), f"{name} [paper]")
-    results = _table(paper, "results", f"{name} [paper]")
+    kind = EXPERIMENTS[experiment]
+    results = {kind.part_name(row): values for row, values in _table(paper, "results", f"{name} [paper]").items()}
     for row, values in results.items():
-        check_keys(values, EXPERIMENTS[experiment].paper_keys, f"{name} [paper.results.{row}]")
+        check_keys(values, kind.paper_keys, f"{name} [paper.results.{row}]")
     recipe = Recipe(name, experiment, str(doc.get("title", name)), _table(doc, "config", name), scales, stand_in,
                     str(paper.get("source", "")), results, path)
     base = recipe.resolve()
-    names = EXPERIMENTS[experiment].part_names(base)
+    names = kind.part_names(base)
     unknown = [row for row in results if row not in names]
     if unknown:
         raise UserError(f"{name} [paper.results]: rows {unknown} are not among the runs ({', '.join(names)})")
@@ -174,10 +175,10 @@ def run_seeds(recipe: Recipe, cfg, out: str | Path, seeds: int = SEEDS,
     `done.json` is written when its results are."""
     if seeds < 1:
         raise UserError(f"--seeds must be >= 1, got {seeds}")
-    if cfg.runtime != "simulator":
+    if getattr(cfg, "runtime", "simulator") != "simulator":
         raise UserError(f"runtime = {cfg.runtime!r}: a reproduction runs its seeds on the simulator; run the config "
                         f"with `dflbench {recipe.experiment} --config FILE` under torchrun instead")
-    out = Path(out)
+    out, kind = Path(out), EXPERIMENTS[recipe.experiment]
     folders, pending = [], []
     for seed in range(cfg.seed, cfg.seed + seeds):
         seed_cfg = replace(cfg, seed=seed)
@@ -193,7 +194,6 @@ def run_seeds(recipe: Recipe, cfg, out: str | Path, seeds: int = SEEDS,
             if finished == record:
                 continue
             differ = _differing_fields(finished, record)
-            kind = EXPERIMENTS[recipe.experiment]
             if differ == [kind.parts] and kind.part_resume:
                 have, asked = finished["config"][kind.parts], kind.part_names(seed_cfg)
                 if set(asked) <= set(have):
@@ -207,21 +207,19 @@ def run_seeds(recipe: Recipe, cfg, out: str | Path, seeds: int = SEEDS,
                 raise UserError(f"{folder} holds a finished run of another configuration (differs in "
                                 f"{', '.join(differ)}); give another --out or remove that folder")
         pending.append((seed, seed_cfg, folder, record))
-    if getattr(cfg, "batch_seeds", False) is not False and len(pending) > 1:       # P2P-FT: seeds stacked
-        from .p2pft import run_p2pft_seeds
-
+    if kind.stacks(cfg, len(pending)):                                              # P2P-FT: seeds stacked
         for seed, *_ in pending:
             if on_seed_start is not None:
                 on_seed_start(seed)
-        run_p2pft_seeds([c for _, c, _, _ in pending], [f for _, _, f, _ in pending], resume=True,
-                        on_run_done=None if on_run_done is None else (lambda s, run: on_run_done(pending[s][0], run)))
+        kind.run_seeds_stacked([c for _, c, _, _ in pending], [f for _, _, f, _ in pending],
+                               None if on_run_done is None else (lambda s, run: on_run_done(pending[s][0], run)))
         for _, _, folder, record in pending:
             atomic_write_json(folder / "done.json", record)
         return folders
     for seed, seed_cfg, folder, record in pending:
         if on_seed_start is not None:
             on_seed_start(seed)
-        EXPERIMENTS[recipe.experiment].run_seed(
+        kind.run_seed(
             seed_cfg, folder, None if on_run_done is None else (lambda run, s=seed: on_run_done(s, run)),
             None if on_progress is None else (lambda name, f, h, s=seed: on_progress(s, name, f, h)))
         atomic_write_json(folder / "done.json", record)

@@ -57,4 +57,8 @@ class RoundMethod(DecentralizedMethod):
         raise RuntimeError(f"{self.name} runs in rounds")
 
     def on_rejoin(self, sim, dev) -> None:
-        """A rejoined device takes part from the next round on."""
+        """Nothing to set up: `on_round` takes every alive device below T, so a rejoined device takes part from the
+        next round on, starting from the model it held when it failed (a round with no device able to take part
+        waits a heartbeat and looks again; tests/engines_async/test_async_stop_per_device.py checks d-psgd and
+        dispfl rejoiners finish their T updates)."""
+        return None

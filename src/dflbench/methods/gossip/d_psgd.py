@@ -18,7 +18,7 @@ from dflbench.topology import uniform
 
 @register_method("d-psgd", options=NoOptions, kind="decentralized",
                  paper="Lian et al. 2017 (synchronous AD-PSGD; not in AEDFL Table 1)")
-class DPSGD(RoundMethod):
+class GossipDPSGD(RoundMethod):
     name = "d-psgd"
 
     def __init__(self, options: NoOptions = NoOptions()):

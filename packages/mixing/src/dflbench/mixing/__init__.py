@@ -15,14 +15,23 @@ from .algorithms import DGD, DPSGD, GTDGD, GTDGDATC, Centralized, DGDEq1, Local,
 from .base import Algorithm, NonFiniteError
 from .comm import BlockCommunicator, Communicator, LocalCommunicator
 from .matrix import MatrixSchedule, MixingMatrix
-from .registry import from_topology, get_algorithm, list_algorithms, make_algorithm
+from .registry import (
+    RENAMED,
+    canonical_algorithm,
+    from_topology,
+    get_algorithm,
+    list_algorithms,
+    make_algorithm,
+    register_algorithm,
+)
 from .run import run
 from .state import MixingState, concat_states
 from .tree import Tree, flatten_rows, tree_leaves, tree_map
 
 __all__ = [
-    "Algorithm", "BlockCommunicator", "Centralized", "Communicator", "DGD", "DGDEq1", "DPSGD", "GTDGD", "GTDGDATC",
-    "Local", "LocalCommunicator", "MatrixSchedule", "MixingMatrix", "MixingState", "NonFiniteError", "PushPull",
-    "PushSum", "Tree", "concat_states", "consensus_distance", "flatten_rows", "from_topology", "get_algorithm",
-    "list_algorithms", "make_algorithm", "pairwise_consensus_distance", "run", "total_bytes", "tree_leaves", "tree_map",
+    "RENAMED", "Algorithm", "BlockCommunicator", "Centralized", "Communicator", "DGD", "DGDEq1", "DPSGD", "GTDGD",
+    "GTDGDATC", "Local", "LocalCommunicator", "MatrixSchedule", "MixingMatrix", "MixingState", "NonFiniteError",
+    "PushPull", "PushSum", "Tree", "canonical_algorithm", "concat_states", "consensus_distance", "flatten_rows",
+    "from_topology", "get_algorithm", "list_algorithms", "make_algorithm", "pairwise_consensus_distance",
+    "register_algorithm", "run", "total_bytes", "tree_leaves", "tree_map",
 ]

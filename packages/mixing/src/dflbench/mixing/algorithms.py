@@ -34,12 +34,14 @@ import torch
 from .base import Algorithm, GradFn
 from .comm import Communicator
 from .matrix import MatrixLike, MatrixSchedule, MixingMatrix
+from .registry import register_algorithm
 from .state import MixingState
 from .tree import Tree, tree_leaves, tree_map
 
 Matrix = MatrixLike | Callable[[int], MatrixLike]
 
 
+@register_algorithm
 class DGD(Algorithm):
     """DGD, adapt-then-combine with each node's own gradient: theta_i <- sum_j w_ij (theta_j - a grad L_j(theta_j)).
 
@@ -48,6 +50,8 @@ class DGD(Algorithm):
     """
 
     name = "dgd"
+    label = "DGD"
+    topology_matrices = ("row",)
 
     def __init__(self, W: Matrix, lr, momentum: float = 0.0, weight_decay: float = 0.0,
                  comm: Communicator | None = None):
@@ -67,11 +71,13 @@ class DGD(Algorithm):
         return replace(state, params=x, grads=grads, aux=aux, momentum=mom, bytes_sent=state.bytes_sent + sent)
 
 
+@register_algorithm
 class DPSGD(DGD):
     """DGD combine-then-adapt (Nedic & Ozdaglar 2009; with stochastic gradients D-PSGD, Lian et al. 2017):
     theta_i <- sum_j w_ij theta_j - a grad L_i(theta_i). W row stochastic (see the module docstring)."""
 
     name = "dpsgd"
+    label = "DGD (CTA)"
 
     def _advance(self, state: MixingState, grad_fn: GradFn, lr: float) -> MixingState:
         W = self.W.at(state.step)
@@ -82,6 +88,7 @@ class DPSGD(DGD):
         return replace(state, params=x, grads=grads, aux=aux, momentum=mom, bytes_sent=state.bytes_sent + sent)
 
 
+@register_algorithm
 class DGDEq1(DGD):
     """P2P-FT eq. (1) as printed: theta_i <- sum_j w_ij (theta_j - a grad L_i(theta_j)), node i's own loss at each
     in-neighbour's parameters. W row stochastic (see the module docstring).
@@ -96,6 +103,7 @@ class DGDEq1(DGD):
     """
 
     name = "dgd_eq1"
+    label = "DGD (eq. 1)"
 
     def __init__(self, W: Matrix, lr, momentum: float = 0.0, weight_decay: float = 0.0,
                  comm: Communicator | None = None):
@@ -139,11 +147,14 @@ class DGDEq1(DGD):
         return replace(state, params=x, grads=grads, aux=aux, momentum=mom, bytes_sent=state.bytes_sent + sent)
 
 
+@register_algorithm
 class PushPull(Algorithm):
     """P2P-FT Algorithm 1 (push-pull / AB gradient tracking), lines 4-7:
     theta <- A (theta - a tau);  g_new = G(theta);  tau <- B (tau + g_new - g_old);  tau^0 = G(theta^0)."""
 
     name = "pushpull"
+    label = "P2P-FT"
+    topology_matrices = ("row", "column")
 
     def __init__(self, A: Matrix, B: Matrix, lr, momentum: float = 0.0, weight_decay: float = 0.0,
                  comm: Communicator | None = None):
@@ -171,11 +182,14 @@ class PushPull(Algorithm):
                        bytes_sent=state.bytes_sent + sent)
 
 
+@register_algorithm
 class GTDGDATC(PushPull):
     """GT-DGD adapt-then-combine: push-pull with A = B = W, i.e. theta <- W (theta - a tau),
     tau <- W (tau + G_new - G_old). W row stochastic (see the module docstring)."""
 
     name = "gtdgd_atc"
+    label = "GT-DGD (ATC)"
+    topology_matrices = ("row",)
 
     def __init__(self, W: Matrix, lr, momentum: float = 0.0, weight_decay: float = 0.0,
                  comm: Communicator | None = None):
@@ -186,6 +200,7 @@ class GTDGDATC(PushPull):
         return {"W": self.W}
 
 
+@register_algorithm
 class GTDGD(GTDGDATC):
     """GT-DGD as Qu & Li 2017 write it, combine-then-adapt: theta <- W theta - a tau,
     tau <- W tau + G(theta_new) - G(theta), tau^0 = G(theta^0).
@@ -196,6 +211,7 @@ class GTDGD(GTDGDATC):
     """
 
     name = "gtdgd"
+    label = "GT-DGD"
 
     def _advance(self, state: MixingState, grad_fn: GradFn, lr: float) -> MixingState:
         W = self.W.at(state.step)
@@ -209,6 +225,7 @@ class GTDGD(GTDGDATC):
                        bytes_sent=state.bytes_sent + sent)
 
 
+@register_algorithm
 class PushSum(Algorithm):
     """Stochastic gradient push: y <- B (y - a G(z)), w <- B w, z = y / w (y^0 = X^0, w^0 = 1).
 
@@ -216,6 +233,8 @@ class PushSum(Algorithm):
     """
 
     name = "pushsum"
+    label = "Push-sum"
+    topology_matrices = ("column",)
 
     def __init__(self, B: Matrix, lr, momentum: float = 0.0, weight_decay: float = 0.0,
                  comm: Communicator | None = None):
@@ -242,10 +261,12 @@ class PushSum(Algorithm):
                        bytes_sent=state.bytes_sent + sent)
 
 
+@register_algorithm
 class Local(Algorithm):
     """Local-FT: every node descends on its own loss, X <- X - a G(X); sends nothing."""
 
     name = "local"
+    label = "Local-FT"
 
     def _advance(self, state: MixingState, grad_fn: GradFn, lr: float) -> MixingState:
         d, mom = self._direction(state.grads, state)
@@ -254,6 +275,7 @@ class Local(Algorithm):
         return replace(state, params=x, grads=grads, aux=aux, momentum=mom)
 
 
+@register_algorithm
 class Centralized(Algorithm):
     """One model on the averaged gradient: X <- X - a mean_i G_i(X); X^0 = the mean of the rows of x0.
 
@@ -261,6 +283,7 @@ class Centralized(Algorithm):
     """
 
     name = "centralized"
+    label = "Centralized (averaged gradients)"
 
     def _initial_params(self, x0):
         return self.comm.mean(x0)

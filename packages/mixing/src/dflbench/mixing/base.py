@@ -42,11 +42,15 @@ class NonFiniteError(ValueError):
 class Algorithm(ABC):
     """Base class: holds lr / momentum / weight decay / communicator and the shared step machinery.
 
-    Subclasses set `name`, name their matrix schedules in `_schedules()` ({"A": ..., "B": ...}), and implement
-    `_advance`.
+    Subclasses set `name` (their registry name, `registry.register_algorithm`), `label` (their name in tables and
+    plots), `topology_matrices` (the normalisations of a graph's W their constructor takes before `lr`, in order:
+    "row", "column"; see `registry.from_topology`), name their matrix schedules in `_schedules()` ({"A": ...,
+    "B": ...}), and implement `_advance`.
     """
 
     name = "algorithm"
+    label = "algorithm"
+    topology_matrices: tuple[str, ...] = ()
 
     def __init__(self, lr: float | Callable[[int], float], momentum: float = 0.0, weight_decay: float = 0.0,
                  comm: Communicator | None = None):
