@@ -30,7 +30,7 @@ from .rates import secant_lipschitz, secant_residual
 from .taylor import aedfl_objective, diagonal_impact, exploration_weight, unit_diagonal_impact
 
 DeviceLoss = Callable[[Tensor, tuple], Tensor]
-PATHS = ("auto", "vmap", "loop", "stacked")
+CURVATURE_PATHS = ("auto", "loop", "stacked", "vmap")
 
 
 @dataclass(frozen=True)
@@ -81,8 +81,8 @@ def device_curvature(loss_fn: DeviceLoss, params: Tensor, initial: Tensor, batch
     if keep.shape != (P,) or not bool(keep.any()) or num_steps < 2:
         raise ValueError(f"support must be a nonempty [{P}] mask and num_steps >= 2, got {tuple(keep.shape)} and "
                          f"{num_steps}")
-    if path not in PATHS:
-        raise ValueError(f"path must be one of {', '.join(map(repr, PATHS))}, got {path!r}")
+    if path not in CURVATURE_PATHS:
+        raise ValueError(f"path must be one of {', '.join(map(repr, CURVATURE_PATHS))}, got {path!r}")
     delta = initial.to(params).expand_as(params) - params
     z = starts.to(params) * keep
     steps = min(num_steps, int(keep.sum()))
