@@ -107,9 +107,8 @@ def test_device_curvature_equals_per_model_functions_and_autograd(path):
         device_curvature(loss_fn, params, init, batch, probes, 4, path="jit")
 
 
-def test_device_curvature_paths_agree_on_lenet5():
-    """The per-device reverse-over-reverse path gives the vmapped forward-over-reverse numbers (float32 LeNet-5,
-    a short Lanczos run as AEDFL's pruning makes it)."""
+def _lenet5_problem(devices: int, seed: int):
+    """(loss_fn, params [D, P], init, batch, starts [D, 2, P], support) for float32 LeNet-5 on 16x16 inputs."""
     from dflbench.aggregation.flat import FlatSpec, unflatten
     from dflbench.models import make_model
 
@@ -121,11 +120,18 @@ def test_device_curvature_paths_agree_on_lenet5():
     def loss_fn(flat, batch):
         return F.cross_entropy(functional_call(model, unflatten(flat, spec), (batch[0],)), batch[1])
 
-    gen = torch.Generator().manual_seed(2)
-    params = init + 0.05 * torch.randn(3, init.numel(), generator=gen)
-    batch = (torch.randn(3, 8, 1, 16, 16, generator=gen), torch.randint(0, 10, (3, 8), generator=gen))
-    starts = torch.where(torch.rand(3, 2, init.numel(), generator=gen) < 0.5, -1.0, 1.0)
+    gen = torch.Generator().manual_seed(seed)
+    params = init + 0.05 * torch.randn(devices, init.numel(), generator=gen)
+    batch = (torch.randn(devices, 8, 1, 16, 16, generator=gen), torch.randint(0, 10, (devices, 8), generator=gen))
+    starts = torch.where(torch.rand(devices, 2, init.numel(), generator=gen) < 0.5, -1.0, 1.0)
     support = torch.rand(init.numel(), generator=gen) < 0.9
+    return loss_fn, params, init, batch, starts, support
+
+
+def test_device_curvature_paths_agree_on_lenet5():
+    """The per-device reverse-over-reverse path gives the vmapped forward-over-reverse numbers (float32 LeNet-5,
+    a short Lanczos run as AEDFL's pruning makes it)."""
+    loss_fn, params, init, batch, starts, support = _lenet5_problem(devices=3, seed=2)
     a, b = (device_curvature(loss_fn, params, init, batch, starts, 6, support, path=p) for p in ("vmap", "loop"))
     for name in ("loss", "gradient", "diagonal", "lipschitz", "nodes", "weights"):
         torch.testing.assert_close(getattr(b, name), getattr(a, name), atol=2e-4, rtol=2e-3)
@@ -134,22 +140,7 @@ def test_device_curvature_paths_agree_on_lenet5():
 def test_stacked_curvature_equals_each_device_alone_and_the_exact_hessian():
     """The slot-batched path (one graph over all devices) gives each device what the one-device computation gives
     (float32 LeNet-5, AEDFL's 6 steps, 2 probes), and on a float64 MLP the Hessian products of torch.func.hessian."""
-    from dflbench.aggregation.flat import FlatSpec, unflatten
-    from dflbench.models import make_model
-
-    torch.manual_seed(0)
-    model = make_model("lenet5", 10, 1, 16)
-    spec = FlatSpec.from_state_dict(dict(model.named_parameters()))
-    init = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
-
-    def loss_fn(flat, batch):
-        return F.cross_entropy(functional_call(model, unflatten(flat, spec), (batch[0],)), batch[1])
-
-    gen = torch.Generator().manual_seed(3)
-    params = init + 0.05 * torch.randn(4, init.numel(), generator=gen)
-    batch = (torch.randn(4, 8, 1, 16, 16, generator=gen), torch.randint(0, 10, (4, 8), generator=gen))
-    starts = torch.where(torch.rand(4, 2, init.numel(), generator=gen) < 0.5, -1.0, 1.0)
-    support = torch.rand(init.numel(), generator=gen) < 0.9
+    loss_fn, params, init, batch, starts, support = _lenet5_problem(devices=4, seed=3)
     both = device_curvature(loss_fn, params, init, batch, starts, 6, support, path="stacked")
     for d in range(4):
         alone = device_curvature(loss_fn, params[d:d + 1], init, tuple(t[d:d + 1] for t in batch), starts[d:d + 1],
