@@ -182,9 +182,7 @@ class AEDFLStep:
         self.cache.put(row, src, message.model, stamp=stamp, loss=message.loss, samples=message.samples,
                        mask=message.mask, rate=message.rate)
 
-    # devices per pass of `update`: its temporaries are [CHUNK, K + 1, P], not [B, K + 1, P]; 8 instead of 32: peak
-    # RSS 1.82 instead of 2.01-2.11 GB at 1,000 LeNet-5 devices, the same CPU (43 s), the same bits (issue 27)
-    CHUNK = 8
+    CHUNK = 32          # devices per pass of `update`: its temporaries are [CHUNK, K + 1, P], not [B, K + 1, P]
 
     def update(self, host: StepHost, rows: torch.Tensor, x: torch.Tensor) -> StepResult:
         """One local update of the devices in rows `rows [B]` (distinct) from their models `x [B, P]`, `CHUNK`
