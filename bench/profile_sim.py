@@ -12,6 +12,10 @@ the same minibatches (`DeviceData.indices`), no aggregation. Both are timed by `
 time lost to other processes does not count) in the order simulator-loop, then loop-simulator; the ratio is the
 simulator's CPU per SGD step over the loop's, each averaged over the two runs.
 
+`--versus OPTION=VALUE` (repeatable) compares two settings of the method in one process instead: the phase profile
+of the base options and of the base plus these, in the order base, versus, versus, base (per-phase ms per SGD step,
+each the mean of its two runs, and the ratio of the totals).
+
 `--phases` runs the simulator once more with its work attributed to phases (exclusive thread CPU: a phase nested in
 another is taken out of it): SGD, data (minibatch gathering), pruning (Hessian: `device_curvature`; the rest of the
 pruning call: rates, scores, masks, MFLOPs), dwu (dynamic weights: eq. 4.6-4.8; the gradient at the aggregate is the
@@ -178,16 +182,35 @@ class PhaseClock:
         return self.totals
 
 
-def phases(w: Workload) -> dict:
+def phases(w: Workload) -> tuple[dict, int]:
+    """(exclusive thread CPU seconds per phase, SGD steps) of one simulator run."""
     clock = PhaseClock()
     undo = clock.install()
     try:
         clock.mark = time.thread_time()
-        simulator(w).run()
+        res = simulator(w).run()
     finally:
         for owner, name, original in undo:
             setattr(owner, name, original)
-    return clock.stop()
+    return clock.stop(), res.device_steps
+
+
+def versus(w: Workload, extra: dict) -> dict:
+    """Phase profiles of `w` and of `w` with the method options `extra` added, run base-versus-versus-base: per
+    phase the ms per SGD step of each setting (mean of its two runs) and the ratio of the totals."""
+    name = w.cfg.methods[0]
+    options = {**w.cfg.method_options.get(name, {}), **extra}
+    other = replace(w, cfg=replace(w.cfg, method_options={**w.cfg.method_options, name: options}))
+    run_simulator(replace(w, cfg=replace(w.cfg, max_updates=1)))                  # warm-up
+    ms = {"base": [], "versus": []}
+    for label in ("base", "versus", "versus", "base"):
+        workload_ = w if label == "base" else other
+        totals, steps = phases(workload_)
+        ms[label].append({k: 1e3 * v / steps for k, v in totals.items()})
+    mean = {label: {k: round(sum(r[k] for r in runs) / len(runs), 3) for k in runs[0]} for label, runs in ms.items()}
+    return {"versus": extra, "base_phase_ms_per_step": mean["base"], "versus_phase_ms_per_step": mean["versus"],
+            "total_ms_per_step": {label: round(sum(m.values()), 3) for label, m in mean.items()},
+            "ratio_versus_base": round(sum(mean["versus"].values()) / sum(mean["base"].values()), 3)}
 
 
 def memory(w: Workload) -> dict:
@@ -224,6 +247,8 @@ def main() -> None:
     ap.add_argument("--evaluate", action="store_true", help="with --memory: evaluate as AEDFL Table 1 does")
     ap.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE", help="a method option")
     ap.add_argument("--phases", action="store_true", help="also profile the simulator by phase")
+    ap.add_argument("--versus", action="append", default=[], metavar="OPTION=VALUE",
+                    help="profile by phase with these options added, against the base options, in one process")
     ap.add_argument("--cprofile", type=int, default=0, metavar="N", help="print cProfile's top N functions only")
     ap.add_argument("--memory", action="store_true", help="simulator only: peak RSS, page faults, system time")
     ap.add_argument("--no-malloc", action="store_true", help="leave glibc's allocator thresholds as they are")
@@ -238,6 +263,8 @@ def main() -> None:
     record = {"method": args.method, "devices": args.devices, "updates": args.updates, "malloc": not args.no_malloc}
     if args.memory:
         record.update(memory(w))
+    elif args.versus:
+        record.update(versus(w, dict(s.split("=", 1) for s in args.versus)))
     elif args.cprofile:
         prof = cProfile.Profile()
         prof.runcall(simulator(w).run)
@@ -255,8 +282,7 @@ def main() -> None:
                       ratio=round(sum(sim_ms) / sum(loop_ms), 3),
                       ratio_per_order=[round(s / lo, 3) for s, lo in zip(sim_ms, loop_ms)])
         if args.phases:
-            totals = phases(w)
-            steps = sims[0][1]
+            totals, steps = phases(w)
             record["phase_ms_per_step"] = {k: round(1e3 * v / steps, 3) for k, v in totals.items()}
             record["phase_share"] = {k: round(v / sum(totals.values()), 3) for k, v in totals.items()}
     print(json.dumps(record))

@@ -10,6 +10,7 @@ from torch.func import functional_call
 
 import dflbench.pruning as pruning
 from dflbench.engines.async_sim import Message
+from dflbench.errors import UserError
 from dflbench.methods.aedfl import pruning as ap
 from dflbench.methods.aedfl.step import ModelMessage
 from dflbench.methods.registry import make_method
@@ -33,15 +34,16 @@ def _split(template, flat):
     return {n: t.reshape(p.shape) for (n, p), t in zip(named, parts)}
 
 
-def test_pruner_is_the_composition_of_the_per_model_functions(aedfl_sim):
+@pytest.mark.parametrize("hessian", ["auto", "stacked"])
+def test_pruner_is_the_composition_of_the_per_model_functions(aedfl_sim, hessian):
     """AdaptivePruner.prune equals a loop over devices of the single-model package functions: gradient, secant L,
     Lanczos on the prunable block, eigen-gap rate, 5.16, per-unit 5.14-5.15 (taylor_impact "diagonal"), select_units,
-    count_flops."""
+    count_flops; with the Hessian products device by device (auto on CPU) or of the whole slot at once."""
     for name in ("device_curvature", "eigengap_rates", "neighbor_weighted_rates", "unit_scores", "select_device_units",
                  "find_candidates"):
         assert getattr(ap, name) is getattr(pruning, name)
     sim = aedfl_sim(make_method("aedfl-0"), max_updates=1)
-    cfg = ap.PruningConfig(min_rate=0.0, max_rate=0.8, hutchinson=2, lanczos_steps=5)
+    cfg = ap.PruningConfig(min_rate=0.0, max_rate=0.8, hutchinson=2, lanczos_steps=5, hessian=hessian)
     pruner = ap.AdaptivePruner(sim, cfg)
     g = torch.Generator().manual_seed(0)
     devs, P = torch.tensor([0, 2, 3]), sim.P
@@ -262,3 +264,8 @@ def test_lenet5_dense_mfp_is_table1s():
     """Table 1's dense LeNet MFP is 0.283: the pruning calibration (PruningConfig) is against our model's 0.282."""
     sim = _lenet28_sim(make_method("aedfl-0"))
     assert float(sim.model_mflops()) == pytest.approx(0.283, rel=0.01)
+
+
+def test_an_unknown_hessian_path_is_one_clear_line():
+    with pytest.raises(UserError, match="hessian must be one of auto, loop, stacked, vmap, got 'fast'"):
+        ap.PruningConfig(hessian="fast")

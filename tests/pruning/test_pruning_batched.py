@@ -60,7 +60,7 @@ def _support(P):
     return support
 
 
-@pytest.mark.parametrize("path", ["vmap", "loop"])
+@pytest.mark.parametrize("path", ["vmap", "loop", "stacked"])
 def test_device_curvature_equals_per_model_functions_and_autograd(path):
     loss_fn, params, init, batch, probes = _mlp_problem()
     P = params.shape[1]
@@ -107,9 +107,8 @@ def test_device_curvature_equals_per_model_functions_and_autograd(path):
         device_curvature(loss_fn, params, init, batch, probes, 4, path="jit")
 
 
-def test_device_curvature_paths_agree_on_lenet5():
-    """The per-device reverse-over-reverse path gives the vmapped forward-over-reverse numbers (float32 LeNet-5,
-    a short Lanczos run as AEDFL's pruning makes it)."""
+def _lenet5_problem(devices: int, seed: int):
+    """(loss_fn, params [D, P], init, batch, starts [D, 2, P], support) for float32 LeNet-5 on 16x16 inputs."""
     from dflbench.aggregation.flat import FlatSpec, unflatten
     from dflbench.models import make_model
 
@@ -121,14 +120,43 @@ def test_device_curvature_paths_agree_on_lenet5():
     def loss_fn(flat, batch):
         return F.cross_entropy(functional_call(model, unflatten(flat, spec), (batch[0],)), batch[1])
 
-    gen = torch.Generator().manual_seed(2)
-    params = init + 0.05 * torch.randn(3, init.numel(), generator=gen)
-    batch = (torch.randn(3, 8, 1, 16, 16, generator=gen), torch.randint(0, 10, (3, 8), generator=gen))
-    starts = torch.where(torch.rand(3, 2, init.numel(), generator=gen) < 0.5, -1.0, 1.0)
+    gen = torch.Generator().manual_seed(seed)
+    params = init + 0.05 * torch.randn(devices, init.numel(), generator=gen)
+    batch = (torch.randn(devices, 8, 1, 16, 16, generator=gen), torch.randint(0, 10, (devices, 8), generator=gen))
+    starts = torch.where(torch.rand(devices, 2, init.numel(), generator=gen) < 0.5, -1.0, 1.0)
     support = torch.rand(init.numel(), generator=gen) < 0.9
+    return loss_fn, params, init, batch, starts, support
+
+
+def test_device_curvature_paths_agree_on_lenet5():
+    """The per-device reverse-over-reverse path gives the vmapped forward-over-reverse numbers (float32 LeNet-5,
+    a short Lanczos run as AEDFL's pruning makes it)."""
+    loss_fn, params, init, batch, starts, support = _lenet5_problem(devices=3, seed=2)
     a, b = (device_curvature(loss_fn, params, init, batch, starts, 6, support, path=p) for p in ("vmap", "loop"))
     for name in ("loss", "gradient", "diagonal", "lipschitz", "nodes", "weights"):
         torch.testing.assert_close(getattr(b, name), getattr(a, name), atol=2e-4, rtol=2e-3)
+
+
+def test_stacked_curvature_equals_each_device_alone_and_the_exact_hessian():
+    """The slot-batched path (one graph over all devices) gives each device what the one-device computation gives
+    (float32 LeNet-5, AEDFL's 6 steps, 2 probes), and on a float64 MLP the Hessian products of torch.func.hessian."""
+    loss_fn, params, init, batch, starts, support = _lenet5_problem(devices=4, seed=3)
+    both = device_curvature(loss_fn, params, init, batch, starts, 6, support, path="stacked")
+    for d in range(4):
+        alone = device_curvature(loss_fn, params[d:d + 1], init, tuple(t[d:d + 1] for t in batch), starts[d:d + 1],
+                                 6, support, path="loop")
+        for name in ("loss", "gradient", "diagonal", "lipschitz", "nodes", "weights"):
+            torch.testing.assert_close(getattr(both, name)[d], getattr(alone, name)[0], atol=2e-5, rtol=1e-4)
+
+    loss_fn, params, init, batch, probes = _mlp_problem()
+    curv = device_curvature(loss_fn, params, init, batch, probes, 2, path="stacked")
+    for d in range(D):
+        h = torch.func.hessian(loss_fn)(params[d], (batch[0][d], batch[1][d]))
+        z = probes[d]
+        torch.testing.assert_close(curv.diagonal[d], (z * (z @ h)).mean(0), atol=1e-10, rtol=0)
+        q = z / z.norm(dim=1, keepdim=True)                         # the first Lanczos step: alpha_0 = q^T H q
+        alpha0 = curv.nodes[d].view(S, 2) * curv.weights[d].view(S, 2) * S
+        torch.testing.assert_close(alpha0.sum(dim=1), ((q @ h) * q).sum(dim=1), atol=1e-10, rtol=0)
 
 
 def test_device_curvature_lipschitz_is_zero_at_the_initial_model():

@@ -57,6 +57,7 @@ from dflbench.engines.async_rng import STREAM_MASK, counter_uniform
 from dflbench.engines.cost import gradient_macs, hvp_macs
 from dflbench.errors import UserError
 from dflbench.pruning import (
+    CURVATURE_PATHS,
     device_curvature,
     eigengap_rates,
     find_candidates,
@@ -98,6 +99,9 @@ class PruningConfig(PruningSchedule):
     hutchinson: int = option(1, "Rademacher vectors per device: the SLQ runs' starts and the diagonal's probes")
     damping: float = option(1e-3, "(H^{r,r})^{-1} ~ 1 / (|h| + damping mean|h|), relative to mean|h|")
     lanczos_steps: int = option(6, "Lanczos steps (Hessian products) of each SLQ run: the eigen-gap rule's spectrum")
+    hessian: str = option("auto", "how the Hessian products run (same numbers to float rounding): loop (per device, "
+                                  "reverse-over-reverse), stacked (the devices pruning in one slot through one graph), "
+                                  "vmap (forward-over-reverse), auto (loop on CPU, else vmap)")
 
     def __post_init__(self):
         super().__post_init__()
@@ -105,6 +109,8 @@ class PruningConfig(PruningSchedule):
                 or self.lanczos_steps < 2):
             raise UserError(f"PruningConfig: need 0 <= min_rate <= max_rate < 1, C >= 1, hutchinson >= 1, "
                             f"damping > 0, lanczos_steps >= 2; got {self}")
+        if self.hessian not in CURVATURE_PATHS:
+            raise UserError(f"PruningConfig: hessian must be one of {', '.join(CURVATURE_PATHS)}, got {self.hessian!r}")
 
 
 class ScheduledPruner:
@@ -180,7 +186,8 @@ class AdaptivePruner(ScheduledPruner):
         xb, yb = host.data.batch(devs.to(dev), host.t[devs].to(dev), -1, host.cfg.batch_size, host.cfg.seed)
         self.net.module.train()
         z = self.probes(host, devs, x.shape[1]).to(device=dev, dtype=x.dtype)
-        curv = device_curvature(self._loss, x, self.net.init, (xb, yb), z, cfg.lanczos_steps, self.support)
+        curv = device_curvature(self._loss, x, self.net.init, (xb, yb), z, cfg.lanczos_steps, self.support,
+                                cfg.hessian)
         self.observe(devs, curv.gradient)
         p_star = self.lossless_rates(curv.nodes.double(), curv.weights.double(), curv.lipschitz.double())
         wn = w[:, 1:].double() * active[:, 1:].double()

@@ -6,6 +6,7 @@ Module wrappers (`modules`), structured candidates (`candidates`), AEDFL 5.12-5.
 """
 
 from .batched import (
+    CURVATURE_PATHS,
     DeviceCurvature,
     device_curvature,
     select_device_units,
@@ -83,7 +84,7 @@ from .taylor import (
 )
 
 __all__ = [
-    "DeviceCurvature", "device_curvature", "unit_scores", "select_device_units",
+    "CURVATURE_PATHS", "DeviceCurvature", "device_curvature", "unit_scores", "select_device_units",
     "probe_diagonal", "unit_diagonal_impact",
     "check_moved", "eigengap_rates", "neighbor_weighted_rates", "secant_lipschitz", "diagonal_impact",
     "CandidateGroup", "CandidateSet", "ParamSlice", "find_candidates", "is_attention",

@@ -30,6 +30,7 @@ from .rates import secant_lipschitz, secant_residual
 from .taylor import aedfl_objective, diagonal_impact, exploration_weight, unit_diagonal_impact
 
 DeviceLoss = Callable[[Tensor, tuple], Tensor]
+CURVATURE_PATHS = ("auto", "loop", "stacked", "vmap")
 
 
 @dataclass(frozen=True)
@@ -63,9 +64,14 @@ def device_curvature(loss_fn: DeviceLoss, params: Tensor, initial: Tensor, batch
 
     `path` (same numbers to float rounding): "vmap", one vmapped forward-over-reverse product over all devices per
     Lanczos step; "loop", per device one gradient graph built once (`create_graph`) and every Hessian product
-    (the Lanczos steps' and the secant's) a backward pass through it (reverse-over-reverse); "auto": "loop" on CPU,
-    "vmap" elsewhere. Measured (LeNet-5, batch 32, 4 devices, 6 steps, one CPU thread): the whole call 51-55 ms
-    per device with vmap, the loop's Lanczos 21 ms (one gradient: 1.8 ms).
+    (the Lanczos steps' and the secant's) a backward pass through it (reverse-over-reverse); "stacked", the loop's
+    reverse-over-reverse products for all devices at once: one graph over the vmapped forward of every device, each
+    Hessian product one backward pass of `[D, P]` vectors (the devices' losses are independent, so row d is
+    H_d v_d); "auto": "loop" on CPU, "vmap" elsewhere. Measured (LeNet-5, batch 32, 4 devices, 6 steps, one CPU
+    thread): the whole call 51-55 ms per device with vmap, the loop's Lanczos 21 ms (one gradient: 1.8 ms).
+    Stacked against loop, the whole call per device (28x28, batch 32, 6 steps, one CPU thread, load 2-4, alternated):
+    1 device 47-48 / 44-47 ms, 2: 43 / 40-42, 4: 38 / 42, 8: 32 / 42-44; AEDFL's slots prune 1-3 devices at once
+    (100 devices: 63, 17 and 1 calls of 1, 2 and 3), so "auto" stays "loop" on CPU.
     """
     if params.ndim != 2 or starts.ndim != 3 or starts.shape[::2] != params.shape:
         raise ValueError(f"params must be [D, P] and starts [D, R, P], got {tuple(params.shape)} and "
@@ -75,13 +81,15 @@ def device_curvature(loss_fn: DeviceLoss, params: Tensor, initial: Tensor, batch
     if keep.shape != (P,) or not bool(keep.any()) or num_steps < 2:
         raise ValueError(f"support must be a nonempty [{P}] mask and num_steps >= 2, got {tuple(keep.shape)} and "
                          f"{num_steps}")
-    if path not in ("auto", "vmap", "loop"):
-        raise ValueError(f"path must be 'auto', 'vmap' or 'loop', got {path!r}")
+    if path not in CURVATURE_PATHS:
+        raise ValueError(f"path must be one of {', '.join(map(repr, CURVATURE_PATHS))}, got {path!r}")
     delta = initial.to(params).expand_as(params) - params
     z = starts.to(params) * keep
     steps = min(num_steps, int(keep.sum()))
     if path == "loop" or (path == "auto" and params.device.type == "cpu"):
         loss, g, lip, res = _curvature_loop(loss_fn, params, delta, batch, z, steps, keep)
+    elif path == "stacked":
+        loss, g, lip, res = _curvature_stacked(loss_fn, params, delta, batch, z, steps, keep)
     else:
         loss, g, lip, res = _curvature_vmap(loss_fn, params, delta, batch, z, steps, keep)
     q0 = res.basis[:, 0]
@@ -139,6 +147,30 @@ def _curvature_loop(loss_fn: DeviceLoss, params: Tensor, delta: Tensor, batch: t
         runs.append(lanczos(lambda q: torch.stack([hvp(v * keep) for v in q]) * keep, z[d], steps))
     res = LanczosResult(*(torch.cat([getattr(r, f) for r in runs]) for f in ("alpha", "beta", "basis", "steps")))
     return torch.stack(losses), torch.stack(grads), torch.stack(lips), res
+
+
+def _curvature_stacked(loss_fn: DeviceLoss, params: Tensor, delta: Tensor, batch: tuple, z: Tensor, steps: int,
+                       keep: Tensor):
+    """(loss, gradient, L, Lanczos runs) of `device_curvature`, all devices in one gradient graph (the vmapped
+    forward, built once): a Hessian product of every device is one backward pass through it."""
+    D, R, P = z.shape
+    losses = vmap(loss_fn, randomness="different")
+    p = params.detach().requires_grad_(True)
+    m_o = (params + delta).detach().requires_grad_(True)
+    with torch.enable_grad():
+        loss = losses(p, tuple(batch))
+        (g,) = torch.autograd.grad(loss.sum(), p, create_graph=True)
+        (g_init,) = torch.autograd.grad(losses(m_o, tuple(batch)).sum(), m_o)
+
+    def hvp(v: Tensor) -> Tensor:                                   # [D, P] -> row d: H_d v_d
+        return torch.autograd.grad(g, p, v, retain_graph=True)[0]
+
+    def matmat(q: Tensor) -> Tensor:
+        q = (q * keep).view(D, R, P)
+        return (torch.stack([hvp(q[:, r]) for r in range(R)], dim=1) * keep).view(D * R, P)
+
+    lip = vmap(secant_residual)(hvp(delta), g_init, g.detach(), delta)
+    return loss.detach(), g.detach(), lip, lanczos(matmat, z.reshape(D * R, P), steps)
 
 
 def unit_scores(params: Tensor, curvature: DeviceCurvature, candidates: CandidateSet, max_grad_norm: Tensor,
