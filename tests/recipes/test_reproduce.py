@@ -154,16 +154,23 @@ def test_aedfl_command_takes_config(tmp_path):
     assert "| fedbuff |" in (tmp_path / "r" / "report.md").read_text()
 
 
-def test_aedfl_resume_keeps_finished_methods_and_refuses_another_setting(tmp_path):
+def test_aedfl_resume_keeps_finished_methods_and_refuses_another_setting(tmp_path, monkeypatch):
     data = _npz(tmp_path / "g.npz", (28, 28), 10, 200, 50)
     base = ["aedfl", "--dataset", f"npz:{data}", "--devices", "4", "--max-updates", "1", "--eval-samples", "20",
             "--out", str(tmp_path / "o")]
+    monkeypatch.setattr("dflbench.recipes.aedfl.code_provenance", lambda: {"version": "1", "commit": "a" * 40,
+                                                                           "dirty": False})
     _ok([*base, "--methods", "fedbuff"])
     first = json.loads((tmp_path / "o" / "results.json").read_text())["runs"][0]
+    assert first["code"]["commit"] == "a" * 40
+    monkeypatch.setattr("dflbench.recipes.aedfl.code_provenance", lambda: {"version": "1", "commit": "b" * 40,
+                                                                           "dirty": False})
     _ok([*base, "--methods", "fedavg,fedbuff", "--resume"])         # an interrupted two-method run, continued
-    runs = json.loads((tmp_path / "o" / "results.json").read_text())["runs"]
+    results = json.loads((tmp_path / "o" / "results.json").read_text())
+    runs = results["runs"]
     assert [r["method"] for r in runs] == ["fedavg", "fedbuff"]
     assert runs[1] == first                                       # kept as written, not run again
+    assert runs[0]["code"]["commit"] == results["code"]["commit"] == "b" * 40   # each run names the code it ran
     said = _ok([*base, "--methods", "fedavg", "--resume"])        # a subset runs nothing and keeps every method
     assert f"resuming from {tmp_path / 'o' / 'results.json'}: kept fedavg, fedbuff (finished earlier" in said
     assert "running nothing" in said

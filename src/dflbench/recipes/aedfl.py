@@ -272,6 +272,7 @@ def run_aedfl(cfg: AEDFLRunConfig, on_method_done: Callable[[dict, dict], None] 
             record.diagnostics = sim.method.diagnostics
         if hasattr(sim.method, "personalized_accuracy"):
             record.personalized_accuracy = float(sim.method.personalized_accuracy(sim).mean())
+        record.code = results["code"]
         run = record.to_dict()
         results["runs"].append(run)
         if on_method_done is not None:

@@ -90,7 +90,7 @@ def run_aedfl_distributed(cfg: AEDFLRunConfig, on_update: Callable[[int], None] 
     results = None
     if rank == 0:
         results = {"config": asdict(cfg), "data": info, "code": code_provenance(), "runs": []}
-        results["runs"].append(to_run_record(cfg, gathered, evaluated_samples(results)))
+        results["runs"].append({**to_run_record(cfg, gathered, evaluated_samples(results)), "code": results["code"]})
     if gathered["partial"]:
         raise RunStopped(rank, gathered["failed_nodes"], gathered["stop_reason"], node.signal, results)
     return results

@@ -37,7 +37,7 @@ class MethodRun(_Record):
     (`convergence`), cost (MFLOPs, bytes, messages), how it stopped, its options and its evaluation history."""
 
     OPTIONAL: ClassVar[tuple[str, ...]] = ("honest_accuracy", "diagnostics", "personalized_accuracy", "runtime",
-                                           "failed_nodes", "partial", "per_node")
+                                           "failed_nodes", "partial", "per_node", "code")
 
     method: str
     accuracy: float
@@ -67,6 +67,7 @@ class MethodRun(_Record):
     failed_nodes: list[int] | None = None
     partial: bool | None = None                    # the run stopped early; resume runs it again
     per_node: list[dict] | None = None
+    code: dict | None = None    # the code this run ran (`code_provenance`); a resumed results.json holds several
 
 
 @dataclass
