@@ -1,5 +1,5 @@
 """The compute a pruning rate leaves: structural MFP / dense MFP of a model pruned by each scoring rule at a grid of
-rates, the measurement behind the calibrated pruning defaults (AEDFL's rate bounds, `PruningConfig`; the pruning
+rates, the measurement behind the calibrated pruning defaults (AEDFL's rate bounds, `AdaptivePruningConfig`; the pruning
 baselines' rates, `methods/pruning_baselines.py`; a ResNet recipe's method options).
 
 The paper reports each method's MFP, not its rate, and the MFP a rate gives depends on which units the scores pick

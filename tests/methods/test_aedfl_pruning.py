@@ -43,7 +43,7 @@ def test_pruner_is_the_composition_of_the_per_model_functions(aedfl_sim, hessian
                  "find_candidates"):
         assert getattr(ap, name) is getattr(pruning, name)
     sim = aedfl_sim(make_method("aedfl-0"), max_updates=1)
-    cfg = ap.PruningConfig(min_rate=0.0, max_rate=0.8, hutchinson=2, lanczos_steps=5, hessian=hessian)
+    cfg = ap.AdaptivePruningConfig(min_rate=0.0, max_rate=0.8, hutchinson=2, lanczos_steps=5, hessian=hessian)
     pruner = ap.AdaptivePruner(sim, cfg)
     g = torch.Generator().manual_seed(0)
     devs, P = torch.tensor([0, 2, 3]), sim.P
@@ -176,7 +176,7 @@ def test_corner_cases_zero_loss_zero_gradient_empty_cache(aedfl_sim):
     """All-zero model (zero gradient and curvature on the prunable block), a loss that is exactly 0, and no
     neighbour in the cache: no error; p* = 0 -> min_rate, one unit left in every layer, rate from the device alone."""
     sim = aedfl_sim(make_method("aedfl-0"), max_updates=1)
-    cfg = ap.PruningConfig(min_rate=0.3, max_rate=0.99)
+    cfg = ap.AdaptivePruningConfig(min_rate=0.3, max_rate=0.99)
     pruner = ap.AdaptivePruner(sim, cfg)
     cand = pruner.candidates
     devs = torch.tensor([0, 1])
@@ -195,7 +195,7 @@ def test_corner_cases_zero_loss_zero_gradient_empty_cache(aedfl_sim):
             for gi in range(len(cand.groups)):
                 assert bool(units[cand.group_of_unit == gi].any())
         assert torch.isfinite(cost).all()
-    almost = ap.PruningConfig(min_rate=0.99, max_rate=0.99)                    # would empty every layer
+    almost = ap.AdaptivePruningConfig(min_rate=0.99, max_rate=0.99)                    # would empty every layer
     pruner = ap.AdaptivePruner(sim, almost)
     masks, _ = pruner.prune(sim, devs, sim.net.init + torch.zeros(2, sim.P), None, w, w > 0, nrates)
     units = cand.unit_sum(masks[0].double()) > 0
@@ -261,11 +261,12 @@ def _lenet28_sim(method):
 
 
 def test_lenet5_dense_mfp_is_table1s():
-    """Table 1's dense LeNet MFP is 0.283: the pruning calibration (PruningConfig) is against our model's 0.282."""
+    """Table 1's dense LeNet MFP is 0.283: the pruning calibration (AdaptivePruningConfig) is against our
+    model's 0.282."""
     sim = _lenet28_sim(make_method("aedfl-0"))
     assert float(sim.model_mflops()) == pytest.approx(0.283, rel=0.01)
 
 
 def test_an_unknown_hessian_path_is_one_clear_line():
     with pytest.raises(UserError, match="hessian must be one of auto, loop, stacked, vmap, got 'fast'"):
-        ap.PruningConfig(hessian="fast")
+        ap.AdaptivePruningConfig(hessian="fast")

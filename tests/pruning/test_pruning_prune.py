@@ -226,6 +226,15 @@ def test_bad_configuration_and_inputs_raise(tiny_cnn):
     assert list_scoring_rules() == ["aedfl", "fedap", "hap", "hrank", "magnitude"]
 
 
+def test_a_taken_scoring_rule_name_is_refused():
+    from dflbench.pruning.scoring import get_scoring_rule, register_scoring_rule
+
+    held = get_scoring_rule("hrank")
+    with pytest.raises(ValueError, match=r"'hrank' is already registered \(by dflbench.pruning.scoring.hrank_scores\)"):
+        register_scoring_rule("hrank")(lambda ctx: None)
+    assert get_scoring_rule("hrank") is held and list_scoring_rules() == ["aedfl", "fedap", "hap", "hrank", "magnitude"]
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("rule", ["aedfl", "magnitude", "hrank", "hap"])
 def test_prune_on_cuda_matches_cpu(tiny_cnn, rule):

@@ -45,8 +45,7 @@ from dflbench.errors import UserError
 from dflbench.methods.aedfl.method import AEDFL, AEDFLConfig
 from dflbench.methods.aedfl.pruning import PruningSchedule, ScheduledPruner
 from dflbench.methods.registry import register_method
-from dflbench.pruning import PruningConfig as PackagePruningConfig
-from dflbench.pruning import find_candidates, prune_model
+from dflbench.pruning import PruningConfig, find_candidates, prune_model
 from dflbench.registry import option
 
 
@@ -93,12 +92,12 @@ class PackagePruner(ScheduledPruner):
     def __init__(self, sim, rule: str, cfg: PruningBaselineOptions):
         super().__init__(sim, cfg)
         self.rule = rule
-        self.pcfg = PackagePruningConfig(rule=rule, approximation="diagonal", num_probes=cfg.num_probes,
+        self.pcfg = PruningConfig(rule=rule, approximation="diagonal", num_probes=cfg.num_probes,
                                          slq_steps=cfg.slq_steps, slq_runs=cfg.slq_runs, layerwise=rule == "hrank",
                                          max_group_rate=cfg.layer_limit if rule == "hap" else 1.0)
         self.rate.fill_(cfg.rate)
         self.layer_rates: dict[int, torch.Tensor] = {}    # fedap: each device's layer rates, from its first pruning
-        self.hrank = PackagePruningConfig(rule="hrank")
+        self.hrank = PruningConfig(rule="hrank")
         self.model = sim.net.template
         self.init = {k: v.detach().clone() for k, v in self.model.named_parameters()}
         self.example = sim.data.prepare(sim.data.x_test[:1]).cpu()

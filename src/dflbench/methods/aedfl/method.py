@@ -21,7 +21,7 @@ from dflbench.aggregation.weights import STEP_RULES
 from dflbench.engines.async_sim import AsyncSimulator, Message
 from dflbench.errors import UserError
 from dflbench.methods.aedfl.diagnostics import BUCKETS, per_sender_lambda
-from dflbench.methods.aedfl.pruning import PruningConfig
+from dflbench.methods.aedfl.pruning import AdaptivePruningConfig
 from dflbench.methods.aedfl.selection import SelectorConfig
 from dflbench.methods.aedfl.step import AEDFLConfig, AEDFLStep
 from dflbench.registry import option
@@ -47,21 +47,21 @@ class AEDFLOptions:
 
 
 @dataclass(frozen=True)
-class AEDFLPruneOptions(PruningConfig, AEDFLOptions):
+class AEDFLPruneOptions(AdaptivePruningConfig, AEDFLOptions):
     """The options of the pruning variants: AEDFLOptions plus the adaptive-pruning options (Sec. 5)."""
 
     def __post_init__(self):
-        PruningConfig.__post_init__(self)
+        AdaptivePruningConfig.__post_init__(self)
         AEDFLOptions.__post_init__(self)
 
 
 def aedfl_config(rl: bool, dwu: bool, prune: bool, options: AEDFLOptions) -> AEDFLConfig:
     """The step configuration of one AEDFL variant from its options."""
-    pruning = {f.name: getattr(options, f.name) for f in fields(PruningConfig)} if prune else {}
+    pruning = {f.name: getattr(options, f.name) for f in fields(AdaptivePruningConfig)} if prune else {}
     return AEDFLConfig(rl=rl, dwu=dwu, prune=prune, reuse_aggregated=options.reuse_aggregated,
                        weights=DynamicWeightsConfig(lr=options.lambda_lr, step_rule=options.lambda_step),
                        policy=SelectorConfig(policy=PolicyConfig(lr=options.policy_lr)),
-                       pruning=PruningConfig(**pruning))
+                       pruning=AdaptivePruningConfig(**pruning))
 
 
 class AEDFL:

@@ -81,7 +81,7 @@ class PruningSchedule:
 
 
 @dataclass(frozen=True)
-class PruningConfig(PruningSchedule):
+class AdaptivePruningConfig(PruningSchedule):
     """AEDFL's adaptive-pruning options (the `aedfl` and `aedfl-p` method options).
 
     The rate bounds are ours (the paper gives none) and, since the eigen-gap rule returns the floor or about 1 on
@@ -92,9 +92,9 @@ class PruningConfig(PruningSchedule):
     another model states its own bounds (ResNet-8's Table 1 budget is 74% of dense)."""
 
     min_rate: float = option(0.25, "floor of the lossless rate p* (a fraction of the units): the rate while the "
-                                   "eigen-gap rule finds no gap (calibrated: see PruningConfig)")
+                                   "eigen-gap rule finds no gap (calibrated: see AdaptivePruningConfig)")
     max_rate: float = option(0.35, "cap of p* and of the neighbour-weighted rate p_i, eq. 5.16 (calibrated: see "
-                                   "PruningConfig)")
+                                   "AdaptivePruningConfig)")
     C: float = option(2.0, "C >= 1 of lambda_g = ||g|| / (C ||g||_max), eq. 5.15")
     hutchinson: int = option(1, "Rademacher vectors per device: the SLQ runs' starts and the diagonal's probes")
     damping: float = option(1e-3, "(H^{r,r})^{-1} ~ 1 / (|h| + damping mean|h|), relative to mean|h|")
@@ -107,10 +107,11 @@ class PruningConfig(PruningSchedule):
         super().__post_init__()
         if (not 0 <= self.min_rate <= self.max_rate < 1 or self.C < 1 or self.hutchinson < 1 or self.damping <= 0
                 or self.lanczos_steps < 2):
-            raise UserError(f"PruningConfig: need 0 <= min_rate <= max_rate < 1, C >= 1, hutchinson >= 1, "
+            raise UserError(f"AdaptivePruningConfig: need 0 <= min_rate <= max_rate < 1, C >= 1, hutchinson >= 1, "
                             f"damping > 0, lanczos_steps >= 2; got {self}")
         if self.hessian not in CURVATURE_PATHS:
-            raise UserError(f"PruningConfig: hessian must be one of {', '.join(CURVATURE_PATHS)}, got {self.hessian!r}")
+            raise UserError(f"AdaptivePruningConfig: hessian must be one of {', '.join(CURVATURE_PATHS)}, "
+                            f"got {self.hessian!r}")
 
 
 class ScheduledPruner:
@@ -143,7 +144,7 @@ class ScheduledPruner:
 class AdaptivePruner(ScheduledPruner):
     """Per-device pruning rates, structured masks and the scheduled re-pruning of AEDFL Sec. 5 (module docstring)."""
 
-    def __init__(self, host, cfg: PruningConfig):
+    def __init__(self, host, cfg: AdaptivePruningConfig):
         super().__init__(host, cfg)
         self.ids = host.data.ids.cpu()
         self.net = net = host.net

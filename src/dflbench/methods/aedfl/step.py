@@ -76,7 +76,7 @@ from dflbench.aggregation.policy import INPUT_SIZE
 from dflbench.engines.async_stacked import DeviceData, StackedModel, local_sgd
 from dflbench.engines.cost import average_macs, forward_macs, gradient_macs, lstm_macs
 from dflbench.methods.aedfl.diagnostics import SelectionStats
-from dflbench.methods.aedfl.pruning import AdaptivePruner, PruningConfig
+from dflbench.methods.aedfl.pruning import AdaptivePruner, AdaptivePruningConfig
 from dflbench.methods.aedfl.selection import PolicySelector, SelectorConfig
 
 
@@ -91,7 +91,7 @@ class AEDFLConfig:
     reuse_aggregated: bool = False
     weights: DynamicWeightsConfig = DynamicWeightsConfig()
     policy: SelectorConfig = SelectorConfig()
-    pruning: PruningConfig = PruningConfig()
+    pruning: AdaptivePruningConfig = AdaptivePruningConfig()
 
 
 class StepSettings(Protocol):

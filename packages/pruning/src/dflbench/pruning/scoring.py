@@ -74,7 +74,12 @@ _RULES: dict[str, Rule] = {}
 
 
 def register_scoring_rule(name: str) -> Callable[[Rule], Rule]:
+    """Register a scoring rule under `name`; a name already taken is refused (a ValueError naming its holder)."""
+
     def deco(fn: Rule) -> Rule:
+        if name in _RULES:
+            raise ValueError(f"scoring rule {name!r} is already registered (by {_RULES[name].__module__}."
+                             f"{_RULES[name].__qualname__}); registered: {', '.join(list_scoring_rules())}")
         _RULES[name] = fn
         return fn
 
