@@ -26,10 +26,12 @@ validate the values.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import inspect
+import pkgutil
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -269,3 +271,10 @@ def coerce(value, tp, where: str):
     else:
         return value
     raise UserError(f"{where} must be {type_name(tp)}, got {value!r}")
+
+
+def import_submodules(package: str, path: Sequence[str]) -> None:
+    """Import every module of `package` (its `__path__`), in file-name order: a package of registered kinds (the
+    server and gossip methods) registers whatever file it holds, so adding one is that file alone."""
+    for module in pkgutil.iter_modules(path):
+        importlib.import_module(f"{package}.{module.name}")

@@ -263,3 +263,28 @@ def test_run_config_validates_its_method_options():
         AEDFLRunConfig(methods=("fedbuff",), method_options={"fedbuff": {"fraction": 0.5}})
     with pytest.raises(ValueError, match="--devices must be a finite number >= 2, got 1"):
         AEDFLRunConfig(devices=1)
+
+
+def test_a_method_file_in_a_package_of_methods_registers_itself(tmp_path, monkeypatch):
+    """`import_submodules` (what methods/server and methods/gossip run) imports every file of the package, so a new
+    method is its file: here a package holding only a new file, imported the same way."""
+    import importlib
+    import sys
+
+    pkg = tmp_path / "more_methods"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("from dflbench.registry import import_submodules\n\n"
+                                     "import_submodules(__name__, __path__)\n")
+    (pkg / "echo.py").write_text("from dflbench.methods.registry import register_method\n"
+                                 "from tests_local_only import LocalOnly, LocalOnlyOptions\n\n"
+                                 "register_method('echo-only', options=LocalOnlyOptions, kind='decentralized',\n"
+                                 "                paper='nobody 2024')(LocalOnly)\n")
+    monkeypatch.setitem(sys.modules, "tests_local_only", sys.modules[__name__])
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(METHODS, "_entries", dict(METHODS._entries))      # registrations end with the test
+    importlib.import_module("more_methods")
+    assert list_methods()[-1] == "echo-only"
+    assert METHODS._entries["echo-only"].constructor is LocalOnly
+    server = {e.constructor.__module__ for e in METHODS._entries.values() if e.metadata["kind"] == "server"}
+    assert server == {f"dflbench.methods.server.{m}" for m in ("aso_fed", "fedavg", "fedbuff", "fedsa", "port",
+                                                                "safa", "sageflow")}
