@@ -55,6 +55,7 @@ def test_pretrain_runs_from_a_toml_file_with_its_report(tmp_path):
     assert result.exit_code == 0, result.output
     seeds = [json.loads((out / f"seed-{s}" / "results.json").read_text()) for s in (0, 1)]
     assert [s["config"]["seed"] for s in seeds] == [0, 1]
+    assert all(set(s["code"]) == {"version", "commit", "dirty"} for s in seeds)       # which code made them
     for s, seed in enumerate(seeds):
         run = seed["runs"][0]
         assert run["run"] == "pretrain" and len(run["history"]) == 2

@@ -73,6 +73,15 @@ def test_results_are_on_disk_before_the_first_picture(tmp_path, monkeypatch):
     assert [r["algorithm"] for r in seen["runs"]] == ["local", "pushpull"]
 
 
+def test_results_record_the_code_each_algorithm_ran(tmp_path, monkeypatch):
+    stamp = {"version": "1", "commit": "c" * 40, "dirty": False}
+    monkeypatch.setattr("dflbench.recipes.p2pft.code_provenance", lambda: stamp)
+    monkeypatch.setattr("dflbench.recipes.p2pft_results.code_provenance", lambda: stamp)
+    run_p2pft(_cfg(), tmp_path)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["code"] == stamp and all(r["code"] == stamp for r in results["runs"])
+
+
 @pytest.mark.parametrize("change, field", [
     (dict(model=("deit_tiny_patch16_224", VIT[1])), "model"),
     (dict(topology="complete"), "topology"),

@@ -29,6 +29,7 @@ from dflbench.errors import UserError, check_numbers, for_option, user_input
 from dflbench.io import keep_earlier_runs
 from dflbench.mixing import RENAMED, make_algorithm
 from dflbench.plots import figure_or_error, line_plot
+from dflbench.provenance import code_provenance
 from dflbench.registry import option
 from dflbench.runtime.backend import check_runtime, resolve_device
 from dflbench.topology import topology_from_spec
@@ -257,6 +258,7 @@ def _finish(seed: Seed, data, device: str, runs: list[dict], sims: dict[str, Syn
         "partition": {"spec": cfg.split, "sizes": part.sizes(),
                       "class_histograms": part.histograms(data.y_train.numpy(), data.num_classes).tolist()},
         "topology": None if topology is None else {"name": topology.name, "weights": topology.weights.tolist()},
+        "code": code_provenance(),
         "runs": runs,
     }
     results = keep_earlier_runs(results, previous, "algorithm", "algorithms")

@@ -11,6 +11,7 @@ import numpy as np
 
 from dflbench.errors import UserError
 from dflbench.io import atomic_write_csv, atomic_write_json, differing_fields, read_results_file, read_tensors
+from dflbench.provenance import code_provenance
 
 from .config import experiment, recorded_config
 from .records import AlgorithmRun
@@ -74,8 +75,10 @@ def write_results(results: dict, out: Path) -> None:
 
 def run_record(name: str, sim, res, nodes: int, stacked_seeds: list[int], single_model: bool) -> dict:
     """results.json's record of algorithm `name` (its `SyncSimulator` and `SyncResult`): per-node and mean accuracy
-    (a single model's accuracy repeated for every node), its history, cost and the mixing matrices it used."""
+    (a single model's accuracy repeated for every node), its history, cost, the mixing matrices it used and the
+    code it ran."""
     accs = res.node_accuracy * nodes if len(res.node_accuracy) == 1 else res.node_accuracy
     return AlgorithmRun(name, sim.algorithm.name, {k: m.tolist() for k, m in sim.algorithm.matrices().items()},
                         accs, float(np.mean(accs)), single_model, res.history, res.wall_time_s, stacked_seeds,
-                        int(sum(res.bytes_sent)), res.bytes_sent, res.steps, sim.sampler.steps_per_epoch).to_dict()
+                        int(sum(res.bytes_sent)), res.bytes_sent, res.steps, sim.sampler.steps_per_epoch,
+                        code_provenance()).to_dict()

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from dflbench.data import BatchTransform, load_dataset
 from dflbench.errors import check_numbers, for_option, user_input
 from dflbench.io import atomic_torch_save, atomic_write_json
+from dflbench.provenance import code_provenance
 from dflbench.registry import option
 from dflbench.runtime.backend import resolve_device
 from dflbench.vision import check_model_name, create_model
@@ -77,7 +78,7 @@ def run_seed(cfg: PretrainRunConfig, folder: Path, on_run_done=None, on_progress
     last = info["history"][-1]
     run = {"run": "pretrain", "accuracy": last["test_accuracy"], "wall_time_s": last["wall_time_s"],
            "history": info["history"], "checkpoint": info["checkpoint"]}
-    atomic_write_json(folder / "results.json", {**info, "runs": [run]})
+    atomic_write_json(folder / "results.json", {**info, "code": code_provenance(), "runs": [run]})
     if on_run_done is not None:
         on_run_done(run)
 

@@ -75,6 +75,8 @@ class AlgorithmRun(_Record):
     """One P2P-FT algorithm's run: per-node and mean test accuracy (a single model's repeated for every node), its
     history, cost, the mixing matrices it used and the seeds it was stacked with."""
 
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("code",)
+
     algorithm: str
     mixing: str
     matrices: dict[str, list]
@@ -88,3 +90,4 @@ class AlgorithmRun(_Record):
     bytes_sent_per_node: list[int]
     steps: int
     steps_per_epoch: int
+    code: dict | None = None    # the code this run ran (`code_provenance`), as MethodRun's
