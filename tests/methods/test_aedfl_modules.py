@@ -156,13 +156,14 @@ def test_lambda_step_follows_a_finite_difference_of_the_aggregated_loss(aedfl_si
     assert abs(float((got - lam[1:])[0] - (got - lam[1:])[1])) > 1e-3        # spread across neighbours
 
 
-@pytest.mark.parametrize("name", ["aedfl", "aedfl-rl", "aedfl-dwu"])
-def test_the_next_first_sgd_step_is_computed_once_and_equals_a_fresh_gradient(aedfl_sim, name):
+@pytest.mark.parametrize("name, policy_reward", [("aedfl", "change"), ("aedfl-rl", "change"), ("aedfl-rl", "loss"),
+                                          ("aedfl-dwu", None)])
+def test_the_next_first_sgd_step_is_computed_once_and_equals_a_fresh_gradient(aedfl_sim, name, policy_reward):
     """With dwu or rl the step computes the loss and gradient at each new model on the next update's first SGD
     minibatch (eq. 4.8's g_i, eq. 4.4's reward): they equal torch.func's loss and gradient of the plain module at
     that model and minibatch (pruned variants: at the masked model), the policy is rewarded with that loss minus the
-    loss of the pre-aggregation model there, and the next update, which reuses them, ends where a fresh computation
-    of its first step ends."""
+    loss of the pre-aggregation model there (policy_reward=loss: that loss alone), and the next update, which reuses
+    them, ends where a fresh computation of its first step ends."""
     import copy
 
     import torch.nn.functional as F
@@ -170,7 +171,10 @@ def test_the_next_first_sgd_step_is_computed_once_and_equals_a_fresh_gradient(ae
 
     from dflbench.engines.async_stacked import local_sgd as plain_sgd
 
-    sim = aedfl_sim(make_method(name, {"every": 1} if name == "aedfl" else None), D=8, max_updates=5)
+    options = {"every": 1} if name == "aedfl" else {}
+    if policy_reward is not None:
+        options["policy_reward"] = policy_reward
+    sim = aedfl_sim(make_method(name, options or None), D=8, max_updates=5)
     m = sim.method
     m.setup(sim)
     step = m.step
@@ -205,7 +209,7 @@ def test_the_next_first_sgd_step_is_computed_once_and_equals_a_fresh_gradient(ae
             x_half = plain_sgd(sim.net, sim.data, torch.tensor([d]), torch.tensor([0]), sim.net.init.unsqueeze(0),
                                steps=sim.cfg.local_steps, lr=sim.cfg.lr, batch_size=sim.cfg.batch_size,
                                seed=sim.cfg.seed)[0][0]
-            halves.append(float(ref_loss - loss_at(x_half, xb[0], yb[0])))
+            halves.append(float(ref_loss - (loss_at(x_half, xb[0], yb[0]) if policy_reward == "change" else 0)))
     if rewards:
         torch.testing.assert_close(rewards[0].double(), torch.tensor(halves, dtype=torch.float64), rtol=1e-4,
                                    atol=1e-5)

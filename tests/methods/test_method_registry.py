@@ -213,7 +213,7 @@ def test_cli_method_options_are_recorded(aedfl_npz, tmp_path):
                     "aedfl-p": {"every": 2, "until": 10000, "min_rate": 0.25, "max_rate": 0.35, "C": 4.0,
                                 "hutchinson": 1, "damping": 0.001, "lanczos_steps": 6, "hessian": "auto",
                                 "lambda_lr": 0.1, "lambda_step": "normalized", "policy_lr": 0.05,
-                                "reuse_aggregated": False}}
+                                "policy_reward": "change", "reuse_aggregated": False}}
     assert results["config"]["method_options"] == {"aedfl-p": {"every": 2, "C": 4.0},
                                                    "fedbuff": {"buffer": 3, "server_lr": 0.5}}
     assert "options" not in (out / "results.csv").read_text().splitlines()[0]
@@ -223,6 +223,7 @@ def test_cli_method_options_are_recorded(aedfl_npz, tmp_path):
     ("fedbuff.bufer=3", ["method 'fedbuff' has no option 'bufer'; valid: buffer: int = 10, server_lr: float = 1.0"]),
     ("fedbuff.buffer=ten", ["method 'fedbuff' option 'buffer' must be int, got 'ten'"]),
     ("fedfoo.buffer=3", ["unknown method 'fedfoo'; valid: aedfl, aedfl-0", "hap"]),
+    ("aedfl.policy_reward=gain", ["policy_reward in ('change', 'loss')", "'gain'"]),
 ])
 def test_cli_bad_method_option_exits_2_with_one_line(aedfl_npz, tmp_path, item, needles):
     res = CliRunner().invoke(app, ["aedfl", "--dataset", f"npz:{aedfl_npz}", "--devices", "4", "--methods",

@@ -22,7 +22,7 @@ from dflbench.engines.async_sim import AsyncSimulator, Message
 from dflbench.errors import UserError
 from dflbench.methods.aedfl.diagnostics import BUCKETS, per_sender_lambda
 from dflbench.methods.aedfl.pruning import AdaptivePruningConfig
-from dflbench.methods.aedfl.selection import SelectorConfig
+from dflbench.methods.aedfl.selection import REWARDS, SelectorConfig
 from dflbench.methods.aedfl.step import AEDFLConfig, AEDFLStep
 from dflbench.registry import option
 
@@ -37,13 +37,17 @@ class AEDFLOptions:
                                                        "per-update change of a neighbour's lambda)")
     lambda_step: str = option(DynamicWeightsConfig.step_rule, "eq. 4.8 step rule: normalized | plain")
     policy_lr: float = option(PolicyConfig.lr, "eta' of eq. 4.4 (REINFORCE of the selection policy)")
+    policy_reward: str = option("change", "eq. 4.4's reward R_t: change (the loss change the aggregation caused, "
+                                          "ours) | loss (the local loss after it, the paper's as printed)")
     reuse_aggregated: bool = option(False, "without rl: aggregate every cached model at every update, not each "
                                            "one once (AEDFL-0's other reading)")
 
     def __post_init__(self):
-        if not (self.lambda_lr >= 0 and self.policy_lr > 0) or self.lambda_step not in STEP_RULES:
-            raise UserError(f"AEDFL options: lambda_lr >= 0, policy_lr > 0 and lambda_step in {STEP_RULES}, got "
-                            f"{self.lambda_lr}, {self.policy_lr}, {self.lambda_step!r}")
+        if (not (self.lambda_lr >= 0 and self.policy_lr > 0) or self.lambda_step not in STEP_RULES
+                or self.policy_reward not in REWARDS):
+            raise UserError(f"AEDFL options: lambda_lr >= 0, policy_lr > 0, lambda_step in {STEP_RULES} and "
+                            f"policy_reward in {REWARDS}, got {self.lambda_lr}, {self.policy_lr}, "
+                            f"{self.lambda_step!r}, {self.policy_reward!r}")
 
 
 @dataclass(frozen=True)
@@ -60,7 +64,8 @@ def aedfl_config(rl: bool, dwu: bool, prune: bool, options: AEDFLOptions) -> AED
     pruning = {f.name: getattr(options, f.name) for f in fields(AdaptivePruningConfig)} if prune else {}
     return AEDFLConfig(rl=rl, dwu=dwu, prune=prune, reuse_aggregated=options.reuse_aggregated,
                        weights=DynamicWeightsConfig(lr=options.lambda_lr, step_rule=options.lambda_step),
-                       policy=SelectorConfig(policy=PolicyConfig(lr=options.policy_lr)),
+                       policy=SelectorConfig(policy=PolicyConfig(lr=options.policy_lr),
+                                             reward=options.policy_reward),
                        pruning=AdaptivePruningConfig(**pruning))
 
 

@@ -17,7 +17,8 @@ loss alone; measured in a run, that loss is dominated by minibatch noise and tra
 signal about the selection, and the policy stayed its pretraining rule (P(select) 0.998 / 0.000 after ~750 updates
 per device). The difference on one minibatch isolates what the selection did. zeta is drawn by a key no earlier step
 used, independently of both models, so R_t is an unbiased estimate of the change of F_i, as the held-back minibatch
-it replaced (issue 27) was.
+it replaced (issue 27) was. `reward="loss"` (`SelectorConfig.reward`) rewards the first term alone, the paper's R_t as
+printed, so a run can show what the departure changes.
 """
 
 from __future__ import annotations
@@ -31,12 +32,22 @@ from dflbench.aggregation.policy import PolicyBank, PolicyConfig, SelectionPolic
 from dflbench.aggregation.pretrain import PretrainConfig, pretrain_policy
 from dflbench.engines.async_rng import STREAM_POLICY, counter_uniform
 
+REWARDS = ("change", "loss")
+
 
 @dataclass(frozen=True)
 class SelectorConfig:
+    """The policy network and eq. 4.4's settings, its pretraining, and the reward R_t (module docstring): "change"
+    = F_i(x_i^t; zeta) - F_i(m_i^{t-1/2}; zeta), ours; "loss" = F_i(x_i^t; zeta), the paper's as printed."""
+
     policy: PolicyConfig = PolicyConfig()
     pretrain_steps: int = 100
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    reward: str = "change"
+
+    def __post_init__(self):
+        if self.reward not in REWARDS:
+            raise ValueError(f"SelectorConfig.reward must be one of {REWARDS}, got {self.reward!r}")
 
 
 class PolicySelector:

@@ -26,7 +26,7 @@ devices in rows `rows [B]` of the host by one local update each, t_i -> t_i + 1:
      derivative at m_i^t (`DynamicWeights.step`, normalized step, with the masks m_i^t was built from and the mask
      applied after it): lambda^t, used by the next update's weights. `rl`: eq. 4.4 for this update's selection,
      rewarded with the loss change the aggregation caused, F_i(x_i^t; zeta_{t+1,0}) - F_i(m_i^{t-1/2}; zeta_{t+1,0})
-     (`PolicySelector.reward`);
+     (`PolicySelector.reward`; `reward="loss"`: the first term alone, the paper's R_t as printed);
   8. the message each device pushes to one out-neighbour (eq. 3.2): its new model, mask, loss, sample count,
      version (its update count) and pruning rate. The host picks the out-neighbour and delivers; on arrival the
      receiver's host calls `receive`, which replaces the sender's slot atomically.
@@ -252,7 +252,9 @@ class AEDFLStep:
                 self.dwu.step(models, g_next, *args, masks=slot_masks, active=active.to(dev), devices=rows,
                               out_mask=None if masks is None else self.masks[rows])
             if self.policy is not None:                                             # eq. 4.4's reward
-                self.policy.reward(rows, (loss_next - host.net.losses(x_half, *nxt)).cpu())
+                if self.cfg.policy.reward == "change":
+                    loss_next = loss_next - host.net.losses(x_half, *nxt)
+                self.policy.reward(rows, loss_next.cpu())
         messages = [ModelMessage(model=x_new[b], mask=None if pruner is None else self.masks[r].clone(),
                                  loss=float(loss[b]), samples=int(self.sizes[r]), version=int(t[b]),
                                  rate=None if pruner is None else float(pruner.rate[r]))
@@ -271,16 +273,18 @@ class AEDFLStep:
     def _work(self, active: torch.Tensor, valid: torch.Tensor, masked: bool) -> torch.Tensor:
         """MACs `[B]` of this update's work beyond local SGD (`dflbench.engines.cost`): the aggregation, and with
         `dwu` the gradient at the aggregate and eq. 4.10's products (charged as two averages), with `rl` the two
-        reward forwards and the policy's forward and eq. 4.4's backward over the valid slots. The charge is the
-        algorithm's work as the cost model prices it, kept when issue 27 let the step share the gradient and one
-        reward forward with the next update's first SGD step (what this implementation spends is not the charge)."""
+        reward forwards (one with the paper's reward) and the policy's forward and eq. 4.4's backward over the
+        valid slots. The charge is the algorithm's work as the cost model prices it, kept when issue 27 let the step
+        share the gradient and one reward forward with the next update's first SGD step (what this implementation
+        spends is not the charge)."""
         models = active.sum(1).double()
         work = average_macs(models, self.numel, masked)
         if self.dwu is not None:
             work = work + 2 * average_macs(models, self.numel, masked) + gradient_macs(self.mfp, self.batch)
         if self.policy is not None:
             slots = valid.sum(1).double()
-            work = (work + 2 * forward_macs(self.mfp, self.batch) + lstm_macs(slots, self.hidden, INPUT_SIZE)
+            forwards = 2 if self.cfg.policy.reward == "change" else 1
+            work = (work + forwards * forward_macs(self.mfp, self.batch) + lstm_macs(slots, self.hidden, INPUT_SIZE)
                     + lstm_macs(slots, self.hidden, INPUT_SIZE, backward=True))
         return work
 
