@@ -270,3 +270,18 @@ def test_lenet5_dense_mfp_is_table1s():
 def test_an_unknown_hessian_path_is_one_clear_line():
     with pytest.raises(UserError, match="hessian must be one of auto, loop, stacked, vmap, got 'fast'"):
         ap.AdaptivePruningConfig(hessian="fast")
+
+
+def test_diagnostics_record_each_devices_mflops_at_every_evaluation(aedfl_sim):
+    """The `mflops` diagnostic is each device's MFLOPs per sample under its mask at each evaluation: the last one
+    equals the final masks' structure counted one device at a time, its mean is the run's MFP, and a device that
+    pruned costs less than the dense model."""
+    sim = aedfl_sim(make_method("aedfl-p", {"every": 1, "min_rate": 0.3, "max_rate": 0.5}), D=4, max_updates=3)
+    sim.run()
+    m = sim.method
+    log = m.diagnostics
+    assert len(log["mflops"]) == len(log["time"]) and all(len(row) == 4 for row in log["mflops"])
+    per_device = [float(sim.model_mflops(m.step.masks[j:j + 1])[0]) for j in range(4)]
+    assert log["mflops"][-1] == pytest.approx(per_device)
+    assert m.mflops(sim) == pytest.approx(sum(per_device) / 4)
+    assert all(v < sim.model_mflops() for v in per_device) and log["mflops"][0] == [sim.model_mflops()] * 4

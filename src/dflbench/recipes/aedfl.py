@@ -360,11 +360,12 @@ def write_results(results: dict, out: str | Path, pictures: bool = True) -> dict
 
 
 def diagnostics_panels(runs: list[dict]) -> list[Panel]:
-    """Selection probability per slot kind, lambda and pruning rate over virtual time (mean over devices, shaded
-    min..max) for the runs that carry `diagnostics` (`dflbench.methods.aedfl.diagnostics`)."""
+    """Selection probability per slot kind, lambda, pruning rate and MFLOPs over virtual time (mean over devices,
+    shaded min..max) for the runs that carry `diagnostics` (`dflbench.methods.aedfl.diagnostics`)."""
     selection, lam, rate = Panel("P(select)", {}, "selection probability by cached-model kind"), \
         Panel("lambda", {}, "dynamic-weight control parameter lambda_ij"), \
         Panel("pruning rate p_i", {}, "pruning rate (eq. 5.16)")
+    mfp = Panel("MFLOPs per sample", {}, "MFLOPs of the pruned structure")
     for r in runs:
         d = r.get("diagnostics")
         if not d or not d["time"]:
@@ -373,9 +374,9 @@ def diagnostics_panels(runs: list[dict]) -> list[Panel]:
         for kind, style in zip(BUCKETS, ("-", "--", ":")):
             selection.curves[f"{name} {kind}"] = (xs, d["selection_by_bucket"][kind])
             selection.styles[f"{name} {kind}"] = style
-        for panel, key in ((lam, "lambda"), (rate, "pruning_rate")):
-            if d[key]:
+        for panel, key in ((lam, "lambda"), (rate, "pruning_rate"), (mfp, "mflops")):
+            if d.get(key):
                 s = summary(d[key])
                 panel.curves[name] = (xs, s["mean"])
                 panel.bands[name] = (xs, s["min"], s["max"])
-    return [p for p in (selection, lam, rate) if p.curves]
+    return [p for p in (selection, lam, rate, mfp) if p.curves]

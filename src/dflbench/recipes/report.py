@@ -209,8 +209,9 @@ def summarize_aedfl(recipe: Recipe, seeds: list[dict], out: Path) -> tuple[dict,
 
 
 DIAGNOSTICS = {"selection_probability": "selection probability", "lambda": "lambda_ij (eq. 4.6-4.8)",
-               "pruning_rate": "pruning rate p_i (eq. 5.16)"}
-LIMITS = {"selection_probability": (0.0, 1.0), "lambda": (0.0, math.inf), "pruning_rate": (0.0, 1.0)}
+               "pruning_rate": "pruning rate p_i (eq. 5.16)", "mflops": "MFLOPs per sample of the pruned structure"}
+LIMITS = {"selection_probability": (0.0, 1.0), "lambda": (0.0, math.inf), "pruning_rate": (0.0, 1.0),
+          "mflops": (0.0, math.inf)}
 
 
 def seed_diagnostics_panels(runs: dict[str, list[dict]]) -> list[Panel]:

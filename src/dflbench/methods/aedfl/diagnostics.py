@@ -8,6 +8,9 @@ neighbour whose model others select and weigh):
   the 0/1 selection of AEDFL-0's rule otherwise), over valid slots only; None when nobody held j's model;
 * `lambda[j]`: the mean control parameter lambda_{i,j} (eq. 4.6-4.8) over j's receivers i (with `dwu`);
 * `pruning_rate[j]`: device j's current pruning rate p_j (eq. 5.16, with pruning);
+* `mflops[j]`: the MFLOPs per sample of device j's current structure (its mask's `structured_mfp`, with pruning):
+  the same rate prunes different units over a run, so this is what the rate costs (Table 1's MFP is its mean at
+  the end);
 
 plus `selection_by_bucket`: the mean selection probability per slot kind since the previous evaluation: `fresh`
 (not aggregated yet, staleness <= 2: the pretraining heuristic's "select"), `stale` (not aggregated, staleness > 2)

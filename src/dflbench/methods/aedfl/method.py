@@ -79,7 +79,7 @@ class AEDFL:
     def setup(self, sim: AsyncSimulator) -> None:
         self.step = AEDFLStep(self.cfg, sim, in_neighbor_slots(sim.topology.adjacency))
         self.dense_mflops = sim.model_mflops()
-        self.diagnostics = {"time": [], "selection_probability": [], "lambda": [], "pruning_rate": [],
+        self.diagnostics = {"time": [], "selection_probability": [], "lambda": [], "pruning_rate": [], "mflops": [],
                             "selection_by_bucket": {name: [] for name in BUCKETS}}
         sim.schedule_completions(torch.arange(sim.D), torch.zeros(sim.D, dtype=torch.float64))
 
@@ -155,6 +155,7 @@ class AEDFL:
             log["lambda"].append(per_sender_lambda(step.dwu.lam, neighbors, sim.D))
         if step.pruner is not None:
             log["pruning_rate"].append([float(r) for r in step.pruner.rate.tolist()])
+            log["mflops"].append([float(v) for v in step.pruner.mflops(sim, step.masks).tolist()])
 
     def eval_models(self, sim: AsyncSimulator) -> torch.Tensor:
         return sim.x
