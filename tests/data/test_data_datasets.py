@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from dflbench.data import list_datasets, load_dataset, torchvision_sets
+from dflbench.errors import UserError
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 
@@ -120,6 +121,14 @@ def test_fashion_mnist_debian_idx(tmp_path, monkeypatch):
     d = load_dataset("fashion-mnist", data_dir=tmp_path / "empty")
     assert torch.equal(d.x_train[:, 0], torch.from_numpy(x.astype(np.uint8)))
     assert d.y_test.tolist() == y[:3].tolist() and d.num_classes == 10
+    for cut, size in ((-5, "less"), (None, "more")):         # a truncated file, one with trailing bytes
+        raw = gzip.decompress(_idx_gz(x))
+        (deb / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(raw[:cut] if cut else raw + b"\x00"))
+        with pytest.raises(UserError, match=f"the IDX header says \\[7, 28, 28\\], the file holds {size} data"):
+            load_dataset("fashion-mnist", data_dir=tmp_path / "empty")
+    (deb / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(b"\x00\x00\x0d\x03"))
+    with pytest.raises(UserError, match="is not a uint8 IDX file"):
+        load_dataset("fashion-mnist", data_dir=tmp_path / "empty")
     monkeypatch.setattr(torchvision_sets, "DEBIAN_FASHION_MNIST", tmp_path / "nowhere")
     with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
         load_dataset("fashion-mnist", data_dir=tmp_path / "empty")

@@ -57,14 +57,23 @@ def load_cifar100(root: Path, download: bool, image_size: int) -> ImageData:
     return _cifar("cifar100", CIFAR100, root, download)
 
 
-def read_idx_gz(path: Path) -> np.ndarray:
-    """Parse a gzip-compressed IDX file (MNIST format: magic 0x0000 08 ndim, big-endian dims, uint8 data)."""
-    raw = gzip.decompress(path.read_bytes())
-    if raw[0:2] != b"\x00\x00" or raw[2] != 0x08:
-        raise UserError(f"{path} is not a uint8 IDX file")
-    ndim = raw[3]
-    dims = np.frombuffer(raw, dtype=">u4", count=ndim, offset=4).astype(np.int64)
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(tuple(dims))
+def read_idx_gz(path: Path) -> torch.Tensor:
+    """Parse a gzip-compressed IDX file (MNIST format: magic 0x0000 08 ndim, big-endian dims, uint8 data),
+    decompressing straight into the returned uint8 tensor: no compressed or decompressed copy lives beside it (the
+    whole-file reads it replaced peaked at 2.5x the data set)."""
+    with gzip.open(path, "rb") as f:
+        head = f.read(4)
+        if len(head) < 4 or head[:3] != b"\x00\x00\x08":
+            raise UserError(f"{path} is not a uint8 IDX file")
+        dims = [int(d) for d in np.frombuffer(f.read(4 * head[3]), dtype=">u4")]
+        out = torch.empty(dims, dtype=torch.uint8)
+        buf, filled = memoryview(out.numpy()).cast("B"), 0
+        while filled < len(buf) and (n := f.readinto(buf[filled:])):
+            filled += n
+        if filled < len(buf) or f.read(1):
+            size = "less" if filled < len(buf) else "more"
+            raise UserError(f"{path}: the IDX header says {dims}, the file holds {size} data than that")
+    return out
 
 
 def _debian_fashion_mnist(folder: Path) -> ImageData | None:
@@ -74,8 +83,8 @@ def _debian_fashion_mnist(folder: Path) -> ImageData | None:
     if not all(p.is_file() for p in paths.values()):
         return None
     arr = {k: read_idx_gz(p) for k, p in paths.items()}
-    return ImageData("fashion-mnist", to_nchw_uint8(arr["x_train"]), _labels(arr["y_train"]),
-                     to_nchw_uint8(arr["x_test"]), _labels(arr["y_test"]), FASHION_CLASSES)
+    return ImageData("fashion-mnist", arr["x_train"].unsqueeze(1), arr["y_train"].long(), arr["x_test"].unsqueeze(1),
+                     arr["y_test"].long(), FASHION_CLASSES)
 
 
 @register_dataset("fashion-mnist")
