@@ -144,6 +144,38 @@ def test_pretraining_learns_the_heuristics():
                           atol=1e-6)
 
 
+def test_pretraining_is_torch_adam_bit_for_bit():
+    """`pretrain_policy`'s functional Adam equals the same loop with torch.optim.Adam (defaults), in every step's loss
+    and in the final parameters, and leaves no .grad behind; nor does it import torch._dynamo (fresh interpreter)."""
+    import subprocess
+    import sys
+
+    cfg = PretrainConfig(steps=30, batch_size=16, num_slots=5, lr=0.02)
+    ours = SelectionPolicy(hidden=8, generator=torch.Generator().manual_seed(4))
+    ref = SelectionPolicy(hidden=8, generator=torch.Generator().manual_seed(4))
+    losses = pretrain_policy(ours, torch.Generator().manual_seed(5), cfg)
+    g, opt, ref_losses = torch.Generator().manual_seed(5), torch.optim.Adam(ref.parameters(), lr=cfg.lr), []
+    for _ in range(cfg.steps):
+        features = synthetic_candidates(cfg.batch_size, cfg.num_slots, g, cfg)
+        target = heuristic_selection(features, cfg.fresh_staleness)
+        soft = torch.where(target, cfg.confidence, 1.0 - cfg.confidence)
+        loss = torch.nn.BCELoss()(ref(features, target), soft)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        ref_losses.append(loss.item())
+    assert losses == ref_losses
+    for (name, a), b in zip(ours.named_parameters(), ref.parameters()):
+        assert torch.equal(a, b), name
+        assert a.grad is None, name
+    code = ("import sys, torch; from dflbench.aggregation.policy import SelectionPolicy; "
+            "from dflbench.aggregation.pretrain import pretrain_policy, PretrainConfig; "
+            "pretrain_policy(SelectionPolicy(8, torch.Generator().manual_seed(0)), torch.Generator().manual_seed(1), "
+            "PretrainConfig(steps=2)); print('torch._dynamo' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
 def test_default_pretrained_selector_is_aedfl0s_rule():
     """The policy every AEDFL device starts from (PolicySelector's defaults) selects each not-yet-aggregated model
     and skips aggregated copies, whatever the staleness and loss: AEDFL-0's rule, before REINFORCE has data."""

@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+from torch.optim.adam import adam
 
 from .policy import SelectionPolicy
 
@@ -58,8 +59,14 @@ def heuristic_selection(features: torch.Tensor, fresh_staleness: float = math.in
 
 def pretrain_policy(policy: SelectionPolicy, generator: torch.Generator,
                     config: PretrainConfig = PretrainConfig()) -> list[float]:
-    """Fit `policy` to the heuristic decisions with Adam; returns the loss of every step."""
-    opt = torch.optim.Adam(policy.parameters(), lr=config.lr)
+    """Fit `policy` to the heuristic decisions with Adam; returns the loss of every step.
+
+    The update is torch's functional Adam (`torch.optim.adam.adam`, the same arithmetic as `torch.optim.Adam` with
+    its defaults: tested bit for bit). The Optimizer class imports torch._dynamo when it is built (~150 MB resident,
+    ~900 modules), which nothing else in an AEDFL run loads."""
+    params = [p for p in policy.parameters()]
+    exp_avgs, exp_avg_sqs = [torch.zeros_like(p) for p in params], [torch.zeros_like(p) for p in params]
+    steps = [torch.tensor(0.0) for _ in params]
     bce = torch.nn.BCELoss()
     losses = []
     for _ in range(config.steps):
@@ -67,8 +74,9 @@ def pretrain_policy(policy: SelectionPolicy, generator: torch.Generator,
         target = heuristic_selection(features, config.fresh_staleness)
         soft = torch.where(target, config.confidence, 1.0 - config.confidence)
         loss = bce(policy(features, target), soft)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        grads = torch.autograd.grad(loss, params)
+        with torch.no_grad():
+            adam(params, list(grads), exp_avgs, exp_avg_sqs, [], steps, amsgrad=False, beta1=0.9, beta2=0.999,
+                 lr=config.lr, weight_decay=0.0, eps=1e-8, maximize=False)
         losses.append(loss.item())
     return losses
