@@ -101,7 +101,7 @@ def test_sets_are_typed_nested_and_merged():
     sets = parse_sets(["lr=0.01", "methods=aedfl,fedbuff", "method_options.fedbuff.buffer=3", "train_samples=none"])
     cfg = build_config("aedfl", {"methods": ["aedfl"], "train_samples": 10}, sets)
     assert cfg.lr == 0.01 and cfg.methods == ("aedfl", "fedbuff") and cfg.train_samples is None
-    assert cfg.options("fedbuff").buffer == 3
+    assert cfg.options("fedbuff").buffer == 3 and cfg.method_options == {"fedbuff": {"buffer": 3}}  # typed record
     p2p = build_config("p2pft", {"model_kwargs": {"img_size": 32, "depths": [1, 1]}}, parse_sets(["epochs=2"]))
     assert p2p.model_kwargs == (("img_size", 32), ("depths", [1, 1])) and p2p.epochs == 2
     for bad, match in ((["lrr=1"], "unknown key 'lrr'"), (["lr=fast"], "lr"), (["epochs"], "KEY=VALUE")):

@@ -139,12 +139,15 @@ class AEDFLRunConfig:
         if self.train_samples is not None and self.train_samples < self.devices:
             raise UserError(f"--train-samples {self.train_samples} leaves devices without data: give at least one "
                             f"sample per device (--devices {self.devices})")
-        for name in self.method_options:    # a recipe may carry options for methods a --set methods=... leaves out
+        typed = {}
+        for name, given in self.method_options.items():  # a recipe may carry options for methods --set leaves out
             if name not in list_methods():
                 raise UserError(f"--method-opt: options are given for {name!r}, which is not a method; valid: "
                                 f"{', '.join(list_methods())}")
             with for_option("--method-opt"):
-                self.options(name)                                   # unknown options, bad values
+                options = self.options(name)                         # unknown options, bad values
+            typed[name] = {key: getattr(options, key) for key in given}
+        object.__setattr__(self, "method_options", typed)    # --set's text as the options' types: a typed record
 
     def graph(self):
         """The communication graph of `topology` on `devices` (seeded by `seed` where the generator draws); a bad
