@@ -121,9 +121,14 @@ def read_results_file(out: str | Path, key: str) -> dict | None:
     return doc
 
 
+def as_json(obj: Any) -> Any:
+    """`obj` as `atomic_write_json` would store it, read back: dataclasses and tuples as JSON objects and lists."""
+    return json.loads(json.dumps(obj, default=_jsonable))
+
+
 def differing_fields(ours: Mapping, theirs: Mapping, ignore: Iterable[str] = ()) -> list[str]:
     """The keys, less `ignore`, whose values differ between two configs (`ours` as its JSON form), sorted."""
-    ours = json.loads(json.dumps(ours, default=_jsonable))
+    ours = as_json(ours)
     skip = set(ignore)
     return sorted(k for k in ours.keys() | theirs.keys() if k not in skip and ours.get(k) != theirs.get(k))
 

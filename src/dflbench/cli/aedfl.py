@@ -16,6 +16,7 @@ from dflbench.errors import RunAborted, UserError, for_option
 from dflbench.io import keep_earlier_runs, non_finite
 from dflbench.methods.registry import METHODS, list_methods, parse_method_option
 from dflbench.recipes.aedfl import (
+    CHECKPOINTS,
     AEDFLRunConfig,
     config_differences,
     diagnostics_panels,
@@ -157,6 +158,7 @@ def aedfl(
                                    "a run that would drop or overwrite finished methods is refused)."),
     runtime: Optional[str] = field_option(F, "runtime"),
     peer_timeout: Optional[float] = field_option(F, "peer_timeout"),
+    checkpoint_every: Optional[float] = field_option(F, "checkpoint_every"),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file whose [config] sets the run (see "
                                                                  "`dflbench run`); options given here override it."),
 ):
@@ -178,7 +180,7 @@ def aedfl(
         profiles=None if profiles is None else str(profiles), heterogeneity=heterogeneity, fault_prob=fault_prob,
         corrupt=None if corrupt is None else _devices(corrupt), corrupt_mode=corrupt_mode,
         method_options=options or None, seed=seed, device=device, runtime=runtime,
-        peer_timeout=peer_timeout))
+        peer_timeout=peer_timeout, checkpoint_every=checkpoint_every))
     distributed = cfg.runtime == "distributed"
     prepare_out(out, resume, overwrite)
     previous = None if overwrite else read_results(out)
@@ -186,10 +188,15 @@ def aedfl(
         guard_finished(out / "results.json", [r["method"] for r in previous["runs"]], cfg.methods,
                        config_differences(cfg, previous), resume)
     kept = finished_runs(cfg, previous) if resume else {}
+    unfinished = [m for m in cfg.methods if m not in kept and (out / CHECKPOINTS / f"{m}.pt").exists()]
+    if unfinished and not (resume or overwrite or distributed):
+        raise UserError(f"{out / CHECKPOINTS} holds the checkpoints of unfinished runs of {', '.join(unfinished)}; "
+                        "continue them with --resume, give another --out, or start them again with --overwrite")
     on_interrupt(lambda: _saved(out), "--resume")
     partial = {r["method"]: r["stop_reason"] for r in (previous or {}).get("runs", []) if r.get("partial")}
-    if resume and (kept or partial) and os.environ.get("RANK", "0") == "0":      # once under torchrun: rank 0's
-        again = [f"{m} again (its run stopped early: {partial[m]})" if m in partial else m
+    if resume and (kept or partial or unfinished) and os.environ.get("RANK", "0") == "0":  # once: rank 0's
+        again = [f"{m} again (its run stopped early: {partial[m]})" if m in partial else
+                 f"{m} (from its checkpoint)" if m in unfinished and not distributed else m
                  for m in cfg.methods if m not in kept]
         console.print(f"resuming from {out / 'results.json'}: " + (f"kept {', '.join(kept)} (finished earlier, not "
                       "run again); " if kept else "") + f"running {', '.join(again) or 'nothing'}",
@@ -269,7 +276,11 @@ def _saved(out: Path) -> str:
     partial = [r["method"] for r in runs if r.get("partial")]
     held = ([f"the finished methods {', '.join(done)}"] if done else []) + \
         ([f"the partial run (stopped early) of {', '.join(partial)}"] if partial else [])
-    return f"{out / 'results.json'} holds {' and '.join(held)}" if held else "no method had finished, nothing was saved"
+    saved = f"{out / 'results.json'} holds {' and '.join(held)}" if held else "no method had finished"
+    running = sorted(p.stem for p in (out / CHECKPOINTS).glob("*.pt"))
+    if running:
+        return f"{saved}; {out / CHECKPOINTS} holds the checkpoints of {', '.join(running)}, continued from there"
+    return saved if held else f"{saved}, nothing was saved"
 
 
 def _check_finite(runs: list[dict], out: Path) -> None:

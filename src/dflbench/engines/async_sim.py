@@ -24,7 +24,9 @@ run ends once no device owes updates, i.e. every device that is alive, or failed
 time, has done T; a device failed for good does not hold the stop, a rejoining one continues up to T),
 `time_budget` (virtual seconds), `consensus_threshold` (at an EVAL), or the method's `finish` call (a server
 baseline's last round). The T test runs before every event, so
-slot-batched mode stops where exact mode does. `run(on_progress=...)` reports `fraction_done()` as it goes.
+slot-batched mode stops where exact mode does. `run(on_progress=...)` reports `fraction_done()` as it goes;
+`run(checkpoint=...)` writes the state between two events every so many wall seconds and, given a checkpoint file,
+continues from it to the uninterrupted run's result (`engines.async_checkpoint`).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ import torch
 
 from dflbench.errors import UserError
 
+from .async_checkpoint import Checkpoint
 from .async_rng import STREAM_CORRUPT, STREAM_FAULT, STREAM_NEIGHBOR, counter_randint, counter_uniform
 from .async_stacked import DeviceData, StackedModel, local_sgd
 from .coordinator import Coordinator, FaultConfig
@@ -357,21 +360,27 @@ class AsyncSimulator:
     # ---- main loop -------------------------------------------------------------------------------------
     PROGRESS_EVERY = 0.5                # wall seconds between two on_progress calls
 
-    def run(self, on_progress: Callable[[float], None] | None = None) -> RunResult:
+    def run(self, on_progress: Callable[[float], None] | None = None,
+            checkpoint: Checkpoint | None = None) -> RunResult:
         """Run to a stop criterion (module docstring); `on_progress(fraction_done())` is called about every
-        `PROGRESS_EVERY` wall seconds and once at the end with 1.0."""
-        start_wall = self._wall0 = time.perf_counter()
-        shown = start_wall
-        self.method.setup(self)
-        for dev, fail_at, rejoin_at in self.faults.schedule:
-            self.schedule(fail_at, Kind.FAIL, dev)
-            self.schedule(rejoin_at, Kind.REJOIN, dev)
-        if self.cfg.evaluate:
-            self._evaluate()
-            self.schedule(self.cfg.eval_interval, Kind.EVAL)
+        `PROGRESS_EVERY` wall seconds and once at the end with 1.0. `checkpoint`: resume from its file when there is
+        one (instead of setting the method up), and write it every `checkpoint.every` wall seconds
+        (`engines.async_checkpoint`); the caller clears it once the result is stored."""
+        self._wall0 = time.perf_counter()
+        if checkpoint is None or not checkpoint.restore(self):
+            self.method.setup(self)
+            for dev, fail_at, rejoin_at in self.faults.schedule:
+                self.schedule(fail_at, Kind.FAIL, dev)
+                self.schedule(rejoin_at, Kind.REJOIN, dev)
+            if self.cfg.evaluate:
+                self._evaluate()
+                self.schedule(self.cfg.eval_interval, Kind.EVAL)
+        shown = time.perf_counter()
         c = self.cfg
         reason = None
         while self._queue and reason is None:
+            if checkpoint is not None and checkpoint.due():
+                checkpoint.save(self)
             at = self._queue[0].at
             if self.over_budget(at):
                 self.now, reason = c.time_budget, "time budget"
@@ -414,7 +423,7 @@ class AsyncSimulator:
         else:
             r.accuracy = math.nan
         r.bytes_sent, r.device_steps, r.virtual_time = self.bytes_sent, self.device_steps, self.now
-        r.wall_time, r.stop_reason = time.perf_counter() - start_wall, reason
+        r.wall_time, r.stop_reason = time.perf_counter() - self._wall0, reason
         if on_progress is not None:
             on_progress(1.0)
         return r

@@ -25,6 +25,7 @@ import torch
 
 from dflbench.data import load_dataset, partition, random_subset
 from dflbench.data.text import load_imdb
+from dflbench.engines.async_checkpoint import Checkpoint, meta_of
 from dflbench.engines.async_sim import AsyncConfig, AsyncSimulator
 from dflbench.engines.async_stacked import DeviceData
 from dflbench.engines.coordinator import FaultConfig
@@ -45,6 +46,7 @@ from .config import recorded_config
 from .records import MethodRun
 
 TEXT_DATASETS = ("imdb",)
+CHECKPOINTS = "checkpoints"        # OUT/checkpoints/METHOD.pt: the running methods' checkpoints
 
 
 # numeric fields -> (the option as the user gives it, the interval it must lie in); None is allowed where the field is
@@ -59,8 +61,10 @@ AEDFL_NUMBERS = {
     "time_per_sample": ("time_per_sample", "(0, inf)"), "bandwidth": ("bandwidth", "(0, inf)"),
     "latency": ("latency", "[0, inf)"), "fault_prob": ("--fault-prob", "[0, 1)"), "downtime": ("downtime", "(0, inf)"),
     "max_len": ("max_len", "[1, inf)"), "vocab_size": ("vocab_size", "[2, inf)"), "seed": ("--seed", "[0, inf)"),
-    "peer_timeout": ("--peer-timeout", "[1, inf)"),
+    "peer_timeout": ("--peer-timeout", "[1, inf)"), "checkpoint_every": ("--checkpoint-every", "[0, inf)"),
 }
+# fields that decide how a run is carried out, not what it computes: never compared between runs or checkpoints
+RUN_ONLY = ("methods", "peer_timeout", "checkpoint_every")
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,9 @@ class AEDFLRunConfig:
                                        "time).")
     peer_timeout: float = option(10.0, "distributed: seconds without a heartbeat before a device is deemed failed "
                                        "and the run stops.")
+    checkpoint_every: float = option(600.0, "simulator: wall seconds between checkpoints of a running method "
+                                            "(OUT/checkpoints/METHOD.pt; a killed run continues from it with "
+                                            "--resume; 0: none).")
     method_options: Mapping[str, Mapping[str, Any]] = option(doc="Per-method options, {method: {option: value}} "
                                                                  "(see --list-methods).", factory=dict)
 
@@ -201,10 +208,9 @@ def build_model(cfg: AEDFLRunConfig, info: dict) -> torch.nn.Module:
 
 
 def config_differences(cfg: AEDFLRunConfig, previous: dict) -> list[str]:
-    """The config fields, other than `methods` and `peer_timeout` (it decides when a distributed run gives up, not
-    what it computes), in which `previous` (a results.json) differs from `cfg`, sorted."""
-    return differing_fields(asdict(cfg), recorded_config(AEDFLRunConfig, previous.get("config", {})),
-                            ("methods", "peer_timeout"))
+    """The config fields, other than `RUN_ONLY` (the methods, when a distributed run gives up, how often a run
+    checkpoints), in which `previous` (a results.json) differs from `cfg`, sorted."""
+    return differing_fields(asdict(cfg), recorded_config(AEDFLRunConfig, previous.get("config", {})), RUN_ONLY)
 
 
 def finished_runs(cfg: AEDFLRunConfig, previous: dict | None) -> dict[str, dict]:
@@ -230,13 +236,17 @@ def read_results(out: str | Path) -> dict | None:
 
 def run_aedfl(cfg: AEDFLRunConfig, on_method_done: Callable[[dict, dict], None] | None = None,
               previous: dict | None = None,
-              on_progress: Callable[[str, float, dict | None], None] | None = None) -> dict:
+              on_progress: Callable[[str, float, dict | None], None] | None = None,
+              checkpoints: Path | None = None) -> dict:
     """Run every method of `cfg` on the same data, partition, profiles and initial model; returns the results.
     `on_method_done(run, results)` is called as each method finishes, with the results so far (the CLI writes them
     then, so a method that fails later cannot lose the ones before it). `previous`: an earlier results.json of this
     configuration whose finished methods are kept, not run again (`finished_runs`). `on_progress(method, fraction,
     latest)`: how far the running method is (`AsyncSimulator.fraction_done`) and its newest evaluation (a history
-    record, None before the first), at its start (0.0, None), then about twice a wall second."""
+    record, None before the first), at its start (0.0, None), then about twice a wall second. `checkpoints`: a
+    folder where each running method checkpoints every `cfg.checkpoint_every` wall seconds (`method_checkpoint`):
+    a method whose checkpoint is there continues from it, and its checkpoint is removed once `on_method_done`
+    has returned (the run is stored)."""
     done = finished_runs(cfg, previous)
     data, info = load_device_data(cfg)
     topo = cfg.graph()
@@ -258,8 +268,10 @@ def run_aedfl(cfg: AEDFLRunConfig, on_method_done: Callable[[dict, dict], None] 
         sim = AsyncSimulator(model, data, topo, profiles, make_method(name, options), sim_cfg, faults=faults)
         if on_progress is not None:
             on_progress(name, 0.0, None)
+        checkpoint = method_checkpoint(cfg, checkpoints, name, results["code"])
         res = sim.run(None if on_progress is None else
-                      (lambda f, n=name, s=sim: on_progress(n, f, s.result.history[-1] if s.result.history else None)))
+                      (lambda f, n=name, s=sim: on_progress(n, f, s.result.history[-1] if s.result.history else None)),
+                      checkpoint=checkpoint)
         last = res.history[-1]
         record = MethodRun(
             name, res.accuracy, last["consensus_accuracy"], res.time_to(cfg.target_acc),
@@ -280,7 +292,20 @@ def run_aedfl(cfg: AEDFLRunConfig, on_method_done: Callable[[dict, dict], None] 
         results["runs"].append(run)
         if on_method_done is not None:
             on_method_done(run, results)
+        if checkpoint is not None:
+            checkpoint.clear()
     return results
+
+
+def method_checkpoint(cfg: AEDFLRunConfig, folder: Path | None, method: str, code: dict) -> Checkpoint | None:
+    """Method `method`'s checkpoint in `folder` (FOLDER/METHOD.pt, every `cfg.checkpoint_every` wall seconds),
+    fingerprinted by the configuration (all but `RUN_ONLY`), the method's options and the code (`meta_of`); None
+    without a folder or with `checkpoint_every` 0."""
+    if folder is None or not cfg.checkpoint_every:
+        return None
+    config = {k: v for k, v in asdict(cfg).items() if k not in RUN_ONLY}
+    return Checkpoint(Path(folder) / f"{method}.pt", meta_of(config, method, asdict(cfg.options(method)), code),
+                      cfg.checkpoint_every)
 
 
 def evaluated_samples(results: dict) -> int:
@@ -296,10 +321,16 @@ def run_aedfl_into(cfg: AEDFLRunConfig, out: str | Path, previous: dict | None =
     """`run_aedfl` writing `out` as each method finishes: the results so far (results.json, results.csv; the
     methods of `previous`, an earlier results.json of `out`, that this run does not hold stay in them,
     `keep_earlier_runs`) go to disk before the next method starts, and with the pictures at the end. `resume`: keep
-    `previous`'s finished methods of this configuration instead of running them again. `on_method_done(run,
-    results)` runs first for each method that ran (it may raise to stop the run: what is written stays).
-    Returns (the results written, `write_results`'s paths). Used by `dflbench aedfl`, `run` and `reproduce`."""
+    `previous`'s finished methods of this configuration instead of running them again, and continue each method
+    whose checkpoint is in OUT/checkpoints from it (`run_aedfl`'s `checkpoints`; without `resume` those of the
+    methods to run are removed first). `on_method_done(run, results)` runs first for each method that ran (it may
+    raise to stop the run: what is written stays). Returns (the results written, `write_results`'s paths). Used by
+    `dflbench aedfl`, `run` and `reproduce`."""
     kept = finished_runs(cfg, previous) if resume else {}
+    checkpoints = Path(out) / CHECKPOINTS
+    if not resume:
+        for name in cfg.methods:
+            (checkpoints / f"{name}.pt").unlink(missing_ok=True)
 
     def done(run: dict, so_far: dict) -> None:
         if run is kept.get(run["method"]):
@@ -308,7 +339,8 @@ def run_aedfl_into(cfg: AEDFLRunConfig, out: str | Path, previous: dict | None =
             on_method_done(run, so_far)
         write_results(keep_earlier_runs(so_far, previous, "method", "methods"), out, pictures=False)
 
-    results = run_aedfl(cfg, on_method_done=done, previous=previous if resume else None, on_progress=on_progress)
+    results = run_aedfl(cfg, on_method_done=done, previous=previous if resume else None, on_progress=on_progress,
+                        checkpoints=checkpoints)
     written = keep_earlier_runs(results, previous, "method", "methods")
     return written, write_results(written, out)
 

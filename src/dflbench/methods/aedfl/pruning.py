@@ -155,10 +155,9 @@ class AdaptivePruner(ScheduledPruner):
         self.candidates = find_candidates(net.template, example)
         self.support = (self.candidates.unit_ids >= 0).to(host.dev)
 
-        def loss(flat, batch):
-            return F.cross_entropy(functional_call(net.module, unflatten(flat, net.spec), (batch[0],)), batch[1])
-
-        self._loss = loss
+    def _loss(self, flat: torch.Tensor, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """F_i at the flat model `flat` on minibatch `batch` (the function the curvature differentiates)."""
+        return F.cross_entropy(functional_call(self.net.module, unflatten(flat, self.net.spec), (batch[0],)), batch[1])
 
     def work_macs(self, host, rows: torch.Tensor) -> float:
         """MACs of one pruning call (`engines.cost`) on one minibatch: the gradients at m and m^o, the

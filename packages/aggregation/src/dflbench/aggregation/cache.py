@@ -121,6 +121,14 @@ class NeighborCache:
         self.seq = torch.zeros(R, K, dtype=torch.long)
         self._lock = threading.Lock()
 
+    def __getstate__(self) -> dict:
+        """The cache without its lock (a pickled copy, e.g. a simulator checkpoint, gets a fresh one)."""
+        return {k: v for k, v in vars(self).items() if k != "_lock"}
+
+    def __setstate__(self, state: dict) -> None:
+        vars(self).update(state)
+        self._lock = threading.Lock()
+
     @property
     def K(self) -> int:
         return self.slots.K
