@@ -117,12 +117,14 @@ def test_a_failing_picture_keeps_the_results_and_exits_non_zero(cli, tmp_path, m
     assert (tmp_path / "p" / "results.csv").is_file()
 
 
-def test_an_interrupted_reproduction_names_its_finished_seeds(cli, tmp_path, monkeypatch):
+def test_an_interrupted_reproduction_names_its_finished_seeds_and_checkpoints(cli, tmp_path, monkeypatch):
     def one_seed_then_ctrl_c(recipe, cfg, out, seeds, *callbacks):
         (out / "seed-0").mkdir(parents=True)
         (out / "seed-0" / "done.json").write_text("{}")
         (out / "seed-1").mkdir()
         (out / "seed-1" / "results.json").write_text("{}")
+        (out / "seed-1" / "checkpoints").mkdir()
+        (out / "seed-1" / "checkpoints" / "fedbuff.pt").write_text("")
         raise KeyboardInterrupt
 
     monkeypatch.setattr("dflbench.cli.reproduce.run_seeds", one_seed_then_ctrl_c)
@@ -130,7 +132,8 @@ def test_an_interrupted_reproduction_names_its_finished_seeds(cli, tmp_path, mon
     result = cli.invoke(cli.app, args)
     assert result.exit_code == 130, result.output
     assert result.output.strip().splitlines()[-1] == (
-        f"interrupted: {tmp_path / 'r'} holds finished seed-0; partial results in seed-1; continue with: "
+        f"interrupted: {tmp_path / 'r'} holds finished seed-0; partial results in seed-1; checkpoints of "
+        "seed-1/fedbuff, continued from there; continue with: "
         f"{shlex.join(['dflbench', *args])}")
 
 

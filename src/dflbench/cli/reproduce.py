@@ -90,11 +90,13 @@ def execute(recipe: Recipe, scale: str | None, seeds: int | None, out: Path, set
 
 def _saved(out: Path) -> str:
     """What an interrupted reproduction leaves: its finished seeds (the rerun skips them; an AEDFL seed also keeps
-    its finished methods)."""
+    its finished methods) and the checkpoints of the runs that were under way (the rerun continues them)."""
     done = sorted(p.parent.name for p in out.glob("seed-*/done.json"))
     started = sorted(p.parent.name for p in out.glob("seed-*/results.json") if p.parent.name not in done)
+    running = sorted(f"{p.parent.parent.name}/{p.stem}" for p in out.glob("seed-*/checkpoints/*.pt"))
     parts = ([f"finished {', '.join(done)}"] if done else []) + (
-        [f"partial results in {', '.join(started)}"] if started else [])
+        [f"partial results in {', '.join(started)}"] if started else []) + (
+        [f"checkpoints of {', '.join(running)}, continued from there"] if running else [])
     return f"{out} holds {'; '.join(parts)}" if parts else "no seed had finished, nothing was saved"
 
 
