@@ -29,3 +29,45 @@ def test_cuda_run_matches_cpu_events(tiny_data, name):
     assert rc.events == rg.events
     assert sg.x.is_cuda
     torch.testing.assert_close(sg.x.cpu(), sc.x, rtol=1e-3, atol=1e-4)
+
+
+def test_cuda_checkpoint_resumes_exactly(tiny_data, tmp_path):
+    """A CUDA run of AEDFL checkpointed at its 10th event boundary and resumed (its tensors back on the GPU, the
+    host-side counters on the CPU) ends with the uninterrupted CUDA run's events and, up to kernel rounding, its
+    models."""
+    from dflbench.engines.async_checkpoint import Checkpoint
+
+    class KillAt(Checkpoint):
+        def __init__(self, path, at=None):
+            super().__init__(path, {"run": 1})
+            self.at, self.seen = at, 0
+
+        def due(self):
+            self.seen += 1
+            return self.seen == self.at
+
+        def save(self, sim):
+            super().save(sim)
+            raise KeyboardInterrupt
+
+    def build():
+        data = tiny_data(4)
+        data.x, data.y, data.parts, data.sizes = (t.to("cuda") for t in (data.x, data.y, data.parts, data.sizes))
+        data.x_test, data.y_test = data.x_test.to("cuda"), data.y_test.to("cuda")
+        torch.manual_seed(0)
+        return AsyncSimulator(make_model("lenet5", 4, 1, 16), data, exponential(4), sample_profiles(4, 1, latency=1e-3),
+                              make_method("aedfl", {"every": 2}),
+                              AsyncConfig(max_updates=4, batch_size=8, eval_interval=0.05, eval_samples=32,
+                                          local_steps=1, slot_width=0.0, time_budget=None, device="cuda"))
+
+    ref = build()
+    want = ref.run()
+    path = tmp_path / "ck.pt"
+    with pytest.raises(KeyboardInterrupt):
+        build().run(checkpoint=KillAt(path, 10))
+    again = build()
+    got = again.run(checkpoint=KillAt(path))
+    assert again.x.is_cuda and not again.t.is_cuda
+    assert [h["time"] for h in got.history] == [h["time"] for h in want.history]        # the same events
+    assert torch.equal(again.t, ref.t) and got.bytes_sent == want.bytes_sent
+    torch.testing.assert_close(again.x, ref.x, rtol=1e-4, atol=1e-5)      # CUDA kernels may round differently
