@@ -98,3 +98,21 @@ def test_a_checkpoint_runs_no_foreign_code(aedfl_sim, small_options, tmp_path, m
     with pytest.raises(UserError, match="posix.system is not a state object of a dflbench simulator.*delete"):
         again.run(checkpoint=Checkpoint(path, {"run": 1}))
     assert not (tmp_path / "owned").exists()
+
+
+def test_a_checkpoint_that_cannot_be_written_warns_and_the_run_goes_on(aedfl_sim, small_options, tmp_path,
+                                                                     monkeypatch, capsys):
+    import dflbench.engines.async_checkpoint as ck
+
+    def full(path, obj):
+        raise OSError(28, "No space left on device")
+
+    want = aedfl_sim(make_method("fedbuff", small_options("fedbuff"))).run()
+    monkeypatch.setattr(ck, "atomic_torch_save", full)
+    every = Checkpoint(tmp_path / "ck.pt", {"run": 1}, every=1e-9)
+    got = aedfl_sim(make_method("fedbuff", small_options("fedbuff"))).run(checkpoint=every)
+    assert history(got) == history(want)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0] == (f"warning: the checkpoint {tmp_path / 'ck.pt'} could not be written (OSError: "
+                                  "[Errno 28] No space left on device); the run goes on, and a crash would continue "
+                                  "from the checkpoint before, if any")

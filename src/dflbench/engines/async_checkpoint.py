@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -98,21 +99,34 @@ class Checkpoint:
             raise UserError(f"checkpoint interval must be positive (wall seconds), got {every}")
         self.path, self.meta, self.every = Path(path), as_json(meta), float(every)
         self._last = time.perf_counter()
+        self._failing = False
 
     def due(self) -> bool:
         return time.perf_counter() - self._last >= self.every
 
-    def save(self, sim) -> Path:
-        """Write `sim`'s state now (module docstring) and restart the interval."""
+    def save(self, sim) -> Path | None:
+        """Write `sim`'s state now (module docstring) and restart the interval. A file that cannot be written (a
+        full disk) is one warning line on stderr (not repeated until a write succeeds), and the run goes on: the
+        checkpoint before it, if any, stays."""
         buf = io.BytesIO()
         pickler = _Pickler(buf, _references(sim))
         pickler.dump({"sim": {k: getattr(sim, k) for k in MUTABLE}, "method": vars(sim.method)})
         state = torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8)
-        atomic_torch_save(self.path, {"format": FORMAT, "meta": self.meta, "state": state, "tensors": pickler.tensors,
-                                      "devices": [str(t.device) for t in pickler.tensors],
-                                      "wall": time.perf_counter() - sim._wall0})
         self._last = time.perf_counter()
-        return self.path
+        try:
+            path = atomic_torch_save(self.path, {"format": FORMAT, "meta": self.meta, "state": state,
+                                                 "tensors": pickler.tensors,
+                                                 "devices": [str(t.device) for t in pickler.tensors],
+                                                 "wall": time.perf_counter() - sim._wall0})
+        except OSError as exc:
+            if not self._failing:                   # one line until a write succeeds again
+                print(f"warning: the checkpoint {self.path} could not be written ({type(exc).__name__}: {exc}); "
+                      "the run goes on, and a crash would continue from the checkpoint before, if any",
+                      file=sys.stderr)
+            self._failing = True
+            return None
+        self._failing = False
+        return path
 
     def restore(self, sim) -> bool:
         """Load the checkpoint at `path` into `sim` (built from the same configuration, its method not set up) and
