@@ -113,6 +113,6 @@ def test_a_checkpoint_that_cannot_be_written_warns_and_the_run_goes_on(aedfl_sim
     got = aedfl_sim(make_method("fedbuff", small_options("fedbuff"))).run(checkpoint=every)
     assert history(got) == history(want)
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0] == (f"warning: the checkpoint {tmp_path / 'ck.pt'} could not be written (OSError: "
-                                  "[Errno 28] No space left on device); the run goes on, and a crash would continue "
-                                  "from the checkpoint before, if any")
+    assert lines == [f"warning: the checkpoint {tmp_path / 'ck.pt'} could not be written (OSError: [Errno 28] No "
+                     "space left on device); the run goes on, and a crash would continue from the checkpoint before, "
+                     "if any"]
