@@ -36,19 +36,7 @@ def test_cuda_checkpoint_resumes_exactly(tiny_data, tmp_path):
     host-side counters on the CPU) ends with the uninterrupted CUDA run's events and, up to kernel rounding, its
     models."""
     from dflbench.engines.async_checkpoint import Checkpoint
-
-    class KillAt(Checkpoint):
-        def __init__(self, path, at=None):
-            super().__init__(path, {"run": 1})
-            self.at, self.seen = at, 0
-
-        def due(self):
-            self.seen += 1
-            return self.seen == self.at
-
-        def save(self, sim):
-            super().save(sim)
-            raise KeyboardInterrupt
+    from tests.methods.test_checkpoint_resume import KillAfter, Killed
 
     def build():
         data = tiny_data(4)
@@ -63,10 +51,10 @@ def test_cuda_checkpoint_resumes_exactly(tiny_data, tmp_path):
     ref = build()
     want = ref.run()
     path = tmp_path / "ck.pt"
-    with pytest.raises(KeyboardInterrupt):
-        build().run(checkpoint=KillAt(path, 10))
+    with pytest.raises(Killed):
+        build().run(checkpoint=KillAfter(path, 10))
     again = build()
-    got = again.run(checkpoint=KillAt(path))
+    got = again.run(checkpoint=Checkpoint(path, {"run": 1}))
     assert again.x.is_cuda and not again.t.is_cuda
     assert [h["time"] for h in got.history] == [h["time"] for h in want.history]        # the same events
     assert torch.equal(again.t, ref.t) and got.bytes_sent == want.bytes_sent
