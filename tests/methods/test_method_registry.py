@@ -210,7 +210,7 @@ def test_cli_method_options_are_recorded(aedfl_npz, tmp_path):
     results = json.loads((out / "results.json").read_text())
     runs = {r["method"]: r["options"] for r in results["runs"]}
     assert runs == {"fedbuff": {"buffer": 3, "server_lr": 0.5}, "fedavg": {"fraction": 0.1, "rounds": 0},
-                    "aedfl-p": {"every": 2, "until": 10000, "min_rate": 0.25, "max_rate": 0.45, "C": 4.0,
+                    "aedfl-p": {"every": 2, "until": 10000, "min_rate": 0.25, "max_rate": 0.4, "C": 4.0,
                                 "hutchinson": 1, "damping": 0.001, "lanczos_steps": 6, "hessian": "auto",
                                 "lambda_lr": 0.1, "lambda_step": "normalized", "policy_lr": 0.05,
                                 "policy_reward": "change", "reuse_aggregated": False}}
