@@ -15,6 +15,7 @@ keeping the methods a results.json of the same configuration already holds (`fin
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -213,19 +214,44 @@ def config_differences(cfg: AEDFLRunConfig, previous: dict) -> list[str]:
     return differing_fields(asdict(cfg), recorded_config(AEDFLRunConfig, previous.get("config", {})), RUN_ONLY)
 
 
-def finished_runs(cfg: AEDFLRunConfig, previous: dict | None) -> dict[str, dict]:
+def option_differences(cfg: AEDFLRunConfig, run: Mapping) -> list[str]:
+    """The options in which a recorded `run` of a method differs from the options `cfg` gives that method (its
+    `method_options` over today's defaults), as 'OPTION (recorded R, now N)'. An option added to the method since
+    the run was recorded reads as its default (it held it in every run before it existed); a run recorded without
+    options (before runs recorded them) has none to compare."""
+    if run.get("options") is None:
+        return []
+    now = json.loads(json.dumps(asdict(cfg.options(run["method"])), default=str))
+    added = json.loads(json.dumps(asdict(method_options(run["method"])), default=str))
+    recorded = {**added, **run["options"]}
+    return [f"{k} (recorded {recorded.get(k)!r}, now {now.get(k)!r})" for k in sorted(recorded.keys() | now.keys())
+            if recorded.get(k) != now.get(k)]
+
+
+def finished_runs(cfg: AEDFLRunConfig, previous: dict | None, where: str = "the results to resume from") -> dict[
+        str, dict]:
     """Every finished run of `previous` (a results.json; not a `partial` one, which stopped early) by method, when
     every config field but `methods` equals `cfg`'s:
     `run_aedfl` keeps those among `cfg.methods` (`dflbench.io.keep_earlier_runs` the others). A `previous` of
-    another experiment is refused, naming the fields that differ, so a resume never mixes two settings in one
-    table."""
+    another experiment is refused, naming the fields that differ, and so is a finished run of one of `cfg.methods`
+    that ran with other method options than `cfg` gives it (`option_differences`: a default changed since, e.g.
+    AEDFL's pruning cap), so a resume never mixes two settings in one table. `where` names `previous` in the
+    errors."""
     if previous is None:
         return {}
     differ = config_differences(cfg, previous)
     if differ:
-        raise UserError(f"the results to resume from are of another configuration (differs in {', '.join(differ)}); "
+        raise UserError(f"{where} are of another configuration (differs in {', '.join(differ)}); "
                         "use another output folder or run without resuming")
-    return {r["method"]: r for r in previous["runs"] if not r.get("partial")}
+    runs = {r["method"]: r for r in previous["runs"] if not r.get("partial")}
+    other = {m: option_differences(cfg, runs[m]) for m in cfg.methods if m in runs}
+    other = {m: d for m, d in other.items() if d}
+    if other:
+        listed = "; ".join(f"{m}: {', '.join(d)}" for m, d in other.items())
+        raise UserError(f"{where} hold finished runs with other method options than this run gives them ({listed}): "
+                        "a default changed since they ran, or the method options differ. Use another output "
+                        "folder, or move those runs out of this one, to run them with today's options")
+    return runs
 
 
 def read_results(out: str | Path) -> dict | None:
@@ -343,6 +369,13 @@ def run_aedfl_into(cfg: AEDFLRunConfig, out: str | Path, previous: dict | None =
                         checkpoints=checkpoints)
     written = keep_earlier_runs(results, previous, "method", "methods")
     return written, write_results(written, out)
+
+
+def check_finished(cfg: AEDFLRunConfig, folder: Path) -> None:
+    """A seed `folder` that `reproduce` finds done for `cfg`: UserError when one of `cfg.methods` finished there
+    with other method options than `cfg` gives it (`finished_runs`), so a finished seed is never reported as
+    today's setting when a default changed since it ran."""
+    finished_runs(cfg, read_results(folder), f"{folder}/results.json")
 
 
 def run_seed(cfg: AEDFLRunConfig, folder: Path, on_run_done: Callable[[dict], None] | None = None,

@@ -86,6 +86,12 @@ class Experiment:
     def run_seed(self, cfg, folder: Path, on_run_done=None, on_progress=None) -> None:
         importlib.import_module(self.module).run_seed(cfg, folder, on_run_done, on_progress)
 
+    def check_finished(self, cfg, folder: Path) -> None:
+        """For a seed `folder` done with `cfg`'s config: a part-resuming experiment's module checks that its parts
+        ran with the options `cfg` gives them today (`check_finished(cfg, folder)`: AEDFL's method options)."""
+        if self.part_resume:
+            importlib.import_module(self.module).check_finished(cfg, folder)
+
     def stacks(self, cfg, seeds: int) -> bool:
         """Whether `seeds` pending seeds of `cfg` run together (`run_seeds_stacked`)."""
         return self.stacked and seeds > 1 and getattr(cfg, "batch_seeds", None) is not False

@@ -192,11 +192,13 @@ def run_seeds(recipe: Recipe, cfg, out: str | Path, seeds: int = SEEDS,
             finished = {**finished, "config": _config_record(recorded_config(
                 experiment_class(recipe.experiment, recipe.name), finished.get("config", {})))}
             if finished == record:
+                kind.check_finished(seed_cfg, folder)
                 continue
             differ = _differing_fields(finished, record)
             if differ == [kind.parts] and kind.part_resume:
                 have, asked = finished["config"][kind.parts], kind.part_names(seed_cfg)
                 if set(asked) <= set(have):
+                    kind.check_finished(seed_cfg, folder)
                     continue                                # all there: the report takes the named ones
                 missing = [m for m in have if m not in asked]
                 if missing:
