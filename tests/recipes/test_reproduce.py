@@ -253,7 +253,7 @@ def _aedfl_seed(seed, acc, time_to_target, diagnostics):
                for t, a in zip(times, [0.15, 0.3] + [acc] * 9)]
     run = {"method": "aedfl", "accuracy": acc - 0.05, "consensus_accuracy": acc, "time_to_target": None,
            "consensus_time_to_target": time_to_target, "mflops": 0.2, "bytes_sent": 2e6, "final_consensus": 0.5,
-           "history": history, "diagnostics": diagnostics}
+           "wall_time": 60.0 * (seed + 1), "history": history, "diagnostics": diagnostics}
     base = {**run, "method": "fedavg", "accuracy": acc - 0.4, "consensus_time_to_target": None, "diagnostics": {},
             "history": [{"time": t, "accuracy": a, "consensus_accuracy": a, "consensus": 0.0}      # runs longer
                         for t, a in zip([0.5 * i for i in range(11)],
@@ -273,7 +273,10 @@ def test_aedfl_report_numbers_and_diagnostics(tmp_path):
     for seed, (acc, ttt) in enumerate(((0.6, 1.0), (0.8, None), (0.7, 2.0))):
         folder = tmp_path / f"seed-{seed}"
         folder.mkdir()
-        (folder / "results.json").write_text(json.dumps(_aedfl_seed(seed, acc, ttt, lam)))
+        doc = _aedfl_seed(seed, acc, ttt, lam)
+        if seed == 2:
+            del doc["runs"][1]["wall_time"]                   # recorded before runs timed themselves
+        (folder / "results.json").write_text(json.dumps(doc))
         folders.append(folder)
     report = write_report(load_recipe("aedfl-emnist-lenet5"), "smoke", [], folders, tmp_path).read_text()
     # by hand: std of .6,.8,.7 is .1; aedfl's plateau (last 20%: 2 evaluations, both at acc) is acc, flat
@@ -282,6 +285,8 @@ def test_aedfl_report_numbers_and_diagnostics(tmp_path):
     # fedavg: plateau mean(acc - .45, acc - .4), gaining 5 points (not flat); at t* = 2.0 its value there, 0.1
     fedavg = "| fedavg | 0.3000 ± 0.1000 | 0.3000 ± 0.1000 | 0.2750 ± 0.1000 | 0/3 | 0.1000 ± 0.0000 | / | 0/3 |"
     assert fedavg in report
+    assert "| 0.200 ± 0.000 | 2.0 ± 0.0 | 0.500 ± 0.000 | 2.0 ± 1.0 | 0.9326 |" in report    # ... wall: 1, 2, 3 min
+    assert "| 0.200 ± 0.000 | 2.0 ± 0.0 | 0.500 ± 0.000 | - | 0.9159 |" in report      # fedavg: one seed untimed
     assert "AEDFL has the highest convergence accuracy (consensus column) (Sec. 6.2): holds" in report
     assert "AEDFL has the highest accuracy at equal virtual time (t*, 2.0 s on average) (Sec. 6.2): holds" in report
     assert "AEDFL reaches the target first (Sec. 6.2): not testable (aedfl reached it in 2/3 seeds)" in report

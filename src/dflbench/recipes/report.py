@@ -138,7 +138,7 @@ def summarize_aedfl(recipe: Recipe, seeds: list[dict], out: Path) -> tuple[dict,
              "no evaluation protocol; ours is docs/EVALUATION.md: both accuracy columns, one virtual-time budget for "
              "every method.", ""]
     head = ("| method | Acc devices | Acc consensus | Conv. acc | flat | Acc at t* | Time to target (s) | reached "
-            "| MFP | MB sent | consensus dist. | paper Acc | paper Time | paper MFP |")
+            "| MFP | MB sent | consensus dist. | wall (min) | paper Acc | paper Time | paper MFP |")
     lines += [head, "|" + "---|" * (head.count("|") - 1)]
     for name, rs in runs.items():
         key = _consensus_key(rs[0])
@@ -147,6 +147,7 @@ def summarize_aedfl(recipe: Recipe, seeds: list[dict], out: Path) -> tuple[dict,
         plateaus = [_plateau(r, key) for r in rs]
         conv = [p["accuracy"] for p in plateaus if p["accuracy"] is not None]
         flat = sum(bool(p["converged"]) for p in plateaus)
+        walls = [r["wall_time"] / 60 for r in rs if r.get("wall_time") is not None]
         rows[name] = {"accuracy": mean_std([r["accuracy"] for r in rs]),
                       "consensus_accuracy": mean_std([r["history"][-1][key] for r in rs]),
                       "convergence_accuracy": mean_std(conv) if conv else None, "converged": f"{flat}/{len(rs)}",
@@ -154,14 +155,16 @@ def summarize_aedfl(recipe: Recipe, seeds: list[dict], out: Path) -> tuple[dict,
                       "time_to_target": mean_std(times) if times else None, "reached": f"{len(times)}/{len(rs)}",
                       "mflops": mean_std([r["mflops"] for r in rs]),
                       "mb_sent": mean_std([r["bytes_sent"] / 1e6 for r in rs]),
-                      "final_consensus": mean_std([r["final_consensus"] for r in rs]), "seeds": len(rs)}
+                      "final_consensus": mean_std([r["final_consensus"] for r in rs]),
+                      "wall_minutes": mean_std(walls) if walls else None, "seeds": len(rs)}
         p = recipe.paper.get(name, {})
         lines.append(f"| {name} | {fmt([r['accuracy'] for r in rs])} | {fmt([r['history'][-1][key] for r in rs])} | "
                      f"{fmt(conv) if conv else '-'} | {flat}/{len(rs)} | {fmt(at_end[name])} | "
                      f"{fmt(times, digits=1) if times else '/'} | "
                      f"{len(times)}/{len(rs)} | {fmt([r['mflops'] for r in rs], digits=3)} | "
                      f"{fmt([r['bytes_sent'] / 1e6 for r in rs], digits=1)} | "
-                     f"{fmt([r['final_consensus'] for r in rs], digits=3)} | {p.get('acc', '-')} | "
+                     f"{fmt([r['final_consensus'] for r in rs], digits=3)} | "
+                     f"{fmt(walls, digits=1) if len(walls) == len(rs) else '-'} | {p.get('acc', '-')} | "
                      f"{p.get('time', '/' if p else '-')} | {p.get('mfp', '-')} |")
     lines += ["", "Columns (docs/EVALUATION.md): *Acc devices*, the mean of the device models' test accuracies at the "
               "end; *Acc consensus*, the consensus model's (the average of the device models, per entry over the "
@@ -172,7 +175,8 @@ def summarize_aedfl(recipe: Recipe, seeds: list[dict], out: Path) -> tuple[dict,
               f"({', '.join(f'{t:.1f}' for t in ends)} s); *Time to target*, virtual seconds until the consensus "
               "column first reached the target (mean over the seeds that did, `reached`; `/`: none did); *MFP*, "
               "MFLOPs per sample of the final structure; *consensus dist.*, the mean distance between two devices' "
-              "models over the entries both keep."]
+              "models over the entries both keep; *wall (min)*, the run's wall-clock minutes on the machine that ran "
+              "it, as loaded as it was then (`-`: a seed did not record it)."]
     title = f"{cfg['model']} on {cfg['dataset']}, {cfg['devices']} devices"
 
     def curves(key):
