@@ -259,7 +259,7 @@ def _aedfl_seed(seed, acc, time_to_target, diagnostics):
                         for t, a in zip([0.5 * i for i in range(11)],
                                         [0.1] * 5 + [0.2] * 4 + [acc - 0.45, acc - 0.4])]}
     return {"config": {"model": "lenet5", "dataset": "x", "devices": 4, "target_acc": 0.5, "seed": seed},
-            "runs": [run, base]}
+            "code": {"commit": f"{seed}abcdef0123", "dirty": seed == 1}, "runs": [run, base]}
 
 
 def test_aedfl_report_numbers_and_diagnostics(tmp_path):
@@ -287,6 +287,11 @@ def test_aedfl_report_numbers_and_diagnostics(tmp_path):
     assert fedavg in report
     assert "| 0.200 ± 0.000 | 2.0 ± 0.0 | 0.500 ± 0.000 | 2.0 ± 1.0 | 0.9326 |" in report    # ... wall: 1, 2, 3 min
     assert "| 0.200 ± 0.000 | 2.0 ± 0.0 | 0.500 ± 0.000 | - | 0.9159 |" in report      # fedavg: one seed untimed
+    # per seed: plateau, time to target, wall, commit (+: dirty); seed 1's aedfl never reached 0.5
+    assert ("| aedfl | 0.6000, 1 s, 1 min, 0abcdef | 0.8000, never, 2 min, 1abcdef+ | 0.7000, 2 s, 3 min, 2abcdef |"
+            in report)
+    assert ("| fedavg | 0.1750 rising, never, 1 min, 0abcdef | 0.3750 rising, never, 2 min, 1abcdef+ | "
+            "0.2750 rising, never, -, 2abcdef |") in report                     # plateau mean(acc - .45, acc - .4)
     assert "AEDFL has the highest convergence accuracy (consensus column) (Sec. 6.2): holds" in report
     assert "AEDFL has the highest accuracy at equal virtual time (t*, 2.0 s on average) (Sec. 6.2): holds" in report
     assert "AEDFL reaches the target first (Sec. 6.2): not testable (aedfl reached it in 2/3 seeds)" in report

@@ -177,6 +177,7 @@ def summarize_aedfl(recipe: Recipe, seeds: list[dict], out: Path) -> tuple[dict,
               "MFLOPs per sample of the final structure; *consensus dist.*, the mean distance between two devices' "
               "models over the entries both keep; *wall (min)*, the run's wall-clock minutes on the machine that ran "
               "it, as loaded as it was then (`-`: a seed did not record it)."]
+    lines += [""] + per_seed_lines(seeds, list(runs))
     title = f"{cfg['model']} on {cfg['dataset']}, {cfg['devices']} devices"
 
     def curves(key):
@@ -210,6 +211,35 @@ def summarize_aedfl(recipe: Recipe, seeds: list[dict], out: Path) -> tuple[dict,
         _figure(out, "diagnostics", lambda p: panels_plot(p, panels, "virtual time (s)", f"AEDFL modules: {title}"),
                 figures)
     return {"rows": rows, "common_time": ends, "figures": figures, "claims": _aedfl_claims(rows, ends)}, lines
+
+
+def per_seed_lines(seeds: list[dict], names: list[str]) -> list[str]:
+    """Each method's run in each seed (one column per seed): the consensus column's plateau (`rising`: not flat by
+    the convergence rule), the time to the target, the wall minutes and the commit the run ran (its `code`, else
+    its results file's; `+`: with uncommitted changes), so an outlier seed and the code behind every number are
+    visible."""
+    head = "| method | " + " | ".join(f"seed {s['config'].get('seed', i)}" for i, s in enumerate(seeds)) + " |"
+    lines = ["Per seed: the consensus plateau (*rising*: not flat by the rule), time to the target in virtual s, wall "
+             "minutes, commit (+: with uncommitted changes).", "", head, "|" + "---|" * (head.count("|") - 1)]
+    for name in names:
+        cells = []
+        for res in seeds:
+            run = next((r for r in res["runs"] if r["method"] == name), None)
+            if run is None:
+                cells.append("-")
+                continue
+            key = _consensus_key(run)
+            plateau = _plateau(run, key)
+            ttt = run.get("consensus_time_to_target" if key == "consensus_accuracy" else "time_to_target")
+            code = run.get("code") or res.get("code") or {}
+            cells.append(", ".join([
+                "-" if plateau["accuracy"] is None else
+                f"{plateau['accuracy']:.4f}{'' if plateau['converged'] else ' rising'}",
+                "never" if ttt is None else f"{ttt:.0f} s",
+                "-" if run.get("wall_time") is None else f"{run['wall_time'] / 60:.0f} min",
+                "-" if code.get("commit") is None else code["commit"][:7] + ("+" if code.get("dirty") else "")]))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
 
 
 DIAGNOSTICS = {"selection_probability": "selection probability", "lambda": "lambda_ij (eq. 4.6-4.8)",
