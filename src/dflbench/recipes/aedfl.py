@@ -15,7 +15,6 @@ keeping the methods a results.json of the same configuration already holds (`fin
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -33,7 +32,14 @@ from dflbench.engines.coordinator import FaultConfig
 from dflbench.engines.devices import load_profiles, sample_profiles
 from dflbench.engines.evaluation import convergence
 from dflbench.errors import UserError, check_numbers, for_option
-from dflbench.io import atomic_write_csv, atomic_write_json, differing_fields, keep_earlier_runs, read_results_file
+from dflbench.io import (
+    as_json,
+    atomic_write_csv,
+    atomic_write_json,
+    differing_fields,
+    keep_earlier_runs,
+    read_results_file,
+)
 from dflbench.methods.aedfl.diagnostics import BUCKETS, summary
 from dflbench.methods.registry import list_methods, make_method, method_options
 from dflbench.models import list_models, make_model
@@ -221,9 +227,8 @@ def option_differences(cfg: AEDFLRunConfig, run: Mapping) -> list[str]:
     options (before runs recorded them) has none to compare."""
     if run.get("options") is None:
         return []
-    now = json.loads(json.dumps(asdict(cfg.options(run["method"])), default=str))
-    added = json.loads(json.dumps(asdict(method_options(run["method"])), default=str))
-    recorded = {**added, **run["options"]}
+    now = as_json(cfg.options(run["method"]))                  # as the run's record stores them
+    recorded = {**as_json(method_options(run["method"])), **run["options"]}
     return [f"{k} (recorded {recorded.get(k)!r}, now {now.get(k)!r})" for k in sorted(recorded.keys() | now.keys())
             if recorded.get(k) != now.get(k)]
 

@@ -91,9 +91,9 @@ class AdaptivePruningConfig(PruningSchedule):
     0.35 ended at MFP 0.209 (seed 0), 0.45 at 0.145 +- 0.014 and 0.40 at 0.171 +- 0.013 (3 seeds; the seeds differ
     by about 10% at one cap). The structural MFP a rate gives depends on which units the scores pick (LeNet-5's 6
     conv1 channels hold most of its MACs, its 204 linear neurons few), and that changes with the setting and over a
-    run (0.35 gave 0.166 at 16 devices and 30 virtual s; the `mflops` diagnostic records it per
-    device), so it is calibrated by runs, not by a formula; a recipe for another model states its own bounds
-    (ResNet-8's Table 1 budget is 74% of dense)."""
+    run (0.35 gave 0.166 at 16 devices and 30 virtual s; the `mflops` diagnostic records it per device), so it is
+    calibrated by runs, not by a formula; a recipe for another model states its own bounds (ResNet-8's Table 1
+    budget is 74% of dense)."""
 
     min_rate: float = option(0.25, "floor of the lossless rate p* (a fraction of the units): the rate while the "
                                    "eigen-gap rule finds no gap (calibrated: see AdaptivePruningConfig)")
