@@ -49,12 +49,16 @@ def _bands(path: Path, side: int, train: int, test: int) -> str:
 
 
 class Launch:
-    """`torchrun --nproc-per-node 3 -m dflbench ARGS` in its own session, its output (all ranks) in `log`."""
+    """`torchrun --nproc-per-node 3 -m dflbench ARGS` in its own session, its output (all ranks) in `log`. torchrun
+    checks its workers every `--monitor-interval` s (0.1 by default) and SIGTERMs the survivors once one died, which
+    races with the survivors' own detection (up to --peer-timeout when they are not talking to the dead rank); the
+    interval is set past the test's limit so the test sees dflbench's detection, the thing under test."""
 
     def __init__(self, args: list[str], log: Path):
         self.log = log
         with open(log, "w") as fh:
-            self.proc = subprocess.Popen([str(TORCHRUN), "--nproc-per-node", str(RANKS), "-m", "dflbench", *args],
+            self.proc = subprocess.Popen([str(TORCHRUN), "--nproc-per-node", str(RANKS), "--monitor-interval",
+                                          str(PEER_TIMEOUT + 40), "-m", "dflbench", *args],
                                          stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
                                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
